@@ -74,9 +74,11 @@ class Localizer:
 
     Class attributes: `name` (unique), `Config` (a frozen dataclass of options), `statistics`
     (the statistic kinds from `locator.stats` it reads), and `accepts_reference` (True for
-    baselines that copy their counts from another localization), and `min_controls` (the
-    fewest control corpora it works with, checked before any forward pass). `statistics` is read
-    from the instance, so a method whose kinds depend on its config sets it in ``__init__``.
+    baselines that copy their counts from another localization), `min_controls` (the fewest
+    control corpora it works with, checked before any forward pass) and `uses_controls` (False
+    for methods that read the target alone: `localize` then runs no pass over the controls it is
+    given, and the localizations record none). `statistics` is read from the instance, so a
+    method whose kinds depend on its config sets it in ``__init__``.
     """
 
     name: ClassVar[str]
@@ -84,6 +86,7 @@ class Localizer:
     statistics: frozenset[str] = frozenset()
     accepts_reference: ClassVar[bool] = False
     min_controls: ClassVar[int] = 0
+    uses_controls: ClassVar[bool] = True
 
     def __init__(self, config: Any = None) -> None:
         self.config = self.Config() if config is None else config
@@ -116,13 +119,7 @@ class Localizer:
     ) -> Localization:
         """Wrap per-parameter selections with this method's metadata."""
         return Localization(
-            selections=dict(selections),
-            method=self.name,
-            proportion=proportion,
-            config=config_to_dict(self.config),
-            seed=context.seed,
-            target=context.target.corpus,
-            controls=tuple(stats.corpus for stats in context.controls),
+            selections=dict(selections), proportion=proportion, **self._metadata(context)
         )
 
     def neuron_localization(
@@ -134,15 +131,19 @@ class Localizer:
         """Wrap selected MLP neurons (down-projection parameter name -> neuron indices) as a
         neuron-level localization with this method's metadata."""
         return Localization.from_neurons(
-            neurons,
-            context.parameters,
-            method=self.name,
-            proportion=proportion,
-            config=config_to_dict(self.config),
-            seed=context.seed,
-            target=context.target.corpus,
-            controls=tuple(stats.corpus for stats in context.controls),
+            neurons, context.parameters, proportion=proportion, **self._metadata(context)
         )
+
+    def _metadata(self, context: LocalizationContext) -> dict[str, Any]:
+        """What a localization records of the method and the data it was found on."""
+        used = context.controls if self.uses_controls else ()
+        return {
+            "method": self.name,
+            "config": config_to_dict(self.config),
+            "seed": context.seed,
+            "target": context.target.corpus,
+            "controls": tuple(stats.corpus for stats in used),
+        }
 
 
 # Configs: built from Python values or from strings (CLI, TOML), checked against field types.
@@ -342,6 +343,8 @@ def localize(
     if isinstance(controls, str):
         raise LocatorError("controls must be a list of corpora, e.g. controls=['race'].")
     check_controls(localizer, len(controls))
+    if not localizer.uses_controls:
+        controls = ()  # nothing of them is read: no forward pass over them
     corpora = [
         resolve_corpus(
             corpus, role, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir

@@ -35,6 +35,7 @@ class RandomLocalizer(Localizer):
 
     name = "random"
     accepts_reference = True
+    uses_controls = False
 
     def localize_many(
         self, context: LocalizationContext, proportions: Sequence[float]

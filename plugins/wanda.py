@@ -55,6 +55,7 @@ class WandaLocalizer(Localizer):
 
     name = "wanda"
     Config = WandaConfig
+    uses_controls = False
     statistics = frozenset({INPUT_SQUARE_SUM})  # the default config's; see __init__
 
     def __init__(self, config: Any = None) -> None:

@@ -1,5 +1,6 @@
-"""The statistics cache: a repeated localization with another method or proportion runs no
-forward pass, and a changed model or corpus never reuses a stale entry."""
+"""Forward passes: a repeated localization with another method or proportion reads the statistics
+cache and runs none, a changed model or corpus never reuses a stale entry, and a method that
+reads the target alone runs none over the controls."""
 
 import copy
 
@@ -98,5 +99,24 @@ def test_other_weights_or_texts_miss_the_cache(llama, tokenizer, tmp_path):
             progress=False,
         )
         assert counter.calls == 2
+    finally:
+        counter.handle.remove()
+
+
+def test_a_method_that_ignores_controls_runs_no_pass_over_them(llama, tokenizer):
+    counter = ForwardCounter(llama)
+    try:
+        found = locator.localize(
+            llama,
+            tokenizer,
+            method="wanda",
+            target=TARGET,
+            controls=[CONTROL],
+            proportion=0.05,
+            batch_size=2,
+            progress=False,
+        )
+        assert counter.calls == 3  # the target's 3 batches only
+        assert found.controls == ()  # the localization does not claim to have used them
     finally:
         counter.handle.remove()
