@@ -36,7 +36,10 @@ def _edit(
                 indices = selection.indices().to(flat.device)
                 old = flat.index_select(0, indices)  # a copy: the saved entries
                 saved.append((flat, indices, old))
-                flat.index_copy_(0, indices, old * factor)
+                if factor == 0:  # pruning: no scaled copy to build
+                    flat.index_fill_(0, indices, 0.0)
+                else:
+                    flat.index_copy_(0, indices, old * factor)
     except BaseException:
         _restore(saved)
         raise
