@@ -10,8 +10,11 @@ Builds a random Llama-style model of a realistic shape, calibration corpora of r
 4. the reference algorithm as METHODS.md describes it (batch size 1, a weight-sized
    |W| x norm product per linear and sample accumulated in bf16, everything recomputed and the
    model reloaded for each proportion), on two proportions, extrapolated to 8 where labeled;
-5. peak resident memory beyond the loaded model during 3 and 4, and the bytes of the 8 selections;
-6. apply + restore of an intervention against reloading the model from disk.
+5. peak memory beyond the loaded model (torch's allocator peak) during 1-4, and the bytes of the
+   8 selections;
+6. apply + restore of a pruning intervention at each of the 8 proportions against reloading the
+   model from disk (its files dropped from the page cache first) and from the page cache, and
+   against copying all weights in memory (the memory-traffic floor of any reload).
 
 Usage: ``python benchmarks/perf/bench_localization.py [--hidden 512 --layers 8 ...]``; prints a
 table and writes JSON (``--out``). See benchmarks/perf/README.md for the latest figures.
@@ -20,15 +23,12 @@ table and writes JSON (``--out``). See benchmarks/perf/README.md for the latest 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import math
 import os
 import platform
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +37,6 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import psutil  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -99,58 +98,39 @@ def corpus(count: int, vocab: int, min_tokens: int, max_tokens: int, seed: int) 
 
 
 class PeakMemory:
-    """Peak resident set size of this process beyond its size at entry, sampled every 2 ms.
+    """Peak bytes held by torch's allocator for `device` beyond what it held at entry.
 
-    Inside it, glibc serves every allocation above 128 KiB with its own mapping, returned to the
-    OS when freed, so the resident size follows live tensors (by default glibc raises that
-    threshold as blocks are freed and keeps later ones in a heap that does not shrink). That
-    makes large temporaries cost page faults, so nothing timed runs inside it.
+    The allocator's own running total, read from the profiler's memory events: exact, and blind
+    to what the C library keeps of freed memory or how often it touches fresh pages (which made
+    a resident-size reading swing by half the weights between runs). NumPy's allocations are
+    not seen (locator's packed-bit selections; the caller adds them).
     """
 
+    def __init__(self, device: str) -> None:
+        self.device_type = 1 if device == "cuda" else 0  # the profiler's CPU / CUDA codes
+        self.profile = torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU]
+            + ([torch.profiler.ProfilerActivity.CUDA] if device == "cuda" else []),
+            profile_memory=True,
+        )
+
     def __enter__(self) -> PeakMemory:
-        gc.collect()
-        _mmap_threshold(128 * 1024)
-        _return_freed_memory()
-        self.process = psutil.Process()
-        self.start = self.process.memory_info().rss
-        self.peak = self.start
-        self.running = True
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
+        self.profile.__enter__()
         return self
 
-    def _sample(self) -> None:
-        while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.002)
-
     def __exit__(self, *exc: object) -> None:
-        self.running = False
-        self.thread.join()
-        self.peak = max(self.peak, self.process.memory_info().rss)
-        _mmap_threshold(32 * 1024 * 1024)  # glibc's largest dynamic threshold: heap reuse again
-
-    @property
-    def extra(self) -> int:
-        """Bytes above the resident size at entry."""
-        return self.peak - self.start
-
-
-def _mmap_threshold(size: int) -> None:
-    """Allocations above `size` bytes get their own mapping (glibc's M_MMAP_THRESHOLD)."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, size)
-    except (OSError, AttributeError):
-        pass
-
-
-def _return_freed_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc), so that reuse of memory freed by an earlier
-    phase does not hide this phase's allocations from the resident size."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+        self.profile.__exit__(*exc)
+        with tempfile.TemporaryDirectory() as directory:
+            trace = Path(directory) / "trace.json"
+            self.profile.export_chrome_trace(str(trace))
+            events = json.loads(trace.read_text())["traceEvents"]
+        memory = sorted(
+            (event["ts"], event["args"]["Total Allocated"])
+            for event in events
+            if event.get("name") == "[memory]"
+            and event["args"].get("Device Type") == self.device_type
+        )
+        self.extra = max((total for _, total in memory), default=0)
 
 
 def timed(function: Callable[[], Any], device: str) -> tuple[float, Any]:
@@ -164,9 +144,30 @@ def timed(function: Callable[[], Any], device: str) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def median_time(function: Callable[[], Any], repeats: int, device: str) -> float:
-    """Median wall seconds over `repeats` calls."""
-    return statistics.median(timed(function, device)[0] for _ in range(repeats))
+def median_time(
+    function: Callable[[], Any],
+    repeats: int,
+    device: str,
+    before: Callable[[], Any] | None = None,
+) -> float:
+    """Median wall seconds over `repeats` calls, each preceded by an untimed `before()`."""
+    times = []
+    for _ in range(repeats):
+        if before is not None:
+            before()
+        times.append(timed(function, device)[0])
+    return statistics.median(times)
+
+
+def evict_from_page_cache(directory: Path) -> None:
+    """Drop the files under `directory` from the OS page cache, so the next read is from disk."""
+    os.sync()
+    for path in directory.iterdir():
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
 
 
 # The measured operations.
@@ -287,7 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     both(False)  # warm-up: allocator, kernels
     plain_full = median_time(lambda: both(False), repeats, device)
     plain_decoder = median_time(lambda: both(True), repeats, device)
-    with PeakMemory() as plain_memory:
+    with PeakMemory(device) as plain_memory:
         both(True)
     stats_time = median_time(
         lambda: locator_statistics(model, tokenizer, corpora, batch_size), repeats, device
@@ -302,11 +303,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         full_times.append(pass_seconds + select_seconds)
     full_time = statistics.median(full_times)
     del selections, collected
-    with PeakMemory() as statistics_memory:
+    with PeakMemory(device) as statistics_memory:
         collected = locator_statistics(model, tokenizer, corpora, batch_size)
-    with PeakMemory() as selection_memory:
+    with PeakMemory(device) as selection_memory:
         selections = locator_selection(model, collected)
     selection_bytes = sum(s.nbytes for s in selections)
+    # Selections stored as packed bits live in NumPy arrays, unseen by torch's allocator: count
+    # them as held from the start of the phase (an upper bound).
+    bits_bytes = sum(
+        stored.nbytes
+        for localization in selections
+        for form, stored in (s.stored() for s in localization.selections.values())
+        if form == "bits"
+    )
+    selection_peak = selection_memory.extra + bits_bytes
     # The reference, per proportion; its agreement with locator (bf16 sums: high, not perfect).
     with tempfile.TemporaryDirectory() as directory:
         model_dir = Path(directory)
@@ -326,7 +336,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "jaccard_with_locator": ours.jaccard(theirs),
             }
             del masks, theirs
-        with PeakMemory() as reference_memory:
+        with PeakMemory(device) as reference_memory:
             reference_mathneuro(model_dir, args, corpora, args.reference_proportions[0])
 
         def reload() -> None:
@@ -337,7 +347,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for parameter in loaded.parameters():
                 parameter.detach().sum()
 
-        reload_time = median_time(reload, repeats, device)
+        reload_time = median_time(
+            reload, repeats, device, before=lambda: evict_from_page_cache(model_dir)
+        )
+        reload_cached_time = median_time(reload, repeats, device)
+    copy_time = median_time(
+        lambda: [p.detach().clone() for p in model.parameters()], repeats, device
+    )
 
     def apply_and_restore(selection: Any) -> None:
         with locator.intervene(model, selection, 0.0):
@@ -346,8 +362,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     intervention = {
         str(p): median_time(lambda s=selection: apply_and_restore(s), repeats, device)
         for p, selection in zip(PROPORTIONS, selections, strict=True)
-        if p in (0.01, 0.05, 0.15)
     }
+    edited = {str(p): s.count() / parameters for p, s in zip(PROPORTIONS, selections, strict=True)}
     reference_per_proportion = statistics.mean(r["seconds"] for r in reference.values())
     reference_eight = 8 * reference_per_proportion
     return {
@@ -376,8 +392,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "reference_per_proportion": {str(p): r["seconds"] for p, r in reference.items()},
             "reference_8_proportions_extrapolated": reference_eight,
             "intervention_apply_restore": intervention,
-            "model_reload": reload_time,
+            "model_reload_from_disk": reload_time,
+            "model_reload_from_page_cache": reload_cached_time,
+            "copy_all_weights": copy_time,
         },
+        "intervention_fraction_edited": edited,
         "tokens_per_second": {
             "plain_pass_full_model": tokens / plain_full,
             "statistics": tokens / stats_time,
@@ -385,7 +404,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "memory": {
             "plain_decoder_pass_peak_extra_bytes": plain_memory.extra,
             "statistics_peak_extra_bytes": statistics_memory.extra,
-            "selection_8_peak_extra_bytes": selection_memory.extra,
+            "selection_8_peak_extra_bytes": selection_peak,
             "selections_8_bytes": selection_bytes,
             "reference_peak_extra_bytes": reference_memory.extra,
         },
@@ -401,12 +420,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "statistics pass peak extra memory / weight bytes": statistics_memory.extra
             / weight_bytes,
             "producing + holding 8 selections, peak extra / weight bytes (target < 0.30)": (
-                selection_memory.extra / weight_bytes
+                selection_peak / weight_bytes
             ),
             "8 selections bytes / weight bytes": selection_bytes / weight_bytes,
             "reference peak extra memory / weight bytes": reference_memory.extra / weight_bytes,
             **{
-                f"intervention apply+restore K={p} / model reload (target < 0.05)": t / reload_time
+                f"intervention apply+restore K={p} ({edited[p]:.3%} of weights edited) / "
+                "reload from disk (target < 0.05)": t / reload_time
+                for p, t in intervention.items()
+            },
+            "model reload from disk / copying all weights in memory": reload_time / copy_time,
+            **{
+                f"intervention apply+restore K={p} / copying all weights in memory": t / copy_time
                 for p, t in intervention.items()
             },
         },
