@@ -124,13 +124,19 @@ class PeakMemory:
             trace = Path(directory) / "trace.json"
             self.profile.export_chrome_trace(str(trace))
             events = json.loads(trace.read_text())["traceEvents"]
-        memory = sorted(
-            (event["ts"], event["args"]["Total Allocated"])
-            for event in events
-            if event.get("name") == "[memory]"
-            and event["args"].get("Device Type") == self.device_type
+        memory = sorted(  # stable: events of the same microsecond keep the trace's order
+            (
+                event
+                for event in events
+                if event.get("name") == "[memory]"
+                and event["args"].get("Device Type") == self.device_type
+            ),
+            key=lambda event: event["ts"],
         )
-        self.extra = max((total for _, total in memory), default=0)
+        totals = [event["args"]["Total Allocated"] for event in memory]
+        # The running total carries over from earlier profiles: count from its value at entry.
+        at_entry = totals[0] - memory[0]["args"]["Bytes"] if memory else 0
+        self.extra = max(totals, default=at_entry) - at_entry
 
 
 def timed(function: Callable[[], Any], device: str) -> tuple[float, Any]:
