@@ -21,44 +21,21 @@ class ForwardCounter:
         self.calls += 1
 
 
+def localize(model, tokenizer, **options):
+    """MathNeuro at K = 0.05 on TARGET in batches of 2, unless `options` say otherwise."""
+    options = {"method": "mathneuro", "target": TARGET, "proportion": 0.05, **options}
+    return locator.localize(model, tokenizer, batch_size=2, progress=False, **options)
+
+
 def test_second_localization_reads_the_cache(llama, tokenizer, tmp_path):
     counter = ForwardCounter(llama)
     try:
-        first = locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=TARGET,
-            controls=[CONTROL],
-            proportion=0.05,
-            cache_dir=tmp_path,
-            batch_size=2,
-            progress=False,
-        )
+        first = localize(llama, tokenizer, controls=[CONTROL], cache_dir=tmp_path)
         passes = counter.calls
         assert passes == 6  # 3 batches per corpus
-        second = locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=TARGET,
-            controls=[CONTROL],
-            proportion=0.1,
-            cache_dir=tmp_path,
-            batch_size=2,
-            progress=False,
-        )
+        second = localize(llama, tokenizer, controls=[CONTROL], proportion=0.1, cache_dir=tmp_path)
         assert counter.calls == passes
-        uncached = locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=TARGET,
-            controls=[CONTROL],
-            proportion=0.1,
-            batch_size=2,
-            progress=False,
-        )
+        uncached = localize(llama, tokenizer, controls=[CONTROL], proportion=0.1)
         assert second.jaccard(uncached) == 1.0 and first.count() < second.count()
     finally:
         counter.handle.remove()
@@ -70,35 +47,11 @@ def test_other_weights_or_texts_miss_the_cache(llama, tokenizer, tmp_path):
         other.model.layers[0].mlp.down_proj.weight.mul_(2)
     counter = ForwardCounter(other)
     try:
-        locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=TARGET,
-            proportion=0.05,
-            cache_dir=tmp_path,
-            progress=False,
-        )
-        locator.localize(
-            other,
-            tokenizer,
-            method="mathneuro",
-            target=TARGET,
-            proportion=0.05,
-            cache_dir=tmp_path,
-            progress=False,
-        )
-        assert counter.calls == 1
-        locator.localize(
-            other,
-            tokenizer,
-            method="mathneuro",
-            target=TARGET[:4],
-            proportion=0.05,
-            cache_dir=tmp_path,
-            progress=False,
-        )
-        assert counter.calls == 2
+        localize(llama, tokenizer, cache_dir=tmp_path)
+        localize(other, tokenizer, cache_dir=tmp_path)
+        assert counter.calls == 3  # 3 batches: the changed weights missed the cache
+        localize(other, tokenizer, target=TARGET[:4], cache_dir=tmp_path)
+        assert counter.calls == 5  # 2 batches: the changed texts missed it too
     finally:
         counter.handle.remove()
 
@@ -106,16 +59,7 @@ def test_other_weights_or_texts_miss_the_cache(llama, tokenizer, tmp_path):
 def test_a_method_that_ignores_controls_runs_no_pass_over_them(llama, tokenizer):
     counter = ForwardCounter(llama)
     try:
-        found = locator.localize(
-            llama,
-            tokenizer,
-            method="wanda",
-            target=TARGET,
-            controls=[CONTROL],
-            proportion=0.05,
-            batch_size=2,
-            progress=False,
-        )
+        found = localize(llama, tokenizer, method="wanda", controls=[CONTROL])
         assert counter.calls == 3  # the target's 3 batches only
         assert found.controls == ()  # the localization does not claim to have used them
     finally:
