@@ -78,15 +78,16 @@ def _gpt2(vocab_size: int) -> Any:
     return GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=128)
 
 
-# The tiny shape shared by the gated-MLP families (Mistral, Qwen2, Gemma 2).
-_GATED: dict[str, Any] = {
+# The tiny shape of the families that name their sizes alike (Phi, GPT-NeoX, and, with grouped
+# key/value heads, the gated-MLP families Mistral, Qwen2 and Gemma 2).
+_TINY: dict[str, Any] = {
     "hidden_size": 32,
     "intermediate_size": 64,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
-    "num_key_value_heads": 2,
     "max_position_embeddings": 128,
 }
+_GATED: dict[str, Any] = {**_TINY, "num_key_value_heads": 2}
 
 
 def _mistral(vocab_size: int) -> Any:
@@ -112,28 +113,14 @@ def _phi(vocab_size: int) -> Any:
     from transformers import PhiConfig
 
     # The phi-1.5 layout: q/k/v/dense attention, fc1/fc2 MLP, partial rotary embeddings.
-    return PhiConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=128,
-    )
+    return PhiConfig(vocab_size=vocab_size, **_TINY)
 
 
 def _gpt_neox(vocab_size: int) -> Any:
     from transformers import GPTNeoXConfig
 
     # Pythia's layout: fused query_key_value, dense_h_to_4h/dense_4h_to_h, untied head.
-    return GPTNeoXConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=128,
-    )
+    return GPTNeoXConfig(vocab_size=vocab_size, **_TINY)
 
 
 def _opt(vocab_size: int) -> Any:
