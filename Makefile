@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	else \
 		$(BIN)/pip install "$(TORCH_CPU)" || $(BIN)/pip install "$(TORCH_CPU)" --index-url $(TORCH_CPU_INDEX); \
 	fi
+	$(BIN)/pip uninstall -y -q locator 2>/dev/null || true  # the old distribution name
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from locator.architecture import scored_parameters
+from locator.io import atomic_write
 from locator.stats import ActivationStats, collect_statistics, tokenize
 
 _SAMPLES_PER_WEIGHT = 257
@@ -66,7 +66,7 @@ def cached_statistics(
     `model_key` (from `model_fingerprint`) may be passed to avoid hashing the model per corpus.
     """
     from safetensors import safe_open
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     key = hashlib.sha256(
         (
@@ -97,12 +97,8 @@ def cached_statistics(
         )
         values.update({kind: dict(v) for kind, v in fresh.values.items()})
         header = {"num_samples": fresh.num_samples, "num_tokens": fresh.num_tokens}
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"{k}/{n}": t.contiguous() for k, v in values.items() for n, t in v.items()}
-        # Per-process name: shards sharing a folder may write the same file at once.
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        save_file(tensors, str(temporary), metadata={"locator": json.dumps(header)})
-        temporary.replace(path)
+        atomic_write(path, save(tensors, metadata={"locator": json.dumps(header)}))
     return ActivationStats(
         corpus=corpus,
         num_samples=header["num_samples"],

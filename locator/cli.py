@@ -6,29 +6,51 @@ the ``register_commands`` hook.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
-from locator.errors import LocatorError
+from locator.errors import LocatorError, LocatorWarning
+from locator.provenance import DISTRIBUTION
+
+
+def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+    """Print a `LocatorWarning` as one line on stderr; other warnings as Python would."""
+    if issubclass(category, LocatorWarning):
+        click.echo(f"Warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, *args, **kwargs)
+
+
+_python_show_warning = warnings.showwarning
 
 
 class _Group(click.Group):
-    """A click group that turns a `LocatorError` into one line and exit code 2."""
+    """A click group that turns a `LocatorError` into one line and exit code 2, Ctrl-C into
+    exit code 130 (every file is written atomically, so nothing is left half-written), and a
+    `LocatorWarning` into one line."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        warnings.showwarning = _show_warning
         try:
             return super().invoke(ctx)
         except LocatorError as error:
             click.echo(f"Error: {error}", err=True)
             ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: nothing half-written was left behind.", err=True)
+            ctx.exit(130)
+        finally:
+            warnings.showwarning = _python_show_warning
 
 
 @click.group(cls=_Group)
-@click.version_option(package_name="locator")
+@click.version_option(package_name=DISTRIBUTION)
 def cli() -> None:
     """locator: find, compare and edit the parameters of a language model that carry a skill."""
 
@@ -116,7 +138,9 @@ def plugins(as_json: bool) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=8, show_default=True, type=int)
-@click.option("--max-length", default=None, type=int, help="Truncate texts to this many tokens.")
+@click.option(
+    "--max-length", default=None, type=int, help="Truncate texts to this many tokens (>= 1)."
+)
 @click.option("--dtype", default="auto", show_default=True, help="Model dtype.")
 @click.option("--reference", type=click.Path(dir_okay=False), help="Localization to match.")
 @click.option("--num-samples", default=500, show_default=True, type=int, help=NUM_SAMPLES_HELP)
@@ -146,23 +170,32 @@ def localize(
     texts (`text` field) used as given: a value that is a file, ends in .jsonl or has a '/'.
     """
     from locator.data import read_texts, sample_corpus
-    from locator.localization import Localization
+    from locator.io import check_output_file
+    from locator.localization import Localization, is_localization_file
     from locator.localizer import check_controls, check_proportion, get_localizer
     from locator.localizer import localize as run_localize
     from locator.models import load_model
+    from locator.provenance import file_hash
+    from locator.stats import check_max_length
 
-    # Fail on bad options or too few corpora before loading anything.
+    # Fail on bad options, too few corpora or an unwritable output before loading anything.
     check_controls(get_localizer(method, **_options(options)), len(controls))
     check_proportion(proportion)
+    check_max_length(max_length)
+    check_output_file(out, overwrite=is_localization_file)
     method_options: dict[str, Any] = _options(options)
-    corpora = [
-        read_texts(value)
-        if Path(value).is_file() or value.endswith(".jsonl") or "/" in value
-        else sample_corpus(
-            value, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
-        )
-        for value in (target, *controls)  # a path (even a missing one) or a dataset name
-    ]
+    files = {}
+    corpora: list[Any] = []
+    for value in (target, *controls):  # a path (even a missing one) or a dataset name
+        if Path(value).is_file() or value.endswith(".jsonl") or "/" in value:
+            corpora.append(read_texts(value))
+            files[len(corpora) - 1] = {"file": Path(value).name, "file_sha256": file_hash(value)}
+        else:
+            corpora.append(
+                sample_corpus(
+                    value, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
+                )
+            )
     reference_localization = Localization.load(reference) if reference else None
     loaded, tokenizer = load_model(model, dtype=dtype)
     result = run_localize(
@@ -178,6 +211,8 @@ def localize(
         reference=reference_localization,
         **method_options,
     )
+    described = [dict(c, **files.get(i, {})) for i, c in enumerate(result.provenance["corpora"])]
+    result = dataclasses.replace(result, provenance={**result.provenance, "corpora": described})
     path = result.save(out)
     click.echo(
         f"{method}: selected {result.count():,} of {result.numel():,} scored entries "
@@ -244,12 +279,14 @@ def evaluate(
 
     from locator.evaluation import check_evaluation, route
     from locator.evaluation import evaluate as run_evaluate
-    from locator.intervention import intervene
+    from locator.intervention import check_factor, intervene
     from locator.localization import Localization
     from locator.models import load_model
 
     if (localization is None) != (factor is None):
         raise LocatorError("--localization and --factor go together: give both or neither.")
+    if factor is not None:
+        check_factor(factor)
     names = check_evaluation(
         tasks, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, data_dir=data_dir
     )
@@ -284,24 +321,52 @@ def evaluate(
 @click.option("--factor", required=True, type=float, help="Scale of the entries (0 prunes).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New model folder.")
 @click.option("--dtype", default="auto", show_default=True, help="Model dtype.")
-def edit(model: str, localization: str, factor: float, out: str, dtype: str) -> None:
-    """Scale a localization's entries and save the model as a normal HF folder."""
-    from locator.intervention import apply
+@click.option("--force", is_flag=True, help="Replace a model folder that `locator edit` wrote.")
+def edit(model: str, localization: str, factor: float, out: str, dtype: str, force: bool) -> None:
+    """Scale a localization's entries and save the model as a normal HF folder.
+
+    The folder records the edit in `locator_edit.json` and in config.json (`locator_edit`):
+    method, proportion, factor, the localization's hash and provenance. It appears whole or not
+    at all; an existing folder is replaced only with --force and only if `edit` wrote it.
+    """
+    from locator.intervention import apply, check_factor
+    from locator.io import atomic_directory, atomic_write, check_output_directory
     from locator.localization import Localization
     from locator.models import load_model
 
-    folder = Path(out)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise LocatorError(f"output folder {out!r} is not empty; choose a new folder.")
+    check_factor(factor)
+    folder = check_output_directory(
+        out, owned=lambda p: (p / EDIT_FILE).is_file(), what="edited model", force=force
+    )
     found = Localization.load(localization)
     loaded, tokenizer = load_model(model, dtype=dtype)
     apply(loaded, found, factor)
-    loaded.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    record = {
+        "method": found.method,
+        "proportion": found.proportion,
+        "factor": factor,
+        "count": found.count(),
+        "localization": Path(localization).name,
+        "localization_hash": found.content_hash(),
+        "base_model": model,
+        "provenance": dict(found.provenance),
+    }
+    loaded.config.locator_edit = {k: v for k, v in record.items() if k != "provenance"}
+
+    def write(temporary: Path) -> None:
+        loaded.save_pretrained(temporary)
+        tokenizer.save_pretrained(temporary)
+        atomic_write(temporary / EDIT_FILE, json.dumps(record, indent=2, default=str))
+
+    atomic_directory(folder, write, replace=force)
     click.echo(
         f"scaled {found.count():,} entries ({found.method}) by {factor} -> {folder} "
         "(load it with from_pretrained)"
     )
+
+
+EDIT_FILE = "locator_edit.json"
+"""What `locator edit` records in the folder it writes (and what marks the folder as its own)."""
 
 
 @cli.command()
@@ -312,15 +377,21 @@ def edit(model: str, localization: str, factor: float, out: str, dtype: str) -> 
 def bench(suite: str, out: str, shard: str | None, no_progress: bool) -> None:
     """Run a benchmark suite (TOML) into a Parquet results folder; resumes where it stopped."""
     from locator.bench.report import summary_table
-    from locator.bench.results import read_results
+    from locator.bench.results import finished, read_results
     from locator.bench.runner import parse_shard, run_suite
     from locator.bench.suite import load_suite
 
     shard_spec = parse_shard(shard) if shard else (1, 1)
-    summary = run_suite(load_suite(suite), out, shard_spec=shard_spec, progress=not no_progress)
-    click.echo(summary_table(read_results(out).to_pylist()))
+    summary = run_suite(
+        load_suite(suite), out, shard_spec=shard_spec, progress=not no_progress, echo=click.echo
+    )
+    if summary.in_shard == 0:
+        return  # a shard beyond the grid: nothing to do is success (run_suite said so)
+    if finished(out):
+        click.echo(summary_table(read_results(out).to_pylist()))
+    busy = f", {summary.busy} left to another run sharing the folder" if summary.busy else ""
     click.echo(
-        f"ran {summary.ran} configurations, {summary.skipped} already finished, "
+        f"ran {summary.ran} configurations, {summary.skipped} already finished{busy}, "
         f"in {summary.seconds:.1f} s -> {out}"
     )
 
@@ -332,7 +403,12 @@ def report(results: str, out: str | None) -> None:
     """Write a Markdown report with plots from a results folder."""
     from locator.bench.report import headline, write_report
     from locator.bench.results import read_results
+    from locator.io import check_output_directory
 
+    folder = Path(out) if out is not None else Path(results) / "_report"
+    check_output_directory(
+        folder, owned=lambda p: (p / "report.md").is_file(), what="report", extend=True
+    )
     click.echo(headline(read_results(results).to_pylist()))
     click.echo(f"results (Parquet) -> {results}")
     click.echo(f"report -> {write_report(results, out)}")

@@ -30,3 +30,7 @@ class UnknownNameError(LocatorError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message otherwise
         return str(self.args[0])
+
+
+class LocatorWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints one line)."""

@@ -8,19 +8,39 @@ same edit permanently, for exporting an edited model with `save_pretrained`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from locator.errors import LocatorError
 from locator.localization import Localization
+
+
+def check_factor(factor: Any) -> float:
+    """The intervention factor as a float; raise unless it is a finite real number (not bool).
+
+    The one rule for factors, applied by `intervene`, `apply`, the CLI and suites alike.
+    """
+    if (
+        isinstance(factor, bool)
+        or not isinstance(factor, (int, float))
+        or not math.isfinite(factor)
+    ):
+        raise LocatorError(
+            f"factor must be a finite number (0 prunes, 1.1 scales by 10%), got {factor!r}."
+        )
+    return float(factor)
 
 
 def _edit(
     model: nn.Module, localization: Localization, factor: float
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
     """Scale the selected entries in place; return (flat weight, indices, old values) per edit."""
+    factor = check_factor(factor)
     localization.check(model)
     parameters = dict(model.named_parameters())
     saved = []

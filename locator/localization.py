@@ -14,9 +14,10 @@ intervention engine, counts and set algebra treat both levels alike.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,8 @@ import torch
 from torch import Tensor, nn
 
 from locator.architecture import ScoredParameter, layer_and_kind
-from locator.errors import LocatorError
+from locator.errors import LocatorError, LocatorWarning
+from locator.io import atomic_write
 
 FORMAT = "locator.localization/1"
 
@@ -113,6 +115,27 @@ class Selection:
         return int(self.stored()[1].nbytes)
 
 
+def is_localization_file(path: Path) -> bool:
+    """Whether `path` is a file written by `Localization.save` (read from its header only)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return "locator" in (handle.metadata() or {})
+    except (SafetensorError, OSError):
+        return False
+
+
+def _check_indices(indices: Tensor, numel: int, name: str) -> None:
+    """Raise `ValueError` unless `indices` are sorted, unique flat indices in ``[0, numel)``."""
+    if indices.dtype not in (torch.int32, torch.int64) or indices.dim() != 1:
+        raise ValueError(f"indices of {name!r} are not a 1-D integer tensor")
+    if indices.numel() and (
+        int(indices[0]) < 0 or int(indices[-1]) >= numel or bool((indices.diff() <= 0).any())
+    ):
+        raise ValueError(f"indices of {name!r} are out of range or unsorted")
+
+
 class _Masks(Mapping[str, Tensor]):
     """A read-only mapping that materializes each boolean mask when it is looked up."""
 
@@ -137,6 +160,9 @@ class Localization:
     over all scored entries. `proportion` is None for results of set algebra across proportions.
     `neurons` (neuron level only) maps each MLP's down-projection parameter name to the sorted
     int64 indices of its selected neurons; build such a localization with `from_neurons`.
+    `provenance` records what it was made from (`locator.localizer.localize` fills it):
+    ``model`` (`locator.provenance.model_identity`), ``versions``, ``max_length`` and
+    ``corpora`` (label, text count and content hash of each; a file's name too).
     """
 
     selections: Mapping[str, Selection]
@@ -148,6 +174,7 @@ class Localization:
     controls: tuple[str, ...] = ()
     level: str = "parameter"
     neurons: Mapping[str, Tensor] = field(default_factory=dict)
+    provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.level not in ("parameter", "neuron"):
@@ -250,22 +277,45 @@ class Localization:
 
     # Set algebra, one parameter at a time.
 
+    def model(self) -> Mapping[str, Any]:
+        """The identity of the model this was made from (empty when not recorded)."""
+        return dict(self.provenance.get("model") or {})
+
+    def check_compatible(self, other: Localization, operation: str) -> None:
+        """Raise a one-line `LocatorError` unless `other` belongs to the same model: the same
+        parameter names and shapes, and the same weights where both record them."""
+        what = f"cannot {operation} localizations {self.method!r} and {other.method!r}"
+        mine, theirs = set(self.selections), set(other.selections)
+        if mine != theirs:
+            only = sorted(mine - theirs) or sorted(theirs - mine)
+            side = "the first" if mine - theirs else "the second"
+            raise LocatorError(
+                f"{what}: they select different parameters ({len(mine ^ theirs)} differ, e.g. "
+                f"{only[0]!r} only in {side}); they belong to different models."
+            )
+        for name, selection in self.selections.items():
+            if selection.shape != other.selections[name].shape:
+                raise LocatorError(
+                    f"{what}: {name!r} has shape {list(selection.shape)} in one and "
+                    f"{list(other.selections[name].shape)} in the other; they belong to "
+                    "different models."
+                )
+        from locator.provenance import describe_model_difference
+
+        difference = describe_model_difference(self.model(), other.model())
+        if difference is not None and other.model().get("fingerprint") is not None:
+            raise LocatorError(
+                f"{what}: they were made from different models ({difference}); compare "
+                "localizations of one model."
+            )
+
     def _combine(
         self, other: Localization, op: str, function: Callable[[Tensor, Tensor], Tensor]
     ) -> Localization:
-        names = list(self.selections) + [n for n in other.selections if n not in self.selections]
+        self.check_compatible(other, op)
         selections = {}
-        for name in names:
-            mine, theirs = self.selections.get(name), other.selections.get(name)
-            shape = (mine or theirs).shape  # type: ignore[union-attr]
-            if mine is not None and theirs is not None and mine.shape != theirs.shape:
-                raise LocatorError(
-                    f"cannot {op} localizations: {name!r} has shape {list(mine.shape)} in one "
-                    f"and {list(theirs.shape)} in the other."
-                )
-            empty = torch.zeros(shape, dtype=torch.bool)
-            a = mine.mask() if mine is not None else empty
-            b = theirs.mask() if theirs is not None else empty
+        for name, mine in self.selections.items():
+            a, b = mine.mask(), other.selections[name].mask()
             selections[name] = Selection.from_mask(function(a, b))
         same = self.proportion == other.proportion
         neurons = self._combine_neurons(other, function)
@@ -314,13 +364,10 @@ class Localization:
 
     def jaccard(self, other: Localization) -> float:
         """|A & B| / |A | B| over all parameters (1.0 when both are empty)."""
+        self.check_compatible(other, "compare")
         both = either = 0
-        for name in set(self.selections) | set(other.selections):
-            mine, theirs = self.selections.get(name), other.selections.get(name)
-            if mine is None or theirs is None:
-                either += (mine or theirs).count  # type: ignore[union-attr]
-                continue
-            a, b = mine.indices(), theirs.indices()
+        for name, mine in self.selections.items():
+            a, b = mine.indices(), other.selections[name].indices()
             common = int(torch.isin(a, b, assume_unique=True).sum())
             both += common
             either += a.numel() + b.numel() - common
@@ -328,8 +375,13 @@ class Localization:
 
     # Checking against a model, saving and loading.
 
-    def check(self, model: nn.Module) -> None:
-        """Raise a `LocatorError` unless every selected parameter exists with the same shape."""
+    def check(self, model: nn.Module, *, strict: bool = False) -> None:
+        """Check that this localization belongs to `model`.
+
+        Every selected parameter must exist with the same shape (else a `LocatorError`). When
+        the localization records its model's weights fingerprint and `model`'s differs, this
+        warns (`LocatorWarning`), or raises with ``strict=True``.
+        """
         parameters = dict(model.named_parameters())
         for name, selection in self.selections.items():
             if name not in parameters:
@@ -346,6 +398,30 @@ class Localization:
                     f"{list(selection.shape)} in the localization and "
                     f"{list(parameters[name].shape)} in the model."
                 )
+        if not self.model().get("fingerprint"):
+            return
+        from locator.provenance import describe_model_difference, model_identity
+
+        difference = describe_model_difference(self.model(), model_identity(model))
+        if difference is None:
+            return
+        message = (
+            f"localization ({self.method}) was made from another model than this one "
+            f"({difference}); it was made from {self.model().get('name')!r}."
+        )
+        if strict:
+            raise LocatorError(message)
+        warnings.warn(message, LocatorWarning, stacklevel=2)
+
+    def content_hash(self) -> str:
+        """A hash of the selections (names, shapes, selected entries): equal for equal
+        localizations, whatever their metadata."""
+        digest = hashlib.sha256()
+        for name in sorted(self.selections):
+            selection = self.selections[name]
+            digest.update(f"{name}:{list(selection.shape)}:".encode())
+            digest.update(selection.indices().numpy().tobytes())
+        return digest.hexdigest()[:32]
 
     def metadata(self) -> dict[str, Any]:
         """How this localization was found, as JSON-ready values."""
@@ -360,11 +436,12 @@ class Localization:
             "count": self.count(),
             "fraction": self.fraction(),
             "neuron_count": self.neuron_count(),
+            "provenance": dict(self.provenance),
         }
 
     def save(self, path: str | Path) -> Path:
         """Write a safetensors file: compact selections plus JSON metadata."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
         tensors, shapes = {}, {}
         for name, selection in self.selections.items():
@@ -375,13 +452,7 @@ class Localization:
             tensors[f"{name}.neurons"] = indices.contiguous()
         header = {"format": FORMAT, **self.metadata(), "shapes": shapes}
         header["neuron_parameters"] = list(self.neurons)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Per-process name: shards sharing a folder may write the same file at once.
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        save_file(tensors, str(temporary), metadata={"locator": json.dumps(header)})
-        temporary.replace(path)  # atomic: a reader never sees half a file
-        return path
+        return atomic_write(path, save(tensors, metadata={"locator": json.dumps(header)}))
 
     @classmethod
     def load(cls, path: str | Path) -> Localization:
@@ -402,26 +473,56 @@ class Localization:
                 f"{str(path)!r} is not a locator localization file (no 'locator' metadata); "
                 "write one with Localization.save or `locator localize --out`."
             )
-        header = json.loads(raw)
+        try:
+            return cls._from_file(header=json.loads(raw), tensors=tensors)
+        except (KeyError, TypeError, ValueError, AttributeError, LocatorError) as error:
+            detail = f"missing {error}" if isinstance(error, KeyError) else str(error)
+            raise LocatorError(
+                f"localization file {str(path)!r} is corrupt ({detail}); write it again with "
+                "`locator localize --out`."
+            ) from None
+
+    @classmethod
+    def _from_file(cls, *, header: Any, tensors: dict[str, Tensor]) -> Localization:
+        """Build from a file's header and tensors, checking every index before use (a corrupt
+        file must fail here, not when its indices touch a model's weights)."""
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise ValueError(f"format is not {FORMAT!r}")
         selections = {}
         for name, shape in header["shapes"].items():
+            if not isinstance(shape, list) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+            ):
+                raise ValueError(f"bad shape {shape!r} of {name!r}")
+            numel = math.prod(shape)
             if f"{name}.indices" in tensors:
-                selections[name] = Selection(tuple(shape), tensors[f"{name}.indices"], None)
+                indices = tensors[f"{name}.indices"]
+                _check_indices(indices, numel, name)
+                selections[name] = Selection(tuple(shape), indices, None)
             else:
-                selections[name] = Selection(tuple(shape), None, tensors[f"{name}.bits"])
-        return cls(
+                bits = tensors[f"{name}.bits"]
+                if bits.dtype != torch.uint8 or bits.dim() != 1 or bits.numel() != -(-numel // 8):
+                    raise ValueError(f"bit mask of {name!r} does not fit shape {shape}")
+                selections[name] = Selection(tuple(shape), None, bits)
+        neurons = {}
+        for name in header.get("neuron_parameters", []):
+            _check_indices(tensors[f"{name}.neurons"], max(selections[name].shape), name)
+            neurons[name] = tensors[f"{name}.neurons"]
+        found = cls(
             selections=selections,
-            method=header["method"],
+            method=str(header["method"]),
             proportion=header["proportion"],
-            config=header["config"],
-            seed=header["seed"],
-            target=header["target"],
+            config=dict(header["config"]),
+            seed=int(header["seed"]),
+            target=str(header["target"]),
             controls=tuple(header["controls"]),
-            level=header["level"],
-            neurons={
-                name: tensors[f"{name}.neurons"] for name in header.get("neuron_parameters", [])
-            },
+            level=str(header["level"]),
+            neurons=neurons,
+            provenance=dict(header.get("provenance") or {}),
         )
+        if "count" in header and found.count() != header["count"]:
+            raise ValueError(f"{found.count()} entries selected, the header says {header['count']}")
+        return found
 
     def __repr__(self) -> str:
         return (

@@ -26,7 +26,8 @@ from locator.data import Corpus, resolve_corpus
 from locator.errors import LocatorError, UnknownNameError
 from locator.localization import Localization, Selection
 from locator.plugins import registry
-from locator.stats import ActivationStats, collect_statistics
+from locator.provenance import model_identity, with_provenance
+from locator.stats import ActivationStats, check_max_length, collect_statistics
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,7 +232,14 @@ def check_proportion(proportion: float) -> None:
 
 
 def check_controls(localizer: Localizer, count: int) -> None:
-    """Raise unless `count` control corpora are enough for `localizer` (its `min_controls`)."""
+    """Raise unless `count` control corpora suit `localizer`: enough for its `min_controls`,
+    and none for a method that reads the target alone (`uses_controls = False`), which would
+    silently ignore them."""
+    if count and not localizer.uses_controls:
+        raise LocatorError(
+            f"method {localizer.name!r} reads the target alone and would ignore the {count} "
+            "control corpus(es) given; drop them (CLI: --control)."
+        )
     if count < localizer.min_controls:
         raise LocatorError(
             f"method {localizer.name!r} needs at least {localizer.min_controls} control "
@@ -293,6 +301,8 @@ def build_context(
     reference: Localization | None = None,
 ) -> LocalizationContext:
     """The context for localizing on `model` from already collected statistics."""
+    if reference is not None:  # a reference made for another model must not be matched
+        reference.check(model, strict=True)
     parameters = scored_parameters(model)
     named = dict(model.named_parameters())
     weights = {name: named[name].detach() for name in parameters}
@@ -338,13 +348,12 @@ def localize(
     """
     localizer = get_localizer(method, **config)
     check_proportion(proportion)
+    check_max_length(max_length)
     if reference is not None and not localizer.accepts_reference:
         raise LocatorError(f"method {method!r} does not take a reference localization.")
     if isinstance(controls, str):
         raise LocatorError("controls must be a list of corpora, e.g. controls=['race'].")
     check_controls(localizer, len(controls))
-    if not localizer.uses_controls:
-        controls = ()  # nothing of them is read: no forward pass over them
     corpora = [
         resolve_corpus(
             corpus, role, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
@@ -372,4 +381,9 @@ def localize(
         for label, texts in corpora
     ]
     context = build_context(model, collected[0], collected[1:], seed=seed, reference=reference)
-    return localizer.localize(context, proportion)
+    return with_provenance(
+        localizer.localize(context, proportion),
+        model=model_identity(model),
+        corpora=corpora,
+        max_length=max_length,
+    )

@@ -65,8 +65,20 @@ class ActivationStats:
         return self.values[kind]
 
 
+def check_max_length(max_length: object) -> None:
+    """Raise unless `max_length` is None (no truncation) or an integer >= 1."""
+    if max_length is not None and (
+        isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+    ):
+        raise LocatorError(
+            f"max_length must be an integer >= 1 (tokens per text) or None for no "
+            f"truncation, got {max_length!r}."
+        )
+
+
 def tokenize(tokenizer: object, texts: Sequence[str], max_length: int | None) -> list[list[int]]:
     """Token ids of each text, truncated to `max_length` tokens when given."""
+    check_max_length(max_length)
     encoded = tokenizer(  # type: ignore[operator]
         list(texts),
         truncation=max_length is not None,

@@ -177,13 +177,15 @@ class LocalizerContract:
 
     def _localize(self, model: Any, seed: int = 0) -> Any:
         import locator
+        from locator.localizer import localizer_class
 
+        controls = self.controls if localizer_class(self.method).uses_controls else 0
         return locator.localize(
             model,
             tiny_tokenizer(),
             method=self.method,
             target=sample_texts(6, seed=1),
-            controls=[sample_texts(6, seed=2 + i) for i in range(self.controls)],
+            controls=[sample_texts(6, seed=2 + i) for i in range(controls)],
             proportion=self.proportion,
             seed=seed,
             batch_size=4,
@@ -205,8 +207,11 @@ class LocalizerContract:
         assert again.config == localizer.config
 
     def test_selections_match_parameters_and_weights_unchanged(self) -> None:
-        """Selections are keyed by real parameter names with their shapes; weights untouched."""
+        """Selections are keyed by real parameter names with their shapes, within the budget of
+        the proportion (parameter-level methods); weights untouched; no hooks left."""
         import torch
+
+        from locator.localizer import top_count
 
         for family in self.families:
             model = tiny_model(family)
@@ -220,6 +225,13 @@ class LocalizerContract:
                 assert tuple(mask.shape) == tuple(parameters[name].shape)
             assert result.method == self.method
             assert result.count() > 0
+            if result.level == "parameter":  # the budget: floor(K x numel) per matrix
+                for name, selection in result.selections.items():
+                    budget = top_count(self.proportion, selection.numel)
+                    assert selection.count <= budget, (
+                        f"{self.method} selects {selection.count} entries of {name}, more than "
+                        f"the budget floor({self.proportion} x {selection.numel}) = {budget}"
+                    )
             for name, parameter in model.named_parameters():
                 assert torch.equal(parameter, before[name]), f"{self.method} edited {name}"
             assert _hook_count(model) == hooks_before, "hooks left behind"

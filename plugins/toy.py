@@ -120,9 +120,16 @@ def register_commands(cli):  # type: ignore[no-untyped-def]
     @toy.command()
     @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder.")
     @click.option("--seed", default=0, show_default=True, type=int)
-    @click.option("--steps", default=1000, show_default=True, type=int)
-    def train(out: str, seed: int, steps: int) -> None:
-        """Train the toy model from a seed (reproduces the shipped checkpoint with seed 0)."""
+    @click.option("--steps", default=1000, show_default=True, type=int, help="At least 1.")
+    @click.option("--force", is_flag=True, help="Replace a toy model folder this command wrote.")
+    def train(out: str, seed: int, steps: int, force: bool) -> None:
+        """Train the toy model from a seed.
+
+        Seed 0 reproduces the shipped checkpoint byte for byte on the same torch version and
+        CPU instruction set; another CPU gives a model of the same quality, not the same
+        weights (see locator/toy/README.md). An existing folder is never overwritten unless
+        it is a toy model folder and --force is given.
+        """
         from locator.toy.train import main
 
-        main(["--out", out, "--seed", str(seed), "--steps", str(steps)])
+        main(["--out", out, "--seed", str(seed), "--steps", str(steps)] + ["--force"] * force)

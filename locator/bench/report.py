@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from locator.bench.results import read_results
+from locator.io import atomic_write
 
 Row = Mapping[str, Any]
 _EXPERIMENT = ("model", "dtype", "target", "controls")
@@ -135,6 +136,15 @@ def headline(rows: Sequence[Row], proportion: float = 0.05) -> str:
 # Plots.
 
 
+def _save(figure: Any, path: Path) -> None:
+    """Write a figure as PNG atomically."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    atomic_write(path, buffer.getvalue())
+
+
 def _figure(columns: int, rows: int = 1, width: float = 4.2, height: float = 3.4) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -188,7 +198,7 @@ def _effect_plot(rows: Sequence[Row], factor: float, title: str, path: Path) -> 
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside right upper", fontsize="small")
     figure.suptitle(f"{_factor_name(factor)}: {title}", fontsize="medium")
-    figure.savefig(path, dpi=110)
+    _save(figure, path)
 
 
 def _overlap_plot(across_seeds: Sequence[dict[str, Any]], title: str, path: Path) -> None:
@@ -207,7 +217,7 @@ def _overlap_plot(across_seeds: Sequence[dict[str, Any]], title: str, path: Path
     axis.set_title(f"{title}\n{largest} samples per corpus", fontsize="small")
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize="small")
-    figure.savefig(path, dpi=110)
+    _save(figure, path)
 
 
 def _distribution_plot(
@@ -233,7 +243,7 @@ def _distribution_plot(
     handles, labels = panels[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside right upper", fontsize="small")
     figure.suptitle(title, fontsize="medium")
-    figure.savefig(path, dpi=110)
+    _save(figure, path)
 
 
 # Overlap and distribution of selections, from the files saved beside the results.
@@ -374,8 +384,7 @@ def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
         lines += _overlap_section(number, title, group, load, out)
         lines += _distribution_section(number, title, group, load, out)
     path = out / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return atomic_write(path, "\n".join(lines))
 
 
 def _effect_section(

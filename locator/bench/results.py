@@ -6,8 +6,9 @@ lives under names starting with ``_`` (``_suite.json``, ``_baselines/``, ``_sele
 ``_statistics/``, ``_report/``), which Parquet readers skip, so ``pandas.read_parquet(DIR)``,
 ``pyarrow.dataset.dataset(DIR)``, polars and DuckDB (``DIR/*.parquet``) read the folder as is.
 
-Every file is written to a hidden temporary name in the same folder and moved into place with
-`os.replace`, so a reader, or a run resumed after SIGKILL, sees a file whole or not at all.
+Every file is written with `locator.io.atomic_write` (a hidden temporary name in the same folder,
+fsync, `os.replace`), so a reader, or a run resumed after SIGKILL, sees a file whole or not at
+all.
 The columns use types every reader handles: strings, int64, float64 and UTC timestamps in
 microseconds; ``controls`` is the comma-joined control dataset names.
 """
@@ -15,7 +16,6 @@ microseconds; ``controls`` is the comma-joined control dataset names.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from locator.errors import LocatorError
+from locator.io import atomic_write
 
 SCHEMA_VERSION = "locator.bench/1"
 
@@ -34,6 +35,8 @@ SCHEMA = pa.schema(
         pa.field("suite", pa.string(), nullable=False),
         pa.field("model", pa.string(), nullable=False),
         pa.field("dtype", pa.string(), nullable=False),
+        pa.field("model_revision", pa.string()),
+        pa.field("model_fingerprint", pa.string()),
         pa.field("method", pa.string(), nullable=False),
         pa.field("label", pa.string(), nullable=False),
         pa.field("method_config", pa.string(), nullable=False),
@@ -120,32 +123,14 @@ def stable_hash(value: Any, length: int = 16) -> str:
 
 def provenance() -> dict[str, str | None]:
     """Versions of locator, torch, transformers and lm-eval (None when not installed)."""
-    versions: dict[str, str | None] = {}
-    for column, distribution in [
-        ("locator_version", "locator"),
-        ("torch_version", "torch"),
-        ("transformers_version", "transformers"),
-        ("lm_eval_version", "lm_eval"),
-    ]:
-        try:
-            versions[column] = importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            versions[column] = None
-    return versions
+    from locator.provenance import DISTRIBUTION, version
 
-
-def _atomic_write(path: Path, write: Any) -> Path:
-    """Call ``write(temporary_path)`` then move the file into place (same folder: atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return {
+        "locator_version": version(DISTRIBUTION),
+        "torch_version": version("torch"),
+        "transformers_version": version("transformers"),
+        "lm_eval_version": version("lm_eval"),
+    }
 
 
 def part_path(directory: str | Path, config_hash: str) -> Path:
@@ -156,9 +141,9 @@ def part_path(directory: str | Path, config_hash: str) -> Path:
 def write_part(directory: str | Path, config_hash: str, rows: Sequence[Mapping[str, Any]]) -> Path:
     """Write one configuration's rows atomically; the columns must match `SCHEMA` exactly."""
     table = pa.Table.from_pylist([dict(row) for row in rows], schema=SCHEMA)
-    return _atomic_write(
-        part_path(directory, config_hash), lambda target: pq.write_table(table, target)
-    )
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    return atomic_write(part_path(directory, config_hash), buffer.getvalue().to_pybytes())
 
 
 def finished(directory: str | Path) -> set[str]:
@@ -183,15 +168,16 @@ def read_results(directory: str | Path) -> pa.Table:
             f"{str(folder)!r} holds no results (no part-*.parquet files); "
             "write some with `locator bench SUITE --out DIR`."
         )
-    table = ds.dataset(files, schema=SCHEMA, format="parquet").to_table()
+    try:
+        table = ds.dataset(files, schema=SCHEMA, format="parquet").to_table()
+    except (pa.ArrowException, OSError) as error:
+        raise _corrupt_part(files, error) from None
     return table.sort_by([(column, "ascending") for column in _ORDER])
 
 
 def write_json(path: Path, value: Any) -> Path:
     """Write JSON atomically."""
-    return _atomic_write(
-        path, lambda target: target.write_text(json.dumps(value, indent=2, sort_keys=True))
-    )
+    return atomic_write(path, json.dumps(value, indent=2, sort_keys=True))
 
 
 def read_json(path: Path) -> Any:
@@ -199,24 +185,137 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def check_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> None:
-    """Record which grid `directory` holds, or refuse a folder that holds another grid.
+def _corrupt_part(files: Sequence[str], error: Exception) -> LocatorError:
+    """A one-line error naming the part file that cannot be read."""
+    for file in files:
+        try:
+            pq.read_table(file, schema=SCHEMA)
+        except (pa.ArrowException, OSError) as part_error:
+            first = str(part_error).strip().splitlines()[0] if str(part_error).strip() else ""
+            return LocatorError(
+                f"results part {file!r} is corrupt ({first}); delete it and rerun "
+                "`locator bench` into the same folder to recompute that configuration."
+            )
+    return LocatorError(f"cannot read the results: {str(error).strip().splitlines()[0]}")
 
-    Mixing grids would leave rows of configurations the current suite no longer has, so a
-    folder serves one grid: the same suite resumes and its shards share it; another needs
-    another folder.
+
+def is_results_folder(directory: Path) -> bool:
+    """Whether `directory` is a results folder written by `locator bench` (has `_suite.json`)."""
+    return (directory / "_suite.json").is_file()
+
+
+def check_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> None:
+    """Record the suite a results folder was last run with, or refuse a folder of another
+    schema.
+
+    A folder grows: a changed suite (more proportions, methods, seeds) run into it computes only
+    the configurations whose part file is missing, since each part is named by the hash of its
+    configuration. What must not change under its rows, the model's weights and the corpora's
+    texts, is checked by `check_identity` when they are loaded.
     """
     path = Path(directory) / "_suite.json"
     if path.is_file():
-        existing = read_json(path)
-        if existing.get("grid") != manifest["grid"]:
+        try:
+            existing = read_json(path)
+        except (OSError, ValueError) as error:
+            raise LocatorError(f"{str(path)!r} is unreadable ({error}); delete it.") from None
+        if existing.get("schema") != manifest["schema"]:
             raise LocatorError(
-                f"{str(directory)!r} holds results of another grid (suite "
-                f"{existing.get('suite')!r}, {existing.get('configurations')} configurations); "
-                "a folder holds one suite's grid: pass a new --out folder."
+                f"{str(directory)!r} holds results of schema {existing.get('schema')!r}, this "
+                f"locator writes {manifest['schema']!r}; pass a new --out folder."
+            )
+    write_json(path, dict(manifest))
+
+
+def check_identity(
+    directory: str | Path, kind: str, key: Mapping[str, Any], value: Mapping[str, Any]
+) -> None:
+    """Refuse to add results for a model or corpus whose content changed since the folder's
+    first results: `key` names it (model path and dtype; dataset, samples, seed), `value` is
+    what it holds (weights fingerprint; texts hash). The first call records `value`."""
+    path = Path(directory) / "_identity" / f"{kind}-{stable_hash(dict(key))}.json"
+    if path.is_file():
+        recorded = read_json(path)
+        if recorded.get("value") != dict(value):
+            raise LocatorError(
+                f"{kind} {dict(key)} changed since the results in {str(directory)!r} were "
+                f"computed ({recorded.get('value')} then, {dict(value)} now); its rows would "
+                "not be comparable: pass a new --out folder."
             )
         return
-    write_json(path, dict(manifest))
+    write_json(path, {"key": dict(key), "value": dict(value)})
+
+
+# Claims: two runs sharing a folder never compute the same configuration.
+
+
+def _claim_path(directory: str | Path, name: str) -> Path:
+    return Path(directory) / "_claims" / f"{name}.lock"
+
+
+def _claim_record() -> dict[str, Any]:
+    import socket
+    from datetime import datetime, timezone
+
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _stale(path: Path) -> bool:
+    """A claim is stale when its process is gone (or is this one): only checkable on its host."""
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False  # being written right now
+    mine = _claim_record()
+    if record.get("host") != mine["host"]:
+        return False
+    pid = record.get("pid")
+    if pid == mine["pid"]:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
+    return False
+
+
+def claim(directory: str | Path, name: str) -> bool:
+    """Claim the work called `name` (a configuration hash) for this process; False when another
+    live process holds it. The lock file (created with O_EXCL) holds pid, host and time; a claim
+    whose process died on this host is stale and taken over. Release it with `release`."""
+    path = _claim_path(directory, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _stale(path):
+                return False
+            path.unlink(missing_ok=True)  # a dead run's claim: take it over
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(_claim_record(), handle)
+        return True
+    return False
+
+
+def release(directory: str | Path, name: str) -> None:
+    """Remove this process's claim on `name` (another process's claim is left alone)."""
+    path = _claim_path(directory, name)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if record.get("pid") == os.getpid() and record.get("host") == _claim_record()["host"]:
+        path.unlink(missing_ok=True)
 
 
 def manifest_of(directory: str | Path) -> dict[str, Any] | None:

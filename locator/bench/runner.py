@@ -68,6 +68,8 @@ class RunSummary:
     ran: int
     seconds: float
     out: Path
+    busy: int = 0
+    """Configurations left to another live run sharing the folder (claimed by it)."""
 
 
 def _method_identity(suite: Suite, method: MethodSpec) -> dict[str, Any]:
@@ -165,10 +167,22 @@ def run_suite(
     echo: Callable[[str], None] = print,
 ) -> RunSummary:
     """Run the configurations of shard `shard_spec` of `suite` whose part file is not in `out`."""
+    from locator.io import check_output_directory
+
     start = time.perf_counter()
-    out = Path(out)
+    out = check_output_directory(
+        out, owned=results.is_results_folder, what="results folder", extend=True
+    )
     configurations = plan(suite)
     mine = shard(configurations, *shard_spec)
+    if not mine:
+        echo(
+            f"{suite.name}: shard {shard_spec[0]}/{shard_spec[1]} has nothing to do: the grid "
+            f"has {len(configurations)} configurations, fewer than {shard_spec[1]} shards."
+        )
+        return RunSummary(
+            planned=len(configurations), in_shard=0, skipped=0, ran=0, seconds=0.0, out=out
+        )
     results.check_manifest(out, manifest(suite, configurations))
     done = results.finished(out)
     todo = [c for c in mine if c.key not in done]
@@ -177,15 +191,17 @@ def run_suite(
         f"{suite.name}: {len(configurations)} configurations{where}; "
         f"{len(mine) - len(todo)} finished, {len(todo)} to run -> {out}"
     )
+    runner = _Run(suite, out, progress)
     if todo:
-        _Run(suite, out, progress).run(todo)
+        runner.run(todo)
     return RunSummary(
         planned=len(configurations),
         in_shard=len(mine),
         skipped=len(mine) - len(todo),
-        ran=len(todo),
+        ran=len(todo) - runner.busy,
         seconds=time.perf_counter() - start,
         out=out,
+        busy=runner.busy,
     )
 
 
@@ -203,6 +219,7 @@ class _Run:
     out: Path
     progress: bool
     provenance: dict[str, str | None] = field(default_factory=results.provenance)
+    busy: int = 0
 
     def run(self, todo: list[Configuration]) -> None:
         from tqdm.auto import tqdm
@@ -234,7 +251,9 @@ class _Run:
             for c in todo
             for name in (c.corpora.target, *c.corpora.controls)
         )
-        return {
+        from locator.provenance import texts_hash
+
+        texts = {
             (name, num_samples, seed): locator.load_corpus(
                 name,
                 num_samples=num_samples,
@@ -244,6 +263,11 @@ class _Run:
             )
             for name, num_samples, seed in needed
         }
+        for (name, num_samples, seed), drawn in texts.items():
+            key = {"dataset": name, "num_samples": num_samples, "seed": seed}
+            key["with_replacement"] = self.suite.with_replacement
+            results.check_identity(self.out, "corpus", key, {"sha256": texts_hash(drawn)})
+        return texts
 
     def _run_model(
         self,
@@ -253,6 +277,7 @@ class _Run:
     ) -> None:
         from locator.cache import model_fingerprint
         from locator.models import load_model
+        from locator.provenance import model_identity
 
         self.bar.set_postfix_str(f"loading {spec.path}")
         model, tokenizer = load_model(
@@ -260,6 +285,13 @@ class _Run:
         )
         self.model, self.tokenizer = model, tokenizer
         self.fingerprint = model_fingerprint(model)
+        self.identity = model_identity(model)
+        results.check_identity(
+            self.out,
+            "model",
+            {"path": spec.path, "dtype": spec.dtype},
+            {"fingerprint": self.identity["fingerprint"]},
+        )
         self.baseline = self._baseline(spec)
         for _, group in groupby(todo, key=lambda c: c.group):
             self._run_group(list(group), texts)
@@ -310,6 +342,7 @@ class _Run:
         """All configurations of one (model, num_samples, seed): one pass per corpus."""
         from locator.cache import cached_statistics
         from locator.localizer import get_localizer, statistic_kinds
+        from locator.provenance import with_provenance
 
         first = todo[0]
         methods = _needed_methods(self.suite, todo)
@@ -336,10 +369,18 @@ class _Run:
             batch = list(configurations)
             names = (corpora.target, *corpora.controls)
             localized = self._localize(corpora, batch, statistics, localizers)
+            used = [(name, texts[(name, first.num_samples, first.seed)]) for name in names]
             for configuration in batch:
                 localization, localize_seconds = localized[
                     (configuration.method.label, configuration.proportion)
                 ]
+                if not localization.provenance:
+                    localization = with_provenance(
+                        localization,
+                        model=self.identity,
+                        corpora=used if localization.controls else used[:1],
+                        max_length=self.suite.max_length,
+                    )
                 timings = {
                     "statistics_seconds": sum(seconds[name] for name in names),
                     "localization_seconds": localize_seconds,
@@ -394,7 +435,22 @@ class _Run:
     def _run_configuration(
         self, configuration: Configuration, localization: Any, timings: dict[str, float]
     ) -> None:
-        """Save the selection, evaluate the edited model, write the part file."""
+        """Claim the configuration, save the selection, evaluate the edited model, write the
+        part file; leave it to another run sharing the folder that claimed it first."""
+        if not results.claim(self.out, configuration.key):
+            self.busy += 1
+            self.bar.update(1)
+            return
+        try:
+            if not results.part_path(self.out, configuration.key).is_file():  # done meanwhile
+                self._evaluate_configuration(configuration, localization, timings)
+        finally:
+            results.release(self.out, configuration.key)
+        self.bar.update(1)
+
+    def _evaluate_configuration(
+        self, configuration: Configuration, localization: Any, timings: dict[str, float]
+    ) -> None:
         import locator
 
         selection = Path("_selections") / f"{configuration.selection_key}.safetensors"
@@ -422,6 +478,8 @@ class _Run:
                         "suite": self.suite.name,
                         "model": configuration.model.path,
                         "dtype": configuration.model.dtype,
+                        "model_revision": self.identity["revision"],
+                        "model_fingerprint": self.identity["fingerprint"],
                         "method": configuration.method.name,
                         "label": label,
                         "method_config": configuration.method_config,
@@ -448,7 +506,6 @@ class _Run:
                     }
                 )
         results.write_part(self.out, configuration.key, rows)
-        self.bar.update(1)
 
 
 def _needed_methods(suite: Suite, todo: Iterable[Configuration]) -> list[MethodSpec]:

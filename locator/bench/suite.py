@@ -36,7 +36,6 @@ Example::
 from __future__ import annotations
 
 import difflib
-import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -219,9 +218,12 @@ def _proportion(checker: _Checker, key: str, value: Any) -> float:
 
 
 def _factor(checker: _Checker, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise checker.fail(key, f"factor must be a finite number (0 prunes), got {value!r}.")
-    return float(value)
+    from locator.intervention import check_factor
+
+    try:
+        return check_factor(value)
+    except LocatorError as error:
+        raise checker.fail(key, str(error)) from None
 
 
 def load_suite(path: str | Path) -> Suite:

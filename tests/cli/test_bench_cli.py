@@ -167,13 +167,48 @@ def test_bench_runs_resumes_and_reports(write_suite, tmp_path):
     assert "prune (x0), proportion 0.3:" in text and "Across seeds:" in text
 
 
-def test_another_suite_in_the_same_folder_is_refused(write_suite, tmp_path):
-    out = tmp_path / "results"
-    suite = load_suite(write_suite())
-    results.check_manifest(out, runner.manifest(suite, runner.plan(suite)))
-    other = write_suite(**{"seeds = [0, 1]": "seeds = [7]"})
-    result = CliRunner().invoke(cli, ["bench", str(other), "--out", str(out)])
-    assert result.exit_code == 2 and "holds results of another grid" in result.output
+def test_a_grown_suite_runs_only_new_cells_and_a_changed_model_refuses(
+    write_suite, tmp_path, llama, tokenizer
+):
+    from locator.testing import tiny_model
+
+    model = tmp_path / "model"
+    llama.save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    small = SUITE.replace("{model}", str(model))
+    small = small.replace("proportions = [0.05, 0.3]", "proportions = [0.05]")
+    small = small.replace("factors = [0.0, 2.0]", "factors = [0.0]")
+    small = small.replace("seeds = [0, 1]", "seeds = [0]")
+    path, out = tmp_path / "grow.toml", tmp_path / "results"
+    path.write_text(small)
+    first = CliRunner().invoke(cli, ["bench", str(path), "--out", str(out), "--no-progress"])
+    assert "ran 2 configurations, 0 already finished" in first.output, first.output
+    cached = sorted(p.name for p in (out / "_statistics").iterdir())
+    baselines = sorted(p.name for p in (out / "_baselines").iterdir())
+
+    path.write_text(small.replace("proportions = [0.05]", "proportions = [0.05, 0.3]"))
+    grown = CliRunner().invoke(cli, ["bench", str(path), "--out", str(out), "--no-progress"])
+    assert grown.exit_code == 0, grown.output
+    assert "ran 2 configurations, 2 already finished" in grown.output
+    assert sorted(p.name for p in (out / "_statistics").iterdir()) == cached  # no new pass
+    assert sorted(p.name for p in (out / "_baselines").iterdir()) == baselines
+    assert len(results.read_results(out)) == 4 * 2
+
+    tiny_model("llama", seed=5).save_pretrained(model)  # same path, other weights
+    path.write_text(small.replace("seeds = [0]", "seeds = [0, 1]"))
+    changed = CliRunner().invoke(cli, ["bench", str(path), "--out", str(out), "--no-progress"])
+    assert changed.exit_code == 2, changed.output
+    assert "changed since the results" in changed.output
+    assert len(results.read_results(out)) == 4 * 2
+
+
+def test_a_shard_beyond_the_grid_has_nothing_to_do(write_suite, tmp_path):
+    out = tmp_path / "o"
+    result = CliRunner().invoke(
+        cli, ["bench", str(write_suite()), "--out", str(out), "--shard", "2/40"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "shard 2/40 has nothing to do" in result.output
 
 
 def test_shipped_suites_parse_and_plan():

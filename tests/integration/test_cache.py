@@ -1,12 +1,14 @@
 """Forward passes: a repeated localization with another method or proportion reads the statistics
 cache and runs none, a changed model or corpus never reuses a stale entry, and a method that
-reads the target alone runs none over the controls."""
+reads the target alone refuses controls before any pass."""
 
 import copy
 
+import pytest
 import torch
 
 import locator
+from locator.errors import LocatorError
 from locator.testing import sample_texts
 
 TARGET, CONTROL = sample_texts(5, seed=21), sample_texts(5, seed=22)
@@ -56,11 +58,11 @@ def test_other_weights_or_texts_miss_the_cache(llama, tokenizer, tmp_path):
         counter.handle.remove()
 
 
-def test_a_method_that_ignores_controls_runs_no_pass_over_them(llama, tokenizer):
+def test_a_method_that_reads_the_target_alone_refuses_controls_before_any_pass(llama, tokenizer):
     counter = ForwardCounter(llama)
     try:
-        found = localize(llama, tokenizer, method="wanda", controls=[CONTROL])
-        assert counter.calls == 3  # the target's 3 batches only
-        assert found.controls == ()  # the localization does not claim to have used them
+        with pytest.raises(LocatorError, match="reads the target alone"):
+            localize(llama, tokenizer, method="wanda", controls=[CONTROL])
+        assert counter.calls == 0
     finally:
         counter.handle.remove()

@@ -1,5 +1,6 @@
 """The benchmark harness without a model: suite checks, planning, shards, the schema, the report."""
 
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -253,13 +254,48 @@ def test_write_part_is_atomic_and_checks_the_schema(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no part, no temporary file left behind
 
 
-def test_a_folder_holds_one_grid(tmp_path):
+def test_a_folder_grows_but_refuses_another_schema_or_changed_content(tmp_path):
     suite = _suite(path=Path(__file__))
     results.check_manifest(tmp_path, runner.manifest(suite, runner.plan(suite)))
-    results.check_manifest(tmp_path, runner.manifest(suite, runner.plan(suite)))  # same: fine
     other = _suite(path=Path(__file__), seeds=(5,))
-    with pytest.raises(LocatorError, match="another grid"):
-        results.check_manifest(tmp_path, runner.manifest(other, runner.plan(other)))
+    results.check_manifest(tmp_path, runner.manifest(other, runner.plan(other)))  # grows
+    old = {**runner.manifest(suite, runner.plan(suite)), "schema": "locator.bench/0"}
+    results.write_json(tmp_path / "_suite.json", old)
+    with pytest.raises(LocatorError, match="schema"):
+        results.check_manifest(tmp_path, runner.manifest(suite, runner.plan(suite)))
+    key = {"path": "m", "dtype": "auto"}
+    results.check_identity(tmp_path, "model", key, {"fingerprint": "a"})
+    results.check_identity(tmp_path, "model", key, {"fingerprint": "a"})
+    with pytest.raises(LocatorError, match="changed since the results"):
+        results.check_identity(tmp_path, "model", key, {"fingerprint": "b"})
+
+
+def test_claims_are_exclusive_and_a_dead_runs_claim_is_taken_over(tmp_path):
+    import json
+    import socket
+    import subprocess
+
+    assert results.claim(tmp_path, "abc")
+    lock = tmp_path / "_claims" / "abc.lock"
+    record = json.loads(lock.read_text())
+    assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+    results.release(tmp_path, "abc")
+    assert not lock.exists()
+    # A live process on this host holds it: refused.
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        lock.write_text(json.dumps({"pid": alive.pid, "host": socket.gethostname()}))
+        assert not results.claim(tmp_path, "abc")
+    finally:
+        alive.kill()
+        alive.wait()
+    assert results.claim(tmp_path, "abc")  # its process is gone: stale, taken over
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    # Another host's claim cannot be checked: left alone.
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    assert not results.claim(tmp_path, "abc")
+    results.release(tmp_path, "abc")
+    assert lock.exists()
 
 
 # The report.

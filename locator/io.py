@@ -1,0 +1,180 @@
+"""Writing files so that nothing half-written is ever seen, and checking outputs before work.
+
+Every file locator writes goes through `atomic_write`: the bytes go to a hidden temporary file
+with a unique name in the same folder, are flushed to disk (fsync) and moved into place with
+`os.replace`, which is atomic on one file system. A reader, a resumed run, or a run killed by
+SIGINT or a full disk sees the old file or the new one, never a part; the temporary file is
+removed on any exception. A model folder is written the same way as a whole by
+`atomic_directory`. `check_output_file` and `check_output_directory` find an output that cannot
+be written, or that holds someone else's data, before any computation.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from locator.errors import LocatorError
+
+
+def _temporary(path: Path) -> Path:
+    """A unique hidden name beside `path` (pid and random: shards may write the same file)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _error(path: Path, error: OSError) -> LocatorError:
+    """A one-line error for a failed write of `path`, with what to do about it."""
+    reason = error.strerror or type(error).__name__
+    if error.errno == errno.ENOSPC:
+        fix = "free some space or write elsewhere"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "choose a folder you can write to"
+    else:
+        fix = "choose another output path"
+    return LocatorError(f"cannot write {str(path)!r}: {reason}; {fix}.")
+
+
+def _sync_directory(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort: not every file system allows it)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write `data` (text is UTF-8) to `path` atomically and durably; return the path.
+
+    A failure (full disk, no permission, SIGINT) leaves `path` as it was, no temporary file
+    behind, and becomes a one-line `LocatorError` naming the file.
+    """
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    temporary = _temporary(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "xb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        raise _error(path, error) from None
+    finally:
+        temporary.unlink(missing_ok=True)
+    _sync_directory(path.parent)
+    return path
+
+
+def atomic_directory(
+    path: str | Path, write: Callable[[Path], object], *, replace: bool = False
+) -> Path:
+    """Fill a new folder with ``write(temporary_folder)`` and move it to `path` in one rename.
+
+    `path` must not exist, or be empty, unless `replace` (then the old folder is removed only
+    after the new one is in place). On any failure the temporary folder is removed and `path`
+    is untouched.
+    """
+    path = Path(path)
+    temporary = _temporary(path)
+    old = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.mkdir()
+        write(temporary)
+        if path.exists() and (replace or not any(path.iterdir())):
+            old = _temporary(path)
+            path.rename(old)
+        temporary.rename(path)  # fails if `path` exists: nothing is overwritten unasked
+    except OSError as error:
+        if old is not None and not path.exists():
+            old.rename(path)  # put the old folder back
+            old = None
+        raise _error(path, error) from None
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    _sync_directory(path.parent)
+    return path
+
+
+def _writable_folder(path: Path) -> None:
+    """Raise unless files can be created in `path` or in the nearest folder above it."""
+    folder = path
+    while not folder.exists():
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    if not folder.is_dir():
+        raise LocatorError(
+            f"cannot write {str(path)!r}: {str(folder)!r} is a file, not a folder; "
+            "choose another output path."
+        )
+    probe = _temporary(folder / "probe")
+    try:
+        probe.touch(exist_ok=False)
+    except OSError as error:
+        raise _error(path, error) from None
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def check_output_file(path: str | Path, *, overwrite: Callable[[Path], bool] | None = None) -> Path:
+    """Check, before any work, that the file `path` can be written.
+
+    An existing folder at `path` is refused; an existing file is refused unless `overwrite`
+    says it may be replaced (for example: it is a file of the same kind that locator wrote).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise LocatorError(f"output {str(path)!r} is a folder; give a file name.")
+    if path.exists() and (overwrite is None or not overwrite(path)):
+        raise LocatorError(
+            f"output {str(path)!r} exists and is not a file locator wrote; "
+            "choose a new file name (locator never overwrites other files)."
+        )
+    _writable_folder(path.parent)
+    return path
+
+
+def check_output_directory(
+    path: str | Path,
+    *,
+    owned: Callable[[Path], bool],
+    what: str,
+    force: bool = False,
+    extend: bool = False,
+) -> Path:
+    """Check, before any work, that the folder `path` can be written without losing data.
+
+    It may be missing or empty. A non-empty folder must be ``owned(path)`` (locator wrote it as
+    a `what`): then it is extended (`extend`, as a results folder is) or, with `force`,
+    replaced; anything else is refused, so no command overwrites a folder it did not create.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise LocatorError(f"output {str(path)!r} is a file, not a folder; choose a folder.")
+    if path.is_dir() and any(path.iterdir()):
+        if not owned(path):
+            raise LocatorError(
+                f"output folder {str(path)!r} is not empty and was not written by locator as "
+                f"a {what}; choose a new folder (locator never overwrites other folders)."
+            )
+        if not (force or extend):
+            raise LocatorError(
+                f"output folder {str(path)!r} already holds a {what}; pass --force to replace "
+                "it, or choose a new folder."
+            )
+    _writable_folder(path)
+    return path
