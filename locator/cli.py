@@ -42,6 +42,10 @@ class _Group(click.Group):
         except LocatorError as error:
             click.echo(f"Error: {error}", err=True)
             ctx.exit(2)
+        except click.UsageError as error:  # click's own checks: also one line
+            where = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
+            click.echo(f"Error: {error.format_message()}{where}", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("Interrupted: nothing half-written was left behind.", err=True)
             ctx.exit(130)

@@ -38,6 +38,26 @@ def _error(path: Path, error: OSError) -> LocatorError:
     return LocatorError(f"cannot write {str(path)!r}: {reason}; {fix}.")
 
 
+def _remove(path: Path) -> None:
+    """Remove a file if it is there; never raise (this runs while another error propagates)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _existing_folder(folder: Path, path: Path) -> Path:
+    """The nearest existing folder at or above `folder`; a file in the way is an error."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise LocatorError(
+            f"cannot write {str(path)!r}: {str(folder)!r} is a file, not a folder; "
+            "choose another output path."
+        )
+    return folder
+
+
 def _sync_directory(folder: Path) -> None:
     """Make a rename in `folder` durable (best effort: not every file system allows it)."""
     try:
@@ -60,6 +80,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     """
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
+    _existing_folder(path.parent, path)
     temporary = _temporary(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,7 +92,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     except OSError as error:
         raise _error(path, error) from None
     finally:
-        temporary.unlink(missing_ok=True)
+        _remove(temporary)
     _sync_directory(path.parent)
     return path
 
@@ -86,6 +107,7 @@ def atomic_directory(
     is untouched.
     """
     path = Path(path)
+    _existing_folder(path.parent, path)
     temporary = _temporary(path)
     old = None
     try:
@@ -111,23 +133,13 @@ def atomic_directory(
 
 def _writable_folder(path: Path) -> None:
     """Raise unless files can be created in `path` or in the nearest folder above it."""
-    folder = path
-    while not folder.exists():
-        if folder.parent == folder:
-            break
-        folder = folder.parent
-    if not folder.is_dir():
-        raise LocatorError(
-            f"cannot write {str(path)!r}: {str(folder)!r} is a file, not a folder; "
-            "choose another output path."
-        )
-    probe = _temporary(folder / "probe")
+    probe = _temporary(_existing_folder(path, path) / "probe")
     try:
         probe.touch(exist_ok=False)
     except OSError as error:
         raise _error(path, error) from None
     finally:
-        probe.unlink(missing_ok=True)
+        _remove(probe)
 
 
 def check_output_file(path: str | Path, *, overwrite: Callable[[Path], bool] | None = None) -> Path:
