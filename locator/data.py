@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from locator.errors import LocatorError
+from locator.errors import LocatorError, UnknownNameError
 from locator.plugins import Registry, registry
 
 LOCAL_SUFFIXES = (".jsonl", ".parquet", ".csv")
@@ -283,6 +283,8 @@ def sample_corpus(
     directory = None if data_dir is None else Path(data_dir)
     if directory is not None and not directory.exists():
         raise LocatorError(f"data directory {str(directory)!r} does not exist.")
+    if split is not None and dataset.splits and split not in dataset.splits:
+        raise UnknownNameError(f"split of dataset {name!r}", split, dataset.splits)
     resolved = dataset.resolve_split(split, directory)
     records = dataset.records(resolved, directory)
     if not records:

@@ -192,7 +192,9 @@ def test_a_grown_suite_runs_only_new_cells_and_a_changed_model_refuses(
     assert "ran 2 configurations, 2 already finished" in grown.output
     assert sorted(p.name for p in (out / "_statistics").iterdir()) == cached  # no new pass
     assert sorted(p.name for p in (out / "_baselines").iterdir()) == baselines
-    assert len(results.read_results(out)) == 4 * 2
+    rows = results.read_results(out).to_pylist()
+    assert len(rows) == 4 * 2 and len({r["model_fingerprint"] for r in rows}) == 1
+    assert rows[0]["model_fingerprint"] is not None
 
     tiny_model("llama", seed=5).save_pretrained(model)  # same path, other weights
     path.write_text(small.replace("seeds = [0]", "seeds = [0, 1]"))

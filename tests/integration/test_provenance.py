@@ -1,0 +1,127 @@
+"""Provenance and belonging: a localization records its model, versions and corpora, and every
+operation on two localizations, or on a localization and a model, checks they belong together."""
+
+import json
+import warnings
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import locator
+from locator.errors import LocatorError, LocatorWarning
+from locator.localization import Localization
+from locator.testing import sample_texts, tiny_model
+
+TARGET = sample_texts(4, seed=31)
+
+
+def _random(model, tokenizer, **options):
+    return locator.localize(
+        model, tokenizer, method="random", target=TARGET, proportion=0.1, progress=False, **options
+    )
+
+
+@pytest.fixture(scope="module")
+def twin(tokenizer):
+    """A Llama of the same shapes as the session one, with other weights."""
+    return tiny_model("llama", seed=7, vocab_size=len(tokenizer))
+
+
+def test_a_localization_records_model_versions_and_corpora(llama, tokenizer, tmp_path):
+    found = _random(llama, tokenizer, max_length=16)
+    provenance = found.provenance
+    assert provenance["model"]["fingerprint"] and provenance["model"]["dtype"] == "float32"
+    assert provenance["versions"]["locator"] and provenance["versions"]["torch"]
+    assert provenance["max_length"] == 16
+    [corpus] = provenance["corpora"]
+    assert corpus["label"] == "target" and corpus["texts"] == 4 and len(corpus["sha256"]) == 32
+    again = Localization.load(found.save(tmp_path / "x.safetensors"))
+    assert again.provenance == json.loads(json.dumps(provenance))
+    assert again.content_hash() == found.content_hash()
+
+
+def test_check_warns_for_other_weights_and_refuses_when_strict(llama, twin, tokenizer):
+    found = _random(llama, tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found.check(llama, strict=True)  # its own model: silent
+    with pytest.warns(LocatorWarning, match="made from another model"):
+        found.check(twin)
+    with pytest.raises(LocatorError, match="weights fingerprint"):
+        found.check(twin, strict=True)
+    before = {n: p.clone() for n, p in twin.named_parameters()}
+    with pytest.warns(LocatorWarning):
+        with locator.intervene(twin, found, 0.0):
+            pass
+    assert all(torch.equal(p, before[n]) for n, p in twin.named_parameters())
+
+
+def test_two_localizations_of_different_models_do_not_combine(llama, twin, gpt2, tokenizer):
+    mine, same_shapes, other_family = (_random(m, tokenizer) for m in (llama, twin, gpt2))
+    assert mine.jaccard(_random(llama, tokenizer, seed=3)) < 1.0  # same model: fine
+    for other, words in [(same_shapes, "different models"), (other_family, "different param")]:
+        for operation in (mine.jaccard, mine.union, mine.intersection, mine.difference):
+            with pytest.raises(LocatorError, match=words):
+                operation(other)
+    smaller = Localization.from_masks(
+        {n: torch.zeros(2, 2, dtype=torch.bool) for n in mine.selections},
+        method="x",
+        proportion=0.1,
+    )
+    with pytest.raises(LocatorError, match="has shape"):
+        mine.jaccard(smaller)
+
+
+def test_a_matched_baseline_refuses_a_reference_of_another_model(llama, twin, gpt2, tokenizer):
+    reference = locator.localize(
+        twin,
+        tokenizer,
+        method="mathneuro",
+        target=TARGET,
+        controls=[sample_texts(3, seed=2)],
+        proportion=0.1,
+        progress=False,
+    )
+    with pytest.raises(LocatorError, match="made from another model"):
+        _random(llama, tokenizer, reference=reference)
+    with pytest.raises(LocatorError, match="does not match the model"):
+        _random(gpt2, tokenizer, reference=reference)
+    assert _random(twin, tokenizer, reference=reference).count() == reference.count()
+
+
+def test_a_split_a_dataset_does_not_have_is_refused():
+    with pytest.raises(LocatorError, match="Unknown split of dataset 'toy-arithmetic' 'test'"):
+        locator.load_corpus("toy-arithmetic", split="test", num_samples=3)
+
+
+def test_cli_localize_records_file_corpora_by_name_and_hash(saved_model, tmp_path):
+    from locator.cli import cli
+    from locator.provenance import file_hash
+
+    corpus = tmp_path / "math.jsonl"
+    corpus.write_text("\n".join(json.dumps({"text": t}) for t in TARGET))
+    out = tmp_path / "x.safetensors"
+    argv = [
+        "localize",
+        "--model",
+        str(saved_model),
+        "--method",
+        "random",
+        "--target",
+        str(corpus),
+        "--proportion",
+        "0.1",
+        "--out",
+        str(out),
+        "--max-length",
+        "8",
+    ]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 0, result.output
+    provenance = Localization.load(out).provenance
+    [entry] = provenance["corpora"]
+    assert entry["file"] == "math.jsonl" and entry["file_sha256"] == file_hash(corpus)
+    assert provenance["max_length"] == 8 and provenance["model"]["name"] == str(saved_model)
+    # Rewriting its own output is fine; a file that is not a localization is never replaced.
+    assert CliRunner().invoke(cli, argv).exit_code == 0
