@@ -77,8 +77,8 @@ class Localizer:
     (the statistic kinds from `locator.stats` it reads), and `accepts_reference` (True for
     baselines that copy their counts from another localization), `min_controls` (the fewest
     control corpora it works with, checked before any forward pass) and `uses_controls` (False
-    for methods that read the target alone: `localize` then runs no pass over the controls it is
-    given, and the localizations record none). `statistics` is read from the instance, so a
+    for methods that read the target alone: `localize` refuses controls for them, and their
+    localizations record none). `statistics` is read from the instance, so a
     method whose kinds depend on its config sets it in ``__init__``.
     """
 
