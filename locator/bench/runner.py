@@ -16,7 +16,9 @@ each keeps most statistics passes to itself. Work is shared wherever the result 
   it matches, at the same proportion, as its reference.
 
 A configuration whose part file exists is skipped, which makes a killed run resumable: part
-files are written atomically after the configuration's last evaluation.
+files are written atomically after the configuration's last evaluation. Runs sharing a folder
+claim each configuration (and each baseline) before computing it (`results.claim`), so none is
+computed twice.
 """
 
 from __future__ import annotations
@@ -304,14 +306,22 @@ class _Run:
                 "model": {"path": spec.path, "dtype": spec.dtype},
                 "task": [task.name, task.limit, task.max_new_tokens],
             }
-            path = self.out / "_baselines" / f"{results.stable_hash(key)}.json"
-            if not path.is_file():
-                self.bar.set_postfix_str(f"baseline {task.name}")
-                evaluation = self._evaluate([task])
-                record = {"metrics": evaluation.metrics[task.name]}
-                results.write_json(
-                    path, {**key, **record, "seconds": evaluation.seconds[task.name]}
-                )
+            name = results.stable_hash(key)
+            path = self.out / "_baselines" / f"{name}.json"
+            while not path.is_file():  # another run may be evaluating it: wait for its file
+                if not results.claim(self.out, f"baseline-{name}"):
+                    time.sleep(1.0)
+                    continue
+                try:
+                    if not path.is_file():
+                        self.bar.set_postfix_str(f"baseline {task.name}")
+                        evaluation = self._evaluate([task])
+                        record = {"metrics": evaluation.metrics[task.name]}
+                        results.write_json(
+                            path, {**key, **record, "seconds": evaluation.seconds[task.name]}
+                        )
+                finally:
+                    results.release(self.out, f"baseline-{name}")
             metrics[task.name] = results.read_json(path)["metrics"]
         return metrics
 

@@ -186,7 +186,7 @@ def test_one_pass_serves_every_method_exactly(llama, tokenizer):
                 tokenizer,
                 method=method.name,
                 target=TARGET,
-                controls=[CONTROL],
+                controls=[CONTROL] if method.uses_controls else [],
                 proportion=shared.proportion,
                 batch_size=4,
                 progress=False,
