@@ -1,7 +1,7 @@
 """An on-disk cache of activation statistics, so a second method, proportion or factor costs no
 forward pass.
 
-Entries are keyed by the model (architecture, dtype and a strided sample of every scored weight),
+Entries are keyed by the model (config, dtype and a strided sample of every weight),
 the exact token ids of the corpus (so tokenizer, texts, order and truncation all count) and hold
 one vector per statistic kind and scored parameter. A request for kinds an entry lacks collects
 only the missing kinds and extends the entry. Files are safetensors, written atomically.
@@ -18,25 +18,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from locator.architecture import scored_parameters
 from locator.io import atomic_write
+from locator.provenance import weights_fingerprint
 from locator.stats import ActivationStats, collect_statistics, tokenize
-
-_SAMPLES_PER_WEIGHT = 257
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """A hash of the model's class, config and a strided sample of each scored weight."""
-    digest = hashlib.sha256(type(model).__name__.encode())
+    """A hash of the model's config and weights (`locator.provenance.weights_fingerprint`)."""
+    digest = hashlib.sha256(weights_fingerprint(model).encode())
     config = getattr(model, "config", None)
     if config is not None:
         digest.update(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
-    named = dict(model.named_parameters())
-    for name in scored_parameters(model):
-        flat = named[name].detach().reshape(-1)
-        step = max(1, flat.numel() // _SAMPLES_PER_WEIGHT)
-        sample = flat[::step].to("cpu", torch.float64)
-        digest.update(name.encode() + str(named[name].dtype).encode() + sample.numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -65,7 +57,7 @@ def cached_statistics(
 
     `model_key` (from `model_fingerprint`) may be passed to avoid hashing the model per corpus.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import save
 
     key = hashlib.sha256(
@@ -78,11 +70,14 @@ def cached_statistics(
     values: dict[str, dict[str, torch.Tensor]] = {}
     header: dict[str, Any] = {}
     if path.is_file():
-        with safe_open(str(path), framework="pt") as handle:
-            header = json.loads((handle.metadata() or {})["locator"])
-            for tensor_key in handle.keys():
-                kind, name = tensor_key.split("/", 1)
-                values.setdefault(kind, {})[name] = handle.get_tensor(tensor_key)
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                header = json.loads((handle.metadata() or {})["locator"])
+                for tensor_key in handle.keys():
+                    kind, name = tensor_key.split("/", 1)
+                    values.setdefault(kind, {})[name] = handle.get_tensor(tensor_key)
+        except (SafetensorError, OSError, KeyError, ValueError):
+            values, header = {}, {}  # a damaged entry is a miss: recomputed and rewritten
     missing = set(kinds) - set(values)
     if missing or not header:
         fresh = collect_statistics(

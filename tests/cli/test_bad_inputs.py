@@ -330,3 +330,22 @@ def test_save_to_a_folder_or_an_unwritable_place_is_one_line_and_leaves_nothing(
         with pytest.raises(LocatorError, match="cannot write"):
             found.save(target)
     assert _snapshot(workspace) == before
+
+
+def test_sigint_to_a_real_process_exits_130_and_leaves_nothing(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "toy"
+    command = [sys.executable, "-m", "locator", "toy", "train", "--out", str(out)]
+    command += ["--steps", "100000"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=os.environ)
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "toy training" not in seen and time.monotonic() < deadline:
+        seen += process.stderr.read(1)  # the progress bar appears once training runs
+    process.send_signal(signal.SIGINT)
+    rest = process.communicate(timeout=60)[1]
+    assert process.returncode == 130, seen + rest
+    assert "Interrupted" in rest and "Traceback" not in rest
+    assert list(tmp_path.iterdir()) == []

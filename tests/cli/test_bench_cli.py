@@ -293,3 +293,29 @@ def test_the_main_job_shows_the_paper_claim(tmp_path):
     assert mean("mathneuro", "exact_match") < mean("random-matched-mathneuro", "exact_match") - 0.5
     assert mean("mathneuro", "loss") - baseline["loss"] < 0.02
     assert mean("wanda", "loss") - baseline["loss"] > 0.1
+
+
+def test_a_configuration_claimed_by_a_live_run_is_left_to_it(write_suite, tmp_path):
+    import json
+    import socket
+    import subprocess
+
+    path, out = write_suite(), tmp_path / "results"
+    suite = load_suite(path)
+    claimed = runner.plan(suite)[0].key
+    (out / "_claims").mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "120"])
+    try:
+        lock = out / "_claims" / f"{claimed}.lock"
+        lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
+        (out / "_suite.json").write_text(json.dumps(runner.manifest(suite, runner.plan(suite))))
+        result = CliRunner().invoke(
+            cli, ["bench", str(path), "--out", str(out), "--no-progress", "--shard", "1/4"]
+        )
+        assert result.exit_code == 0, result.output
+        assert "ran 3 configurations, 0 already finished, 1 left to another run" in result.output
+        assert claimed not in results.finished(out) and lock.exists()
+        assert not [p for p in (out / "_claims").iterdir() if p != lock]  # ours released
+    finally:
+        other.kill()
+        other.wait()

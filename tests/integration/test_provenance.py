@@ -125,3 +125,53 @@ def test_cli_localize_records_file_corpora_by_name_and_hash(saved_model, tmp_pat
     assert provenance["max_length"] == 8 and provenance["model"]["name"] == str(saved_model)
     # Rewriting its own output is fine; a file that is not a localization is never replaced.
     assert CliRunner().invoke(cli, argv).exit_code == 0
+
+
+def test_the_plugin_contract_fails_a_method_that_selects_every_entry():
+    from locator.localization import Selection
+    from locator.localizer import Localizer
+    from locator.plugins import register_plugin, unregister_plugin
+    from locator.testing import LocalizerContract
+
+    class EverythingLocalizer(Localizer):
+        name = "everything"
+        uses_controls = False
+
+        def localize(self, context, proportion):
+            selections = {
+                name: Selection.from_mask(torch.ones(p.shape, dtype=torch.bool))
+                for name, p in context.parameters.items()
+            }
+            return self.localization(context, selections, proportion)
+
+    class Plugin:
+        @locator.hookimpl
+        def register_localizers(self, register):
+            register(EverythingLocalizer)
+
+    class Contract(LocalizerContract):
+        method = "everything"
+
+    register_plugin(Plugin(), name="everything")
+    try:
+        with pytest.raises(AssertionError, match="more than the budget"):
+            Contract().test_selections_match_parameters_and_weights_unchanged()
+    finally:
+        unregister_plugin("everything")
+
+
+def test_a_damaged_statistics_cache_entry_is_recomputed(llama, tokenizer, tmp_path):
+    first = _random(llama, tokenizer, cache_dir=tmp_path)
+    for entry in tmp_path.iterdir():
+        entry.write_bytes(b"damaged")
+    again = locator.localize(
+        llama,
+        tokenizer,
+        method="mathneuro",
+        target=TARGET,
+        controls=[sample_texts(2)],
+        proportion=0.1,
+        progress=False,
+        cache_dir=tmp_path,
+    )
+    assert again.count() > 0 and first.count() > 0
