@@ -180,12 +180,13 @@ def localize(
     from locator.localizer import localize as run_localize
     from locator.models import load_model
     from locator.provenance import file_hash
-    from locator.stats import check_max_length
+    from locator.stats import check_batch_size, check_max_length
 
     # Fail on bad options, too few corpora or an unwritable output before loading anything.
     check_controls(get_localizer(method, **_options(options)), len(controls))
     check_proportion(proportion)
     check_max_length(max_length)
+    check_batch_size(batch_size)
     check_output_file(out, overwrite=is_localization_file)
     method_options: dict[str, Any] = _options(options)
     files = {}

@@ -65,6 +65,12 @@ class ActivationStats:
         return self.values[kind]
 
 
+def check_batch_size(batch_size: object) -> None:
+    """Raise unless `batch_size` is an integer >= 1."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise LocatorError(f"batch_size must be at least 1, got {batch_size!r}.")
+
+
 def check_max_length(max_length: object) -> None:
     """Raise unless `max_length` is None (no truncation) or an integer >= 1."""
     if max_length is not None and (
@@ -217,8 +223,7 @@ def collect_statistics(
         )
     if not texts:
         raise LocatorError(f"corpus {corpus or '(unnamed)'} is empty: give at least one text.")
-    if batch_size < 1:
-        raise LocatorError(f"batch_size must be at least 1, got {batch_size}.")
+    check_batch_size(batch_size)
     parameters = scored_parameters(model)
     token_ids = tokenize(tokenizer, texts, max_length)
     num_tokens = sum(len(ids) for ids in token_ids)

@@ -116,6 +116,11 @@ CASES = {
     "max-length 0": (lambda w: _localize(w, "--max-length", "0"), "max_length must be"),
     "max-length -1": (lambda w: _localize(w, "--max-length", "-1"), "max_length must be"),
     "proportion nan": (lambda w: _localize(w, **{"--proportion": "nan"}), "proportion"),
+    "batch size 0": (lambda w: _localize(w, "--batch-size", "0"), "batch_size must be"),
+    "toy train with a negative seed": (
+        lambda w: ["toy", "train", "--out", str(w / "toy"), "--seed", "-1"],
+        "seed must be an integer >= 0",
+    ),
     "out is a folder": (lambda w: _localize(w, **{"--out": str(w)}), "is a directory"),
     "out under a file": (
         lambda w: _localize(w, **{"--out": str(w / "a-file" / "x.safetensors")}),
