@@ -41,6 +41,11 @@ def _edit(
 ) -> list[tuple[Tensor, Tensor, Tensor]]:
     """Scale the selected entries in place; return (flat weight, indices, old values) per edit."""
     factor = check_factor(factor)
+    if not isinstance(localization, Localization):
+        raise LocatorError(
+            f"expected a Localization, got {type(localization).__name__}; read a file with "
+            "locator.Localization.load(path)."
+        )
     localization.check(model)
     parameters = dict(model.named_parameters())
     saved = []

@@ -284,6 +284,11 @@ class Localization:
     def check_compatible(self, other: Localization, operation: str) -> None:
         """Raise a one-line `LocatorError` unless `other` belongs to the same model: the same
         parameter names and shapes, and the same weights where both record them."""
+        if not isinstance(other, Localization):
+            raise LocatorError(
+                f"cannot {operation} a localization with a {type(other).__name__}; read a file "
+                "with Localization.load(path)."
+            )
         what = f"cannot {operation} localizations {self.method!r} and {other.method!r}"
         mine, theirs = set(self.selections), set(other.selections)
         if mine != theirs:

@@ -301,6 +301,14 @@ def test_intervention_factors_must_be_finite_numbers(llama, workspace, factor):
     assert all(torch.equal(p, before[n]) for n, p in llama.named_parameters())
 
 
+def test_a_path_where_a_localization_belongs_is_one_line(llama, workspace):
+    path = str(workspace / "good.safetensors")
+    with pytest.raises(LocatorError, match="expected a Localization"):
+        locator.apply(llama, path, 0.0)
+    with pytest.raises(LocatorError, match="Localization.load"):
+        Localization.load(path).jaccard(path)
+
+
 @pytest.mark.parametrize("max_length", [0, -1, True, 2.5])
 def test_localize_refuses_a_bad_max_length(llama, tokenizer, max_length):
     with pytest.raises(LocatorError, match="max_length"):
