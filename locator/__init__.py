@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from locator.errors import LocatorError, UnknownNameError
+from locator.errors import LocatorError, LocatorWarning, UnknownNameError
 from locator.plugins import hookimpl
 
 __version__ = "0.1.0"
@@ -62,6 +62,7 @@ __all__ = [
     "LocalizationContext",
     "Localizer",
     "LocatorError",
+    "LocatorWarning",
     "NoConfig",
     "Selection",
     "UnknownNameError",

@@ -310,6 +310,7 @@ class _Run:
             path = self.out / "_baselines" / f"{name}.json"
             while not path.is_file():  # another run may be evaluating it: wait for its file
                 if not results.claim(self.out, f"baseline-{name}"):
+                    self.bar.set_postfix_str(f"waiting for another run's baseline {task.name}")
                     time.sleep(1.0)
                     continue
                 try:
