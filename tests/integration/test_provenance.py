@@ -175,3 +175,18 @@ def test_a_damaged_statistics_cache_entry_is_recomputed(llama, tokenizer, tmp_pa
         cache_dir=tmp_path,
     )
     assert again.count() > 0 and first.count() > 0
+
+
+def test_the_cli_warns_in_one_line_when_a_localization_meets_other_weights(
+    llama, twin, tokenizer, tmp_path
+):
+    from locator.cli import cli
+
+    twin.save_pretrained(tmp_path / "twin")
+    tokenizer.save_pretrained(tmp_path / "twin")
+    found = _random(llama, tokenizer).save(tmp_path / "x.safetensors")
+    argv = ["edit", "--model", str(tmp_path / "twin"), "--localization", str(found)]
+    result = CliRunner().invoke(cli, [*argv, "--factor", "0", "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    [line] = [line for line in result.output.splitlines() if "made from another model" in line]
+    assert line.startswith("Warning: localization (random) was made from another model")
