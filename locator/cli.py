@@ -404,8 +404,13 @@ def bench(suite: str, out: str, shard: str | None, no_progress: bool) -> None:
 @cli.command()
 @click.argument("results", type=click.Path(file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder [RESULTS/_report].")
-def report(results: str, out: str | None) -> None:
-    """Write a Markdown report with plots from a results folder."""
+@click.option(
+    "--skill-task",
+    default=None,
+    help="The task that measures the skill [the target dataset's task]; the others are controls.",
+)
+def report(results: str, out: str | None, skill_task: str | None) -> None:
+    """Write a Markdown and a self-contained HTML report with figures from a results folder."""
     from locator.bench.report import headline, write_report
     from locator.bench.results import read_results
     from locator.io import check_output_directory
@@ -416,7 +421,8 @@ def report(results: str, out: str | None) -> None:
     )
     click.echo(headline(read_results(results).to_pylist()))
     click.echo(f"results (Parquet) -> {results}")
-    click.echo(f"report -> {write_report(results, out)}")
+    path = write_report(results, out, skill=skill_task)
+    click.echo(f"report -> {path} and {path.with_suffix('.html')}")
 
 
 def main() -> None:

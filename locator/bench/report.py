@@ -1,27 +1,55 @@
-"""The report: a results folder turned into Markdown with PNG plots, and the terminal summary.
+"""The report: a results folder turned into Markdown and one self-contained HTML file with figures
+(PNG and SVG each), and the terminal summaries.
 
-`write_report` reads a results folder (`locator.bench.results`) and writes ``report.md`` with:
-each metric against the fraction of parameters edited, per method, for pruning and for every
-scaling factor (the MathNeuro paper's main figure); a table per proportion; the overlap
-(Jaccard) of selections across seeds and across sample counts (the paper's consistency
-analysis); and where the selected parameters are, by layer and by module kind. An experiment
-is one (model, dtype, target, controls); values are means over seeds with their standard
-deviation. Standard-error metrics (names containing ``stderr``) are left out of plots and
-tables. Plots are drawn with matplotlib's Agg canvas, never pyplot, so no global backend changes.
+`write_report` reads a results folder (`locator.bench.results`) and writes, per experiment (one
+model, dtype, target and controls):
+
+- the unedited metrics;
+- per sample count and factor, every measure against the fraction of parameters edited, per
+  method (the MathNeuro paper's main figure), with its table;
+- specificity (`locator.bench.specificity`): the change of the skill and of each control against
+  the unedited model and against the matched random baseline, with 95% intervals, the verdicts
+  "removes the skill beyond matched random" and "specific", and the specificity plane;
+- consistency (`locator.bench.overlap`): Jaccard overlaps across seeds and across sample counts
+  next to what random selections of the same sizes would share;
+- placement: per decoder block and module kind, the selected share over the scored share.
+
+Standard-error metrics (names containing ``stderr``) are left out of figures and tables.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from locator.bench import figures
+from locator.bench.metrics import (
+    clip,
+    column,
+    decimals,
+    fixed,
+    higher_is_better,
+    measure_label,
+    metric_label,
+    model_label,
+)
+from locator.bench.overlap import Overlap, Selections, overlaps, placement, selection_files
 from locator.bench.results import read_results
-from locator.io import atomic_write
+from locator.bench.specificity import (
+    Bootstrap,
+    Change,
+    changes,
+    matched_labels,
+    read_samples,
+    skill_task,
+    specific,
+)
 
 Row = Mapping[str, Any]
 _EXPERIMENT = ("model", "dtype", "target", "controls")
@@ -33,12 +61,12 @@ def _experiment(row: Row) -> tuple[Any, ...]:
 
 def _title(experiment: Sequence[Any]) -> str:
     model, dtype, target, controls = experiment
-    return f"{model} ({dtype}): target {target}, controls {controls or '(none)'}"
+    return f"{model_label(model)} ({dtype}): target {target}, controls {controls or '(none)'}"
 
 
-def _groups(rows: Iterable[Row], key: Callable[[Row], Any]) -> dict[Any, list[Row]]:
-    """Rows grouped by `key`, groups in first-seen order."""
-    grouped: dict[Any, list[Row]] = defaultdict(list)
+def _groups(rows: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, list[Any]]:
+    """Items grouped by `key`, groups in first-seen order."""
+    grouped: dict[Any, list[Any]] = defaultdict(list)
     for row in rows:
         grouped[key(row)].append(row)
     return dict(grouped)
@@ -51,56 +79,59 @@ def _measures(rows: Iterable[Row]) -> list[tuple[str, str]]:
     )
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def _number(value: float) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.4g}"
+def _mean(values: Iterable[float | None]) -> float:
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.fmean(kept) if kept else math.nan
 
 
 def _factor_name(factor: float) -> str:
     return "prune (x0)" if factor == 0 else f"scale x{factor:g}"
 
 
-def _markdown_table(header: Sequence[str], body: Iterable[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return lines + [""]
+def _percent(values: Sequence[float]) -> list[str]:
+    return [f"{text}%" for text in column([v * 100 for v in values])]
 
 
-# The terminal summary.
+# The terminal summaries.
+
+
+def _aligned(header: Sequence[str], table: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header))]
+    return [
+        "  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True))
+        for line in [header, *table]
+    ]
 
 
 def summary_table(rows: Sequence[Row]) -> str:
     """A plain-text table: per experiment, the baseline then each (method, samples, factor,
-    proportion) with the mean fraction edited and the mean of every metric over seeds."""
+    proportion) with the mean fraction edited and the mean of every metric over seeds; each
+    column with one number of decimals that tells its values apart."""
     lines = []
     for experiment, group in _groups(rows, _experiment).items():
         measures = _measures(group)
         header = ["method", "samples", "factor", "proportion", "fraction"]
         header += [f"{task}:{metric}" for task, metric in measures]
         baseline = {(r["task"], r["metric"]): r["baseline_value"] for r in group}
-        table = [["baseline", "", "", "", ""] + [_number(baseline[m]) for m in measures]]
         cells = _groups(
             group, lambda r: (r["label"], r["num_samples"], r["factor"], r["proportion"])
         )
-        for (label, samples, factor, proportion), cell in sorted(cells.items()):
-            by_measure = _groups(cell, lambda r: (r["task"], r["metric"]))
-            fraction = _mean_std([r["selected_fraction"] for r in cell])[0]
-            table.append(
-                [label, str(samples), f"{factor:g}", f"{proportion:g}", f"{fraction:.3%}"]
-                + [_number(_mean_std([r["value"] for r in by_measure[m]])[0]) for m in measures]
-            )
-        widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header))]
+        keys = sorted(cells)
+        labels = [["baseline", "", "", "", ""]]
+        labels += [[label, str(n), f"{f:g}", f"{p:g}"] for label, n, f, p in keys]
+        fractions = _percent([_mean(r["selected_fraction"] for r in cells[k]) for k in keys])
+        for line, fraction in zip(labels[1:], fractions, strict=True):
+            line.append(fraction)
+        columns = []
+        for measure in measures:
+            values = [baseline[measure]] + [
+                _mean(r["value"] for r in cells[k] if (r["task"], r["metric"]) == measure)
+                for k in keys
+            ]
+            columns.append(column(values))
+        table = [line + [c[i] for c in columns] for i, line in enumerate(labels)]
         lines.append(_title(experiment))
-        for line in [header, *table]:
-            lines.append(
-                "  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True))
-            )
+        lines += _aligned(header, table)
         lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -119,372 +150,520 @@ def headline(rows: Sequence[Row], proportion: float = 0.05) -> str:
         for factor, edited in sorted(_groups(at, lambda r: r["factor"]).items()):
             lines.append(f"  {_factor_name(factor)}")
             for label, method_rows in _groups(edited, lambda r: r["label"]).items():
-                fraction = _mean_std([r["selected_fraction"] for r in method_rows])[0]
-                changes = []
+                fraction = _mean(r["selected_fraction"] for r in method_rows)
+                changes_ = []
                 for task, metric in measures:
-                    values = [
+                    after = _mean(
                         r["value"]
                         for r in method_rows
                         if (r["task"], r["metric"]) == (task, metric)
-                    ]
-                    before, after = baseline[(task, metric)], _mean_std(values)[0]
-                    changes.append(f"{task} {metric} {before:.4f} -> {after:.4f}")
-                lines.append(f"    {label:<28} {fraction:>8.3%} edited: " + "; ".join(changes))
+                    )
+                    before = baseline[(task, metric)]
+                    places = decimals([before, after])
+                    changes_.append(
+                        f"{task} {metric} {fixed(before, places)} -> {fixed(after, places)}"
+                    )
+                lines.append(f"    {label:<28} {fraction:>8.3%} edited: " + "; ".join(changes_))
     return "\n".join(lines)
 
 
-# Plots.
+# A document written twice: as Markdown and as one self-contained HTML file.
 
 
-def _save(figure: Any, path: Path) -> None:
-    """Write a figure as PNG atomically."""
-    import io
+class _Document:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.blocks: list[tuple[str, Any]] = []
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    atomic_write(path, buffer.getvalue())
+    def heading(self, level: int, text: str) -> None:
+        self.blocks.append(("heading", (level, text)))
 
+    def text(self, text: str) -> None:
+        self.blocks.append(("text", text))
 
-def _figure(columns: int, rows: int = 1, width: float = 4.2, height: float = 3.4) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    def table(self, header: Sequence[str], body: Sequence[Sequence[str]]) -> None:
+        self.blocks.append(("table", (list(header), [list(r) for r in body])))
 
-    figure = Figure(figsize=(width * columns, height * rows), layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
+    def figure(self, paths: Sequence[Path] | None, caption: str) -> None:
+        if paths:
+            self.blocks.append(("figure", (paths, caption)))
 
-
-def _log_axis(axis: Any, percent: bool) -> None:
-    """A log x axis (call after plotting) labelled at powers of ten, and at 2 and 5 times them
-    when the data span less than two decades (else no label would show); `percent` labels
-    fractions as percentages."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axis.set_xscale("log")
-    low, high = axis.get_xlim()
-    subs = (1.0,) if high > 100 * low else (1.0, 2.0, 5.0)
-    axis.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
-    axis.xaxis.set_minor_formatter(NullFormatter())
-    if percent:
-        axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x * 100:.3g}%"))
-
-
-def _effect_plot(rows: Sequence[Row], factor: float, title: str, path: Path) -> None:
-    """One panel per (task, metric): mean value +- std over seeds against the mean fraction of
-    scored parameters edited, one line per method, the baseline dashed."""
-    measures = _measures(rows)
-    figure = _figure(len(measures))
-    axes = figure.subplots(1, len(measures), squeeze=False)[0]
-    for axis, (task, metric) in zip(axes, measures, strict=True):
-        cells = [r for r in rows if r["task"] == task and r["metric"] == metric]
-        for label, group in _groups(cells, lambda r: r["label"]).items():
-            points = []
-            for _, cell in sorted(_groups(group, lambda r: r["proportion"]).items()):
-                fraction = _mean_std([r["selected_fraction"] for r in cell])[0]
-                mean, std = _mean_std([r["value"] for r in cell])
-                if fraction > 0:  # a log axis cannot show an empty selection
-                    points.append((fraction, mean, std))
-            if points:
-                x, y, error = zip(*points, strict=True)
-                axis.errorbar(x, y, yerr=error, marker="o", markersize=4, capsize=3, label=label)
-        baseline = cells[0]["baseline_value"] if cells else None
-        if baseline is not None:
-            axis.axhline(baseline, color="grey", linestyle="--", linewidth=1, label="unedited")
-        _log_axis(axis, percent=True)
-        axis.set_xlabel("scored parameters edited")
-        axis.set_ylabel(metric)
-        axis.set_title(task)
-        axis.grid(True, alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside right upper", fontsize="small")
-    figure.suptitle(f"{_factor_name(factor)}: {title}", fontsize="medium")
-    _save(figure, path)
-
-
-def _overlap_plot(across_seeds: Sequence[dict[str, Any]], title: str, path: Path) -> None:
-    figure = _figure(1, width=5.5)
-    axis = figure.subplots()
-    largest = max(entry["num_samples"] for entry in across_seeds)
-    chosen = [entry for entry in across_seeds if entry["num_samples"] == largest]
-    for label, group in _groups(chosen, lambda e: e["label"]).items():
-        group = sorted(group, key=lambda e: e["proportion"])
-        x = [e["proportion"] for e in group]
-        axis.plot(x, [e["mean"] for e in group], marker="o", label=label)
-    _log_axis(axis, percent=False)
-    axis.set_ylim(0, 1.05)
-    axis.set_xlabel("proportion K")
-    axis.set_ylabel("mean pairwise Jaccard across seeds")
-    axis.set_title(f"{title}\n{largest} samples per corpus", fontsize="small")
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize="small")
-    _save(figure, path)
-
-
-def _distribution_plot(
-    shares: Mapping[str, tuple[dict[Any, float], dict[Any, float]]], title: str, path: Path
-) -> None:
-    """Grouped bars: share of each block's (and each module kind's) scored entries selected."""
-    from matplotlib.ticker import PercentFormatter
-
-    figure = _figure(2, width=5.5)
-    panels = figure.subplots(1, 2)
-    width = 0.8 / max(1, len(shares))
-    for panel, index, name in ((panels[0], 0, "decoder block"), (panels[1], 1, "module kind")):
-        keys = sorted({k for pair in shares.values() for k in pair[index]})
-        for i, (label, pair) in enumerate(shares.items()):
-            positions = [j + (i - (len(shares) - 1) / 2) * width for j in range(len(keys))]
-            panel.bar(positions, [pair[index].get(k, 0.0) for k in keys], width, label=label)
-        panel.set_xticks(range(len(keys)), [str(k) for k in keys])
-        panel.set_title(f"by {name}", fontsize="medium")
-        panel.set_ylabel("scored entries selected")
-        panel.yaxis.set_major_formatter(PercentFormatter(xmax=1))
-        panel.grid(True, axis="y", alpha=0.3)
-    panels[1].tick_params(axis="x", labelrotation=30, labelsize="small")
-    handles, labels = panels[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside right upper", fontsize="small")
-    figure.suptitle(title, fontsize="medium")
-    _save(figure, path)
-
-
-# Overlap and distribution of selections, from the files saved beside the results.
-
-
-class _Selections:
-    """Loads selection files on demand, keeping only the most recent few in memory."""
-
-    def __init__(self, directory: Path, keep: int = 8) -> None:
-        self.directory, self.keep = directory, keep
-        self.loaded: dict[str, Any] = {}
-
-    def __call__(self, relative: str) -> Any:
-        from locator.localization import Localization
-
-        if relative not in self.loaded:
-            if len(self.loaded) >= self.keep:
-                self.loaded.pop(next(iter(self.loaded)))
-            self.loaded[relative] = Localization.load(self.directory / relative)
-        return self.loaded[relative]
-
-
-def _selection_rows(rows: Iterable[Row]) -> dict[tuple[Any, ...], str]:
-    """(label, proportion, num_samples, seed) -> selection file, one per localization."""
-    return {
-        (r["label"], r["proportion"], r["num_samples"], r["seed"]): r["selection"] for r in rows
-    }
-
-
-def _jaccard(first: Any, second: Any) -> float | None:
-    """Jaccard overlap of two localizations; None when both are empty (nothing to compare)."""
-    if first.count() == 0 and second.count() == 0:
-        return None
-    return float(first.jaccard(second))
-
-
-def _overlaps(
-    files: Mapping[tuple[Any, ...], str], load: _Selections
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Mean pairwise Jaccard across seeds (per label, proportion, num_samples) and between
-    sample counts at the same seed (per label, proportion, pair of counts); pairs of empty
-    selections are left out."""
-    across_seeds, across_samples = [], []
-    by_cell = _groups(
-        ({"key": k, "file": f} for k, f in files.items()), lambda e: (e["key"][0], e["key"][1])
-    )
-    for (label, proportion), entries in by_cell.items():
-        per_samples = _groups(entries, lambda e: e["key"][2])
-        for num_samples, group in per_samples.items():
-            found = [_jaccard(load(a["file"]), load(b["file"])) for a, b in combinations(group, 2)]
-            pairs = [value for value in found if value is not None]
-            if pairs:
-                across_seeds.append(
-                    {
-                        "label": label,
-                        "proportion": proportion,
-                        "num_samples": num_samples,
-                        "seeds": len(group),
-                        "mean": statistics.fmean(pairs),
-                        "min": min(pairs),
-                    }
+    def markdown(self) -> str:
+        lines: list[str] = []
+        for kind, value in self.blocks:
+            if kind == "heading":
+                lines += ["#" * value[0] + " " + value[1], ""]
+            elif kind == "text":
+                lines += [value, ""]
+            elif kind == "table":
+                header, body = value
+                lines.append("| " + " | ".join(header) + " |")
+                lines.append(
+                    "|" + "".join("---|" if i == 0 else "--:|" for i in range(len(header)))
                 )
-        for small, large in combinations(sorted(per_samples), 2):
-            seeds_small = {e["key"][3]: e["file"] for e in per_samples[small]}
-            seeds_large = {e["key"][3]: e["file"] for e in per_samples[large]}
-            common = sorted(set(seeds_small) & set(seeds_large))
-            if common:
-                found = [_jaccard(load(seeds_small[s]), load(seeds_large[s])) for s in common]
-                values = [value for value in found if value is not None]
-                if not values:
-                    continue
-                across_samples.append(
-                    {
-                        "label": label,
-                        "proportion": proportion,
-                        "samples": f"{small} vs {large}",
-                        "seeds": len(values),
-                        "mean": statistics.fmean(values),
-                    }
+                lines += ["| " + " | ".join(cells) + " |" for cells in body]
+                lines.append("")
+            else:
+                paths, caption = value
+                png, svg = paths
+                lines += [f"![{caption}]({png.name})", "", f"{caption} ([SVG]({svg.name}))", ""]
+        return "\n".join(lines)
+
+    def html(self, title: str) -> str:
+        parts = [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{html.escape(title)}</title>",
+            "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
+            "td,th{border:1px solid #ccc;padding:2px 6px}td{text-align:right;"
+            "font-variant-numeric:tabular-nums}td:first-child{text-align:left}"
+            "img{max-width:100%}figcaption{font-size:0.9em;color:#444}</style>",
+            "</head><body>",
+        ]
+        for kind, value in self.blocks:
+            if kind == "heading":
+                level, text = value
+                parts.append(f"<h{level}>{html.escape(text)}</h{level}>")
+            elif kind == "text":
+                parts.append(f"<p>{_inline_html(value)}</p>")
+            elif kind == "table":
+                header, body = value
+                parts.append("<table><thead><tr>")
+                parts += [f"<th>{html.escape(h)}</th>" for h in header]
+                parts.append("</tr></thead><tbody>")
+                for cells in body:
+                    parts.append(
+                        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
+                    )
+                parts.append("</tbody></table>")
+            else:
+                paths, caption = value
+                data = base64.b64encode(paths[0].read_bytes()).decode("ascii")
+                parts.append(
+                    f'<figure><img alt="{html.escape(caption)}" '
+                    f'src="data:image/png;base64,{data}">'
+                    f"<figcaption>{html.escape(caption)}</figcaption></figure>"
                 )
-    return across_seeds, across_samples
+        parts.append("</body></html>")
+        return "\n".join(parts)
 
 
-def _shares(localization: Any) -> tuple[dict[int, float], dict[str, float]]:
-    """Share of each layer's and each module kind's scored entries that are selected."""
-    from locator.architecture import layer_and_kind
+def _inline_html(text: str) -> str:
+    """Markdown's `code` and **bold** in a paragraph, everything else escaped."""
+    import re
 
-    totals: dict[str, dict[Any, list[int]]] = {"layer": {}, "kind": {}}
-    for name, selection in localization.selections.items():
-        layer, kind = layer_and_kind(name)
-        for axis, key in (("layer", layer), ("kind", kind)):
-            counts = totals[axis].setdefault(key, [0, 0])
-            counts[0] += selection.count
-            counts[1] += selection.numel
-    layers = {k: c / n for k, (c, n) in totals["layer"].items() if n}
-    kinds = {k: c / n for k, (c, n) in totals["kind"].items() if n}
-    return layers, kinds
+    escaped = html.escape(text)
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
 
 
 # The report.
 
 
-def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``report.md`` and its PNG plots for the results in `directory` into `out`
-    (default ``DIR/_report``); return the path of ``report.md``."""
+def write_report(
+    directory: str | Path, out: str | Path | None = None, *, skill: str | None = None
+) -> Path:
+    """Write ``report.md``, ``report.html`` and their figures (PNG and SVG) for the results in
+    `directory` into `out` (default ``DIR/_report``); return the path of ``report.md``.
+    `skill` names the task that measures the skill (default: the target dataset's task)."""
     directory = Path(directory)
     rows = read_results(directory).to_pylist()
     out = Path(out) if out is not None else directory / "_report"
+    all_tasks = list(dict.fromkeys(r["task"] for r in rows))
+    if skill is not None:
+        skill_task(rows[0]["target"], all_tasks, skill)  # a wrong name fails before any work
     out.mkdir(parents=True, exist_ok=True)
-    load = _Selections(directory)
+    samples = read_samples(directory)
+    bootstrap = Bootstrap()
+    load = Selections(directory)
     suites = sorted({r["suite"] for r in rows})
-    configurations = len({r["config_hash"] for r in rows})
     first = rows[0]
-    lines = [
-        f"# Benchmark report: {', '.join(suites)}",
-        "",
-        f"{len(rows)} rows from {configurations} configurations in `{directory}`. "
-        f"locator {first['locator_version']}, torch {first['torch_version']}, "
+    document = _Document(out)
+    document.heading(1, f"Benchmark report: {', '.join(suites)}")
+    document.text(
+        f"{len(rows)} rows from {len({r['config_hash'] for r in rows})} configurations in "
+        f"`{directory}`. locator {first['locator_version']}, torch {first['torch_version']}, "
         f"transformers {first['transformers_version']}, lm-eval {first['lm_eval_version']}. "
-        "Values are means over seeds (± standard deviation); the fraction edited is the "
-        "share of all scored parameters (decoder linears) the selection touched.",
-        "",
-    ]
+        "The fraction edited is the share of all scored parameters (decoder linears) the "
+        "selection touched. Values are means over seeds; intervals are 95%: "
+        + (
+            "a paired bootstrap over the evaluated items and the seeds (per-item scores in "
+            "`_samples/`)"
+            if samples
+            else "t intervals over seeds (this folder keeps no per-item scores)"
+        )
+        + ". A method **removes the skill beyond matched random** when the 95% interval of "
+        "(its skill change - its matched random baseline's skill change, in the direction of "
+        "removal) lies above 0 (yes), at or below 0 (no), or else contains 0 (undecided); it "
+        "is **specific** when it removes the skill beyond matched random and harms no control "
+        "beyond it by the same rule."
+    )
     for number, (experiment, group) in enumerate(_groups(rows, _experiment).items(), start=1):
-        title = _title(experiment)
-        lines += [f"## {number}. {title}", ""]
-        lines += ["Unedited model:", ""]
-        baseline = {(r["task"], r["metric"]): r["baseline_value"] for r in group}
-        lines += _markdown_table(
-            ["task", "metric", "value"],
-            [
-                [task, metric, _number(baseline[(task, metric)])]
-                for task, metric in _measures(group)
-            ],
-        )
-        for num_samples, sampled in sorted(_groups(group, lambda r: r["num_samples"]).items()):
-            lines += _effect_section(number, title, num_samples, sampled, out)
-        lines += _overlap_section(number, title, group, load, out)
-        lines += _distribution_section(number, title, group, load, out)
+        _experiment_sections(document, number, experiment, group, skill, samples, bootstrap, load)
     path = out / "report.md"
-    return atomic_write(path, "\n".join(lines))
+    path.write_text(document.markdown(), encoding="utf-8")
+    (out / "report.html").write_text(
+        document.html(f"Benchmark report: {', '.join(suites)}"), encoding="utf-8"
+    )
+    return path
 
 
-def _effect_section(
-    number: int, title: str, num_samples: int, rows: Sequence[Row], out: Path
-) -> list[str]:
-    lines = [f"### Effect of editing ({num_samples} samples per corpus)", ""]
+def _experiment_sections(
+    document: _Document,
+    number: int,
+    experiment: Sequence[Any],
+    rows: Sequence[Row],
+    skill_name: str | None,
+    samples: Mapping[tuple[str, ...], Any],
+    bootstrap: Bootstrap,
+    load: Selections,
+) -> None:
+    model, dtype, target, controls = experiment
+    title = _title(experiment)
     measures = _measures(rows)
-    for factor, edited in sorted(_groups(rows, lambda r: r["factor"]).items()):
-        name = f"effect-{number}-n{num_samples}-x{factor:g}.png"
-        _effect_plot(edited, factor, f"{title}, {num_samples} samples", out / name)
-        lines += [f"![{_factor_name(factor)}]({name})", ""]
-        for proportion, cell in sorted(_groups(edited, lambda r: r["proportion"]).items()):
-            lines += [f"{_factor_name(factor)}, proportion {proportion:g}:", ""]
-            body = []
-            for label, method_rows in _groups(cell, lambda r: r["label"]).items():
-                fraction = _mean_std([r["selected_fraction"] for r in method_rows])[0]
-                values = []
-                for task, metric in measures:
-                    chosen = [
-                        r["value"]
-                        for r in method_rows
-                        if (r["task"], r["metric"]) == (task, metric)
-                    ]
-                    mean, std = _mean_std(chosen)
-                    values.append(f"{_number(mean)} ± {_number(std)}")
-                seeds = len({r["seed"] for r in method_rows})
-                body.append([label, f"{fraction:.4%}", str(seeds), *values])
-            header = ["method", "fraction edited", "seeds"] + [f"{t} {m}" for t, m in measures]
-            lines += _markdown_table(header, body)
-    return lines
-
-
-def _overlap_section(
-    number: int, title: str, rows: Sequence[Row], load: _Selections, out: Path
-) -> list[str]:
-    across_seeds, across_samples = _overlaps(_selection_rows(rows), load)
-    lines = ["### Consistency of selections (Jaccard overlap)", ""]
-    if not across_seeds and not across_samples:
-        return lines + ["One seed and one sample count: no overlap to measure.", ""]
-    if across_seeds:
-        name = f"overlap-{number}.png"
-        _overlap_plot(across_seeds, title, out / name)
-        lines += [f"![overlap across seeds]({name})", "", "Across seeds:", ""]
-        lines += _markdown_table(
-            ["method", "proportion", "samples", "seeds", "mean Jaccard", "min Jaccard"],
-            [
-                [
-                    e["label"],
-                    f"{e['proportion']:g}",
-                    str(e["num_samples"]),
-                    str(e["seeds"]),
-                    f"{e['mean']:.3f}",
-                    f"{e['min']:.3f}",
-                ]
-                for e in across_seeds
-            ],
-        )
-    if across_samples:
-        lines += ["Across sample counts (same seed):", ""]
-        lines += _markdown_table(
-            ["method", "proportion", "samples", "seeds", "mean Jaccard"],
-            [
-                [
-                    e["label"],
-                    f"{e['proportion']:g}",
-                    e["samples"],
-                    str(e["seeds"]),
-                    f"{e['mean']:.3f}",
-                ]
-                for e in across_samples
-            ],
-        )
-    return lines
-
-
-def _distribution_section(
-    number: int, title: str, rows: Sequence[Row], load: _Selections, out: Path
-) -> list[str]:
-    """Where the selection of each method lies, at the largest proportion, the largest sample
-    count and the first seed."""
-    proportion = max(r["proportion"] for r in rows)
-    num_samples = max(r["num_samples"] for r in rows)
-    seed = min(r["seed"] for r in rows)
-    files = _selection_rows(rows)
-    shares = {}
-    for label in dict.fromkeys(r["label"] for r in rows):
-        relative = files.get((label, proportion, num_samples, seed))
-        if relative is not None:
-            shares[label] = _shares(load(relative))
-    caption = f"proportion {proportion:g}, {num_samples} samples, seed {seed}"
-    name = f"distribution-{number}.png"
-    _distribution_plot(shares, f"{title}\n{caption}", out / name)
-    lines = [f"### Where the selected parameters are ({caption})", "", f"![distribution]({name})"]
-    kinds = sorted({k for _, by_kind in shares.values() for k in by_kind})
-    lines += ["", "Share of each module kind's scored entries selected:", ""]
-    lines += _markdown_table(
-        ["method", *kinds],
+    tasks = list(dict.fromkeys(t for t, _ in measures))
+    skill = skill_task(target, tasks, skill_name)
+    matches = matched_labels(rows)
+    style = figures.styles(list(dict.fromkeys(r["label"] for r in rows)), matches)
+    document.heading(2, f"{number}. {title}")
+    document.text(
+        f"Model `{model}` ({dtype}). Skill: "
+        + (f"`{skill}`" if skill else "unknown (pass `--skill-task`)")
+        + f"; controls: {', '.join(f'`{t}`' for t in tasks if t != skill) or '(none)'}."
+    )
+    higher = {
+        (r["task"], r["metric"]): higher_is_better(r["metric"], r.get("higher_is_better"))
+        for r in rows
+    }
+    baseline = {(r["task"], r["metric"]): r["baseline_value"] for r in rows}
+    document.heading(3, "Unedited model")
+    document.table(
+        ["task", "metric", "value"],
         [
-            [label, *(f"{by_kind.get(k, 0):.3%}" for k in kinds)]
-            for label, (_, by_kind) in shares.items()
+            [task, metric_label(metric, higher[(task, metric)]), value]
+            for (task, metric), value in zip(
+                measures, column([baseline[m] for m in measures]), strict=True
+            )
         ],
     )
-    return lines
+    found = changes(rows, samples, skill, bootstrap)
+    for (num_samples, factor), cell in sorted(
+        _groups(found, lambda c: (c.num_samples, c.factor)).items()
+    ):
+        where = f"{_factor_name(factor)}, {num_samples} calibration samples"
+        stem = f"{number}-n{num_samples}-x{factor:g}"
+        heading = f"{model_label(model)}: {_factor_name(factor)}, {num_samples} calibration samples"
+        document.heading(3, f"Effect of editing: {where}")
+        document.figure(
+            figures.effect_figure(cell, style, heading, document.out / f"effect-{stem}"),
+            f"Each measure against the fraction edited ({where}); mean over seeds, 95% interval.",
+        )
+        _effect_table(document, cell)
+        document.heading(3, f"Specificity: {where}")
+        document.figure(
+            figures.plane_figure(
+                cell, _clouds(rows, cell), style, heading, document.out / f"plane-{stem}"
+            ),
+            "Specificity plane: skill removed against control harmed (both against the unedited "
+            "model); matched random baselines as clouds of their seeds and proportions.",
+        )
+        _specificity_tables(document, cell)
+    _consistency_section(document, number, title, rows, style, matches, load)
+    _placement_section(document, number, title, rows, style, load)
+
+
+def _effect_table(document: _Document, found: Sequence[Change]) -> None:
+    cells = _groups(found, lambda c: (c.label, c.proportion))
+    measures = list(dict.fromkeys((c.task, c.metric) for c in found))
+    keys = list(cells)
+    body = [[label, f"{p:g}"] for label, p in keys]
+    fractions = _percent([cells[k][0].fraction for k in keys])
+    seeds = [str(cells[k][0].unedited.seeds) for k in keys]
+    columns = [fractions, seeds]
+    for measure in measures:
+        chosen = [next(c for c in cells[k] if (c.task, c.metric) == measure) for k in keys]
+        columns.append(
+            _intervals(
+                [
+                    (
+                        c.value,
+                        clip(c.metric, c.baseline + c.unedited.low),
+                        clip(c.metric, c.baseline + c.unedited.high),
+                    )
+                    for c in chosen
+                ]
+            )
+        )
+    header = ["method", "K", "fraction edited", "seeds"]
+    directions = {(c.task, c.metric): c.higher for c in found}
+    header += [measure_label(t, m, directions[(t, m)]) for t, m in measures]
+    document.table(header, [line + [c[i] for c in columns] for i, line in enumerate(body)])
+
+
+def _intervals(values: Sequence[tuple[float, float, float]], *, sign: bool = False) -> list[str]:
+    """``mean [low, high]`` with one number of decimals for the whole column, chosen from the
+    means (the differences a column is about)."""
+    places = decimals([mean for mean, _, _ in values])
+    found = []
+    for mean, low, high in values:
+        text = fixed(mean, places, sign=sign)
+        if not (math.isnan(low) or math.isnan(high)):
+            text += f" [{fixed(low, places, sign=sign)}, {fixed(high, places, sign=sign)}]"
+        found.append(text)
+    return found
+
+
+def _specificity_tables(document: _Document, found: Sequence[Change]) -> None:
+    """A verdict per (method, proportion), then every measure's changes."""
+    by_cell = _groups(found, lambda c: (c.label, c.proportion))
+    baselines = {c.matched_label for c in found if c.matched_label}
+    verdicts = []
+    for (label, proportion), cell in by_cell.items():
+        if label in baselines:
+            continue
+        skill = [c for c in cell if c.role == "skill"]
+        controls = [c for c in cell if c.role == "control"]
+        removed = ", ".join(c.beyond_matched() for c in skill) or "n/a (no skill task)"
+        harmed = "; ".join(f"{c.task} {c.metric}: {c.beyond_matched()}" for c in controls)
+        verdicts.append(
+            [
+                label,
+                f"{proportion:g}",
+                cell[0].matched_label or "(none)",
+                removed,
+                harmed or "(no control)",
+                specific(skill, controls),
+            ]
+        )
+    if verdicts:
+        document.table(
+            [
+                "method",
+                "K",
+                "matched random",
+                "removes the skill beyond matched random (95%)",
+                "harms a control beyond matched random (95%)",
+                "specific",
+            ],
+            verdicts,
+        )
+    for (task, metric), cells in _groups(found, lambda c: (c.task, c.metric)).items():
+        higher = cells[0].higher
+        role = cells[0].role
+        document.text(
+            f"{role.capitalize()}: {measure_label(task, metric, higher)}. Changes are edited "
+            "minus reference (mean over seeds, 95% interval)."
+        )
+        unedited = _intervals(
+            [(c.unedited.mean, c.unedited.low, c.unedited.high) for c in cells], sign=True
+        )
+        matched = _intervals(
+            [
+                (c.matched.mean, c.matched.low, c.matched.high)
+                if c.matched
+                else (math.nan, math.nan, math.nan)
+                for c in cells
+            ],
+            sign=True,
+        )
+        resampled = [
+            f"{c.unedited.items} items x {c.unedited.seeds} seeds"
+            if c.unedited.items
+            else f"{c.unedited.seeds} seeds"
+            for c in cells
+        ]
+        body = [
+            [
+                c.label,
+                f"{c.proportion:g}",
+                fraction,
+                u,
+                m if c.matched else "—",
+                c.beyond_matched() if c.matched else "—",
+                r,
+            ]
+            for c, fraction, u, m, r in zip(
+                cells,
+                _percent([c.fraction for c in cells]),
+                unedited,
+                matched,
+                resampled,
+                strict=True,
+            )
+        ]
+        beyond = (
+            "removes beyond matched random" if role == "skill" else "harms beyond matched random"
+        )
+        document.table(
+            [
+                "method",
+                "K",
+                "fraction edited",
+                "vs unedited",
+                "vs matched random",
+                beyond,
+                "resampled",
+            ],
+            body,
+        )
+
+
+def _clouds(
+    rows: Sequence[Row], found: Sequence[Change]
+) -> dict[tuple[str, str, str], list[tuple[float, float]]]:
+    """Per matched baseline and control measure: (control harm, skill removal) of every seed and
+    proportion, against the unedited model."""
+    skill = next((c for c in found if c.role == "skill"), None)
+    baselines = {c.matched_label for c in found if c.matched_label}
+    if skill is None or skill.higher is None:
+        return {}
+    num_samples, factor = found[0].num_samples, found[0].factor
+    values: dict[tuple[Any, ...], float] = {}
+    for r in rows:
+        if r["label"] in baselines and r["num_samples"] == num_samples and r["factor"] == factor:
+            values[(r["label"], r["proportion"], r["seed"], r["task"], r["metric"])] = (
+                r["value"] - r["baseline_value"]
+            )
+    directions = {(c.task, c.metric): c.higher for c in found}
+    clouds: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    for (label, proportion, seed, task, metric), change in values.items():
+        higher = directions.get((task, metric))
+        if (task, metric) == (skill.task, skill.metric) or higher is None:
+            continue
+        removed = values.get((label, proportion, seed, skill.task, skill.metric))
+        if removed is None:
+            continue
+        harm = -change if higher else change
+        clouds[(label, task, metric)].append((harm, -removed if skill.higher else removed))
+    return clouds
+
+
+def _consistency_section(
+    document: _Document,
+    number: int,
+    title: str,
+    rows: Sequence[Row],
+    style: Mapping[str, figures.Style],
+    matches: Mapping[str, str],
+    load: Selections,
+) -> None:
+    across_seeds, across_samples = overlaps(rows, load)
+    document.heading(3, "Consistency of selections (Jaccard overlap)")
+    if not across_seeds and not across_samples:
+        document.text("One seed and one sample count: no overlap to measure.")
+        return
+    document.figure(
+        figures.consistency_figure(
+            across_seeds,
+            across_samples,
+            style,
+            f"{model_label(rows[0]['model'])}: consistency of selections",
+            document.out / f"consistency-{number}",
+        ),
+        "Jaccard overlap of selections (mean, range over pairs) against the sample count; "
+        "dotted: what two independent random selections of the same per-matrix sizes share.",
+    )
+    baselines = set(matches.values())
+    document.text(
+        "Random expectation: the Jaccard overlap two independent uniformly random selections "
+        "of the same per-matrix sizes would have. Overlap near it is chance, not consistency."
+    )
+    for name, entries in (
+        ("Across seeds", across_seeds),
+        ("Against the largest sample count, same seed", across_samples),
+    ):
+        if not entries:
+            continue
+        document.text(f"{name}:")
+        document.table(
+            [
+                "method",
+                "K",
+                "samples",
+                "pairs",
+                "mean Jaccard",
+                "range",
+                "random expectation",
+                "note",
+            ],
+            _overlap_body(entries, baselines, across_samples=entries is across_samples),
+        )
+
+
+def _overlap_body(
+    entries: Sequence[Overlap], baselines: set[str], *, across_samples: bool
+) -> list[list[str]]:
+    places = decimals([v for o in entries for v in (o.mean, o.low, o.high, o.expected)])
+    body = []
+    for o in entries:
+        note = ""
+        if o.label in baselines and across_samples:
+            note = "matched random: positions follow the seed, overlap is by construction"
+        elif o.mean <= o.expected * 1.1 + 1e-3:
+            note = "no more than chance"
+        samples = f"{o.num_samples} vs {o.versus}" if o.versus else str(o.num_samples)
+        body.append(
+            [
+                o.label,
+                f"{o.proportion:g}",
+                samples,
+                str(len(o.values)),
+                fixed(o.mean, places),
+                f"{fixed(o.low, places)}-{fixed(o.high, places)}",
+                fixed(o.expected, places),
+                note,
+            ]
+        )
+    return body
+
+
+def _placement_section(
+    document: _Document,
+    number: int,
+    title: str,
+    rows: Sequence[Row],
+    style: Mapping[str, figures.Style],
+    load: Selections,
+) -> None:
+    """Where each method's selection lies at the largest proportion and sample count, averaged
+    over seeds."""
+    proportion = max(r["proportion"] for r in rows)
+    num_samples = max(r["num_samples"] for r in rows)
+    files = selection_files(rows)
+    placements: dict[str, tuple[dict[int, float], dict[str, float]]] = {}
+    for label in dict.fromkeys(r["label"] for r in rows):
+        found = [
+            placement(load(file))
+            for (lab, p, n, _), file in sorted(files.items())
+            if (lab, p, n) == (label, proportion, num_samples)
+        ]
+        found = [f for f in found if f[0]]
+        if found:
+            layers = {k: _mean(f[0].get(k) for f in found) for k in found[0][0]}
+            kinds = {k: _mean(f[1].get(k) for f in found) for k in found[0][1]}
+            placements[label] = (layers, kinds)
+    caption = f"K = {proportion:g}, {num_samples} samples, mean over seeds"
+    document.heading(3, f"Where the selected parameters are ({caption})")
+    if not placements:
+        document.text("No selection holds any entry.")
+        return
+    document.figure(
+        figures.placement_figure(
+            placements,
+            style,
+            f"{model_label(rows[0]['model'])}: where the selections lie, {caption}",
+            document.out / f"placement-{number}",
+        ),
+        "Share of the selected entries in each block / module kind over its share of the scored "
+        "entries: 1 = spread as a uniform draw would be.",
+    )
+    for axis, name in ((0, "decoder block"), (1, "module kind")):
+        shares: list[Mapping[Any, float]] = [p[axis] for p in placements.values()]
+        keys = sorted({k for share in shares for k in share})
+        columns = [column([share.get(k, math.nan) for share in shares]) for k in keys]
+        document.text(f"Selected share / scored share by {name} (1 = uniform):")
+        document.table(
+            ["method", *map(str, keys)],
+            [[label, *(c[i] for c in columns)] for i, label in enumerate(placements)],
+        )

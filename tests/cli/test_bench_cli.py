@@ -159,12 +159,13 @@ def test_bench_runs_resumes_and_reports(write_suite, tmp_path):
     for image in (
         "effect-1-n4-x0.png",
         "effect-1-n4-x2.png",
-        "overlap-1.png",
-        "distribution-1.png",
+        "consistency-1.png",
+        "placement-1.png",
     ):
         assert f"]({image})" in text
         assert (out / "_report" / image).read_bytes().startswith(b"\x89PNG")
-    assert "prune (x0), proportion 0.3:" in text and "Across seeds:" in text
+    assert "### Effect of editing: prune (x0), 4 calibration samples" in text
+    assert "Across seeds:" in text and (out / "_report" / "report.html").is_file()
 
 
 def test_a_grown_suite_runs_only_new_cells_and_a_changed_model_refuses(

@@ -1,6 +1,7 @@
 """The benchmark harness without a model: suite checks, planning, shards, the schema, the report."""
 
 import os
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -322,20 +323,27 @@ def test_report_writes_markdown_with_readable_plots(synthetic):
     images = [
         line[line.rindex("(") + 1 : -1] for line in text.splitlines() if line.startswith("![")
     ]
-    # Per experiment: prune and scale figures per sample count, overlap, distribution.
-    assert len(images) == 2 * (2 * 2 + 2)
+    # Per experiment: effect and specificity plane per sample count and factor, consistency,
+    # placement.
+    assert len(images) == 2 * (2 * 2 * 2 + 2)
     for name in images:
         with Image.open(path.parent / name) as image:
             assert image.format == "PNG" and min(image.size) > 200
-    assert "prune (x0), proportion 0.01:" in text and "scale x1.1, proportion 0.1:" in text
-    assert "Across seeds:" in text and "Across sample counts (same seed):" in text
+        assert (path.parent / name).with_suffix(".svg").is_file()
+    assert "### Effect of editing: prune (x0), 8 calibration samples" in text
+    assert "### Specificity: scale x1.1, 16 calibration samples" in text
+    assert "Across seeds:" in text and "Against the largest sample count, same seed:" in text
     assert "| mathneuro | 0.1 | 8 vs 16 | 3 |" in text
     # Overlap across seeds, as computed from the selections themselves.
     fraction = 0.1 * 0.6  # what _write_synthetic drew for mathneuro at proportion 0.1
     drawn = [_localization(seed, fraction) for seed in range(3)]
     pairs = [drawn[a].jaccard(drawn[b]) for a, b in ((0, 1), (0, 2), (1, 2))]
-    row = f"| mathneuro | 0.1 | 8 | 3 | {sum(pairs) / 3:.3f} | {min(pairs):.3f} |"
-    assert text.count(row) == 2  # once per experiment (the controls differ, selections not)
+    rows = [line for line in text.splitlines() if line.startswith("| mathneuro | 0.1 | 8 | 3 |")]
+    assert len(rows) == 2  # once per experiment (the controls differ, selections not)
+    mean, low, high = (float(x) for x in re.findall(r"\d\.\d+", rows[0])[1:4])
+    places = len(rows[0].split("|")[5].strip()) - 2
+    assert mean == pytest.approx(sum(pairs) / 3, abs=10**-places)
+    assert (low, high) == pytest.approx((min(pairs), max(pairs)), abs=10**-places)
     # The report's folder starts with "_", so the results folder still reads as one dataset.
     assert len(results.read_results(directory)) > 0
     import pandas as pd

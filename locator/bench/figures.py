@@ -1,0 +1,440 @@
+"""The report's figures, drawn with matplotlib's Agg canvas (never pyplot, so no global backend
+changes), each saved as PNG and SVG.
+
+Every figure follows one style: a method keeps its colour (Okabe-Ito, safe for colour-blind
+readers), marker and line style in all figures; a matched random baseline takes the colour of
+the method it matches with an open marker and a dashed line; legends sit below the axes; axes
+never use offset notation; a log axis of the fraction edited is labelled at every proportion.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from locator.bench.metrics import clip, metric_label, task_label
+from locator.bench.overlap import Overlap
+from locator.bench.specificity import Change
+
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+LINES = ("-", "-.", (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)), "-", "-.", (0, (3, 1, 1, 1, 1, 1)))
+"""Method lines; dashed is kept for matched baselines."""
+UNEDITED = "#7f7f7f"
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one method is drawn."""
+
+    color: str
+    marker: str
+    line: Any
+    open: bool
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `Axes.plot` / `errorbar`."""
+        return {
+            "color": self.color,
+            "marker": self.marker,
+            "linestyle": self.line,
+            "markerfacecolor": "white" if self.open else self.color,
+            "markersize": 5,
+            "linewidth": 1.4,
+        }
+
+
+def styles(labels: Sequence[str], matches: Mapping[str, str]) -> dict[str, Style]:
+    """A style per label; a matched baseline (`matches`: method -> its baseline) is drawn in its
+    method's colour and marker, open, dashed."""
+    baselines = {baseline: method for method, baseline in matches.items()}
+    found: dict[str, Style] = {}
+    for label in [x for x in labels if x not in baselines]:
+        i = len(found) % len(OKABE_ITO)
+        found[label] = Style(OKABE_ITO[i], MARKERS[i], LINES[i], False)
+    for label in [x for x in labels if x in baselines]:
+        method = found.get(baselines[label])
+        if method is None:
+            i = len(found) % len(OKABE_ITO)
+            method = Style(OKABE_ITO[i], MARKERS[i], LINES[i], False)
+        found[label] = Style(method.color, method.marker, "--", True)
+    return found
+
+
+def _figure(columns: int, rows: int = 1, width: float = 3.6, height: float = 3.0) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width * columns, height * rows + 0.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _plain(axis: Any, which: str = "y") -> None:
+    """No offset or scientific notation on the `which` axis."""
+    from matplotlib.ticker import ScalarFormatter
+
+    formatter = ScalarFormatter(useOffset=False)
+    formatter.set_scientific(False)
+    (axis.yaxis if which == "y" else axis.xaxis).set_major_formatter(formatter)
+
+
+def _log_fraction_axis(axis: Any, proportions: Sequence[float], label: str) -> None:
+    """A log x axis (call after plotting) labelled as percentages at every proportion and at
+    the powers of ten in view (fractions edited often fall below their proportion)."""
+    import math
+
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    axis.set_xscale("log")
+    low, high = axis.get_xlim()
+    decade = 10.0 ** math.floor(math.log10(low))
+    if low / decade < 2:  # show the power of ten just below the data, so it gets a label
+        axis.set_xlim(decade, high)
+        low = decade
+    decades = [10.0**k for k in range(math.ceil(math.log10(low)), math.floor(math.log10(high)) + 1)]
+    ticks = sorted({*proportions, *decades})
+    axis.xaxis.set_major_locator(FixedLocator(ticks))
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x * 100:.3g}%"))
+    axis.xaxis.set_minor_locator(NullLocator())
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    axis.set_xlabel(label)
+    shown = [t for t in ticks if low <= t <= high]
+    if any(b / a < 3 for a, b in zip(shown, shown[1:], strict=False)):  # labels would touch
+        axis.tick_params(axis="x", labelrotation=45, labelsize="small")
+
+
+def _legend_below(figure: Any, axes: Sequence[Any]) -> None:
+    seen: dict[str, Any] = {}
+    for axis in axes:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    if seen:
+        figure.legend(
+            list(seen.values()),
+            list(seen),
+            loc="outside lower center",
+            ncols=min(4, len(seen)),
+            fontsize="small",
+            frameon=False,
+        )
+
+
+def _save(figure: Any, path: Path) -> list[Path]:
+    """Save `figure` as ``path.png`` and ``path.svg``; return both paths."""
+    written = []
+    for suffix, options in ((".png", {"dpi": 150}), (".svg", {})):
+        target = path.with_name(path.name + suffix)
+        figure.savefig(target, **options)
+        written.append(target)
+    return written
+
+
+def _measures(found: Sequence[Change]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((c.task, c.metric) for c in found))
+
+
+def effect_figure(
+    found: Sequence[Change], style: Mapping[str, Style], title: str, path: Path
+) -> list[Path]:
+    """The paper's main figure for one factor and sample count: each measure against the
+    fraction of scored parameters edited, per method (mean over seeds, 95% interval), the
+    unedited model dashed."""
+    measures = _measures(found)
+    figure = _figure(len(measures))
+    axes = figure.subplots(1, len(measures), squeeze=False)[0]
+    proportions = sorted({c.proportion for c in found})
+    for axis, (task, metric) in zip(axes, measures, strict=True):
+        cells = [c for c in found if (c.task, c.metric) == (task, metric)]
+        by_label: dict[str, list[Change]] = defaultdict(list)
+        for c in cells:
+            if c.fraction > 0:  # a log axis cannot show an empty selection
+                by_label[c.label].append(c)
+        for label, points in by_label.items():
+            points.sort(key=lambda c: c.fraction)
+            x = [c.fraction for c in points]
+            y = [c.value for c in points]
+            # The interval of the value: the unedited model plus the change's interval.
+            errors = [
+                [max(0.0, c.value - clip(metric, c.baseline + c.unedited.low)) for c in points],
+                [max(0.0, clip(metric, c.baseline + c.unedited.high) - c.value) for c in points],
+            ]
+            has_interval = all(e == e for side in errors for e in side)  # no NaN
+            axis.errorbar(
+                x,
+                y,
+                yerr=errors if has_interval else None,
+                capsize=2.5,
+                label=label,
+                **style[label].kwargs(),
+            )
+        axis.axhline(
+            cells[0].baseline,
+            color=UNEDITED,
+            linestyle=(0, (4, 3)),
+            linewidth=1,
+            label="unedited model",
+        )
+        _log_fraction_axis(axis, proportions, "scored parameters edited")
+        higher = cells[0].higher
+        axis.set_ylabel(metric_label(metric, higher, wrap=True))
+        axis.set_title(task_label(task), fontsize="medium")
+        _plain(axis)
+        axis.grid(True, alpha=0.3)
+    _legend_below(figure, axes)
+    figure.suptitle(title, fontsize="medium")
+    return _save(figure, path)
+
+
+def _direction_word(higher: bool | None) -> str:
+    return "drop" if higher else "rise" if higher is False else "change"
+
+
+def plane_figure(
+    found: Sequence[Change],
+    seed_points: Mapping[tuple[str, str, str], Sequence[tuple[float, float]]],
+    style: Mapping[str, Style],
+    title: str,
+    path: Path,
+) -> list[Path] | None:
+    """The specificity plane: skill removal against control harm (both against the unedited
+    model, positive = worse), one panel per control measure, each method per proportion with
+    95% intervals; each matched random baseline as a cloud of its seeds and proportions.
+    `seed_points[(label, control task, control metric)]` holds the cloud's (harm, removal)."""
+    skill = [c for c in found if c.role == "skill"]
+    controls = [
+        m
+        for m in _measures(found)
+        if any(c.role == "control" for c in found if (c.task, c.metric) == m)
+    ]
+    if not skill or not controls or skill[0].higher is None:
+        return None
+    skill_measure = (skill[0].task, skill[0].metric)
+    baselines = {c.matched_label for c in found if c.matched_label}
+    figure = _figure(len(controls), width=4.2, height=3.6)
+    axes = figure.subplots(1, len(controls), squeeze=False)[0]
+    for axis, (task, metric) in zip(axes, controls, strict=True):
+        higher = next(c.higher for c in found if (c.task, c.metric) == (task, metric))
+        for label in dict.fromkeys(c.label for c in found):
+            if label in baselines:
+                cloud = seed_points.get((label, task, metric), [])
+                if cloud:
+                    axis.scatter(
+                        [p[0] for p in cloud],
+                        [p[1] for p in cloud],
+                        s=14,
+                        marker=style[label].marker,
+                        facecolors="none",
+                        edgecolors=style[label].color,
+                        alpha=0.7,
+                        label=f"{label} (seeds x proportions)",
+                    )
+                continue
+            pairs = []
+            for s in (
+                c
+                for c in skill
+                if c.label == label and c.task == skill_measure[0] and c.metric == skill_measure[1]
+            ):
+                other = [
+                    c
+                    for c in found
+                    if c.label == label
+                    and c.proportion == s.proportion
+                    and (c.task, c.metric) == (task, metric)
+                ]
+                if other and higher is not None:
+                    pairs.append(
+                        (
+                            other[0].unedited.removal(higher),
+                            s.unedited.removal(True if s.higher else False),
+                        )
+                    )
+            if not pairs:
+                continue
+            x = [p[0].mean for p in pairs]
+            y = [p[1].mean for p in pairs]
+            xerr = [
+                [max(0.0, p[0].mean - p[0].low) for p in pairs],
+                [max(0.0, p[0].high - p[0].mean) for p in pairs],
+            ]
+            yerr = [
+                [max(0.0, p[1].mean - p[1].low) for p in pairs],
+                [max(0.0, p[1].high - p[1].mean) for p in pairs],
+            ]
+            finite = all(v == v for side in xerr + yerr for v in side)
+            axis.errorbar(
+                x,
+                y,
+                xerr=xerr if finite else None,
+                yerr=yerr if finite else None,
+                capsize=2,
+                label=label,
+                **style[label].kwargs(),
+            )
+        axis.axhline(0, color=UNEDITED, linewidth=0.8)
+        axis.axvline(0, color=UNEDITED, linewidth=0.8)
+        skill_task, skill_metric = skill_measure
+        axis.set_xlabel(
+            f"harm: {task_label(task)} {metric_label(metric, None)} {_direction_word(higher)}"
+        )
+        axis.set_ylabel(
+            f"skill removed: {task_label(skill_task)}\n{metric_label(skill_metric, None)} "
+            f"{_direction_word(skill[0].higher)}"
+        )
+        axis.set_title(
+            f"control: {task_label(task)} (ideal: top left, on the vertical line)", fontsize="small"
+        )
+        _plain(axis)
+        _plain(axis, "x")
+        axis.grid(True, alpha=0.3)
+    _legend_below(figure, axes)
+    figure.suptitle(title, fontsize="medium")
+    return _save(figure, path)
+
+
+def _overlap_lines(
+    axis: Any, entries: Sequence[Overlap], x: Any, style: Mapping[str, Style]
+) -> None:
+    """Per label: mean overlap with its range over pairs against ``x(overlap)``, and the random
+    expectation dotted in the same colour."""
+    for label in dict.fromkeys(o.label for o in entries):
+        points = sorted((o for o in entries if o.label == label), key=x)
+        xs = [x(o) for o in points]
+        kwargs = style[label].kwargs()
+        axis.errorbar(
+            xs,
+            [o.mean for o in points],
+            yerr=[[o.mean - o.low for o in points], [o.high - o.mean for o in points]],
+            capsize=2.5,
+            label=label,
+            **kwargs,
+        )
+        axis.plot(
+            xs,
+            [o.expected for o in points],
+            color=kwargs["color"],
+            linestyle=":",
+            linewidth=1.2,
+            marker="x",
+            markersize=4,
+        )
+    axis.set_ylim(-0.03, 1.03)
+    axis.grid(True, alpha=0.3)
+
+
+def consistency_figure(
+    across_seeds: Sequence[Overlap],
+    across_samples: Sequence[Overlap],
+    style: Mapping[str, Style],
+    title: str,
+    path: Path,
+) -> list[Path]:
+    """Jaccard overlap of selections (mean, range over pairs), with the overlap two random
+    selections of the same per-matrix sizes would have (dotted, x). With several sample counts:
+    against the sample count, one panel per proportion, across seeds and against the largest
+    count at the same seed; with one: across seeds against the fraction edited."""
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    counts = sorted(
+        {o.num_samples for o in across_seeds}
+        | {o.num_samples for o in across_samples}
+        | {o.versus for o in across_samples if o.versus}
+    )
+    proportions = sorted({o.proportion for o in [*across_seeds, *across_samples]})
+    if len(counts) == 1:
+        figure = _figure(1, width=5.2, height=3.4)
+        axis = figure.subplots()
+        _overlap_lines(axis, across_seeds, lambda o: o.proportion, style)
+        _log_fraction_axis(axis, proportions, "proportion K")
+        axis.set_ylabel("Jaccard overlap across seeds")
+        axis.set_title(f"{counts[0]} calibration samples per corpus", fontsize="medium")
+        axes = [axis]
+    else:
+        panels = [("across seeds", p, across_seeds) for p in proportions]
+        if across_samples:
+            versus = max(counts)
+            panels += [(f"vs {versus} samples, same seed", p, across_samples) for p in proportions]
+        columns = min(4, len(proportions))
+        rows = -(-len(panels) // columns)
+        figure = _figure(columns, rows=rows, width=3.2, height=2.8)
+        grid = figure.subplots(rows, columns, squeeze=False, sharey=True)
+        axes = [a for line in grid for a in line]
+        for axis in axes[len(panels) :]:
+            axis.set_visible(False)
+        for axis, (kind, proportion, entries) in zip(axes, panels, strict=False):
+            chosen = [o for o in entries if o.proportion == proportion]
+            _overlap_lines(axis, chosen, lambda o: o.num_samples, style)
+            axis.set_xscale("log")
+            axis.xaxis.set_major_locator(FixedLocator(counts))
+            axis.xaxis.set_minor_locator(NullLocator())
+            axis.xaxis.set_major_formatter(ScalarFormatter())
+            axis.set_xlim(min(counts) / 1.6, max(counts) * 1.6)
+            axis.set_xlabel("calibration samples per corpus")
+            axis.set_title(f"K = {proportion:g}, {kind}", fontsize="small")
+        for line in grid:
+            line[0].set_ylabel("Jaccard overlap")
+    axes[0].plot(
+        [],
+        [],
+        color="#444444",
+        linestyle=":",
+        marker="x",
+        markersize=4,
+        label="random selections of the same sizes (expected)",
+    )
+    _legend_below(figure, axes)
+    figure.suptitle(title, fontsize="medium")
+    return _save(figure, path)
+
+
+def placement_figure(
+    placements: Mapping[str, tuple[dict[int, float], dict[str, float]]],
+    style: Mapping[str, Style],
+    title: str,
+    path: Path,
+) -> list[Path]:
+    """Selected share over scored share per decoder block (lines) and per module kind (grouped
+    bars); 1.0 = uniform."""
+    figure = _figure(2, width=4.6, height=3.2)
+    blocks, kinds = figure.subplots(1, 2)
+    dodge = 0.25 / max(1, len(placements))
+    for i, (label, (layers, _)) in enumerate(placements.items()):
+        keys = sorted(layers)  # each method a little aside, so that equal lines stay visible
+        offset = (i - (len(placements) - 1) / 2) * dodge
+        blocks.plot(
+            [k + offset for k in keys],
+            [layers[k] for k in keys],
+            label=label,
+            **style[label].kwargs(),
+        )
+    width = 0.8 / max(1, len(placements))
+    names = sorted({k for _, by_kind in placements.values() for k in by_kind})
+    for i, (label, (_, by_kind)) in enumerate(placements.items()):
+        offset = (i - (len(placements) - 1) / 2) * width
+        kinds.bar(
+            [j + offset for j in range(len(names))],
+            [by_kind.get(k, 0.0) for k in names],
+            width,
+            color=style[label].color,
+            edgecolor="black",
+            linewidth=0.4,
+            hatch="//" if style[label].open else None,
+        )
+    kinds.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize="small")
+    for axis, name in ((blocks, "decoder block"), (kinds, "module kind")):
+        axis.axhline(1.0, color=UNEDITED, linestyle=(0, (4, 3)), linewidth=1)
+        axis.set_ylabel("selected share / scored share")
+        axis.set_title(f"by {name} (1 = uniform)", fontsize="medium")
+        axis.grid(True, axis="y", alpha=0.3)
+        _plain(axis)
+    blocks.set_xlabel("decoder block")
+    if placements:
+        layer_keys = sorted({k for layers, _ in placements.values() for k in layers})
+        blocks.set_xticks(layer_keys)
+    _legend_below(figure, [blocks])
+    figure.suptitle(title, fontsize="medium")
+    return _save(figure, path)

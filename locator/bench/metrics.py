@@ -1,0 +1,158 @@
+"""What a report needs to know about tasks and metrics: readable names, units, direction, and
+numbers formatted so that a column shows the differences it is about.
+
+Directions come from the results (the nullable ``higher_is_better`` column, lm-eval's task
+definition) and, for folders written before it existed, from `DIRECTIONS`, a small table of
+metric names whose direction is unambiguous. Labels come from `TASK_NAMES` and `METRIC_NAMES`,
+with a readable fallback (the name with underscores as spaces) for anything else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+DIRECTIONS: dict[str, bool] = {
+    "acc": True,
+    "acc_norm": True,
+    "exact_match": True,
+    "em": True,
+    "f1": True,
+    "mcc": True,
+    "bleu": True,
+    "rouge": True,
+    "grammatical": True,
+    "loss": False,
+    "nll": False,
+    "perplexity": False,
+    "ppl": False,
+    "word_perplexity": False,
+    "byte_perplexity": False,
+    "bits_per_byte": False,
+    "ter": False,
+}
+"""Metric name (before any lm-eval filter suffix) -> higher is better."""
+
+PROPORTIONS = frozenset({"acc", "acc_norm", "exact_match", "em", "f1", "grammatical"})
+"""Metrics that are proportions: their values (and intervals of values) lie in [0, 1]."""
+
+TASK_NAMES: dict[str, str] = {
+    "gsm8k": "GSM8K",
+    "gsm8k_cot": "GSM8K (CoT)",
+    "gsm8k_nll": "GSM8K solution",
+    "hendrycks_math": "MATH",
+    "hendrycks_math500": "MATH-500",
+    "mmlu": "MMLU",
+    "race": "RACE",
+    "wikitext": "WikiText",
+    "toy-arithmetic": "toy arithmetic",
+    "toy-language": "toy language",
+}
+
+METRIC_NAMES: dict[str, tuple[str, str]] = {
+    "acc": ("accuracy", ""),
+    "acc_norm": ("length-normalized accuracy", ""),
+    "exact_match": ("exact match", ""),
+    "em": ("exact match", ""),
+    "f1": ("F1", ""),
+    "loss": ("loss", "nats/token"),
+    "nll": ("NLL", "nats/token"),
+    "perplexity": ("perplexity", ""),
+    "word_perplexity": ("word perplexity", ""),
+    "byte_perplexity": ("byte perplexity", ""),
+    "bits_per_byte": ("bits per byte", "bits/byte"),
+    "grammatical": ("grammatical next-word rate", ""),
+}
+"""Metric name -> (readable name, unit)."""
+
+
+def _base(metric: str) -> tuple[str, str]:
+    """lm-eval writes ``exact_match,strict-match``: the metric and its filter."""
+    name, _, filtering = metric.partition(",")
+    return name, filtering if filtering not in ("", "none") else ""
+
+
+def higher_is_better(metric: str, declared: bool | None = None) -> bool | None:
+    """The metric's direction: `declared` (from the results) when known, else `DIRECTIONS`."""
+    if declared is not None:
+        return bool(declared)
+    return DIRECTIONS.get(_base(metric)[0])
+
+
+def clip(metric: str, value: float) -> float:
+    """`value` clipped to the metric's range when it is a proportion (`PROPORTIONS`)."""
+    return min(1.0, max(0.0, value)) if _base(metric)[0] in PROPORTIONS else value
+
+
+def task_label(task: str) -> str:
+    """``gsm8k_cot`` -> ``GSM8K (CoT)``; unknown names with underscores as spaces."""
+    return TASK_NAMES.get(task, task.replace("_", " "))
+
+
+def metric_label(
+    metric: str, higher: bool | None, *, direction: bool = True, wrap: bool = False
+) -> str:
+    """``loss`` -> ``loss (nats/token, lower is better)``; `wrap` puts the parenthesis on a
+    line of its own when the label is long (for axis labels)."""
+    name, filtering = _base(metric)
+    readable, unit = METRIC_NAMES.get(name, (name.replace("_", " "), ""))
+    if filtering:
+        readable += f" [{filtering}]"
+    notes = [unit] if unit else []
+    if direction and higher is not None:
+        notes.append("higher is better" if higher else "lower is better")
+    if not notes:
+        return readable
+    gap = "\n" if wrap and len(readable) + sum(map(len, notes)) > 26 else " "
+    return f"{readable}{gap}({', '.join(notes)})"
+
+
+def measure_label(task: str, metric: str, higher: bool | None, *, direction: bool = True) -> str:
+    """Task and metric in one label: ``GSM8K (CoT) exact match (higher is better)``."""
+    return f"{task_label(task)} {metric_label(metric, higher, direction=direction)}"
+
+
+def model_label(model: str) -> str:
+    """A model's short name: the last component of a path or hub id (``Llama-3.2-1B-Instruct``);
+    a checkpoint folder is named by its parent (``toy/checkpoint`` -> ``toy``)."""
+    parts = [p for p in model.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    if not parts:
+        return model
+    if len(parts) > 1 and parts[-1] in ("checkpoint", "model", "weights"):
+        return parts[-2]
+    return parts[-1]
+
+
+def decimals(values: Iterable[float | None], most: int = 6) -> int:
+    """Decimals that tell apart every two different values of a column (one significant digit
+    of the smallest gap) and show its spread with at least two significant digits, at most
+    `most`; for a constant column, three significant digits of its magnitude."""
+    finite = sorted({v for v in values if v is not None and math.isfinite(v)})
+    if not finite:
+        return 2
+
+    def places(scale: float, significant: int) -> int:
+        return significant - 1 - math.floor(math.log10(scale))
+
+    if len(finite) == 1:
+        magnitude = abs(finite[0])
+        return max(0, min(most, places(magnitude, 3))) if magnitude else 2
+    gap = min(b - a for a, b in zip(finite, finite[1:], strict=False))
+    needed = max(places(gap, 1), places(finite[-1] - finite[0], 2))
+    return max(0, min(most, needed))
+
+
+def fixed(value: float | None, places: int, *, sign: bool = False) -> str:
+    """`value` with `places` decimals (never e-notation, no ``-0.00``); ``n/a`` when missing."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    text = f"{value:.{places}f}"
+    if float(text) == 0:
+        return f"{0.0:.{places}f}"
+    return "+" + text if sign and value > 0 else text
+
+
+def column(values: Sequence[float | None], *, sign: bool = False) -> list[str]:
+    """Format a column with one number of decimals chosen from its values (`decimals`)."""
+    places = decimals(values)
+    return [fixed(v, places, sign=sign) for v in values]
