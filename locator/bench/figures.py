@@ -9,6 +9,7 @@ never use offset notation; a log axis of the fraction edited is labelled at ever
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 from locator.bench.metrics import clip, metric_label, task_label
 from locator.bench.overlap import Overlap
-from locator.bench.specificity import Change
+from locator.bench.specificity import Change, Estimate
 
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
@@ -85,8 +86,6 @@ def _plain(axis: Any, which: str = "y") -> None:
 def _log_fraction_axis(axis: Any, proportions: Sequence[float], label: str) -> None:
     """A log x axis (call after plotting) labelled as percentages at every proportion and at
     the powers of ten in view (fractions edited often fall below their proportion)."""
-    import math
-
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
     axis.set_xscale("log")
@@ -117,7 +116,7 @@ def _legend_below(figure: Any, axes: Sequence[Any]) -> None:
             list(seen.values()),
             list(seen),
             loc="outside lower center",
-            ncols=min(4, len(seen)),
+            ncols=max(1, min(4, len(seen), int(figure.get_figwidth() / 2.6))),
             fontsize="small",
             frameon=False,
         )
@@ -162,7 +161,7 @@ def effect_figure(
                 [max(0.0, c.value - clip(metric, c.baseline + c.unedited.low)) for c in points],
                 [max(0.0, clip(metric, c.baseline + c.unedited.high) - c.value) for c in points],
             ]
-            has_interval = all(e == e for side in errors for e in side)  # no NaN
+            has_interval = not any(math.isnan(c.unedited.low) for c in points)
             axis.errorbar(
                 x,
                 y,
@@ -193,6 +192,15 @@ def _direction_word(higher: bool | None) -> str:
     return "drop" if higher else "rise" if higher is False else "change"
 
 
+def _errors(estimates: Sequence[Estimate]) -> Any:
+    """Asymmetric error bars of estimates, or None when an interval is missing."""
+    below = [e.mean - e.low for e in estimates]
+    above = [e.high - e.mean for e in estimates]
+    if any(math.isnan(v) for v in below + above):
+        return None
+    return [[max(0.0, v) for v in below], [max(0.0, v) for v in above]]
+
+
 def plane_figure(
     found: Sequence[Change],
     seed_points: Mapping[tuple[str, str, str], Sequence[tuple[float, float]]],
@@ -201,92 +209,64 @@ def plane_figure(
     path: Path,
 ) -> list[Path] | None:
     """The specificity plane: skill removal against control harm (both against the unedited
-    model, positive = worse), one panel per control measure, each method per proportion with
-    95% intervals; each matched random baseline as a cloud of its seeds and proportions.
-    `seed_points[(label, control task, control metric)]` holds the cloud's (harm, removal)."""
-    skill = [c for c in found if c.role == "skill"]
-    controls = [
-        m
-        for m in _measures(found)
-        if any(c.role == "control" for c in found if (c.task, c.metric) == m)
-    ]
-    if not skill or not controls or skill[0].higher is None:
+    model, positive = worse), one panel per control measure of known direction, each method
+    per proportion with 95% intervals; each matched random baseline as a cloud of its seeds and
+    proportions (`seed_points[(label, control task, control metric)]`: (harm, removal)).
+    None when there is no skill measure of known direction or no such control."""
+    skill = next((c for c in found if c.role == "skill" and c.higher is not None), None)
+    directions = {(c.task, c.metric): c.higher for c in found if c.role == "control"}
+    controls = [m for m, higher in directions.items() if higher is not None]
+    if skill is None or not controls:
         return None
-    skill_measure = (skill[0].task, skill[0].metric)
+    cells = {(c.label, c.proportion, c.task, c.metric): c for c in found}
     baselines = {c.matched_label for c in found if c.matched_label}
-    figure = _figure(len(controls), width=4.2, height=3.6)
+    figure = _figure(len(controls), width=4.4, height=3.6)
     axes = figure.subplots(1, len(controls), squeeze=False)[0]
     for axis, (task, metric) in zip(axes, controls, strict=True):
-        higher = next(c.higher for c in found if (c.task, c.metric) == (task, metric))
+        higher = bool(directions[(task, metric)])
         for label in dict.fromkeys(c.label for c in found):
             if label in baselines:
                 cloud = seed_points.get((label, task, metric), [])
-                if cloud:
-                    axis.scatter(
-                        [p[0] for p in cloud],
-                        [p[1] for p in cloud],
-                        s=14,
-                        marker=style[label].marker,
-                        facecolors="none",
-                        edgecolors=style[label].color,
-                        alpha=0.7,
-                        label=f"{label} (seeds x proportions)",
-                    )
+                axis.scatter(
+                    [p[0] for p in cloud],
+                    [p[1] for p in cloud],
+                    s=14,
+                    marker=style[label].marker,
+                    facecolors="none",
+                    edgecolors=style[label].color,
+                    alpha=0.7,
+                    label=f"{label} (each seed and K)",
+                )
                 continue
-            pairs = []
-            for s in (
-                c
-                for c in skill
-                if c.label == label and c.task == skill_measure[0] and c.metric == skill_measure[1]
-            ):
-                other = [
-                    c
-                    for c in found
-                    if c.label == label
-                    and c.proportion == s.proportion
-                    and (c.task, c.metric) == (task, metric)
-                ]
-                if other and higher is not None:
-                    pairs.append(
-                        (
-                            other[0].unedited.removal(higher),
-                            s.unedited.removal(True if s.higher else False),
-                        )
-                    )
-            if not pairs:
-                continue
-            x = [p[0].mean for p in pairs]
-            y = [p[1].mean for p in pairs]
-            xerr = [
-                [max(0.0, p[0].mean - p[0].low) for p in pairs],
-                [max(0.0, p[0].high - p[0].mean) for p in pairs],
+            pairs = [
+                (cells[key].unedited.removal(higher), c.unedited.removal(bool(skill.higher)))
+                for c in found
+                if (c.label, c.task, c.metric) == (label, skill.task, skill.metric)
+                and (key := (label, c.proportion, task, metric)) in cells
             ]
-            yerr = [
-                [max(0.0, p[1].mean - p[1].low) for p in pairs],
-                [max(0.0, p[1].high - p[1].mean) for p in pairs],
-            ]
-            finite = all(v == v for side in xerr + yerr for v in side)
-            axis.errorbar(
-                x,
-                y,
-                xerr=xerr if finite else None,
-                yerr=yerr if finite else None,
-                capsize=2,
-                label=label,
-                **style[label].kwargs(),
-            )
+            if pairs:
+                harm, removal = zip(*pairs, strict=True)
+                axis.errorbar(
+                    [e.mean for e in harm],
+                    [e.mean for e in removal],
+                    xerr=_errors(harm),
+                    yerr=_errors(removal),
+                    capsize=2,
+                    label=label,
+                    **style[label].kwargs(),
+                )
         axis.axhline(0, color=UNEDITED, linewidth=0.8)
         axis.axvline(0, color=UNEDITED, linewidth=0.8)
-        skill_task, skill_metric = skill_measure
         axis.set_xlabel(
             f"harm: {task_label(task)} {metric_label(metric, None)} {_direction_word(higher)}"
         )
         axis.set_ylabel(
-            f"skill removed: {task_label(skill_task)}\n{metric_label(skill_metric, None)} "
-            f"{_direction_word(skill[0].higher)}"
+            f"skill removed: {task_label(skill.task)}\n{metric_label(skill.metric, None)} "
+            f"{_direction_word(skill.higher)}"
         )
         axis.set_title(
-            f"control: {task_label(task)} (ideal: top left, on the vertical line)", fontsize="small"
+            f"control: {task_label(task)} (ideal: top left, on the vertical line)",
+            fontsize="small",
         )
         _plain(axis)
         _plain(axis, "x")

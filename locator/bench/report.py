@@ -598,10 +598,10 @@ def _overlap_body(
     body = []
     for o in entries:
         note = ""
-        if o.label in baselines and across_samples:
-            note = "matched random: positions follow the seed, overlap is by construction"
-        elif o.mean <= o.expected * 1.1 + 1e-3:
+        if o.mean <= o.expected * 1.1 + 1e-3:
             note = "no more than chance"
+        elif o.label in baselines and across_samples:
+            note = "matched random: positions follow the seed; this overlap is not consistency"
         samples = f"{o.num_samples} vs {o.versus}" if o.versus else str(o.num_samples)
         body.append(
             [
@@ -610,7 +610,7 @@ def _overlap_body(
                 samples,
                 str(len(o.values)),
                 fixed(o.mean, places),
-                f"{fixed(o.low, places)}-{fixed(o.high, places)}",
+                f"[{fixed(o.low, places)}, {fixed(o.high, places)}]",
                 fixed(o.expected, places),
                 note,
             ]
