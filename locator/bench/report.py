@@ -594,9 +594,10 @@ def _consistency_section(
 def _overlap_body(
     entries: Sequence[Overlap], baselines: set[str], *, across_samples: bool
 ) -> list[list[str]]:
-    places = decimals([v for o in entries for v in (o.mean, o.low, o.high, o.expected)])
+    places = decimals([o.mean for o in entries])
+    expected = column([o.expected for o in entries])
     body = []
-    for o in entries:
+    for o, chance in zip(entries, expected, strict=True):
         note = ""
         if o.mean <= o.expected * 1.1 + 1e-3:
             note = "no more than chance"
@@ -611,7 +612,7 @@ def _overlap_body(
                 str(len(o.values)),
                 fixed(o.mean, places),
                 f"[{fixed(o.low, places)}, {fixed(o.high, places)}]",
-                fixed(o.expected, places),
+                chance,
                 note,
             ]
         )

@@ -309,3 +309,22 @@ def test_labels_directions_and_columns():
     assert metrics.column([2.7208, 2.7215, 2.9]) == ["2.7208", "2.7215", "2.9000"]
     assert metrics.column([0.00001, 0.5]) == ["0.00", "0.50"]  # no e-notation
     assert metrics.column([-0.0001, 0.25], sign=True)[1] == "+0.25"
+
+
+def test_without_per_item_scores_the_interval_is_a_t_interval_over_seeds(folder):
+    """Older folders keep no `_samples`: intervals come from the seeds alone."""
+    import statistics
+
+    rows = [r for r in results.read_results(folder).to_pylist() if r["num_samples"] == 8]
+    found = changes(rows, {}, SKILL, Bootstrap())
+    chosen = next(c for c in found if (c.label, c.proportion, c.task) == ("blunt", 0.02, CONTROL))
+    differences = [
+        r["value"] - r["baseline_value"]
+        for r in rows
+        if (r["label"], r["proportion"], r["task"]) == ("blunt", 0.02, CONTROL)
+    ]
+    half = 4.303 * statistics.stdev(differences) / math.sqrt(3)  # t(0.975, 2 df)
+    assert chosen.unedited.items == 0 and chosen.unedited.seeds == 3
+    assert chosen.unedited.low == pytest.approx(statistics.fmean(differences) - half)
+    assert chosen.unedited.high == pytest.approx(statistics.fmean(differences) + half)
+    assert chosen.beyond_matched() == "yes"  # 0.4 nats more than random: clear from 3 seeds
