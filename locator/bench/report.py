@@ -19,8 +19,6 @@ Standard-error metrics (names containing ``stderr``) are left out of figures and
 
 from __future__ import annotations
 
-import base64
-import html
 import math
 import statistics
 from collections import defaultdict
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from locator.bench import figures
+from locator.bench.document import Document
 from locator.bench.metrics import (
     clip,
     column,
@@ -167,97 +166,6 @@ def headline(rows: Sequence[Row], proportion: float = 0.05) -> str:
     return "\n".join(lines)
 
 
-# A document written twice: as Markdown and as one self-contained HTML file.
-
-
-class _Document:
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.blocks: list[tuple[str, Any]] = []
-
-    def heading(self, level: int, text: str) -> None:
-        self.blocks.append(("heading", (level, text)))
-
-    def text(self, text: str) -> None:
-        self.blocks.append(("text", text))
-
-    def table(self, header: Sequence[str], body: Sequence[Sequence[str]]) -> None:
-        self.blocks.append(("table", (list(header), [list(r) for r in body])))
-
-    def figure(self, paths: Sequence[Path] | None, caption: str) -> None:
-        if paths:
-            self.blocks.append(("figure", (paths, caption)))
-
-    def markdown(self) -> str:
-        lines: list[str] = []
-        for kind, value in self.blocks:
-            if kind == "heading":
-                lines += ["#" * value[0] + " " + value[1], ""]
-            elif kind == "text":
-                lines += [value, ""]
-            elif kind == "table":
-                header, body = value
-                lines.append("| " + " | ".join(header) + " |")
-                lines.append(
-                    "|" + "".join("---|" if i == 0 else "--:|" for i in range(len(header)))
-                )
-                lines += ["| " + " | ".join(cells) + " |" for cells in body]
-                lines.append("")
-            else:
-                paths, caption = value
-                png, svg = paths
-                lines += [f"![{caption}]({png.name})", "", f"{caption} ([SVG]({svg.name}))", ""]
-        return "\n".join(lines)
-
-    def html(self, title: str) -> str:
-        parts = [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            f"<title>{html.escape(title)}</title>",
-            "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
-            "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
-            "td,th{border:1px solid #ccc;padding:2px 6px}td{text-align:right;"
-            "font-variant-numeric:tabular-nums}td:first-child{text-align:left}"
-            "img{max-width:100%}figcaption{font-size:0.9em;color:#444}</style>",
-            "</head><body>",
-        ]
-        for kind, value in self.blocks:
-            if kind == "heading":
-                level, text = value
-                parts.append(f"<h{level}>{html.escape(text)}</h{level}>")
-            elif kind == "text":
-                parts.append(f"<p>{_inline_html(value)}</p>")
-            elif kind == "table":
-                header, body = value
-                parts.append("<table><thead><tr>")
-                parts += [f"<th>{html.escape(h)}</th>" for h in header]
-                parts.append("</tr></thead><tbody>")
-                for cells in body:
-                    parts.append(
-                        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
-                    )
-                parts.append("</tbody></table>")
-            else:
-                paths, caption = value
-                data = base64.b64encode(paths[0].read_bytes()).decode("ascii")
-                parts.append(
-                    f'<figure><img alt="{html.escape(caption)}" '
-                    f'src="data:image/png;base64,{data}">'
-                    f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-                )
-        parts.append("</body></html>")
-        return "\n".join(parts)
-
-
-def _inline_html(text: str) -> str:
-    """Markdown's `code` and **bold** in a paragraph, everything else escaped."""
-    import re
-
-    escaped = html.escape(text)
-    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
-
-
 # The report.
 
 
@@ -279,7 +187,7 @@ def write_report(
     load = Selections(directory)
     suites = sorted({r["suite"] for r in rows})
     first = rows[0]
-    document = _Document(out)
+    document = Document(out)
     document.heading(1, f"Benchmark report: {', '.join(suites)}")
     document.text(
         f"{len(rows)} rows from {len({r['config_hash'] for r in rows})} configurations in "
@@ -310,7 +218,7 @@ def write_report(
 
 
 def _experiment_sections(
-    document: _Document,
+    document: Document,
     number: int,
     experiment: Sequence[Any],
     rows: Sequence[Row],
@@ -373,7 +281,7 @@ def _experiment_sections(
     _placement_section(document, number, title, rows, style, load)
 
 
-def _effect_table(document: _Document, found: Sequence[Change]) -> None:
+def _effect_table(document: Document, found: Sequence[Change]) -> None:
     cells = _groups(found, lambda c: (c.label, c.proportion))
     measures = list(dict.fromkeys((c.task, c.metric) for c in found))
     keys = list(cells)
@@ -414,7 +322,7 @@ def _intervals(values: Sequence[tuple[float, float, float]], *, sign: bool = Fal
     return found
 
 
-def _specificity_tables(document: _Document, found: Sequence[Change]) -> None:
+def _specificity_tables(document: Document, found: Sequence[Change]) -> None:
     """A verdict per (method, proportion), then every measure's changes."""
     by_cell = _groups(found, lambda c: (c.label, c.proportion))
     baselines = {c.matched_label for c in found if c.matched_label}
@@ -424,7 +332,11 @@ def _specificity_tables(document: _Document, found: Sequence[Change]) -> None:
             continue
         skill = [c for c in cell if c.role == "skill"]
         controls = [c for c in cell if c.role == "control"]
-        removed = ", ".join(c.beyond_matched() for c in skill) or "n/a (no skill task)"
+        removed = (
+            "; ".join(f"{c.metric}: {c.beyond_matched()}" for c in skill)
+            if len(skill) > 1
+            else "".join(c.beyond_matched() for c in skill) or "n/a (no skill task)"
+        )
         harmed = "; ".join(f"{c.task} {c.metric}: {c.beyond_matched()}" for c in controls)
         verdicts.append(
             [
@@ -540,7 +452,7 @@ def _clouds(
 
 
 def _consistency_section(
-    document: _Document,
+    document: Document,
     number: int,
     title: str,
     rows: Sequence[Row],
@@ -620,7 +532,7 @@ def _overlap_body(
 
 
 def _placement_section(
-    document: _Document,
+    document: Document,
     number: int,
     title: str,
     rows: Sequence[Row],
