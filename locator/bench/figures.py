@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,13 +310,16 @@ def consistency_figure(
     across_seeds: Sequence[Overlap],
     across_samples: Sequence[Overlap],
     style: Mapping[str, Style],
+    seeded: Collection[str],
     title: str,
     path: Path,
 ) -> list[Path]:
     """Jaccard overlap of selections (mean, range over pairs), with the overlap two random
     selections of the same per-matrix sizes would have (dotted, x). With several sample counts:
     against the sample count, one panel per proportion, across seeds and against the largest
-    count at the same seed; with one: across seeds against the fraction edited."""
+    count at the same seed; with one: across seeds against the fraction edited. Labels in
+    `seeded` (random baselines, whose positions follow the seed) are marked where their overlap
+    across sample counts is above chance: it comes from the shared seed."""
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
     counts = sorted(
@@ -348,6 +351,22 @@ def consistency_figure(
         for axis, (kind, proportion, entries) in zip(axes, panels, strict=False):
             chosen = [o for o in entries if o.proportion == proportion]
             _overlap_lines(axis, chosen, lambda o: o.num_samples, style)
+            flagged = [
+                o
+                for o in chosen
+                if o.versus and o.label in seeded and o.mean > 1.1 * o.expected + 1e-3
+            ]
+            if flagged:
+                top = max(flagged, key=lambda o: o.mean)
+                axis.annotate(
+                    "random baseline: shared seed,\nnot consistency",
+                    xy=(top.num_samples, top.mean),
+                    xytext=(12, -26),
+                    textcoords="offset points",
+                    fontsize="x-small",
+                    color=style[top.label].color,
+                    arrowprops={"arrowstyle": "->", "color": style[top.label].color},
+                )
             axis.set_xscale("log")
             axis.xaxis.set_major_locator(FixedLocator(counts))
             axis.xaxis.set_minor_locator(NullLocator())

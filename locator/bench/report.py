@@ -470,6 +470,7 @@ def _consistency_section(
             across_seeds,
             across_samples,
             style,
+            set(matches.values()),
             f"{model_label(rows[0]['model'])}: consistency of selections",
             document.out / f"consistency-{number}",
         ),
