@@ -43,6 +43,7 @@ from locator.bench.results import read_results
 from locator.bench.specificity import (
     Bootstrap,
     Change,
+    Samples,
     changes,
     matched_labels,
     read_samples,
@@ -223,7 +224,7 @@ def _experiment_sections(
     experiment: Sequence[Any],
     rows: Sequence[Row],
     skill_name: str | None,
-    samples: Mapping[tuple[str, ...], Any],
+    samples: Samples,
     bootstrap: Bootstrap,
     load: Selections,
 ) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import zlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,10 +61,51 @@ class ItemScores:
         return float(np.sum(self.values * self.weights) / np.sum(self.weights))
 
 
-def read_samples(directory: str | Path) -> dict[tuple[str, ...], ItemScores]:
-    """Per-item scores under ``DIR/_samples``: keyed ``(config_hash, task, metric)`` for edited
-    configurations and ``("baseline", model, dtype, task, metric)`` for the unedited model;
-    empty when the folder has none (results written before per-item scores were kept)."""
+class Samples:
+    """Per-item scores of a results folder, looked up by the rows that summarize them.
+
+    `head` is ``(config_hash,)`` for an edited configuration and ``("baseline", model, dtype)``
+    for the unedited model. A row of an lm-eval group (``mmlu``) has its items under its
+    subtasks (``mmlu_anatomy``, ...): those are joined, each item numbered within its subtask.
+    """
+
+    def __init__(self, scores: Mapping[tuple[str, ...], ItemScores]) -> None:
+        self.scores = dict(scores)
+        self.tasks: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+        for key in self.scores:
+            self.tasks[(*key[:-2], key[-1])].append(key[-2])
+
+    def __bool__(self) -> bool:
+        return bool(self.scores)
+
+    def get(self, head: tuple[str, ...], task: str, metric: str) -> ItemScores | None:
+        """The scores behind one row's value, or None when none were kept."""
+        key = (*head, task, metric)
+        if key not in self.scores:
+            subtasks = sorted(
+                t for t in self.tasks.get((*head, metric), []) if t.startswith(task + "_")
+            )
+            if not subtasks:
+                return None
+            parts = [self.scores[(*head, t, metric)] for t in subtasks]
+            items = np.concatenate(
+                [
+                    (zlib.crc32(t.encode()) << 31) | p.items
+                    for t, p in zip(subtasks, parts, strict=True)
+                ]
+            )
+            order = np.argsort(items, kind="stable")
+            self.scores[key] = ItemScores(
+                items=items[order],
+                values=np.concatenate([p.values for p in parts])[order],
+                weights=np.concatenate([p.weights for p in parts])[order],
+            )
+        return self.scores[key]
+
+
+def read_samples(directory: str | Path) -> Samples:
+    """Per-item scores under ``DIR/_samples`` (none when the folder was written before they
+    were kept)."""
     import pyarrow.parquet as pq
 
     found: dict[tuple[str, ...], ItemScores] = {}
@@ -87,7 +129,7 @@ def read_samples(directory: str | Path) -> dict[tuple[str, ...], ItemScores]:
                 values=np.asarray([table["value"][i] for i in positions], dtype=float)[order],
                 weights=np.asarray([table["weight"][i] for i in positions], dtype=float)[order],
             )
-    return found
+    return Samples(found)
 
 
 @dataclass(frozen=True)
@@ -257,7 +299,7 @@ def matched_labels(rows: Sequence[Row]) -> dict[str, str]:
 
 def changes(
     rows: Sequence[Row],
-    samples: Mapping[tuple[str, ...], ItemScores],
+    samples: Samples,
     skill: str | None,
     bootstrap: Bootstrap,
 ) -> list[Change]:
@@ -283,9 +325,9 @@ def changes(
         return {
             seed: (
                 r["value"],
-                samples.get((r["config_hash"], r["task"], r["metric"]))
+                samples.get((r["config_hash"],), r["task"], r["metric"])
                 or (
-                    samples.get(("baseline", r["model"], r["dtype"], r["task"], r["metric"]))
+                    samples.get(("baseline", r["model"], r["dtype"]), r["task"], r["metric"])
                     if r["selected_count"] == 0
                     else None
                 ),
@@ -297,7 +339,7 @@ def changes(
     for key, cell in cells.items():
         num_samples, factor, label, proportion, task, metric = key
         first = next(iter(cell.values()))
-        base_scores = samples.get(("baseline", first["model"], first["dtype"], task, metric))
+        base_scores = samples.get(("baseline", first["model"], first["dtype"]), task, metric)
         unedited = {seed: (first["baseline_value"], base_scores) for seed in cell}
         matched_label = matches.get(label)
         matched_cell = cells.get((num_samples, factor, matched_label, proportion, task, metric))

@@ -16,7 +16,7 @@ import torch
 from locator.bench import metrics, results
 from locator.bench.overlap import expected_jaccard
 from locator.bench.report import write_report
-from locator.bench.specificity import Bootstrap, changes, read_samples, skill_task
+from locator.bench.specificity import Bootstrap, Samples, changes, read_samples, skill_task
 from locator.errors import LocatorError
 from locator.localization import Localization
 
@@ -228,9 +228,9 @@ def test_the_paired_bootstrap_interval_has_the_width_the_items_give(folder):
         for r in rows
         if (r["label"], r["proportion"], r["task"]) == ("specific", 0.2, SKILL)
     }
-    base = next(v for k, v in samples.items() if k[0] == "baseline" and k[3] == SKILL).values
+    base = samples.get(("baseline", "org/tiny-model", "float32"), SKILL, "exact_match").values
     per_item = np.mean(
-        [samples[(h, SKILL, "exact_match")].values - base for h in hashes.values()], axis=0
+        [samples.get((h,), SKILL, "exact_match").values - base for h in hashes.values()], axis=0
     )
     half = 1.96 * per_item.std(ddof=1) / math.sqrt(ITEMS)
     width = (chosen.unedited.high - chosen.unedited.low) / 2
@@ -297,7 +297,7 @@ def test_skill_task_inference_and_explicit_choice():
 
 
 def test_labels_directions_and_columns():
-    assert metrics.measure_label("gsm8k_nll", "nll", False) == (
+    assert metrics.measure_label("gsm8k_nll", "nll_per_token", None) == (
         "GSM8K solution NLL (nats/token, lower is better)"
     )
     assert metrics.higher_is_better("exact_match,strict-match") is True
@@ -316,7 +316,7 @@ def test_without_per_item_scores_the_interval_is_a_t_interval_over_seeds(folder)
     import statistics
 
     rows = [r for r in results.read_results(folder).to_pylist() if r["num_samples"] == 8]
-    found = changes(rows, {}, SKILL, Bootstrap())
+    found = changes(rows, Samples({}), SKILL, Bootstrap())
     chosen = next(c for c in found if (c.label, c.proportion, c.task) == ("blunt", 0.02, CONTROL))
     differences = [
         r["value"] - r["baseline_value"]
@@ -328,3 +328,26 @@ def test_without_per_item_scores_the_interval_is_a_t_interval_over_seeds(folder)
     assert chosen.unedited.low == pytest.approx(statistics.fmean(differences) - half)
     assert chosen.unedited.high == pytest.approx(statistics.fmean(differences) + half)
     assert chosen.beyond_matched() == "yes"  # 0.4 nats more than random: clear from 3 seeds
+
+
+def test_a_group_row_joins_the_items_of_its_subtasks():
+    """lm-eval keeps a group's items (mmlu) under its subtasks; their doc ids repeat."""
+    from locator.bench.specificity import ItemScores
+
+    def scores(values):
+        return ItemScores(
+            items=np.arange(len(values)), values=np.array(values, float), weights=np.ones(3)
+        )
+
+    samples = Samples(
+        {
+            ("c", "mmlu_anatomy", "acc"): scores([1, 0, 1]),
+            ("c", "mmlu_law", "acc"): scores([0, 0, 1]),
+            ("c", "race", "acc"): scores([1, 1, 1]),
+        }
+    )
+    joined = samples.get(("c",), "mmlu", "acc")
+    assert len(set(joined.items.tolist())) == 6 and joined.mean() == pytest.approx(0.5)
+    assert samples.get(("c",), "race", "acc").mean() == 1.0
+    assert samples.get(("c",), "mmlu", "acc_norm") is None
+    assert samples.get(("other",), "mmlu", "acc") is None
