@@ -297,7 +297,8 @@ def test_skill_task_inference_and_explicit_choice():
 
 
 def test_labels_directions_and_columns():
-    assert metrics.measure_label("gsm8k_nll", "nll_per_token", None) == (
+    higher = metrics.higher_is_better("nll_per_token")
+    assert metrics.measure_label("gsm8k_nll", "nll_per_token", higher) == (
         "GSM8K solution NLL (nats/token, lower is better)"
     )
     assert metrics.higher_is_better("exact_match,strict-match") is True
