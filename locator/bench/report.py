@@ -236,8 +236,13 @@ def _experiment_sections(
     matches = matched_labels(rows)
     style = figures.styles(list(dict.fromkeys(r["label"] for r in rows)), matches)
     document.heading(2, f"{number}. {title}")
+    identity = "".join(
+        f", {name.removeprefix('model_')} `{value}`"
+        for name in ("model_revision", "model_fingerprint")
+        if (value := rows[0].get(name))
+    )
     document.text(
-        f"Model `{model}` ({dtype}). Skill: "
+        f"Model `{model}` ({dtype}{identity}). Skill: "
         + (f"`{skill}`" if skill else "unknown (pass `--skill-task`)")
         + f"; controls: {', '.join(f'`{t}`' for t in tasks if t != skill) or '(none)'}."
     )
