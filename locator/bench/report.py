@@ -208,8 +208,13 @@ def write_report(
         "is **specific** when it removes the skill beyond matched random and harms no control "
         "beyond it by the same rule."
     )
+    table = []
     for number, (experiment, group) in enumerate(_groups(rows, _experiment).items(), start=1):
-        _experiment_sections(document, number, experiment, group, skill, samples, bootstrap, load)
+        found = _experiment_sections(
+            document, number, experiment, group, skill, samples, bootstrap, load
+        )
+        table += [_record(experiment, change) for change in found]
+    _write_csv(out / "specificity.csv", table)
     path = out / "report.md"
     path.write_text(document.markdown(), encoding="utf-8")
     (out / "report.html").write_text(
@@ -227,7 +232,8 @@ def _experiment_sections(
     samples: Samples,
     bootstrap: Bootstrap,
     load: Selections,
-) -> None:
+) -> list[Change]:
+    """The sections of one experiment; returns its changes (for ``specificity.csv``)."""
     model, dtype, target, controls = experiment
     title = _title(experiment)
     measures = _measures(rows)
@@ -285,6 +291,48 @@ def _experiment_sections(
         _specificity_tables(document, cell)
     _consistency_section(document, number, title, rows, style, matches, load)
     _placement_section(document, number, title, rows, style, load)
+    return found
+
+
+def _record(experiment: Sequence[Any], change: Change) -> dict[str, Any]:
+    """One row of ``specificity.csv``: a change with its intervals, at full precision."""
+    matched = change.matched
+    return {
+        **dict(zip(_EXPERIMENT, experiment, strict=True)),
+        "num_samples": change.num_samples,
+        "factor": change.factor,
+        "label": change.label,
+        "proportion": change.proportion,
+        "fraction": change.fraction,
+        "task": change.task,
+        "metric": change.metric,
+        "role": change.role,
+        "higher_is_better": change.higher,
+        "value": change.value,
+        "baseline_value": change.baseline,
+        "change": change.unedited.mean,
+        "change_low": change.unedited.low,
+        "change_high": change.unedited.high,
+        "matched_label": change.matched_label,
+        "change_vs_matched": matched.mean if matched else None,
+        "change_vs_matched_low": matched.low if matched else None,
+        "change_vs_matched_high": matched.high if matched else None,
+        "beyond_matched": change.beyond_matched(),
+        "seeds": change.unedited.seeds,
+        "items": change.unedited.items,
+    }
+
+
+def _write_csv(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    if records:
+        writer = csv.DictWriter(buffer, fieldnames=list(records[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    path.write_text(buffer.getvalue(), encoding="utf-8")
 
 
 def _effect_table(document: Document, found: Sequence[Change]) -> None:

@@ -252,6 +252,19 @@ def test_tables_show_the_rows_numbers_with_common_decimals(report, folder):
     numbers = [re.findall(r"[-+]?\d+\.\d+", line) for line in lines]
     assert any(f"{change:+.3f}" in found or f"{change:.3f}" in found for found in numbers)
     assert "e-0" not in text and "e+0" not in text
+    # specificity.csv holds the same numbers at full precision.
+    import csv
+
+    with open(report.parent / "specificity.csv", newline="") as handle:
+        records = list(csv.DictReader(handle))
+    record = next(
+        r
+        for r in records
+        if (r["label"], r["num_samples"], r["proportion"], r["task"])
+        == ("specific", "32", "0.2", SKILL)
+    )
+    assert float(record["change"]) == pytest.approx(change, abs=1e-12)
+    assert record["beyond_matched"] == "yes" and record["items"] == str(ITEMS)
 
 
 def test_consistency_sits_next_to_the_random_expectation(report, folder):
