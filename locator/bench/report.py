@@ -151,7 +151,7 @@ def headline(rows: Sequence[Row], proportion: float = 0.05) -> str:
             lines.append(f"  {_factor_name(factor)}")
             for label, method_rows in _groups(edited, lambda r: r["label"]).items():
                 fraction = _mean(r["selected_fraction"] for r in method_rows)
-                changes_ = []
+                moved = []
                 for task, metric in measures:
                     after = _mean(
                         r["value"]
@@ -160,10 +160,10 @@ def headline(rows: Sequence[Row], proportion: float = 0.05) -> str:
                     )
                     before = baseline[(task, metric)]
                     places = decimals([before, after])
-                    changes_.append(
+                    moved.append(
                         f"{task} {metric} {fixed(before, places)} -> {fixed(after, places)}"
                     )
-                lines.append(f"    {label:<28} {fraction:>8.3%} edited: " + "; ".join(changes_))
+                lines.append(f"    {label:<28} {fraction:>8.3%} edited: " + "; ".join(moved))
     return "\n".join(lines)
 
 
@@ -629,7 +629,8 @@ def _placement_section(
     for axis, name in ((0, "decoder block"), (1, "module kind")):
         shares: list[Mapping[Any, float]] = [p[axis] for p in placements.values()]
         keys = sorted({k for share in shares for k in share})
-        columns = [column([share.get(k, math.nan) for share in shares]) for k in keys]
+        places = decimals([v for share in shares for v in share.values()])
+        columns = [[fixed(share.get(k), places) for share in shares] for k in keys]
         document.text(f"Selected share / scored share by {name} (1 = uniform):")
         document.table(
             ["method", *map(str, keys)],
