@@ -344,7 +344,7 @@ def _effect_table(document: Document, found: Sequence[Change]) -> None:
     seeds = [str(cells[k][0].unedited.seeds) for k in keys]
     columns = [fractions, seeds]
     for measure in measures:
-        chosen = [next(c for c in cells[k] if (c.task, c.metric) == measure) for k in keys]
+        chosen = [next((c for c in cells[k] if (c.task, c.metric) == measure), None) for k in keys]
         columns.append(
             _intervals(
                 [
@@ -353,6 +353,8 @@ def _effect_table(document: Document, found: Sequence[Change]) -> None:
                         clip(c.metric, c.baseline + c.unedited.low),
                         clip(c.metric, c.baseline + c.unedited.high),
                     )
+                    if c is not None
+                    else (math.nan, math.nan, math.nan)  # a part without this measure
                     for c in chosen
                 ]
             )
