@@ -42,9 +42,12 @@ class Style:
             "color": self.color,
             "marker": self.marker,
             "linestyle": self.line,
-            "markerfacecolor": "white" if self.open else self.color,
-            "markersize": 5,
+            # Open and larger, drawn below: a baseline's ring shows around its method's marker
+            # where both have the same value.
+            "markerfacecolor": "none" if self.open else self.color,
+            "markersize": 7 if self.open else 5,
             "linewidth": 1.4,
+            "zorder": 2 if self.open else 3,
         }
 
 
