@@ -126,12 +126,16 @@ def _legend_below(figure: Any, axes: Sequence[Any]) -> None:
 
 
 def _save(figure: Any, path: Path) -> list[Path]:
-    """Save `figure` as ``path.png`` and ``path.svg``; return both paths."""
+    """Save `figure` as ``path.png`` and ``path.svg`` (each atomically); return both paths."""
+    import io
+
+    from locator.io import atomic_write
+
     written = []
-    for suffix, options in ((".png", {"dpi": 150}), (".svg", {})):
-        target = path.with_name(path.name + suffix)
-        figure.savefig(target, **options)
-        written.append(target)
+    for suffix, options in (("png", {"dpi": 150}), ("svg", {})):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=suffix, **options)
+        written.append(atomic_write(path.with_name(f"{path.name}.{suffix}"), buffer.getvalue()))
     return written
 
 

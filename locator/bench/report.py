@@ -50,6 +50,7 @@ from locator.bench.specificity import (
     skill_task,
     specific,
 )
+from locator.io import atomic_write
 
 Row = Mapping[str, Any]
 _EXPERIMENT = ("model", "dtype", "target", "controls")
@@ -215,12 +216,8 @@ def write_report(
         )
         table += [_record(experiment, change) for change in found]
     _write_csv(out / "specificity.csv", table)
-    path = out / "report.md"
-    path.write_text(document.markdown(), encoding="utf-8")
-    (out / "report.html").write_text(
-        document.html(f"Benchmark report: {', '.join(suites)}"), encoding="utf-8"
-    )
-    return path
+    atomic_write(out / "report.html", document.html(f"Benchmark report: {', '.join(suites)}"))
+    return atomic_write(out / "report.md", document.markdown())
 
 
 def _experiment_sections(
@@ -332,7 +329,7 @@ def _write_csv(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
         writer = csv.DictWriter(buffer, fieldnames=list(records[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(records)
-    path.write_text(buffer.getvalue(), encoding="utf-8")
+    atomic_write(path, buffer.getvalue())
 
 
 def _effect_table(document: Document, found: Sequence[Change]) -> None:
