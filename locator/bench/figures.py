@@ -119,7 +119,7 @@ def _legend_below(figure: Any, axes: Sequence[Any]) -> None:
             list(seen.values()),
             list(seen),
             loc="outside lower center",
-            ncols=max(1, min(4, len(seen), int(figure.get_figwidth() / 2.6))),
+            ncols=max(1, min(4, len(seen), int(figure.get_figwidth() / 3.1))),
             fontsize="small",
             frameon=False,
         )
@@ -336,7 +336,7 @@ def consistency_figure(
     )
     proportions = sorted({o.proportion for o in [*across_seeds, *across_samples]})
     if len(counts) == 1:
-        figure = _figure(1, width=5.2, height=3.4)
+        figure = _figure(1, width=6.4, height=3.4)
         axis = figure.subplots()
         _overlap_lines(axis, across_seeds, lambda o: o.proportion, style)
         _log_fraction_axis(axis, proportions, "proportion K")
