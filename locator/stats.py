@@ -242,7 +242,9 @@ def collect_statistics(
         )
     # The head is not scored, so the pass stops at the decoder: no logits are computed.
     body = getattr(model, "base_model", model)
-    device = next(model.parameters()).device
+    # Inputs go where the embedding is: with a device map (accelerate) the blocks sit on other
+    # devices, and each hook accumulates on its own module's device.
+    device = model.get_input_embeddings().weight.device  # type: ignore[operator]
     was_training = model.training
     model.eval()
     try:

@@ -163,6 +163,58 @@ def tiny_model(family: str = "llama", *, seed: int = 0, vocab_size: int | None =
     return model.eval()
 
 
+def write_tiny_gguf(path: Any, *, seed: int = 0) -> Any:
+    """Write a tiny random Llama with a byte-level BPE tokenizer as an F32 GGUF file at `path`
+    (needs the ``gguf`` package) and return the model it holds, to compare a loaded copy with.
+
+    Tensors are named and laid out as llama.cpp's converter does: GGUF block names, and the
+    query and key rows of each head interleaved (the loader undoes it).
+    """
+    import gguf
+    import torch
+    from transformers import LlamaForCausalLM
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    byte_symbols = [bytes_to_unicode()[b] for b in range(256)]
+    tokens = ["<s>", "</s>", *byte_symbols, "th", "the"]
+    config = _llama(len(tokens))
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+
+    writer = gguf.GGUFWriter(str(path), arch="llama")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL] * 2 + [gguf.TokenType.NORMAL] * 258)
+    writer.add_token_merges(["t h", "th e"])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+    writer.add_add_bos_token(True)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    for name, tensor in model.state_dict().items():
+        weight = tensor.detach().float()
+        heads = {"q_proj": config.num_attention_heads, "k_proj": config.num_key_value_heads}
+        for projection, count in heads.items():
+            if f".{projection}." in name:  # rows (head, pair, i) -> (head, i, pair)
+                weight = weight.reshape(count, 2, -1, weight.shape[-1]).transpose(1, 2)
+                weight = weight.reshape(tensor.shape)
+        gguf_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        assert gguf_name is not None, f"no GGUF name for {name}"
+        writer.add_tensor(gguf_name, weight.numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return model
+
+
 class LocalizerContract:
     """Subclass in a plugin's tests, setting `method` (and `options`), to check the contract:
     config round-trip, determinism under a seed, selections keyed by real parameter names with

@@ -24,7 +24,6 @@ computed twice.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -101,7 +100,7 @@ def plan(suite: Suite) -> list[Configuration]:
                             config["matched_to"] = method.match
                         for proportion in suite.proportions:
                             selection = {
-                                "model": {"path": model.path, "dtype": model.dtype},
+                                "model": model.identity(),
                                 "method": identities[method.label],
                                 "target": corpora.target,
                                 "controls": list(corpora.controls),
@@ -236,13 +235,20 @@ class _Run:
             self.bar.close()
 
     def _check_models(self, todo: Iterable[Configuration]) -> None:
+        """Every model check `load_model` makes, for every model, before any work."""
+        from locator.models import check_model
+
         for spec in dict.fromkeys(c.model for c in todo):
-            location = spec.location(self.suite.base)
-            if not Path(location).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
-                raise LocatorError(
-                    f"{self.suite.path}: model {spec.path!r} is neither a folder (relative to "
-                    "the suite file) nor reachable: HF_HUB_OFFLINE=1 forbids the hub."
+            try:
+                check_model(
+                    spec.location(self.suite.base),
+                    revision=spec.revision,
+                    dtype=spec.dtype,
+                    device=spec.device,
+                    device_map=spec.device_map,
                 )
+            except LocatorError as error:
+                raise LocatorError(f"{self.suite.path}: models {spec.path!r}: {error}") from None
 
     def _corpora(self, todo: Iterable[Configuration]) -> dict[tuple[str, int, int], list[str]]:
         """The calibration texts of every (dataset, num_samples, seed) the run needs."""
@@ -283,7 +289,12 @@ class _Run:
 
         self.bar.set_postfix_str(f"loading {spec.path}")
         model, tokenizer = load_model(
-            spec.location(self.suite.base), dtype=spec.dtype, device_map=spec.device_map
+            spec.location(self.suite.base),
+            revision=spec.revision,
+            dtype=spec.dtype,
+            device=spec.device,
+            device_map=spec.device_map,
+            trust_remote_code=spec.trust_remote_code,
         )
         self.model, self.tokenizer = model, tokenizer
         self.fingerprint = model_fingerprint(model)
@@ -303,7 +314,7 @@ class _Run:
         metrics = {}
         for task in self.suite.tasks:
             key = {
-                "model": {"path": spec.path, "dtype": spec.dtype},
+                "model": spec.identity(),
                 "task": [task.name, task.limit, task.max_new_tokens],
             }
             name = results.stable_hash(key)

@@ -49,21 +49,32 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-DTYPES = ("auto", "float32", "float16", "bfloat16", "float64")
+from locator.models import DEVICE_MAPS, DTYPES
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """A model: a folder (relative to the suite file) or a hub id, its dtype and device map."""
+    """A model: `path` is a short name, hub id, folder or .gguf file (relative to the suite
+    file), loaded as `locator.models.load_model` does with the other fields."""
 
     path: str
+    revision: str | None = None
     dtype: str = "auto"
+    device: str | None = None
     device_map: str | None = None
+    trust_remote_code: bool = False
 
     def location(self, base: Path) -> str:
-        """What to load: the folder relative to `base` if it exists, else `path` as written."""
+        """What to load: the file or folder relative to `base` if it exists, else `path` as
+        written (a short name or hub id)."""
         local = base / self.path
-        return str(local.resolve()) if local.is_dir() else self.path
+        return str(local.resolve()) if local.exists() else self.path
+
+    def identity(self) -> dict[str, str]:
+        """What makes this model's results differ (placement does not): path, dtype and the
+        revision when one is given."""
+        revision = {} if self.revision is None else {"revision": self.revision}
+        return {"path": self.path, "dtype": self.dtype, **revision}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,7 +157,7 @@ _TOP = {
     "methods": "[[methods]] tables",
     "tasks": "[[tasks]] tables",
 }
-_MODEL_KEYS = ("path", "dtype", "device_map")
+_MODEL_KEYS = ("path", "revision", "dtype", "device", "device_map", "trust_remote_code")
 _CORPORA_KEYS = ("target", "controls")
 _METHOD_KEYS = ("name", "label", "options", "match")
 _TASK_KEYS = ("name", "limit", "max_new_tokens")
@@ -290,15 +301,27 @@ def _model(check: _Checker, index: int, table: Mapping[str, Any]) -> ModelSpec:
     where = f"models[{index}]."
     check.keys(where, table, _MODEL_KEYS)
     if "path" not in table:
-        raise check.fail(f"{where}path", "missing: a model folder or hub id.")
+        raise check.fail(f"{where}path", "missing: a short name, hub id, folder or .gguf file.")
     dtype = table.get("dtype", "auto")
     if dtype not in DTYPES:
         raise check.unknown(f"{where}dtype", "dtype", str(dtype), DTYPES)
     device_map = table.get("device_map")
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise check.unknown(f"{where}device_map", "device map", str(device_map), DEVICE_MAPS)
+    trust = table.get("trust_remote_code", False)
+    if not isinstance(trust, bool):
+        raise check.fail(f"{where}trust_remote_code", f"must be true or false, got {trust!r}.")
+    optional = {
+        key: check.string(f"{where}{key}", table[key])
+        for key in ("revision", "device")
+        if key in table
+    }
     return ModelSpec(
         path=check.string(f"{where}path", table["path"]),
         dtype=dtype,
-        device_map=None if device_map is None else check.string(f"{where}device_map", device_map),
+        device_map=device_map,
+        trust_remote_code=trust,
+        **optional,
     )
 
 

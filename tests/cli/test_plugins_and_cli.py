@@ -201,7 +201,7 @@ def test_cli_localize_writes_a_localization(saved_model, corpora):
         ({"--proportion": "1.5"}, [], "proportion must be in (0, 1], got 1.5."),
         ({}, ["-o", "alpha", "1"], "Unknown option of mathneuro 'alpha'."),
         ({"--target": "missing.jsonl"}, [], "data file 'missing.jsonl' does not exist"),
-        ({"--model": "no/such/model"}, [], "is not a local folder"),
+        ({"--model": "no/such/model"}, [], "no such file or folder"),
         ({}, ["--reference", "missing.safetensors"], "does not exist"),
     ],
 )

@@ -27,6 +27,7 @@ def test_every_hookspec_has_a_docstring_with_an_example():
         "register_datasets",
         "register_evaluators",
         "register_commands",
+        "register_models",
     } <= set(hooks)
     for name in hooks:
         doc = inspect.getdoc(getattr(HookSpecs, name)) or ""

