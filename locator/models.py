@@ -313,6 +313,7 @@ def load_model(
     if location.kind == "gguf":
         target = tokenizer_target = str(Path(path).parent)
         model_options["gguf_file"] = Path(path).name
+        model_options.update(_dequantized())
         if not any((Path(target) / f).is_file() for f in TOKENIZER_FILES):
             tokenizer_options["gguf_file"] = Path(path).name
     try:
@@ -322,6 +323,8 @@ def load_model(
         raise
     except Exception as error:  # a broken model is the user's input: one line, no traceback
         raise load_error(name, error) from None
+    if location.kind == "gguf":
+        _forget_quantization(model)
     check_placement(model)
     model.eval()
     return model, tokenizer
@@ -372,6 +375,28 @@ def load_error(name: str, error: BaseException) -> LocatorError:
             "or tokenizer.model); copy them from the model the weights came from."
         )
     return LocatorError(f"cannot load model {name!r}: {first}")
+
+
+def _dequantized() -> dict[str, Any]:
+    """The option that makes transformers unpack every GGUF weight into a dense float tensor
+    (newer versions can keep them packed, which locator could not read or edit; older ones
+    always unpack)."""
+    try:
+        from transformers import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
+
+
+def _forget_quantization(model: Any) -> None:
+    """A dequantized GGUF model is a plain float model, but transformers still tags it as
+    quantized, and `save_pretrained` refuses it; drop the tags."""
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
 
 def check_placement(model: Any) -> None:

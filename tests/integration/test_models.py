@@ -70,6 +70,26 @@ def test_statistics_and_interventions_on_a_gguf_model(tiny_gguf):
     assert torch.equal(_logits(model, ids), before)
 
 
+def test_edit_saves_a_gguf_model_as_a_normal_folder(tiny_gguf, tmp_path):
+    from click.testing import CliRunner
+
+    from locator.cli import cli
+
+    path, reference = tiny_gguf
+    model, tokenizer = load_model(str(path))
+    found = locator.localize(
+        model, tokenizer, method="random", target=["the cat"], proportion=0.1, progress=False
+    )
+    found.save(tmp_path / "l.safetensors")
+    argv = ["edit", "--model", str(path), "--localization", str(tmp_path / "l.safetensors")]
+    result = CliRunner().invoke(cli, [*argv, "--factor", "0", "--out", str(tmp_path / "edited")])
+    assert result.exit_code == 0, result.output
+    edited, edited_tokenizer = load_model(str(tmp_path / "edited"))
+    assert edited_tokenizer("the cat")["input_ids"] == tokenizer("the cat")["input_ids"]
+    with locator.intervene(reference, found, 0.0):
+        assert torch.equal(_logits(edited, [0, 259, 5]), _logits(reference, [0, 259, 5]))
+
+
 class _Recorder:
     """Stands in for `from_pretrained`, recording its arguments."""
 
