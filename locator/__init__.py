@@ -51,6 +51,9 @@ _LAZY = {
     "evaluate": "locator.evaluation",
     "list_evaluators": "locator.evaluation",
     "list_tasks": "locator.evaluation",
+    "ModelSource": "locator.models",
+    "list_models": "locator.models",
+    "load_model": "locator.models",
 }
 
 __all__ = [
@@ -63,6 +66,7 @@ __all__ = [
     "Localizer",
     "LocatorError",
     "LocatorWarning",
+    "ModelSource",
     "NoConfig",
     "Selection",
     "UnknownNameError",
@@ -78,9 +82,11 @@ __all__ = [
     "list_datasets",
     "list_evaluators",
     "list_localizers",
+    "list_models",
     "list_plugins",
     "list_tasks",
     "load_corpus",
+    "load_model",
     "localize",
     "register_plugin",
     "sample_corpus",
@@ -111,6 +117,7 @@ if TYPE_CHECKING:
         localize,
         statistic_kinds,
     )
+    from locator.models import ModelSource, list_models, load_model
     from locator.plugins import list_plugins, register_plugin
     from locator.stats import ActivationStats, collect_statistics
 
