@@ -114,12 +114,11 @@ def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--model", required=True, help=MODEL_HELP),
         click.option("--revision", help="Hub revision (branch, tag or commit) of a hub id."),
-        click.option("--dtype", default="auto", show_default=True, type=click.Choice(DTYPES)),
+        click.option("--dtype", default="auto", show_default=True, help=" | ".join(DTYPES)),
         click.option("--device", help="Put the model on this device: cpu, cuda, cuda:1, mps."),
         click.option(
             "--device-map",
-            type=click.Choice(DEVICE_MAPS),
-            help="Let accelerate spread the model over the devices (instead of --device).",
+            help=f"Let accelerate spread the model over the devices: {' | '.join(DEVICE_MAPS)}.",
         ),
         click.option(
             "--trust-remote-code", is_flag=True, help="Run model code from the hub (off: safe)."

@@ -202,6 +202,15 @@ def _hooks(
             handle.remove()
 
 
+def _input_device(model: nn.Module) -> torch.device:
+    """Where token ids go: the input embedding's device, since with a device map (accelerate)
+    the blocks sit on other devices (each hook accumulates on its own module's device); the
+    first parameter's for a model without `get_input_embeddings`."""
+    embeddings = getattr(model, "get_input_embeddings", None)
+    weight = embeddings().weight if callable(embeddings) else next(model.parameters())
+    return weight.device
+
+
 def collect_statistics(
     model: nn.Module,
     tokenizer: object,
@@ -242,9 +251,7 @@ def collect_statistics(
         )
     # The head is not scored, so the pass stops at the decoder: no logits are computed.
     body = getattr(model, "base_model", model)
-    # Inputs go where the embedding is: with a device map (accelerate) the blocks sit on other
-    # devices, and each hook accumulates on its own module's device.
-    device = model.get_input_embeddings().weight.device  # type: ignore[operator]
+    device = _input_device(model)
     was_training = model.training
     model.eval()
     try:

@@ -133,6 +133,8 @@ def test_model_options_reach_load_model(
         ("weights.gguf", [], 'pip install "locator[real]"'),
         ("saved", ["--device", "cuda:7"], "device 'cuda:7' does not exist on this machine"),
         ("saved", ["--device", "cpu", "--device-map", "auto"], "not both"),
+        ("saved", ["--dtype", "bf16"], "Unknown dtype 'bf16'."),
+        ("saved", ["--device-map", "everywhere"], "Unknown device map 'everywhere'."),
     ],
 )
 @pytest.mark.parametrize("command", ["localize", "evaluate", "edit"])
