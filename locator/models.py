@@ -6,7 +6,7 @@ or a folder holding exactly one ``.gguf`` file. Model plugins register `ModelSou
 through the ``register_models`` hook; a short name resolves to the installed copy when there is
 one (always offline), else to its hub id. `resolve_model` and `check_device` do every check
 without loading anything, so bad input fails before the expensive work. GGUF weights are
-dequantized to float by transformers (they need the ``gguf`` package: ``locator[real]``).
+dequantized to float by transformers (they need the ``gguf`` package: ``skill-locator[real]``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
 CACHE_VARIABLE = "LOCATOR_CACHE"
 GGUF_MIN_VERSION = (0, 10)
-REAL_EXTRA = 'pip install "locator[real]"'
+REAL_EXTRA = 'pip install "skill-locator[real]"'
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 

