@@ -159,7 +159,9 @@ class NeuronSite:
 
 def mlp_layouts() -> tuple[MlpLayout, ...]:
     """The built-in layouts, then those plugins register with ``register_layouts``."""
-    registered = registry("register_layouts", "MLP layout", lambda layout: layout.name)
+    registered = registry(
+        "register_layouts", "MLP layout", lambda layout: layout.name, expected=MlpLayout
+    )
     builtin = {layout.name for layout in LAYOUTS}
     for name in registered.names():
         if name in builtin:

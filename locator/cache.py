@@ -3,8 +3,10 @@ forward pass.
 
 Entries are keyed by the model (config, dtype and a strided sample of every weight),
 the exact token ids of the corpus (so tokenizer, texts, order and truncation all count) and hold
-one vector per statistic kind and scored parameter. A request for kinds an entry lacks collects
-only the missing kinds and extends the entry. Files are safetensors, written atomically.
+one tensor per statistic kind and key, with the identity of the kind that computed it (name,
+class, version, dtype): a kind whose identity changed is computed again. A request for kinds an
+entry lacks collects only the missing kinds and extends the entry. Files are safetensors,
+written atomically.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 
 from locator.io import atomic_write
 from locator.provenance import weights_fingerprint
-from locator.stats import ActivationStats, collect_statistics, tokenize
+from locator.stats import ActivationStats, collect_statistics, get_statistic, tokenize
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -78,7 +80,11 @@ def cached_statistics(
                     values.setdefault(kind, {})[name] = handle.get_tensor(tensor_key)
         except (SafetensorError, OSError, KeyError, ValueError):
             values, header = {}, {}  # a damaged entry is a miss: recomputed and rewritten
-    missing = set(kinds) - set(values)
+    # A kind counts as cached only if the same computation (its identity) produced it; an entry
+    # from another version of a kind is computed again and replaced.
+    identities = {name: get_statistic(name).identity for name in kinds}
+    stored = header.get("identities", {})
+    missing = {name for name in kinds if name not in values or stored.get(name) != identities[name]}
     if missing or not header:
         fresh = collect_statistics(
             model,
@@ -91,7 +97,11 @@ def cached_statistics(
             progress=progress,
         )
         values.update({kind: dict(v) for kind, v in fresh.values.items()})
-        header = {"num_samples": fresh.num_samples, "num_tokens": fresh.num_tokens}
+        header = {
+            "num_samples": fresh.num_samples,
+            "num_tokens": fresh.num_tokens,
+            "identities": {**stored, **{kind: identities[kind] for kind in missing}},
+        }
         tensors = {f"{k}/{n}": t.contiguous() for k, v in values.items() for n, t in v.items()}
         atomic_write(path, save(tensors, metadata={"locator": json.dumps(header)}))
     return ActivationStats(

@@ -64,10 +64,6 @@ def cli() -> None:
     """locator: find, compare and edit the parameters of a language model that carry a skill."""
 
 
-def _options(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
-    return dict(pairs)
-
-
 NUM_SAMPLES_HELP = "Texts drawn from a named dataset."
 DATA_DIR_HELP = "Folder of local dataset copies (<dir>/gsm8k/train.jsonl ...), for offline use."
 TASK_HELP = "Evaluation task (lm-eval name or YAML file, toy task), repeatable."
@@ -135,10 +131,10 @@ def localizers(as_json: bool) -> None:
     """List the installed localization methods and their options."""
     import dataclasses
 
-    from locator.localizer import _localizers
+    from locator.localizer import localizers as localizer_registry
 
-    registry = _localizers()
-    rows = []
+    registry = localizer_registry()
+    rows: list[dict[str, Any]] = []
     for name in registry.names():
         cls = registry.get(name)
         options = {
@@ -225,20 +221,25 @@ def localize(
     from locator.data import read_texts, sample_corpus
     from locator.io import check_output_file
     from locator.localization import Localization, is_localization_file
-    from locator.localizer import check_controls, check_proportion, get_localizer
+    from locator.localizer import check_request, get_localizer
     from locator.localizer import localize as run_localize
     from locator.provenance import file_hash
     from locator.stats import check_batch_size, check_max_length
 
-    # Fail on bad options, too few corpora, an unwritable output or a bad model before loading
-    # anything.
-    check_controls(get_localizer(method, **_options(options)), len(controls))
-    check_proportion(proportion)
+    # Fail on bad options, a bad request, an unwritable output or a bad model before loading
+    # anything; the parsed method is the one used.
+    localizer = get_localizer(method, dict(options))
+    check_request(
+        localizer,
+        proportions=[proportion],
+        seed=seed,
+        controls=len(controls),
+        reference=reference is not None,
+    )
     check_max_length(max_length)
     check_batch_size(batch_size)
     check_output_file(out, overwrite=is_localization_file)
     model.check()
-    method_options: dict[str, Any] = _options(options)
     files = {}
     corpora: list[Any] = []
     for value in (target, *controls):  # a path (even a missing one) or a dataset name
@@ -256,7 +257,7 @@ def localize(
     result = run_localize(
         loaded,
         tokenizer,
-        method=method,
+        method=localizer,
         target=corpora[0],
         controls=corpora[1:],
         proportion=proportion,
@@ -264,7 +265,6 @@ def localize(
         batch_size=batch_size,
         max_length=max_length,
         reference=reference_localization,
-        **method_options,
     )
     described = [dict(c, **files.get(i, {})) for i, c in enumerate(result.provenance["corpora"])]
     result = dataclasses.replace(result, provenance={**result.provenance, "corpora": described})
@@ -279,9 +279,9 @@ def localize(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def datasets(as_json: bool) -> None:
     """List the installed datasets: splits, calibration split, evaluation task, source."""
-    from locator.data import _datasets
+    from locator.data import datasets as dataset_registry
 
-    registry = _datasets()
+    registry = dataset_registry()
     rows: list[dict[str, Any]] = [
         {
             "name": name,
@@ -538,11 +538,7 @@ def report(results: str, out: str | None, skill_task: str | None) -> None:
 
 def main() -> None:
     """Entry point of the ``locator`` console script."""
-    from locator.plugins import plugin_manager
+    from locator.plugins import register_commands
 
-    try:
-        plugin_manager().hook.register_commands(cli=cli)
-    except LocatorError as error:
-        click.echo(f"Error: {error}", err=True)
-        sys.exit(2)
+    register_commands(cli)
     cli()

@@ -230,18 +230,20 @@ def load_hub_split(dataset: str, hub_id: str, config: str | None, split: str) ->
 # The registry and the one-call API.
 
 
-def _datasets() -> Registry[Dataset]:
-    return registry("register_datasets", "dataset", lambda dataset: dataset.name)
+def datasets() -> Registry[Dataset]:
+    """The registry of installed datasets (`Dataset` instances), by name; `source(name)` is the
+    plugin that registered one."""
+    return registry("register_datasets", "dataset", lambda dataset: dataset.name, expected=Dataset)
 
 
 def list_datasets() -> list[str]:
     """Names of the installed datasets."""
-    return _datasets().names()
+    return datasets().names()
 
 
 def get_dataset(name: str) -> Dataset:
     """The registered dataset called `name` (unknown names get a did-you-mean)."""
-    return _datasets().get(name)
+    return datasets().get(name)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -64,25 +64,28 @@ class Evaluator:
         raise NotImplementedError(f"{type(self).__name__} does not implement evaluate()")
 
 
-def _evaluators() -> Registry[Evaluator]:
-    return registry("register_evaluators", "evaluator", lambda evaluator: evaluator.name)
+def evaluators() -> Registry[Evaluator]:
+    """The registry of installed evaluators (`Evaluator` instances), by name."""
+    return registry(
+        "register_evaluators", "evaluator", lambda evaluator: evaluator.name, expected=Evaluator
+    )
 
 
 def list_evaluators() -> list[str]:
     """Names of the installed evaluators."""
-    return _evaluators().names()
+    return evaluators().names()
 
 
 def get_evaluator(name: str) -> Evaluator:
     """The registered evaluator called `name`."""
-    return _evaluators().get(name)
+    return evaluators().get(name)
 
 
 def _ordered() -> list[Evaluator]:
     """Evaluators with a fixed task list first, then open-ended ones; by name within each."""
-    found = _evaluators()
-    evaluators = [found.get(name) for name in found.names()]
-    return sorted(evaluators, key=lambda evaluator: not evaluator.tasks)
+    found = evaluators()
+    ordered = [found.get(name) for name in found.names()]
+    return sorted(ordered, key=lambda evaluator: not evaluator.tasks)
 
 
 def list_tasks() -> list[str]:

@@ -25,7 +25,7 @@ from locator.architecture import ScoredParameter, scored_parameters
 from locator.data import Corpus, resolve_corpus
 from locator.errors import LocatorError, UnknownNameError
 from locator.localization import Localization, Selection
-from locator.plugins import registry
+from locator.plugins import Registry, registry
 from locator.provenance import model_identity, with_provenance
 from locator.stats import ActivationStats, check_max_length, collect_statistics
 
@@ -138,9 +138,12 @@ class Localizer:
     def _metadata(self, context: LocalizationContext) -> dict[str, Any]:
         """What a localization records of the method and the data it was found on."""
         used = context.controls if self.uses_controls else ()
+        config = config_to_dict(self.config)
+        if context.reference is not None:  # the method whose counts a baseline copied
+            config["matched_to"] = context.reference.method
         return {
             "method": self.name,
-            "config": config_to_dict(self.config),
+            "config": config,
             "seed": context.seed,
             "target": context.target.corpus,
             "controls": tuple(stats.corpus for stats in used),
@@ -225,27 +228,45 @@ def top_count(proportion: float, numel: int) -> int:
     return math.floor(proportion * numel * (1 + 1e-12))
 
 
-def check_proportion(proportion: float) -> None:
-    """Raise unless 0 < proportion <= 1."""
-    if not (isinstance(proportion, (int, float)) and 0 < proportion <= 1):
-        raise LocatorError(f"proportion must be in (0, 1], got {proportion!r}.")
+def check_request(
+    localizer: Localizer | None = None,
+    *,
+    proportions: Sequence[float] = (),
+    seed: int | None = None,
+    controls: int | None = None,
+    reference: bool = False,
+) -> None:
+    """The checks of a localization request, in one place: `localize`, the CLI and suites call
+    it before any expensive work, and methods rely on it instead of checking again.
 
-
-def check_controls(localizer: Localizer, count: int) -> None:
-    """Raise unless `count` control corpora suit `localizer`: enough for its `min_controls`,
-    and none for a method that reads the target alone (`uses_controls = False`), which would
-    silently ignore them."""
-    if count and not localizer.uses_controls:
+    Each given proportion must be a number in (0, 1] (not a bool), `seed` an int >= 0; with a
+    `localizer`, `controls` (the number of control corpora) must reach its `min_controls` and be
+    0 for a method that reads the target alone (`uses_controls = False`, which would silently
+    ignore them), and a `reference` is allowed only if it `accepts_reference`. Raises a one-line
+    `LocatorError`.
+    """
+    for proportion in proportions:
+        if isinstance(proportion, bool) or not isinstance(proportion, (int, float)):
+            raise LocatorError(f"proportion must be a number in (0, 1], got {proportion!r}.")
+        if not 0 < proportion <= 1:
+            raise LocatorError(f"proportion must be in (0, 1], got {proportion!r}.")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise LocatorError(f"seed must be an integer >= 0, got {seed!r}.")
+    if localizer is None:
+        return
+    if controls and not localizer.uses_controls:
         raise LocatorError(
-            f"method {localizer.name!r} reads the target alone and would ignore the {count} "
+            f"method {localizer.name!r} reads the target alone and would ignore the {controls} "
             "control corpus(es) given; drop them (CLI: --control)."
         )
-    if count < localizer.min_controls:
+    if controls is not None and controls < localizer.min_controls:
         raise LocatorError(
             f"method {localizer.name!r} needs at least {localizer.min_controls} control "
-            f"corpus(es) besides the target, got {count}; give them with controls=[...] "
-            "(CLI: --control FILE)."
+            f"corpus(es) besides the target, got {controls}; give them with controls=[...] "
+            "(CLI: --control, suites: controls = [...])."
         )
+    if reference and not localizer.accepts_reference:
+        raise LocatorError(f"method {localizer.name!r} does not take a reference localization.")
 
 
 def top_indices(scores: Tensor, count: int) -> Tensor:
@@ -255,27 +276,50 @@ def top_indices(scores: Tensor, count: int) -> Tensor:
     return torch.topk(scores.flatten(), count, sorted=True).indices
 
 
+def top_cuts(
+    scores: Tensor, proportions: Sequence[float], group: Literal["matrix", "row"] = "matrix"
+) -> list[Tensor]:
+    """For each proportion K, flat CPU indices into ``scores`` (``[d_out, d_in]``) of its
+    largest entries: the top ``floor(K * numel)`` of the matrix (``group="matrix"``) or the
+    top ``floor(K * d_in)`` of every row (``"row"``), all cut from one ranking."""
+    if group == "row":
+        d_out, d_in = scores.shape
+        counts = [top_count(p, d_in) for p in proportions]
+        # Columns of each row's largest scores, best first: [d_out, max count].
+        columns = torch.topk(scores, max(counts), dim=1, sorted=True).indices.cpu()
+        row_starts = torch.arange(d_out)[:, None] * d_in  # [d_out, 1]
+        return [(row_starts + columns[:, :count]).flatten() for count in counts]
+    counts = [top_count(p, scores.numel()) for p in proportions]
+    ranked = top_indices(scores, max(counts)).cpu()
+    return [ranked[:count] for count in counts]
+
+
 # The registry and the one-call API.
 
 
-def _localizers() -> Any:
-    return registry("register_localizers", "localizer", lambda cls: cls.name)
+def localizers() -> Registry[type[Localizer]]:
+    """The registry of installed methods (`Localizer` subclasses), by name; `source(name)` is
+    the plugin that registered one."""
+    return registry(
+        "register_localizers", "localizer", lambda cls: cls.name, expected=Localizer, classes=True
+    )
 
 
 def list_localizers() -> list[str]:
     """Names of the installed localization methods."""
-    return _localizers().names()
+    return localizers().names()
 
 
 def localizer_class(name: str) -> type[Localizer]:
     """The registered `Localizer` subclass called `name`."""
-    return typing.cast(type[Localizer], _localizers().get(name))
+    return localizers().get(name)
 
 
-def get_localizer(name: str, **config: Any) -> Localizer:
-    """An instance of method `name` configured with `config` (unknown keys are errors)."""
+def get_localizer(name: str, options: Mapping[str, Any] | None = None) -> Localizer:
+    """An instance of method `name` configured with `options` (Python values or strings, parsed
+    by `make_config`; unknown keys are errors)."""
     cls = localizer_class(name)
-    return cls(make_config(cls, config))
+    return cls(make_config(cls, options or {}))
 
 
 def statistic_kinds(localizers: Iterable[Localizer]) -> frozenset[str]:
@@ -283,7 +327,7 @@ def statistic_kinds(localizers: Iterable[Localizer]) -> frozenset[str]:
 
     Example::
 
-        methods = [get_localizer("mathneuro"), get_localizer("wanda"), get_localizer("lape")]
+        methods = [get_localizer("mathneuro"), get_localizer("snip"), get_localizer("lape")]
         kinds = statistic_kinds(methods)
         stats = [collect_statistics(model, tokenizer, texts, kinds=kinds) for texts in corpora]
         context = build_context(model, stats[0], stats[1:])
@@ -320,10 +364,11 @@ def localize(
     model: nn.Module,
     tokenizer: Any,
     *,
-    method: str,
+    method: str | Localizer,
     target: str | Corpus | Sequence[str],
     controls: Sequence[str | Corpus | Sequence[str]] = (),
     proportion: float,
+    options: Mapping[str, Any] | None = None,
     seed: int = 0,
     batch_size: int = 8,
     max_length: int | None = None,
@@ -333,27 +378,35 @@ def localize(
     num_samples: int = 500,
     replace: bool = False,
     data_dir: str | Path | None = None,
-    **config: Any,
 ) -> Localization:
     """Find the entries of `model` that carry the skill shown by the `target` corpus.
 
+    `method` is a method name configured by `options` (``{"norm": "per_sample"}``; see
+    `locator localizers`), or an already configured `Localizer` (then `options` must be None).
     A corpus is a dataset name (``"gsm8k"``: `num_samples` texts of its calibration split
     drawn under `seed`, with replacement if `replace`, from `data_dir` or the hub), a
     `Corpus` from `locator.sample_corpus`, or a list of texts used as given. `controls` is a
-    list of corpora whose top entries are removed by methods that use them. `config` holds
-    the method's options. `reference` is the localization a matched baseline (``random``)
-    copies its per-matrix counts from. With `cache_dir`, statistics are read from and written
-    to an on-disk cache, so a repeated call with another method, proportion or option runs no
-    forward pass.
+    list of corpora whose top entries are removed by methods that use them. `reference` is the
+    localization a matched baseline (``random``) copies its per-matrix counts from. With
+    `cache_dir`, statistics are read from and written to an on-disk cache, so a repeated call
+    with another method, proportion or option runs no pass over the model.
     """
-    localizer = get_localizer(method, **config)
-    check_proportion(proportion)
-    check_max_length(max_length)
-    if reference is not None and not localizer.accepts_reference:
-        raise LocatorError(f"method {method!r} does not take a reference localization.")
+    if isinstance(method, Localizer):
+        if options is not None:
+            raise LocatorError("give options either in the Localizer or in options=, not both.")
+        localizer = method
+    else:
+        localizer = get_localizer(method, options)
     if isinstance(controls, str):
         raise LocatorError("controls must be a list of corpora, e.g. controls=['race'].")
-    check_controls(localizer, len(controls))
+    check_request(
+        localizer,
+        proportions=[proportion],
+        seed=seed,
+        controls=len(controls),
+        reference=reference is not None,
+    )
+    check_max_length(max_length)
     corpora = [
         resolve_corpus(
             corpus, role, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir

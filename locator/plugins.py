@@ -88,6 +88,29 @@ class HookSpecs:
         """
 
     @hookspec
+    def register_statistics(self, register: Callable[[Any], None]) -> None:
+        """Register statistic kinds (`locator.stats.StatisticKind` instances) that methods can
+        declare in their `statistics`; they are collected in the same pass as the built-in ones.
+
+        Example::
+
+            from locator.stats import StatisticKind
+
+            @dataclass(frozen=True, kw_only=True)
+            class InputAbsMax(StatisticKind):
+                def batch(self, observed):  # observed: locator.stats.Activations
+                    return (observed.wide().abs() * observed.real()).amax(dim=(0, 1)).double()
+
+                def merge(self, total, value):
+                    return value if total is None else torch.maximum(total, value)
+
+            @locator.hookimpl
+            def register_statistics(register):
+                register(InputAbsMax(name="input_abs_max", site="linear_input",
+                                     description="per input channel, the largest |x|"))
+        """
+
+    @hookspec
     def register_layouts(self, register: Callable[[Any], None]) -> None:
         """Register MLP layouts (`locator.architecture.MlpLayout`), so that neuron-level methods
         find the neurons of model families the built-in table does not know.
@@ -161,6 +184,21 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
         _distributions[entry_point.name] = (dist_name, version)
 
 
+def register_commands(cli: Any) -> None:
+    """Let every plugin add its commands to the click group `cli`; a plugin whose hook raises
+    costs one warning naming it, and the other plugins' commands are still added."""
+    manager = plugin_manager()
+    for implementation in manager.hook.register_commands.get_hookimpls():
+        try:
+            implementation.function(cli=cli)
+        except Exception as error:  # one broken plugin must not break every command
+            warnings.warn(
+                f"locator: plugin {implementation.plugin_name!r} failed in register_commands "
+                f"and its commands were skipped: {type(error).__name__}: {error}",
+                stacklevel=2,
+            )
+
+
 def register_plugin(plugin: object, name: str | None = None) -> None:
     """Register a plugin object (module or class instance) in this process, without an entry
     point; useful in notebooks and tests. Registries are rebuilt on next use."""
@@ -229,10 +267,42 @@ class Registry(Generic[T]):
 _registries: dict[str, Registry[Any]] = {}
 
 
-def registry(hook: str, kind: str, name_of: Callable[[Any], str]) -> Registry[Any]:
+class RegistrationError(LocatorError):
+    """A plugin registered something of the wrong type."""
+
+
+def _check_type(kind: str, item: Any, expected: type, classes: bool, source: str) -> None:
+    """Raise a one-line `RegistrationError` unless `item` is an `expected` (a subclass of it
+    when `classes`)."""
+    if classes and isinstance(item, type) and issubclass(item, expected):
+        return
+    if not classes and isinstance(item, expected):
+        return
+    what = item.__name__ if isinstance(item, type) else f"a {type(item).__name__} instance"
+    if classes and isinstance(item, expected):
+        hint = f"register the class itself: register({type(item).__name__})"
+    elif classes:
+        hint = f"register a subclass of {expected.__module__}.{expected.__name__}"
+    elif isinstance(item, type) and issubclass(item, expected):
+        hint = f"register an instance: register({item.__name__}(...))"
+    else:
+        hint = f"register a {expected.__module__}.{expected.__name__} instance"
+    raise RegistrationError(f"plugin {source!r} registered {what} as a {kind}; {hint}.")
+
+
+def registry(
+    hook: str,
+    kind: str,
+    name_of: Callable[[Any], str],
+    *,
+    expected: type | None = None,
+    classes: bool = False,
+) -> Registry[Any]:
     """The registry filled by hook `hook` (for example ``register_localizers``), built once.
 
-    Each plugin's hook runs on its own, so one plugin that raises is skipped with a warning.
+    Each registered item must be an `expected` instance (a subclass of it when `classes`), or
+    registering it raises a one-line `RegistrationError`. Each plugin's hook runs on its own, so
+    one plugin that raises, or registers the wrong type, is skipped with one warning.
     """
     if hook not in _registries:
         result: Registry[Any] = Registry(kind)
@@ -241,10 +311,14 @@ def registry(hook: str, kind: str, name_of: Callable[[Any], str]) -> Registry[An
             source = implementation.plugin_name
 
             def register(item: Any, _source: str = source) -> None:
+                if expected is not None:
+                    _check_type(kind, item, expected, classes, _source)
                 result.add(name_of(item), item, _source)
 
             try:
                 implementation.function(register=register)
+            except RegistrationError as error:
+                warnings.warn(f"locator: {error} The plugin was skipped.", stacklevel=2)
             except LocatorError:
                 raise
             except Exception as error:

@@ -1,45 +1,315 @@
-"""Activation statistics: one batched, padding-aware forward pass per corpus.
+"""Statistics: one batched, padding-aware pass per corpus, for every kind the methods declare.
 
-Methods declare the statistic kinds they need; `collect_statistics` gathers all of them in a single
-pass under `torch.no_grad()`, with forward hooks that exist only inside this module's context
-manager. Statistics are small (a vector per scored linear, keyed by the scored parameter's name;
-a vector per MLP, keyed by its down projection's parameter name, for neuron kinds), and accumulated
-in fp64 from fp32 (or wider) per-batch values. Padding never counts: texts are
-right-padded, so under the causal mask a real token never sees a pad; input statistics sum only
-each row's real tokens and neuron counts are masked.
+A statistic kind is a `StatisticKind` object: a name, the site it observes (`Site`: a scored
+linear's input, an MLP's neuron pre-activations or activations, or a scored weight's gradient),
+how one batch contributes (`batch`), how contributions merge (`merge`, a sum by default) and the
+dtype it accumulates in. The built-in kinds are in `KINDS`; plugins add kinds with the
+``register_statistics`` hook, so a method can bring a statistic the core has never heard of.
+`collect_statistics` gathers the union of the kinds asked for in one pass per corpus, with hooks
+that exist only inside this module's context manager. Activation kinds run under
+`torch.no_grad()` through the decoder alone; if any kind observes gradients, the same pass runs
+the whole model, takes each sample's mean next-token loss on its real tokens and backpropagates
+their sum once per batch (weights themselves never get a ``.grad``).
+
+Padding never counts: texts are right-padded, so under the causal mask a real token never sees a
+pad; every observation exposes only each row's real tokens (`Activations.lengths`, `.mask`) and
+padded positions carry no loss. Per-sample quantities of one tensor are computed once and shared
+by every kind and every linear that reads the same tensor (q, k and v read one input).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 from locator.architecture import mlp_neurons, scored_parameters
 from locator.errors import LocatorError
+from locator.plugins import registry
+
+Site = Literal["linear_input", "neuron_pre_activation", "neuron_activation", "weight_gradient"]
+"""Where a kind looks, and what it is keyed by:
+
+- ``linear_input``: the input ``[batch, seq, d_in]`` of every scored linear, keyed by its
+  weight's parameter name;
+- ``neuron_pre_activation``: the output ``[batch, seq, neurons]`` of each MLP's pre-activation
+  linear (gate, ``fc1``), keyed by the MLP's down-projection parameter name;
+- ``neuron_activation``: the input ``[batch, seq, neurons]`` of each MLP's down projection (the
+  neurons' activations), keyed by the down-projection parameter name;
+- ``weight_gradient``: per sample, the gradient of the sample's mean next-token loss with respect
+  to every scored weight (`WeightGradients`), keyed by the parameter name.
+"""
+
+SITES: tuple[str, ...] = get_args(Site)
+
+
+class Activations:
+    """One hooked tensor of one batch, with its padding: what an activation kind observes.
+
+    `values` is ``[batch, seq, channels]`` in the model's dtype, `mask` ``[batch, seq]`` (bool,
+    True on real tokens) and `lengths` the real tokens of each row (rows are right-padded, so row
+    b's real tokens are ``values[b, :lengths[b]]``). The per-sample reductions are computed once
+    per tensor, in fp32 or wider, and shared by every kind and linear that sees the tensor.
+    """
+
+    def __init__(self, values: Tensor, mask: Tensor, lengths: list[int]) -> None:
+        self.values = _per_token(values, mask)  # [batch, seq, channels]
+        self.mask = mask
+        self.lengths = lengths
+        self._memo: dict[str, Tensor] = {}
+
+    def wide(self) -> Tensor:
+        """`values` in fp32, or wider when the model computes wider."""
+        v = self.values
+        return v if v.dtype in (torch.float32, torch.float64) else v.float()
+
+    def sample_square_sums(self) -> Tensor:
+        """Per sample and channel, the sum of squares over the sample's real tokens:
+        ``[batch, channels]``."""
+        if "square" not in self._memo:
+            wide = self.wide()
+            # Rows are right-padded: summing each row's real tokens skips padding altogether.
+            self._memo["square"] = torch.stack(
+                [wide[row, :length].square().sum(0) for row, length in enumerate(self.lengths)]
+            )
+        return self._memo["square"]
+
+    def sample_sums(self) -> Tensor:
+        """Per sample and channel, the sum over the sample's real tokens: ``[batch, channels]``."""
+        if "sum" not in self._memo:
+            wide = self.wide()
+            self._memo["sum"] = torch.stack(
+                [wide[row, :length].sum(0) for row, length in enumerate(self.lengths)]
+            )
+        return self._memo["sum"]
+
+    def sample_means(self) -> Tensor:
+        """Per sample and channel, the mean over the sample's real tokens: ``[batch, channels]``."""
+        lengths = torch.tensor(self.lengths, device=self.values.device)[:, None]
+        return self.sample_sums() / lengths
+
+    def real(self) -> Tensor:
+        """A ``[batch, seq, 1]`` bool mask of real tokens, on the values' device."""
+        return self.mask.to(self.values.device, torch.bool)[:, :, None]
+
+
+class WeightGradients:
+    """What a gradient kind observes for one scored weight and one batch.
+
+    `weight` is the weight as ``[d_out, d_in]`` (a view of the parameter); `samples()` yields,
+    for each sample s of the batch, ``dL_s/dW`` as ``[d_out, d_in]`` fp32, where L_s is the mean
+    next-token cross-entropy over the sample's real tokens. It is built from the linear's input
+    and output gradient restricted to the sample's tokens (``g_s^T x_s``), so the batch never
+    holds more than one weight-sized gradient at a time and batching does not change it.
+    """
+
+    def __init__(self, weight: Tensor, inputs: Tensor, grad_outputs: Tensor, lengths: list[int]):
+        self.weight = weight  # [d_out, d_in]
+        self._inputs = inputs  # [batch, seq, d_in]
+        self._grad_outputs = grad_outputs  # [batch, seq, d_out]
+        self.lengths = lengths
+
+    def samples(self) -> Iterator[Tensor]:
+        """``dL_s/dW`` (``[d_out, d_in]``, fp32) for each sample s of the batch."""
+        for row, length in enumerate(self.lengths):
+            x = self._inputs[row, :length].float()  # [seq, d_in]
+            g = self._grad_outputs[row, :length].float()  # [seq, d_out]
+            yield g.t() @ x
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatisticKind:
+    """A statistic methods can declare: subclass it, implement `batch`, register an instance.
+
+    `name` is what methods list in their `statistics` and what `ActivationStats.get` takes;
+    `site` what it observes (`Site`); `description` one line on what it computes; `dtype` the
+    dtype it accumulates and is stored in; `version`, bumped when the computation changes, is
+    part of `identity`, which keys the on-disk cache. `batch(observed)` returns one batch's
+    contribution for one key (`observed` is an `Activations` for activation sites, a
+    `WeightGradients` for ``weight_gradient``); `merge` folds it into the running total (a sum;
+    override it for a maximum, say). Example::
+
+        @dataclass(frozen=True, kw_only=True)
+        class InputAbsMax(StatisticKind):
+            def batch(self, observed):
+                real = observed.wide().abs() * observed.real()  # padding counts as 0
+                return real.amax(dim=(0, 1)).double()  # [d_in]
+
+            def merge(self, total, value):
+                return value if total is None else torch.maximum(total, value)
+
+        INPUT_ABS_MAX = InputAbsMax(name="input_abs_max", site="linear_input",
+                                    description="per input channel, the largest |x| seen")
+    """
+
+    name: str
+    site: Site
+    description: str
+    dtype: torch.dtype = torch.float64
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.site not in SITES:
+            raise LocatorError(
+                f"statistic {self.name!r}: site must be one of {', '.join(SITES)}, "
+                f"got {self.site!r}."
+            )
+
+    def batch(self, observed: Any) -> Tensor:
+        """One batch's contribution for one key (a channel vector, or a weight-sized matrix)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement batch()")
+
+    def merge(self, total: Tensor | None, value: Tensor) -> Tensor:
+        """Fold one batch's `value` into the running `total` (None before the first batch)."""
+        value = value.to(self.dtype)
+        return value.clone() if total is None else total.add_(value)
+
+    @property
+    def identity(self) -> str:
+        """What a cached value was computed by: name, class, version and dtype."""
+        cls = type(self)
+        return f"{self.name}:{cls.__module__}.{cls.__qualname__}:v{self.version}:{self.dtype}"
+
+
+# The built-in kinds: generic computations, named by what they compute.
+
+
+@dataclass(frozen=True, kw_only=True)
+class _InputNormSum(StatisticKind):
+    def batch(self, observed: Activations) -> Tensor:
+        return observed.sample_square_sums().sqrt().sum(0, dtype=torch.float64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _InputSquareSum(StatisticKind):
+    def batch(self, observed: Activations) -> Tensor:
+        return observed.sample_square_sums().sum(0, dtype=torch.float64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _PositiveCount(StatisticKind):
+    def batch(self, observed: Activations) -> Tensor:
+        return ((observed.values > 0) & observed.real()).sum(dim=(0, 1))  # int64: exact
+
+
+@dataclass(frozen=True, kw_only=True)
+class _SampleMeanSum(StatisticKind):
+    def batch(self, observed: Activations) -> Tensor:
+        return observed.sample_means().sum(0, dtype=torch.float64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _SampleMeanSquareSum(StatisticKind):
+    def batch(self, observed: Activations) -> Tensor:
+        return observed.sample_means().double().square().sum(0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _WeightGradientSaliency(StatisticKind):
+    def batch(self, observed: WeightGradients) -> Tensor:
+        magnitude = observed.weight.detach().abs().float()  # [d_out, d_in]
+        total = torch.zeros_like(magnitude)
+        for gradient in observed.samples():
+            total += magnitude * gradient.abs()
+        return total
+
 
 INPUT_NORM_SUM = "input_norm_sum"
-"""Per input channel j of a linear: the sum over samples of ||X_s[:, j]||_2 (MathNeuro's A_j)."""
-
 INPUT_SQUARE_SUM = "input_square_sum"
-"""Per input channel j of a linear: the sum over all real tokens of X[t, j]^2 (Wanda's s_j)."""
-
 NEURON_ACTIVE_COUNT = "neuron_active_count"
-"""Per MLP neuron j (input channel j of the down projection, keyed by that parameter's name): the
-number of real tokens where the neuron's activation is > 0 (LAPE). Counted on the pre-activation,
-which is > 0 exactly when the activation is for ReLU, GELU and SiLU."""
+NEURON_MEAN_SUM = "neuron_sample_mean_sum"
+NEURON_MEAN_SQUARE_SUM = "neuron_sample_mean_square_sum"
+WEIGHT_SALIENCY = "weight_gradient_saliency"
+WEIGHT_SALIENCY_BF16 = "weight_gradient_saliency_bf16"
 
-INPUT_KINDS = frozenset({INPUT_NORM_SUM, INPUT_SQUARE_SUM})
-NEURON_KINDS = frozenset({NEURON_ACTIVE_COUNT})
-KINDS = INPUT_KINDS | NEURON_KINDS
+_SALIENCY = (
+    "per entry of each scored weight, the sum over samples of |W * dL_s/dW|, L_s the sample's "
+    "mean next-token loss on its real tokens ([d_out, d_in]; one weight-sized accumulator)"
+)
+KINDS: tuple[StatisticKind, ...] = (
+    _InputNormSum(
+        name=INPUT_NORM_SUM,
+        site="linear_input",
+        description="per input channel j, the sum over samples of ||X_s[:, j]||_2 over the "
+        "sample's real tokens",
+    ),
+    _InputSquareSum(
+        name=INPUT_SQUARE_SUM,
+        site="linear_input",
+        description="per input channel j, the sum over all real tokens of X[t, j]^2",
+    ),
+    _PositiveCount(
+        name=NEURON_ACTIVE_COUNT,
+        site="neuron_pre_activation",
+        description="per MLP neuron, the real tokens where its pre-activation is > 0 (exactly "
+        "where the activation is, for ReLU, GELU and SiLU)",
+    ),
+    _SampleMeanSum(
+        name=NEURON_MEAN_SUM,
+        site="neuron_activation",
+        description="per MLP neuron, the sum over samples of its mean activation over the "
+        "sample's real tokens",
+    ),
+    _SampleMeanSquareSum(
+        name=NEURON_MEAN_SQUARE_SUM,
+        site="neuron_activation",
+        description="per MLP neuron, the sum over samples of the square of its mean activation "
+        "over the sample's real tokens",
+    ),
+    _WeightGradientSaliency(
+        name=WEIGHT_SALIENCY, site="weight_gradient", description=_SALIENCY, dtype=torch.float32
+    ),
+    _WeightGradientSaliency(
+        name=WEIGHT_SALIENCY_BF16,
+        site="weight_gradient",
+        description=_SALIENCY + ", accumulated in bf16",
+        dtype=torch.bfloat16,
+    ),
+)
+"""The built-in statistic kinds; `statistics()` adds those registered by plugins."""
+
+
+def statistics() -> dict[str, StatisticKind]:
+    """Every statistic kind by name: the built-in ones, then those plugins register with
+    ``register_statistics``."""
+    registered = registry(
+        "register_statistics", "statistic", lambda kind: kind.name, expected=StatisticKind
+    )
+    found = {kind.name: kind for kind in KINDS}
+    for name in registered.names():
+        if name in found:
+            raise LocatorError(
+                f"statistic {name!r} is built into locator and registered again by plugin "
+                f"{registered.source(name)!r}; give the plugin's statistic another name."
+            )
+        found[name] = registered.get(name)
+    return found
+
+
+def list_statistics() -> list[str]:
+    """Names of the statistic kinds methods can declare."""
+    return sorted(statistics())
+
+
+def get_statistic(name: str) -> StatisticKind:
+    """The statistic kind called `name` (unknown names get a did-you-mean)."""
+    from locator.errors import UnknownNameError
+
+    found = statistics()
+    if name not in found:
+        raise UnknownNameError("statistic", name, found)
+    return found[name]
 
 
 @dataclass(frozen=True)
 class ActivationStats:
-    """The statistics of one corpus: ``values[kind][parameter name]`` is a float64 CPU vector."""
+    """The statistics of one corpus: ``values[kind][parameter name]`` is a CPU tensor in the
+    kind's dtype, a vector over channels (activation sites) or a ``[d_out, d_in]`` matrix
+    (``weight_gradient``)."""
 
     corpus: str
     num_samples: int
@@ -127,75 +397,97 @@ def _per_token(x: Tensor, mask: Tensor) -> Tensor:
     )
 
 
-class _InputStatistics:
-    """Accumulates the input-channel kinds of one linear from its forward pre-hook."""
+Observers = dict[str, list[tuple[StatisticKind, str]]]
+"""Module path -> the (kind, key) pairs that observe it."""
 
-    def __init__(self, kinds: frozenset[str], shared: dict[str, object]) -> None:
-        self.kinds = kinds
-        self.sums: dict[str, Tensor] = {}
-        self.shared = shared  # the batch's mask and the last input seen (q, k, v share one)
 
-    def __call__(self, module: nn.Module, args: tuple[Tensor, ...]) -> None:
-        x = args[0]  # [batch, seq, d_in]
-        if self.shared.get("last_input") is x:
-            square_sums = self.shared["last_square_sums"]
+@dataclass
+class _Pass:
+    """The state of one pass: the batch's padding, the running totals and the hooks' plan."""
+
+    inputs: Observers = field(default_factory=dict)  # forward pre-hooks: a module's input
+    outputs: Observers = field(default_factory=dict)  # forward hooks: a module's output
+    gradients: Observers = field(default_factory=dict)  # forward hooks + output-gradient hooks
+    weights: dict[str, Tensor] = field(default_factory=dict)  # module path -> [d_out, d_in]
+    totals: dict[tuple[str, str], Tensor] = field(default_factory=dict)
+    mask: Tensor | None = None
+    lengths: list[int] = field(default_factory=list)
+    last: tuple[Tensor, Activations] | None = None
+
+    def observe(self, pairs: list[tuple[StatisticKind, str]], x: Tensor) -> None:
+        """Feed one activation tensor to its kinds (one `Activations` per distinct tensor)."""
+        assert self.mask is not None
+        if self.last is not None and self.last[0] is x:
+            observed = self.last[1]
         else:
-            mask, lengths = self.shared["mask"], self.shared["lengths"]  # [batch, seq]; ints
-            assert isinstance(mask, Tensor) and isinstance(lengths, list)
-            tokens = _per_token(x, mask)  # [batch, seq, d_in]
-            wide = tokens if x.dtype in (torch.float32, torch.float64) else tokens.float()
-            # Rows are right-padded: summing each row's real tokens skips padding altogether.
-            square_sums = torch.stack(
-                [wide[row, :length].square().sum(0) for row, length in enumerate(lengths)]
-            )  # [batch, d_in]
-            self.shared["last_input"], self.shared["last_square_sums"] = x, square_sums
-        assert isinstance(square_sums, Tensor)
-        for kind in self.kinds:
-            value = square_sums.sqrt() if kind == INPUT_NORM_SUM else square_sums
-            total = value.sum(0, dtype=torch.float64)  # [d_in]
-            if kind in self.sums:
-                self.sums[kind] += total
-            else:
-                self.sums[kind] = total
+            observed = Activations(x, self.mask, self.lengths)
+            self.last = (x, observed)
+        with torch.no_grad():
+            for kind, key in pairs:
+                self.add(kind, key, kind.batch(observed))
 
+    def add(self, kind: StatisticKind, key: str, value: Tensor) -> None:
+        """Merge one batch's value into the running total of (kind, key)."""
+        slot = (kind.name, key)
+        self.totals[slot] = kind.merge(self.totals.get(slot), value)
 
-class _NeuronActivity:
-    """Counts, per neuron, the real tokens where the pre-activation is > 0 (a forward hook on
-    the linear that computes the pre-activation)."""
+    def pre_hook(self, path: str) -> Any:
+        """A forward pre-hook feeding the module's input to its kinds."""
+        return lambda module, args: self.observe(self.inputs[path], args[0])
 
-    def __init__(self, shared: dict[str, object]) -> None:
-        self.counts: Tensor | None = None
-        self.shared = shared  # the batch's mask
+    def forward_hook(self, path: str) -> Any:
+        """A forward hook feeding the module's output to its kinds."""
+        return lambda module, args, output: self.observe(self.outputs[path], output)
 
-    def __call__(self, module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
-        mask = self.shared["mask"]  # [batch, seq]
-        assert isinstance(mask, Tensor)
-        tokens = _per_token(output, mask)  # [batch, seq, I]
-        active = (tokens > 0) & mask.to(output.device, torch.bool)[:, :, None]  # [batch, seq, I]
-        counts = active.sum(dim=(0, 1))  # [I], int64: exact
-        self.counts = counts if self.counts is None else self.counts + counts
+    def gradient_hook(self, path: str) -> Any:
+        """A forward hook that keeps the module's input and, when the loss's gradient reaches
+        the module's output, feeds both to the gradient kinds."""
 
-    def total(self) -> Tensor:
-        """The counts so far, as a float64 CPU vector (exact below 2**53 tokens)."""
-        assert self.counts is not None, "no batch was seen"
-        return self.counts.to("cpu", torch.float64)
+        def hook(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+            assert self.mask is not None
+            inputs = _per_token(args[0].detach(), self.mask)  # [batch, seq, d_in]
+            lengths = self.lengths
+
+            def on_gradient(grad: Tensor) -> None:
+                assert self.mask is not None
+                observed = WeightGradients(
+                    self.weights[path], inputs, _per_token(grad, self.mask), lengths
+                )
+                with torch.no_grad():
+                    for kind, key in self.gradients[path]:
+                        self.add(kind, key, kind.batch(observed))
+
+            if output.requires_grad:
+                output.register_hook(on_gradient)
+
+        return hook
 
 
 @contextmanager
-def _hooks(
-    model: nn.Module,
-    hooks: Mapping[str, _InputStatistics],
-    forward_hooks: Mapping[str, _NeuronActivity],
-) -> Iterator[None]:
-    """Forward pre-hooks and forward hooks on the named modules, removed on exit, also on
-    exceptions."""
+def _hooks(model: nn.Module, state: _Pass) -> Iterator[None]:
+    """The pass's hooks on the named modules, removed on exit, also on exceptions."""
     modules = dict(model.named_modules())
     handles = []
     try:
-        for path, hook in hooks.items():
-            handles.append(modules[path].register_forward_pre_hook(hook))
-        for path, forward_hook in forward_hooks.items():
-            handles.append(modules[path].register_forward_hook(forward_hook))
+        for path in state.inputs:
+            handles.append(modules[path].register_forward_pre_hook(state.pre_hook(path)))
+        for path in state.outputs:
+            handles.append(modules[path].register_forward_hook(state.forward_hook(path)))
+        for path in state.gradients:
+            handles.append(modules[path].register_forward_hook(state.gradient_hook(path)))
+        if state.gradients:
+            # Weights get no .grad: the loss reaches the linears through the embeddings' output.
+            if not callable(getattr(model, "get_input_embeddings", None)):
+                raise LocatorError(
+                    f"{type(model).__name__} has no get_input_embeddings(); gradient statistics "
+                    "need a Hugging Face causal LM."
+                )
+            embeddings = model.get_input_embeddings()  # type: ignore[operator]
+            handles.append(
+                embeddings.register_forward_hook(
+                    lambda module, args, output: output.detach().requires_grad_(True)
+                )
+            )
         yield
     finally:
         for handle in handles:
@@ -211,6 +503,31 @@ def _input_device(model: nn.Module) -> torch.device:
     return weight.device
 
 
+def _plan(model: nn.Module, kinds: Sequence[StatisticKind]) -> _Pass:
+    """Which module each kind observes, and under which key."""
+    state = _Pass()
+    parameters = scored_parameters(model)
+    sites = {kind.site for kind in kinds}
+    neurons = mlp_neurons(model) if sites & {"neuron_pre_activation", "neuron_activation"} else {}
+    named = dict(model.named_parameters())
+    for kind in kinds:
+        if kind.site == "linear_input":
+            for name, p in parameters.items():
+                state.inputs.setdefault(p.module, []).append((kind, name))
+        elif kind.site == "neuron_activation":
+            for name, neuron in neurons.items():
+                state.inputs.setdefault(neuron.down_projection, []).append((kind, name))
+        elif kind.site == "neuron_pre_activation":
+            for name, neuron in neurons.items():
+                state.outputs.setdefault(neuron.pre_activation, []).append((kind, name))
+        else:
+            for name, p in parameters.items():
+                state.gradients.setdefault(p.module, []).append((kind, name))
+                weight = named[name].detach()
+                state.weights[p.module] = weight.t() if p.transposed else weight
+    return state
+
+
 def collect_statistics(
     model: nn.Module,
     tokenizer: object,
@@ -222,40 +539,35 @@ def collect_statistics(
     corpus: str = "",
     progress: bool = True,
 ) -> ActivationStats:
-    """Run one batched forward pass over `texts` and return the statistics `kinds`."""
+    """Run one batched pass over `texts` and return the statistics `kinds` (names of
+    `StatisticKind`s; see `list_statistics()`). A backward pass runs only when a kind observes
+    gradients."""
     from tqdm.auto import tqdm
 
-    unknown = set(kinds) - KINDS
-    if unknown:
-        raise LocatorError(
-            f"unknown statistic kind(s) {sorted(unknown)}; known: {', '.join(sorted(KINDS))}."
-        )
+    resolved = [get_statistic(name) for name in sorted(kinds)]
     if not texts:
         raise LocatorError(f"corpus {corpus or '(unnamed)'} is empty: give at least one text.")
     check_batch_size(batch_size)
-    parameters = scored_parameters(model)
+    state = _plan(model, resolved)
     token_ids = tokenize(tokenizer, texts, max_length)
     num_tokens = sum(len(ids) for ids in token_ids)
     if num_tokens == 0:
         raise LocatorError(f"corpus {corpus or '(unnamed)'} has no tokens after tokenization.")
-
-    shared: dict[str, object] = {}
-    input_kinds = frozenset(kinds) & INPUT_KINDS
-    hooks = {p.module: _InputStatistics(input_kinds, shared) for p in parameters.values()}
-    hooks = hooks if input_kinds else {}
-    neurons = mlp_neurons(model) if NEURON_ACTIVE_COUNT in kinds else {}
-    counters = {site.pre_activation: _NeuronActivity(shared) for site in neurons.values()}
-    if not hooks and not counters:  # nothing to observe (a random baseline): no forward pass
+    if not resolved:  # nothing to observe (a random baseline): no forward pass
         return ActivationStats(
             corpus=corpus, num_samples=len(texts), num_tokens=num_tokens, values={}
         )
-    # The head is not scored, so the pass stops at the decoder: no logits are computed.
-    body = getattr(model, "base_model", model)
+    backward = bool(state.gradients)
+    # Without gradients the head is not needed, so the pass stops at the decoder: no logits.
+    forward = model if backward else getattr(model, "base_model", model)
     device = _input_device(model)
     was_training = model.training
+    requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     model.eval()
     try:
-        with _hooks(model, hooks, counters), torch.no_grad():
+        if backward:
+            model.requires_grad_(False)
+        with _hooks(model, state), torch.set_grad_enabled(backward):
             steps = tqdm(
                 batches(token_ids, batch_size),
                 total=-(-sum(1 for ids in token_ids if ids) // batch_size),
@@ -264,21 +576,38 @@ def collect_statistics(
                 leave=False,
             )
             for input_ids, attention_mask in steps:
-                shared.clear()
-                shared["mask"] = attention_mask.to(device)
-                shared["lengths"] = attention_mask.sum(1).tolist()
-                body(input_ids=input_ids.to(device), attention_mask=shared["mask"], use_cache=False)
+                state.mask = attention_mask.to(device)
+                state.lengths = attention_mask.sum(1).tolist()
+                state.last = None
+                output = forward(
+                    input_ids=input_ids.to(device), attention_mask=state.mask, use_cache=False
+                )
+                if backward:
+                    _sample_losses(output.logits, input_ids.to(device), state.mask).sum().backward()
+                del output
     finally:
-        shared.clear()
+        state.last = None
         model.train(was_training)
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(requires_grad[name])
+    values: dict[str, dict[str, Tensor]] = {kind.name: {} for kind in resolved}
+    for (kind, key), total in state.totals.items():
+        values[kind][key] = total.cpu()
+    ordered = list(scored_parameters(model))  # model order, whatever the hooks' order
     values = {
-        kind: {name: hooks[p.module].sums[kind].cpu() for name, p in parameters.items()}
-        for kind in input_kinds
+        kind: {key: found[key] for key in ordered if key in found} for kind, found in values.items()
     }
-    if neurons:
-        values[NEURON_ACTIVE_COUNT] = {
-            name: counters[site.pre_activation].total() for name, site in neurons.items()
-        }
     return ActivationStats(
         corpus=corpus, num_samples=len(texts), num_tokens=num_tokens, values=values
     )
+
+
+def _sample_losses(logits: Tensor, input_ids: Tensor, mask: Tensor) -> Tensor:
+    """Each sample's mean next-token cross-entropy over its real tokens: ``[batch]`` (0 for a
+    one-token sample, which predicts nothing)."""
+    targets = input_ids[:, 1:]  # [batch, seq - 1]
+    real = mask[:, 1:].to(torch.float32)  # a target is real when its token is
+    losses = nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), targets, reduction="none"
+    )  # [batch, seq - 1]
+    return (losses * real).sum(1) / real.sum(1).clamp(min=1)

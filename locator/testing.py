@@ -242,7 +242,7 @@ class LocalizerContract:
             seed=seed,
             batch_size=4,
             progress=False,
-            **self.options,
+            options=self.options,
         )
 
     def _run(self, family: str, seed: int = 0) -> tuple[Any, Any]:
@@ -254,8 +254,8 @@ class LocalizerContract:
         import locator
         from locator.localizer import config_to_dict
 
-        localizer = locator.get_localizer(self.method, **self.options)
-        again = locator.get_localizer(self.method, **config_to_dict(localizer.config))
+        localizer = locator.get_localizer(self.method, self.options)
+        again = locator.get_localizer(self.method, config_to_dict(localizer.config))
         assert again.config == localizer.config
 
     def test_selections_match_parameters_and_weights_unchanged(self) -> None:

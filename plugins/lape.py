@@ -30,7 +30,7 @@ from torch import Tensor
 
 import locator
 from locator.localization import Localization
-from locator.localizer import LocalizationContext, Localizer, check_controls, check_proportion
+from locator.localizer import LocalizationContext, Localizer
 from locator.stats import NEURON_ACTIVE_COUNT
 
 
@@ -62,9 +62,6 @@ class LapeLocalizer(Localizer):
         self, context: LocalizationContext, proportions: Sequence[float]
     ) -> list[Localization]:
         """One entropy ranking of all neurons, cut at every proportion."""
-        for proportion in proportions:
-            check_proportion(proportion)
-        check_controls(self, len(context.controls))  # entropy needs two corpora at least
         corpora = (context.target, *context.controls)
         names = context.target.names(NEURON_ACTIVE_COUNT)
         sizes = [context.target.get(NEURON_ACTIVE_COUNT, name).numel() for name in names]

@@ -1,81 +1,159 @@
-"""MathNeuro (Christ et al. 2024): the parameters important for the target corpus and not for
-any control corpus.
+"""Set difference with separate budgets (Wei et al. 2024, "Assessing the Brittleness of Safety
+Alignment via Pruning and Low-Rank Modifications") and MathNeuro (Christ et al. 2024), its case
+with one budget: the entries important for the target corpus and not for any control corpus.
 
-Per decoder linear and corpus D: A_j(D) = sum over samples of the L2 norm of input channel j over
-that sample's real tokens; S_ij(D) = |W_ij| * A_j(D). For proportion K, T_K(D) is the floor(K *
-numel) entries of largest S(D) in the matrix, and the selection is T_K(target) minus the union of
-T_K(control) over the controls. Unlike the reference code, sums are exact (fp64 accumulation,
-not bf16), padding is masked, and all proportions are cut from one ranking per matrix.
+Per decoder linear and corpus D, a score S(D) of every entry of the ``[d_out, d_in]`` weight:
+
+- ``mathneuro``: S_ij = |W_ij| * A_j, A_j the sum over samples of the L2 norm of input channel j
+  over the sample's real tokens;
+- ``wanda``: S_ij = |W_ij| * sqrt(s_j), s_j the sum of X[t, j]^2 over all real tokens (Wei et
+  al. use the mean over tokens; a constant factor changes no ranking);
+- ``snip``: S_ij = sum over samples s of |W_ij * dL_s/dW_ij|, L_s the sample's mean next-token
+  loss (Wei et al.'s "wandg"; see `locator.stats.WEIGHT_SALIENCY`).
+
+T_K(D) is the floor(K * numel) entries of largest S(D) in the matrix. ``set-difference`` selects
+T_K(target) minus the union over controls of T_Q(control), where K is the proportion asked for
+and Q is `control_proportion` (None: Q = K). In Wei et al.'s terms the target is the skill being
+isolated (their safety data, top-q) and the controls the general data (their utility data,
+top-p): q = K, p = Q. ``mathneuro`` is exactly ``set-difference`` with ``score = "mathneuro"``
+and Q = K: both call one function, `set_difference`.
+
+Unlike the reference codes: sums are exact (fp64 accumulation, not bf16), padding is masked,
+all proportions are cut from one ranking per matrix, and the SNIP gradient is each sample's own
+(Wei et al.'s batches hold one sample each, so this matches them) from batched passes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
+from torch import Tensor
 
 import locator
 from locator.localization import Localization, Selection
-from locator.localizer import (
-    LocalizationContext,
-    Localizer,
-    check_proportion,
-    top_count,
-    top_indices,
-)
-from locator.stats import INPUT_NORM_SUM
+from locator.localizer import LocalizationContext, Localizer, top_count, top_indices
+from locator.stats import INPUT_NORM_SUM, INPUT_SQUARE_SUM, WEIGHT_SALIENCY, ActivationStats
 
 _NOT_RANKED = torch.iinfo(torch.int32).max
 
+Score = Callable[[ActivationStats, str, Tensor], Tensor]
+"""(corpus statistics, parameter name, |W| as [d_out, d_in]) -> scores [d_out, d_in]."""
 
-class MathNeuroLocalizer(Localizer):
-    """Top-K of |W| x per-sample input norms on the target, minus the controls' top-K."""
 
-    name = "mathneuro"
-    statistics = frozenset({INPUT_NORM_SUM})
+def _input_norm(stats: ActivationStats, name: str, magnitude: Tensor) -> Tensor:
+    return magnitude * stats.get(INPUT_NORM_SUM, name).to(magnitude.device, magnitude.dtype)
+
+
+def _pooled_norm(stats: ActivationStats, name: str, magnitude: Tensor) -> Tensor:
+    squares = stats.get(INPUT_SQUARE_SUM, name).sqrt()
+    return magnitude * squares.to(magnitude.device, magnitude.dtype)
+
+
+def _saliency(stats: ActivationStats, name: str, magnitude: Tensor) -> Tensor:
+    return stats.get(WEIGHT_SALIENCY, name).to(magnitude.device, magnitude.dtype)
+
+
+SCORES: dict[str, tuple[str, Score]] = {
+    "mathneuro": (INPUT_NORM_SUM, _input_norm),
+    "wanda": (INPUT_SQUARE_SUM, _pooled_norm),
+    "snip": (WEIGHT_SALIENCY, _saliency),
+}
+"""Score name -> (the statistic it reads, how it scores a matrix)."""
+
+
+def set_difference(
+    context: LocalizationContext,
+    proportions: Sequence[float],
+    score: Score,
+    control_proportion: float | None = None,
+) -> list[dict[str, Selection]]:
+    """Per matrix and proportion K: the target's top floor(K * numel) by `score` minus every
+    control's top floor(Q * numel), Q = `control_proportion` or K. One ranking per matrix and
+    corpus serves every proportion."""
+    selections: list[dict[str, Selection]] = [{} for _ in proportions]
+    for name, parameter in context.parameters.items():
+        weight = context.matrix(name)  # [d_out, d_in]
+        magnitude = weight.abs().to(torch.promote_types(weight.dtype, torch.float32))
+        counts = [top_count(p, parameter.numel) for p in proportions]
+        if control_proportion is None:
+            control_counts = counts
+        else:
+            control_counts = [top_count(control_proportion, parameter.numel)] * len(counts)
+        target_top = top_indices(score(context.target, name, magnitude), max(counts)).cpu()
+        # Rank of each target entry in the best-ranked control (or "not ranked").
+        control_rank = torch.full((target_top.numel(),), _NOT_RANKED, dtype=torch.int32)
+        for control in context.controls:
+            ranks = torch.full((parameter.numel,), _NOT_RANKED, dtype=torch.int32)
+            scores = score(control, name, magnitude)
+            control_top = top_indices(scores, max(control_counts)).cpu()
+            ranks[control_top] = torch.arange(control_top.numel(), dtype=torch.int32)
+            control_rank = torch.minimum(control_rank, ranks[target_top])
+        for i, (count, control_count) in enumerate(zip(counts, control_counts, strict=True)):
+            kept = target_top[:count][control_rank[:count] >= control_count]
+            selections[i][name] = Selection.from_indices(
+                context.stored_indices(name, kept), parameter.shape
+            )
+    return selections
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetDifferenceConfig:
+    """`score`: ``wanda`` (|W| x pooled input norm), ``snip`` (|W x gradient| summed over
+    samples) or ``mathneuro`` (|W| x summed per-sample input norms); `control_proportion`: the
+    fraction Q of each matrix the controls' top sets take (None: the target's proportion)."""
+
+    score: Literal["wanda", "snip", "mathneuro"] = "wanda"
+    control_proportion: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.score not in SCORES:
+            raise ValueError(f"score must be one of {sorted(SCORES)}, got {self.score!r}.")
+        q = self.control_proportion
+        if q is not None and not 0 <= q <= 1:
+            raise ValueError(f"control_proportion must be in [0, 1], got {q!r}.")
+
+
+class SetDifferenceLocalizer(Localizer):
+    """Top-K of the target's score per matrix minus the controls' top-Q (Wei et al. 2024)."""
+
+    name = "set-difference"
+    Config = SetDifferenceConfig
+    statistics = frozenset({INPUT_SQUARE_SUM})  # the default config's; see __init__
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self.settings: SetDifferenceConfig = self.config
+        self.statistics = frozenset({SCORES[self.settings.score][0]})
 
     def localize_many(
         self, context: LocalizationContext, proportions: Sequence[float]
     ) -> list[Localization]:
         """One ranking per matrix and corpus, cut at every proportion."""
-        for proportion in proportions:
-            check_proportion(proportion)
-        selections: list[dict[str, Selection]] = [{} for _ in proportions]
-        for name, parameter in context.parameters.items():
-            weight = context.matrix(name)  # [d_out, d_in]
-            magnitude = weight.abs().to(torch.promote_types(weight.dtype, torch.float32))
-            counts = [top_count(p, parameter.numel) for p in proportions]
-            largest = max(counts)
-
-            target_top = _top(context.target, name, magnitude, largest)
-            # Rank of each target entry in the best-ranked control (or "not ranked").
-            control_rank = torch.full((target_top.numel(),), _NOT_RANKED, dtype=torch.int32)
-            for control in context.controls:
-                ranks = torch.full((parameter.numel,), _NOT_RANKED, dtype=torch.int32)
-                control_top = _top(control, name, magnitude, largest).cpu()
-                ranks[control_top] = torch.arange(control_top.numel(), dtype=torch.int32)
-                control_rank = torch.minimum(control_rank, ranks[target_top.cpu()])
-            target_top = target_top.cpu()
-            for i, count in enumerate(counts):
-                kept = target_top[:count][control_rank[:count] >= count]
-                selections[i][name] = Selection.from_indices(
-                    context.stored_indices(name, kept), parameter.shape
-                )
+        _, score = SCORES[self.settings.score]
+        selections = set_difference(context, proportions, score, self.settings.control_proportion)
         return [
             self.localization(context, selection, proportion)
-            for selection, proportion in zip(selections, proportions, strict=False)
+            for selection, proportion in zip(selections, proportions, strict=True)
         ]
 
 
-def _top(
-    stats: locator.ActivationStats, name: str, magnitude: torch.Tensor, count: int
-) -> torch.Tensor:
-    """Flat indices of the `count` largest |W_ij| * A_j, best first."""
-    norms = stats.get(INPUT_NORM_SUM, name).to(magnitude.device, magnitude.dtype)  # [d_in]
-    return top_indices(magnitude * norms, count)
+class MathNeuroLocalizer(SetDifferenceLocalizer):
+    """Top-K of |W| x per-sample input norms on the target, minus the controls' top-K."""
+
+    name = "mathneuro"
+    Config = locator.NoConfig
+    statistics = frozenset({INPUT_NORM_SUM})
+
+    def __init__(self, config: Any = None) -> None:
+        Localizer.__init__(self, config)
+        self.settings = SetDifferenceConfig(score="mathneuro")
 
 
 @locator.hookimpl
 def register_localizers(register):  # type: ignore[no-untyped-def]
-    """Register MathNeuro."""
+    """Register MathNeuro and the general set difference."""
     register(MathNeuroLocalizer)
+    register(SetDifferenceLocalizer)

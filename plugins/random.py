@@ -14,20 +14,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 
 import locator
 from locator.errors import LocatorError
 from locator.localization import Localization, Selection
-from locator.localizer import (
-    LocalizationContext,
-    Localizer,
-    check_proportion,
-    config_to_dict,
-    top_count,
-)
+from locator.localizer import LocalizationContext, Localizer, top_count
 
 
 class RandomLocalizer(Localizer):
@@ -41,8 +34,6 @@ class RandomLocalizer(Localizer):
         self, context: LocalizationContext, proportions: Sequence[float]
     ) -> list[Localization]:
         """One permutation per matrix, cut at every proportion's count."""
-        for proportion in proportions:
-            check_proportion(proportion)
         reference = context.reference
         if reference is not None and reference.level == "neuron":
             return self._matched_neurons(context, reference, proportions)
@@ -57,14 +48,10 @@ class RandomLocalizer(Localizer):
             order = torch.randperm(parameter.numel, generator=generator)
             for i, count in enumerate(counts):
                 selections[i][name] = Selection.from_indices(order[:count], parameter.shape)
-        results = [
+        return [
             self.localization(context, selection, proportion)
-            for selection, proportion in zip(selections, proportions, strict=False)
+            for selection, proportion in zip(selections, proportions, strict=True)
         ]
-        if reference is not None:  # say what the counts were matched to
-            matched_to = {"matched_to": reference.method}
-            results = [replace(r, config={**r.config, **matched_to}) for r in results]
-        return results
 
     def _matched_neurons(
         self, context: LocalizationContext, reference: Localization, proportions: Sequence[float]
@@ -81,14 +68,7 @@ class RandomLocalizer(Localizer):
             generator = torch.Generator().manual_seed(seed)
             size = context.parameters[name].d_in  # the MLP's neurons
             neurons[name] = torch.randperm(size, generator=generator)[: chosen.numel()]
-        matched_to = {"matched_to": reference.method}
-        return [
-            replace(
-                self.neuron_localization(context, neurons, proportion),
-                config={**config_to_dict(self.config), **matched_to},
-            )
-            for proportion in proportions
-        ]
+        return [self.neuron_localization(context, neurons, p) for p in proportions]
 
 
 @locator.hookimpl

@@ -24,13 +24,7 @@ import torch
 
 import locator
 from locator.localization import Localization, Selection
-from locator.localizer import (
-    LocalizationContext,
-    Localizer,
-    check_proportion,
-    top_count,
-    top_indices,
-)
+from locator.localizer import LocalizationContext, Localizer, top_cuts
 from locator.stats import INPUT_NORM_SUM, INPUT_SQUARE_SUM
 
 
@@ -67,8 +61,6 @@ class WandaLocalizer(Localizer):
         self, context: LocalizationContext, proportions: Sequence[float]
     ) -> list[Localization]:
         """One ranking per matrix (or per row), cut at every proportion."""
-        for proportion in proportions:
-            check_proportion(proportion)
         selections: list[dict[str, Selection]] = [{} for _ in proportions]
         for name, parameter in context.parameters.items():
             weight = context.matrix(name)  # [d_out, d_in]
@@ -76,18 +68,7 @@ class WandaLocalizer(Localizer):
             channel = context.target.get(self.kind, name)  # [d_in], float64
             norm = channel.sqrt() if self.config.norm == "pooled" else channel
             scores = magnitude * norm.to(magnitude.device, magnitude.dtype)  # [d_out, d_in]
-            if self.config.group == "row":
-                d_out, d_in = scores.shape
-                counts = [top_count(p, d_in) for p in proportions]
-                # Columns of each row's largest scores, best first: [d_out, max count].
-                columns = torch.topk(scores, max(counts), dim=1, sorted=True).indices.cpu()
-                row_starts = torch.arange(d_out)[:, None] * d_in  # [d_out, 1]
-                tops = [(row_starts + columns[:, :count]).flatten() for count in counts]
-            else:
-                counts = [top_count(p, parameter.numel) for p in proportions]
-                ranked = top_indices(scores, max(counts)).cpu()
-                tops = [ranked[:count] for count in counts]
-            for i, top in enumerate(tops):
+            for i, top in enumerate(top_cuts(scores, proportions, self.config.group)):
                 selections[i][name] = Selection.from_indices(
                     context.stored_indices(name, top), parameter.shape
                 )

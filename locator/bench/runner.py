@@ -75,9 +75,9 @@ class RunSummary:
 
 def _method_identity(suite: Suite, method: MethodSpec) -> dict[str, Any]:
     """The method's registered name and full config (defaults filled in), and what it matches."""
-    from locator.localizer import config_to_dict, get_localizer
+    from locator.localizer import config_to_dict
 
-    config = config_to_dict(get_localizer(method.name, **method.options).config)
+    config = config_to_dict(method.localizer().config)
     identity: dict[str, Any] = {"name": method.name, "config": config}
     if method.match is not None:
         identity["match"] = _method_identity(suite, suite.method(method.match))
@@ -96,8 +96,8 @@ def plan(suite: Suite) -> list[Configuration]:
                 for corpora in suite.corpora:
                     for method in suite.methods:
                         config = dict(identities[method.label]["config"])
-                        if method.match is not None:
-                            config["matched_to"] = method.match
+                        if method.match is not None:  # as the localization records it
+                            config["matched_to"] = suite.method(method.match).name
                         for proportion in suite.proportions:
                             selection = {
                                 "model": model.identity(),
@@ -363,13 +363,21 @@ class _Run:
     ) -> None:
         """All configurations of one (model, num_samples, seed): one pass per corpus."""
         from locator.cache import cached_statistics
-        from locator.localizer import get_localizer, statistic_kinds
+        from locator.localizer import statistic_kinds
         from locator.provenance import with_provenance
 
         first = todo[0]
         methods = _needed_methods(self.suite, todo)
-        localizers = {m.label: get_localizer(m.name, **m.options) for m in methods}
-        kinds = statistic_kinds(localizers.values())
+        localizers = {m.label: m.localizer() for m in methods}
+        # A corpus pays for the kinds of every method as a target, and as a control only for
+        # those of methods that read controls (so a target-only gradient method costs controls
+        # no backward pass).
+        every = statistic_kinds(localizers.values())
+        kinds = {configuration.corpora.target: every for configuration in todo}
+        readers = statistic_kinds(m for m in localizers.values() if m.uses_controls)
+        for configuration in todo:
+            for name in configuration.corpora.controls:
+                kinds[name] = kinds.get(name, frozenset()) | readers
         statistics, seconds = {}, {}
         for name in dict.fromkeys(n for c in todo for n in (c.corpora.target, *c.corpora.controls)):
             self.bar.set_postfix_str(f"statistics {name} n={first.num_samples} seed={first.seed}")
@@ -378,7 +386,7 @@ class _Run:
                 self.model,
                 self.tokenizer,
                 texts[(name, first.num_samples, first.seed)],
-                kinds=kinds,
+                kinds=kinds[name],
                 cache_dir=self.out / "_statistics",
                 batch_size=self.suite.batch_size,
                 max_length=self.suite.max_length,

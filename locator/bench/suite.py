@@ -38,7 +38,7 @@ from __future__ import annotations
 import difflib
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,13 +87,20 @@ class CorporaSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class MethodSpec:
-    """One method entry: registered `name`, unique `label`, `options` for its config, and
-    `match`, the label of the method whose per-matrix counts a matched baseline copies."""
+    """One method entry: registered `name`, unique `label`, `config` (its config dataclass,
+    parsed from the table's options by `make_config`; None: the defaults), and `match`, the label
+    of the method whose per-matrix counts a matched baseline copies."""
 
     name: str
     label: str
-    options: Mapping[str, Any] = field(default_factory=dict)
+    config: Any = None
     match: str | None = None
+
+    def localizer(self) -> Any:
+        """The configured `Localizer`."""
+        from locator.localizer import localizer_class
+
+        return localizer_class(self.name)(self.config)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,9 +230,23 @@ class _Checker:
 
 
 def _proportion(checker: _Checker, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise checker.fail(key, f"proportion must be in (0, 1], got {value!r}.")
+    from locator.localizer import check_request
+
+    try:
+        check_request(proportions=[value])
+    except LocatorError as error:
+        raise checker.fail(key, str(error)) from None
     return float(value)
+
+
+def _seed(checker: _Checker, key: str, value: Any) -> int:
+    from locator.localizer import check_request
+
+    try:
+        check_request(seed=value)
+    except LocatorError as error:
+        raise checker.fail(key, str(error)) from None
+    return int(value)
 
 
 def _factor(checker: _Checker, key: str, value: Any) -> float:
@@ -276,7 +297,7 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
         tasks=tuple(_task(check, i, t) for i, t in enumerate(check.tables(data, "tasks"))),
         proportions=check.values(data, "proportions", lambda k, v: _proportion(check, k, v)),
         factors=check.values(data, "factors", lambda k, v: _factor(check, k, v)),
-        seeds=check.values(data, "seeds", lambda k, v: check.integer(k, v, 0)),
+        seeds=check.values(data, "seeds", lambda k, v: _seed(check, k, v)),
         num_samples=check.values(data, "num_samples", lambda k, v: check.integer(k, v, 1)),
         with_replacement=with_replacement,
         data_dir=data_dir,
@@ -357,9 +378,8 @@ def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSp
         label = check.string(f"{where}label", table.get("label", default_label))
         if label in {m.label for m in methods}:
             raise check.fail(f"{where}label", f"{label!r} is used twice; give each a label.")
-        method = MethodSpec(name=name, label=label, options=options, match=match)
-        _check_method(check, f"methods[{index}]", method)
-        methods.append(method)
+        config = _method_config(check, f"methods[{index}]", name, options)
+        methods.append(MethodSpec(name=name, label=label, config=config, match=match))
     labels = {m.label: m for m in methods}
     for index, method in enumerate(methods):
         if method.match is None:
@@ -389,22 +409,17 @@ def _task(check: _Checker, index: int, table: Mapping[str, Any]) -> TaskSpec:
     )
 
 
-def _check_method(check: _Checker, where: str, method: MethodSpec) -> None:
-    """The method must be installed, take its options, and take a reference if it matches."""
+def _method_config(check: _Checker, where: str, name: str, options: Mapping[str, Any]) -> Any:
+    """The method must be installed and take its options; its parsed config."""
     from locator.localizer import localizer_class, make_config
 
     try:
-        cls = localizer_class(method.name)
-        make_config(cls, method.options)
+        return make_config(localizer_class(name), options)
     except UnknownNameError as error:
         key = f"{where}.name" if error.kind == "localizer" else f"{where}.options"
         raise check.fail(key, str(error)) from None
     except LocatorError as error:
         raise check.fail(f"{where}.options", str(error)) from None
-    if method.match is not None and not cls.accepts_reference:
-        raise check.fail(
-            f"{where}.match", f"method {method.name!r} does not take a reference to match."
-        )
 
 
 def _check_names(check: _Checker, suite: Suite) -> None:
@@ -420,17 +435,23 @@ def _check_names(check: _Checker, suite: Suite) -> None:
                 get_dataset(name)
             except UnknownNameError as error:
                 raise check.fail(f"corpora[{index}].{key}", str(error)) from None
-    from locator.localizer import localizer_class
+    from locator.localizer import check_request
 
-    for index, corpora in enumerate(suite.corpora):
-        for method in suite.methods:
-            needed = localizer_class(method.name).min_controls
-            if len(corpora.controls) < needed:
+    for index, method in enumerate(suite.methods):
+        localizer = method.localizer()
+        try:  # the requests it will get: a reference if it matches, each corpora's controls
+            check_request(localizer, reference=method.match is not None)
+        except LocatorError as error:
+            raise check.fail(f"methods[{index}].match", str(error)) from None
+        for corpora_index, corpora in enumerate(suite.corpora):
+            # A corpora entry is shared by every method: target-only methods leave its controls.
+            controls = len(corpora.controls) if localizer.uses_controls else 0
+            try:
+                check_request(localizer, controls=controls)
+            except LocatorError as error:
                 raise check.fail(
-                    f"corpora[{index}].controls",
-                    f"method {method.label!r} needs at least {needed} control dataset(s), "
-                    f"got {len(corpora.controls)}; add controls = [...] or drop the method.",
-                )
+                    f"corpora[{corpora_index}].controls", f"{method.label!r}: {error}"
+                ) from None
     for index, task in enumerate(suite.tasks):
         try:
             route([task.name])  # the evaluator that serves it, or a did-you-mean

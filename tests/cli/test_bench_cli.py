@@ -104,7 +104,7 @@ def write_suite(tmp_path, saved_model):
                 'match = "mathneuro"': 'match = "lape"',
             },
             "corpora[0].controls",
-            "method 'lape' needs at least 1 control dataset(s), got 0;",
+            "'lape': method 'lape' needs at least 1 control corpus(es) besides the target, got 0;",
         ),
     ],
 )

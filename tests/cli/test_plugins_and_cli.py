@@ -153,7 +153,7 @@ def test_load_plugins_variable_restricts_loading(installed):
     env = {**os.environ, "PYTHONPATH": str(installed), "LOCATOR_LOAD_PLUGINS": "mathneuro"}
     code = "import locator; print(locator.list_localizers())"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == "['mathneuro']"
+    assert out.stdout.strip() == "['mathneuro', 'set-difference']"
     assert "failed" not in out.stderr
 
 
@@ -202,7 +202,7 @@ def test_cli_localize_writes_a_localization(saved_model, corpora):
         ({}, ["-o", "alpha", "1"], "Unknown option of mathneuro 'alpha'."),
         ({"--target": "missing.jsonl"}, [], "data file 'missing.jsonl' does not exist"),
         ({"--model": "no/such/model"}, [], "no such file or folder"),
-        ({}, ["--reference", "missing.safetensors"], "does not exist"),
+        ({"--method": "random"}, ["--reference", "missing.safetensors"], "does not exist"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_code_2(

@@ -83,7 +83,7 @@ def test_all_methods_select_in_every_block_from_one_pass_per_corpus(family, toke
     methods = [
         get_localizer("mathneuro"),
         get_localizer("wanda"),
-        get_localizer("lape", filter_rate=0.5, activation_bar_ratio=0.5),
+        get_localizer("lape", {"filter_rate": 0.5, "activation_bar_ratio": 0.5}),
         get_localizer("random"),
     ]
     body = model.base_model
@@ -126,8 +126,7 @@ def test_neuron_prune_equals_zeroing_activations(family, tokenizer):
         proportion=0.5,
         batch_size=4,
         progress=False,
-        filter_rate=0.5,
-        activation_bar_ratio=0.5,
+        options={"filter_rate": 0.5, "activation_bar_ratio": 0.5},
     )
     assert lape.neuron_count() > 0
     modules = dict(model.named_modules())
@@ -157,8 +156,8 @@ def test_one_pass_serves_every_method_exactly(llama, tokenizer):
     methods = {
         "mathneuro": get_localizer("mathneuro"),
         "wanda": get_localizer("wanda"),
-        "wanda-ablation": get_localizer("wanda", norm="per_sample", group="matrix"),
-        "lape": get_localizer("lape", filter_rate=0.6, activation_bar_ratio=0.6),
+        "wanda-ablation": get_localizer("wanda", {"norm": "per_sample", "group": "matrix"}),
+        "lape": get_localizer("lape", {"filter_rate": 0.6, "activation_bar_ratio": 0.6}),
         "random": get_localizer("random"),
     }
     kinds = statistic_kinds(methods.values())
@@ -190,7 +189,7 @@ def test_one_pass_serves_every_method_exactly(llama, tokenizer):
                 proportion=shared.proportion,
                 batch_size=4,
                 progress=False,
-                **options.get(label, {}),
+                options=options.get(label, {}),
             )
             assert shared.jaccard(alone) == 1.0 and shared.count() == alone.count(), label
 
@@ -264,8 +263,7 @@ def test_unknown_mlp_is_one_clear_line_and_a_plugin_layout_fixes_it(tokenizer):
             controls=[CONTROL],
             proportion=0.5,
             progress=False,
-            filter_rate=0.5,
-            activation_bar_ratio=0.5,
+            options={"filter_rate": 0.5, "activation_bar_ratio": 0.5},
         )
         assert found.level == "neuron" and set(found.neurons) == {
             "layers.0.w_out.weight",

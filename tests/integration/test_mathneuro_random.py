@@ -133,7 +133,7 @@ def test_unknown_option_is_an_error(llama, tokenizer):
             method="mathneuro",
             target=TARGET,
             proportion=0.1,
-            alpha=1,
+            options={"alpha": 1},
             progress=False,
         )
 

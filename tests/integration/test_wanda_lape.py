@@ -69,8 +69,7 @@ def test_wanda_matches_fp64_batch1_reference(model, tokenizer, norm, group, prop
             proportion=proportion,
             batch_size=4,
             progress=False,
-            norm=norm,
-            group=group,
+            options={"norm": norm, "group": group},
         )
         assert set(result.selections) == set(expected)
         for name, mask in result.masks.items():
@@ -89,7 +88,7 @@ def test_wanda_row_takes_floor_k_of_every_output_row(model, tokenizer):
 
 def test_wanda_declares_only_the_statistic_its_config_needs():
     assert locator.get_localizer("wanda").statistics == {INPUT_SQUARE_SUM}
-    assert locator.get_localizer("wanda", norm="per_sample").statistics == {INPUT_NORM_SUM}
+    assert locator.get_localizer("wanda", {"norm": "per_sample"}).statistics == {INPUT_NORM_SUM}
 
 
 def test_wanda_ignores_controls_and_its_ablation_variant_is_mathneuro_without_controls(
@@ -103,7 +102,7 @@ def test_wanda_ignores_controls_and_its_ablation_variant_is_mathneuro_without_co
     alone, with_control = build_context(llama, target), build_context(llama, target, [control])
     wanda = locator.get_localizer("wanda")
     assert wanda.localize(alone, 0.1).jaccard(wanda.localize(with_control, 0.1)) == 1.0
-    ablation = locator.get_localizer("wanda", norm="per_sample", group="matrix")
+    ablation = locator.get_localizer("wanda", {"norm": "per_sample", "group": "matrix"})
     mathneuro = locator.get_localizer("mathneuro")
     assert ablation.localize(alone, 0.1).jaccard(mathneuro.localize(alone, 0.1)) == 1.0
 
@@ -114,7 +113,7 @@ def test_many_proportions_equal_single_runs(llama, tokenizer, method, options):
         llama, tokenizer, TARGET, kinds={INPUT_SQUARE_SUM}, batch_size=4, progress=False
     )
     context = build_context(llama, stats)
-    localizer = locator.get_localizer(method, **options)
+    localizer = locator.get_localizer(method, options)
     proportions = [0.001, 0.01, 0.05, 0.1, 0.5]
     for many, proportion in zip(
         localizer.localize_many(context, proportions), proportions, strict=True
@@ -145,8 +144,7 @@ def test_lape_matches_fp64_batch1_reference(model, tokenizer, top_rate, filter_r
             proportion=top_rate,
             batch_size=3,
             progress=False,
-            filter_rate=filter_rate,
-            activation_bar_ratio=bar,
+            options={"filter_rate": filter_rate, "activation_bar_ratio": bar},
         )
         assert result.level == "neuron" and set(result.neurons) == set(expected)
         for name, neurons in result.neurons.items():
@@ -168,7 +166,7 @@ def lape_localization(model, tokenizer, proportion=0.5, **options):
         proportion=proportion,
         batch_size=3,
         progress=False,
-        **options,
+        options=options,
     )
 
 
@@ -223,7 +221,7 @@ def test_lape_many_proportions_equal_single_runs(llama, tokenizer):
         for t in LAPE_CORPORA
     ]
     context = build_context(llama, stats[0], stats[1:])
-    lape = locator.get_localizer("lape", filter_rate=0.6, activation_bar_ratio=0.6)
+    lape = locator.get_localizer("lape", {"filter_rate": 0.6, "activation_bar_ratio": 0.6})
     proportions = [0.01, 0.1, 0.3, 0.7, 1.0]
     results = lape.localize_many(context, proportions)
     for many, proportion in zip(results, proportions, strict=True):
@@ -307,7 +305,7 @@ def test_lape_needs_a_control_corpus(llama, tokenizer):
 @pytest.mark.parametrize("value", [-0.1, 1.5])
 def test_lape_thresholds_must_be_in_unit_interval(key, value):
     with pytest.raises(LocatorError, match=rf"{key} must be in \[0, 1\], got {value}"):
-        locator.get_localizer("lape", **{key: value})
+        locator.get_localizer("lape", {key: value})
 
 
 @pytest.mark.parametrize(

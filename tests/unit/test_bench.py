@@ -138,8 +138,12 @@ def test_keys_depend_on_what_changes_results_only():
     assert {c.key for c in runner.plan(_suite(models=(placed,)))} == base
     revised = ModelSpec(path="model", revision="v2")
     assert {c.key for c in runner.plan(_suite(models=(revised,)))}.isdisjoint(base)
-    # Options equal to the defaults give the same configuration.
-    explicit = MethodSpec(name="random", label="random-matched", match="mathneuro", options={})
+    # A config equal to the defaults gives the same configuration.
+    from locator.localizer import NoConfig
+
+    explicit = MethodSpec(
+        name="random", label="random-matched", match="mathneuro", config=NoConfig()
+    )
     assert {c.key for c in runner.plan(_suite(methods=(_suite().methods[0], explicit)))} == base
 
 

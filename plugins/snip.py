@@ -1,0 +1,88 @@
+"""SNIP (Lee et al. 2019, "SNIP: Single-shot Network Pruning based on Connection Sensitivity")
+as a localizer: the weights whose removal most changes the target corpus's loss, to first
+order.
+
+Per scored weight entry, S_ij = sum over target samples s of |W_ij * dL_s/dW_ij|, where L_s is
+sample s's mean next-token cross-entropy over its real tokens (`locator.stats.WEIGHT_SALIENCY`).
+The selection is the top floor(K * numel) entries of each ``[d_out, d_in]`` matrix (``group =
+matrix``) or the top floor(K * d_in) of each output row (``group = row``). Controls are
+ignored.
+
+Which quantity, exactly: the sum over samples of per-sample |W * grad| (absolute value inside the
+sum), as Wei et al. 2024's reference code computes it (their "wandg": batches of one sample, the
+absolute gradient added per batch). It is not |W * grad of the summed loss| (gradients of
+different samples would cancel) and not a sum over batches of |W * grad of the batch's loss|
+(which would depend on the batch size). locator runs padded batches and forms each sample's
+gradient from its own tokens' activations and output gradients, so any batch size gives the
+batch-1 value. SNIP's own normalization by the sum of all scores does not change a ranking and is
+left out; SNIP ranks over the whole network, locator per matrix (or row) like the other methods.
+
+Cost: a backward pass per batch (about twice the forward's compute) and one weight-sized
+accumulator per scored matrix: 4 bytes per scored parameter in fp32 (``accumulate = float32``)
+or 2 in bf16 (``accumulate = bfloat16``; a long bf16 sum loses the small increments), on the
+model's device during the pass, then in the statistics (and their cache file) on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+import locator
+from locator.localization import Localization, Selection
+from locator.localizer import LocalizationContext, Localizer, top_cuts
+from locator.stats import WEIGHT_SALIENCY, WEIGHT_SALIENCY_BF16
+
+
+@dataclass(frozen=True, kw_only=True)
+class SnipConfig:
+    """`group`: ``matrix`` (top-K of each matrix) or ``row`` (top-K of each output row);
+    `accumulate`: the dtype of the weight-sized sums, ``float32`` or ``bfloat16``."""
+
+    group: Literal["matrix", "row"] = "matrix"
+    accumulate: Literal["float32", "bfloat16"] = "float32"
+
+    def __post_init__(self) -> None:
+        if self.group not in ("matrix", "row"):
+            raise ValueError(f"group must be 'matrix' or 'row', got {self.group!r}.")
+        if self.accumulate not in ("float32", "bfloat16"):
+            raise ValueError(f"accumulate must be float32 or bfloat16, got {self.accumulate!r}.")
+
+
+class SnipLocalizer(Localizer):
+    """Top-K of |W x gradient of the target's loss|, summed over samples, per matrix (or row)."""
+
+    name = "snip"
+    Config = SnipConfig
+    uses_controls = False
+    statistics = frozenset({WEIGHT_SALIENCY})  # the default config's; see __init__
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self.kind = WEIGHT_SALIENCY if self.config.accumulate == "float32" else WEIGHT_SALIENCY_BF16
+        self.statistics = frozenset({self.kind})
+
+    def localize_many(
+        self, context: LocalizationContext, proportions: Sequence[float]
+    ) -> list[Localization]:
+        """One ranking per matrix (or per row), cut at every proportion."""
+        selections: list[dict[str, Selection]] = [{} for _ in proportions]
+        for name, parameter in context.parameters.items():
+            scores = context.target.get(self.kind, name).to(torch.float32)  # [d_out, d_in]
+            for i, top in enumerate(top_cuts(scores, proportions, self.config.group)):
+                selections[i][name] = Selection.from_indices(
+                    context.stored_indices(name, top), parameter.shape
+                )
+        return [
+            self.localization(context, selection, proportion)
+            for selection, proportion in zip(selections, proportions, strict=True)
+        ]
+
+
+@locator.hookimpl
+def register_localizers(register):  # type: ignore[no-untyped-def]
+    """Register SNIP."""
+    register(SnipLocalizer)
