@@ -47,6 +47,11 @@ Site = Literal["linear_input", "neuron_pre_activation", "neuron_activation", "we
 SITES: tuple[str, ...] = get_args(Site)
 
 
+def _wide(x: Tensor) -> Tensor:
+    """`x` in fp32, or as it is when it is fp32 or fp64 already."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 class Activations:
     """One hooked tensor of one batch, with its padding: what an activation kind observes.
 
@@ -64,8 +69,7 @@ class Activations:
 
     def wide(self) -> Tensor:
         """`values` in fp32, or wider when the model computes wider."""
-        v = self.values
-        return v if v.dtype in (torch.float32, torch.float64) else v.float()
+        return _wide(self.values)
 
     def sample_square_sums(self) -> Tensor:
         """Per sample and channel, the sum of squares over the sample's real tokens:
@@ -101,7 +105,7 @@ class WeightGradients:
     """What a gradient kind observes for one scored weight and one batch.
 
     `weight` is the weight as ``[d_out, d_in]`` (a view of the parameter); `samples()` yields,
-    for each sample s of the batch, ``dL_s/dW`` as ``[d_out, d_in]`` fp32, where L_s is the mean
+    for each sample s of the batch, ``dL_s/dW`` as ``[d_out, d_in]`` (fp32 or wider), where L_s is the mean
     next-token cross-entropy over the sample's real tokens. It is built from the linear's input
     and output gradient restricted to the sample's tokens (``g_s^T x_s``), so the batch never
     holds more than one weight-sized gradient at a time and batching does not change it.
@@ -114,10 +118,10 @@ class WeightGradients:
         self.lengths = lengths
 
     def samples(self) -> Iterator[Tensor]:
-        """``dL_s/dW`` (``[d_out, d_in]``, fp32) for each sample s of the batch."""
+        """``dL_s/dW`` (``[d_out, d_in]``, fp32 or wider) for each sample s of the batch."""
         for row, length in enumerate(self.lengths):
-            x = self._inputs[row, :length].float()  # [seq, d_in]
-            g = self._grad_outputs[row, :length].float()  # [seq, d_out]
+            x = _wide(self._inputs[row, :length])  # [seq, d_in]
+            g = _wide(self._grad_outputs[row, :length])  # [seq, d_out]
             yield g.t() @ x
 
 
@@ -211,7 +215,7 @@ class _SampleMeanSquareSum(StatisticKind):
 @dataclass(frozen=True, kw_only=True)
 class _WeightGradientSaliency(StatisticKind):
     def batch(self, observed: WeightGradients) -> Tensor:
-        magnitude = observed.weight.detach().abs().float()  # [d_out, d_in]
+        magnitude = _wide(observed.weight.detach().abs())  # [d_out, d_in]
         total = torch.zeros_like(magnitude)
         for gradient in observed.samples():
             total += magnitude * gradient.abs()

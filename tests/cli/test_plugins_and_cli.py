@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -46,6 +47,85 @@ def register_localizers(register):
 '''
 
 
+THIRD_PARTY_STATISTIC = '''
+"""A third-party method with its own statistic: |W| x the largest |input| seen per channel."""
+from dataclasses import dataclass
+
+import torch
+
+import locator
+from locator.localization import Selection
+from locator.localizer import Localizer, top_count, top_indices
+from locator.stats import StatisticKind
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputAbsMax(StatisticKind):
+    def batch(self, observed):
+        real = observed.wide().abs() * observed.real()  # [batch, seq, d_in], padding 0
+        return real.amax(dim=(0, 1)).double()
+
+    def merge(self, total, value):
+        return value if total is None else torch.maximum(total, value)
+
+
+class AbsMaxLocalizer(Localizer):
+    """Top-K of |W| x max |x_j| per matrix."""
+
+    name = "absmax"
+    statistics = frozenset({"input_abs_max"})
+    uses_controls = False
+
+    def localize(self, context, proportion):
+        selections = {}
+        for name, parameter in context.parameters.items():
+            peak = context.target.get("input_abs_max", name).float()  # [d_in]
+            scores = context.matrix(name).abs() * peak
+            top = top_indices(scores, top_count(proportion, parameter.numel))
+            selections[name] = Selection.from_indices(
+                context.stored_indices(name, top), parameter.shape
+            )
+        return self.localization(context, selections, proportion)
+
+
+@locator.hookimpl
+def register_statistics(register):
+    register(InputAbsMax(name="input_abs_max", site="linear_input",
+                         description="per input channel, the largest |x| on a real token"))
+
+
+@locator.hookimpl
+def register_localizers(register):
+    register(AbsMaxLocalizer)
+'''
+
+ABSMAX_SUITE = """
+name = "absmax"
+proportions = [0.05, 0.2]
+factors = [0.0]
+seeds = [0]
+num_samples = [6]
+batch_size = 4
+
+[[models]]
+path = "{model}"
+
+[[corpora]]
+target = "words-a"
+controls = ["words-b"]
+
+[[methods]]
+name = "absmax"
+
+[[methods]]
+name = "mathneuro"
+
+[[tasks]]
+name = "loss-short"
+limit = 4
+"""
+
+
 def _package(root, name, module_source, entry_point):
     (root / name).mkdir()
     (root / name / f"{name}.py").write_text(module_source)
@@ -72,10 +152,11 @@ def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp("plugins")
     target = root / "site"
     good = _package(root, "locator_magnitude", THIRD_PARTY_METHOD, "magnitude")
+    statistic = _package(root, "locator_absmax", THIRD_PARTY_STATISTIC, "absmax")
     broken = _package(
         root, "locator_broken", "raise ImportError('missing dependency xyz')\n", "broken"
     )
-    for package in (good, broken):
+    for package in (good, statistic, broken):
         subprocess.run(
             [
                 sys.executable,
@@ -138,6 +219,73 @@ def test_installed_package_registers_a_method_that_lists_and_runs(installed, sav
         "print(l.method, l.config['power'], round(l.fraction(), 3))"
     )
     assert _run(installed, code=code).stdout.split() == ["magnitude", "2.0", "0.1"]
+
+
+def test_installed_statistic_kind_runs_through_localize_and_bench(installed, saved_model, tmp_path):
+    """A package that brings its own statistic kind and a method reading it."""
+    import pandas
+
+    (tmp_path / "t.jsonl").write_text('{"text": "one two three"}\n{"text": "four five six"}\n')
+    out = tmp_path / "a.safetensors"
+    args = [
+        "--model",
+        str(saved_model),
+        "--method",
+        "absmax",
+        "--target",
+        str(tmp_path / "t.jsonl"),
+    ]
+    run = _run(installed, "localize", *args, "--proportion", "0.1", "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    # The selection is |W| x max |x| computed here by hand.
+    code = f"""
+import json, torch
+import locator
+from locator.testing import tiny_tokenizer
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained({str(saved_model)!r})
+tokenizer = tiny_tokenizer()
+stats = locator.collect_statistics(model, tokenizer, ["one two three", "four five six"],
+                                   kinds={{"input_abs_max"}}, progress=False)
+name = "model.layers.0.mlp.down_proj.weight"
+ids = tokenizer(["one two three"], return_tensors="pt")["input_ids"]
+captured = []
+handle = model.model.layers[0].mlp.down_proj.register_forward_pre_hook(
+    lambda m, a: captured.append(a[0].abs().amax(dim=(0, 1))))
+ids2 = tokenizer(["four five six"], return_tensors="pt")["input_ids"]
+with torch.no_grad():
+    model(input_ids=ids); model(input_ids=ids2)
+handle.remove()
+expected = torch.maximum(captured[0], captured[1]).double()
+print(torch.allclose(stats.get("input_abs_max", name), expected))
+print(json.dumps(locator.Localization.load({str(out)!r}).method))
+"""
+    checked = _run(installed, code=code)
+    assert checked.stdout.split() == ["True", '"absmax"'], checked.stderr
+    # The same package in a benchmark suite, beside a built-in method.
+    suite = tmp_path / "absmax.toml"
+    suite.write_text(ABSMAX_SUITE.format(model=saved_model))
+    script = Path(__file__).resolve().parents[1] / "integration" / "bench_plugin.py"
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    bench = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "bench",
+            str(suite),
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bench.returncode == 0, bench.stderr
+    rows = pandas.read_parquet(tmp_path / "r")
+    assert set(rows["method"]) == {"absmax", "mathneuro"}
+    assert (rows[rows["method"] == "absmax"]["selected_count"] > 0).all()
 
 
 def test_plugins_command_lists_distributions_and_hooks(installed):

@@ -175,3 +175,123 @@ def lape(model, tokenizer, corpora, activations, top_rate, filter_rate, activati
         if probability[(name, j)][0] > tau2:
             chosen[name].append(j)
     return chosen, ties
+
+
+# Gradient and per-sample activation statistics, and the methods built on them.
+
+
+def decoder_linears(model):
+    """{module path: linear} of the decoder blocks' nn.Linear and Conv1D modules."""
+    from locator.architecture import decoder_blocks
+
+    blocks_path, _ = decoder_blocks(model)
+    return {
+        path: module
+        for path, module in model.named_modules()
+        if path.startswith(blocks_path + ".")
+        and (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D")
+    }
+
+
+def as_matrix(module, tensor):
+    """A weight-shaped tensor of `module` as [d_out, d_in] (Conv1D stores [d_in, d_out])."""
+    return tensor if isinstance(module, nn.Linear) else tensor.t()
+
+
+def snip_saliency(model, tokenizer, texts):
+    """{parameter name: sum over texts of |W * dL/dW| as [d_out, d_in]}, L a text's mean
+    next-token loss, one text at a time by autograd (fp64 for an fp64 model)."""
+    linears = decoder_linears(model)
+    totals = {path: 0 for path in linears}
+    for text in texts:
+        ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        model.zero_grad()
+        model(input_ids=ids, labels=ids).loss.backward()
+        for path, module in linears.items():
+            totals[path] = totals[path] + as_matrix(
+                module, (module.weight * module.weight.grad).abs()
+            )
+    model.zero_grad()
+    return {f"{path}.weight": total.detach() for path, total in totals.items()}
+
+
+def top_set(scores, count):
+    """(set of the flat indices of the `count` largest scores, the count-th largest score)."""
+    flat = scores.flatten()
+    values, indices = torch.sort(flat, descending=True, stable=True)
+    boundary = float(values[count - 1]) if count else math.inf
+    return set(indices[:count].tolist()), boundary
+
+
+def near(scores, value, tolerance=1e-5):
+    """Flat indices whose score is within a relative `tolerance` of `value` (ties at a cut)."""
+    flat = scores.flatten()
+    return set(((flat - value).abs() <= tolerance * abs(value)).nonzero()[:, 0].tolist())
+
+
+def set_difference(target_scores, control_scores, proportion, control_proportion):
+    """{name: (selected flat [d_out, d_in] indices, indices tied at one of the cuts)}."""
+    result = {}
+    for name, target in target_scores.items():
+        chosen, boundary = top_set(target, math.floor(proportion * target.numel()))
+        ties = near(target, boundary)
+        for controls in control_scores:
+            q = proportion if control_proportion is None else control_proportion
+            removed, control_boundary = top_set(controls[name], math.floor(q * target.numel()))
+            chosen -= removed
+            ties |= near(controls[name], control_boundary)
+        result[name] = (chosen, ties)
+    return result
+
+
+def sample_mean_activations(model, tokenizer, texts, down_projections):
+    """{down projection parameter name: [samples, neurons] fp64 mean over each text's tokens of
+    the down projection's input}, one text at a time."""
+    modules = dict(model.named_modules())
+    means = {f"{path}.weight": [] for path in down_projections}
+    for text in texts:
+        captured, handles = {}, []
+        for path in down_projections:
+
+            def hook(module, args, path=path):
+                captured[path] = args[0].detach().double().reshape(-1, args[0].shape[-1])
+
+            handles.append(modules[path].register_forward_pre_hook(hook))
+        try:
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            with torch.no_grad():
+                model(input_ids=ids)
+        finally:
+            for handle in handles:
+                handle.remove()
+        for path, x in captured.items():
+            means[f"{path}.weight"].append(x.mean(0))
+    return {name: torch.stack(rows) for name, rows in means.items()}
+
+
+def welch_t(target, control):
+    """Welch's t per column of two [samples, units] fp64 tables (two-pass variances)."""
+    n, m = target.shape[0], control.shape[0]
+    mean, control_mean = target.mean(0), control.mean(0)
+    variance = ((target - mean) ** 2).sum(0) / (n - 1)
+    control_variance = ((control - control_mean) ** 2).sum(0) / (m - 1)
+    return (mean - control_mean) / (variance / n + control_variance / m).sqrt()
+
+
+def selectivity(model, tokenizer, target, controls, down_projections, proportion):
+    """({down projection name: selected neurons}, {(name, neuron) tied at the cut})."""
+    ours = sample_mean_activations(model, tokenizer, target, down_projections)
+    theirs = [sample_mean_activations(model, tokenizer, c, down_projections) for c in controls]
+    units = []
+    for name in ours:
+        pooled = torch.cat([table[name] for table in theirs])
+        t = welch_t(ours[name], pooled)
+        units += [(float(t[j]), name, j) for j in range(t.numel())]
+    ranked = sorted(units, key=lambda unit: -unit[0])  # stable: ties in model order
+    count = math.floor(proportion * len(units))
+    cut = ranked[count - 1][0]
+    chosen = {name: [] for name in ours}
+    for _, name, j in ranked[:count]:
+        chosen[name].append(j)
+    ties = {(name, j) for t, name, j in units if abs(t - cut) <= 1e-6 * abs(cut)}
+    return {name: sorted(js) for name, js in chosen.items()}, ties
