@@ -105,10 +105,11 @@ class WeightGradients:
     """What a gradient kind observes for one scored weight and one batch.
 
     `weight` is the weight as ``[d_out, d_in]`` (a view of the parameter); `samples()` yields,
-    for each sample s of the batch, ``dL_s/dW`` as ``[d_out, d_in]`` (fp32 or wider), where L_s is the mean
-    next-token cross-entropy over the sample's real tokens. It is built from the linear's input
-    and output gradient restricted to the sample's tokens (``g_s^T x_s``), so the batch never
-    holds more than one weight-sized gradient at a time and batching does not change it.
+    for each sample s of the batch, ``dL_s/dW`` as ``[d_out, d_in]`` (fp32 or wider), where L_s
+    is the mean next-token cross-entropy over the sample's real tokens. It is built from the
+    linear's input and output gradient restricted to the sample's tokens (``g_s^T x_s``), so the
+    batch never holds more than one weight-sized gradient at a time and batching does not change
+    it.
     """
 
     def __init__(self, weight: Tensor, inputs: Tensor, grad_outputs: Tensor, lengths: list[int]):

@@ -253,7 +253,7 @@ def sample_mean_activations(model, tokenizer, texts, down_projections):
         captured, handles = {}, []
         for path in down_projections:
 
-            def hook(module, args, path=path):
+            def hook(module, args, path=path, captured=captured):
                 captured[path] = args[0].detach().double().reshape(-1, args[0].shape[-1])
 
             handles.append(modules[path].register_forward_pre_hook(hook))
