@@ -278,7 +278,7 @@ def _check_type(kind: str, item: Any, expected: type, classes: bool, source: str
         return
     if not classes and isinstance(item, expected):
         return
-    what = item.__name__ if isinstance(item, type) else f"a {type(item).__name__} instance"
+    what = item.__name__ if isinstance(item, type) else f"an instance of {type(item).__name__}"
     if classes and isinstance(item, expected):
         hint = f"register the class itself: register({type(item).__name__})"
     elif classes:

@@ -28,6 +28,7 @@ def test_every_hookspec_has_a_docstring_with_an_example():
         "register_evaluators",
         "register_commands",
         "register_models",
+        "register_statistics",
     } <= set(hooks)
     for name in hooks:
         doc = inspect.getdoc(getattr(HookSpecs, name)) or ""
