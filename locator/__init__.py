@@ -25,7 +25,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "ActivationStats": "locator.stats",
+    "StatisticKind": "locator.stats",
     "collect_statistics": "locator.stats",
+    "list_statistics": "locator.stats",
     "Localization": "locator.localization",
     "Selection": "locator.localization",
     "Localizer": "locator.localizer",
@@ -69,6 +71,7 @@ __all__ = [
     "ModelSource",
     "NoConfig",
     "Selection",
+    "StatisticKind",
     "UnknownNameError",
     "__version__",
     "apply",
@@ -84,6 +87,7 @@ __all__ = [
     "list_localizers",
     "list_models",
     "list_plugins",
+    "list_statistics",
     "list_tasks",
     "load_corpus",
     "load_model",
@@ -119,7 +123,7 @@ if TYPE_CHECKING:
     )
     from locator.models import ModelSource, list_models, load_model
     from locator.plugins import list_plugins, register_plugin
-    from locator.stats import ActivationStats, collect_statistics
+    from locator.stats import ActivationStats, StatisticKind, collect_statistics, list_statistics
 
 
 def __getattr__(name: str) -> Any:

@@ -162,6 +162,24 @@ def localizers(as_json: bool) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def statistics(as_json: bool) -> None:
+    """List the statistic kinds methods can declare: site, dtype, what each computes."""
+    from locator.stats import statistics as statistic_kinds
+
+    rows = [
+        {"name": k.name, "site": k.site, "dtype": str(k.dtype).removeprefix("torch."),
+         "description": k.description}
+        for k in statistic_kinds().values()
+    ]  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['name']} ({row['site']}, {row['dtype']}): {row['description']}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins(as_json: bool) -> None:
     """List the loaded plugins: distribution, version and hooks."""
     from locator.plugins import list_plugins

@@ -1,6 +1,7 @@
 """The benchmark runner on a tiny saved model and local data: one row per planned cell, shared
 statistics and baselines, matched counts, resume after SIGKILL, shards, the lm-eval backend."""
 
+import json
 import os
 import signal
 import subprocess
@@ -156,6 +157,10 @@ def test_matched_random_copies_counts_and_selections_are_saved(whole):
             continue
         matched = Localization.load(out / relative)
         reference = Localization.load(out / files[("mathneuro", proportion, seed)])
+        # `matched_to` means the same in the saved selection and in the results.
+        row = next(r for r in rows if r["selection"] == relative)
+        assert json.loads(row["method_config"])["matched_to"] == matched.config["matched_to"]
+        assert matched.config["matched_to"] == reference.method
         assert matched.counts() == reference.counts()
         assert matched.jaccard(reference) < 1
     mathneuro = [r for r in rows if r["label"] == "mathneuro"]
@@ -294,3 +299,30 @@ def test_every_method_runs_from_one_pass_per_corpus(saved_model, tmp_path, monke
         n: len(i) for n, i in lape.neurons.items()
     }
     assert rows["lape"]["selected_count"] == lape.count() > 0
+
+
+def test_only_corpora_of_methods_that_read_a_statistic_pay_for_it(suite_file, tmp_path):
+    """SNIP reads the target alone: its gradient kind is collected on the target only."""
+    text = suite_file.read_text()
+    text = text.replace('name = "random"\nmatch = "mathneuro"\nlabel = "matched"', 'name = "snip"')
+    text = text.replace("proportions = [0.02, 0.1, 0.3]", "proportions = [0.1]")
+    text = text.replace("factors = [0.0, 1.5]", "factors = [0.0]").replace(
+        "seeds = [0, 1]", "seeds = [0]"
+    )
+    small = suite_file.with_name("snip.toml")
+    small.write_text(text)
+    collected = []
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        import locator.cache
+
+        collect = locator.cache.collect_statistics
+
+        def spy(*args, **kwargs):
+            collected.append((kwargs["corpus"], set(kwargs["kinds"])))
+            return collect(*args, **kwargs)
+
+        monkeypatch.setattr(locator.cache, "collect_statistics", spy)
+        runner.run_suite(load_suite(small), tmp_path / "out", progress=False, echo=lambda _: None)
+    kinds = dict(collected)
+    assert kinds["words-a"] == {"input_norm_sum", "weight_gradient_saliency"}
+    assert kinds["words-b"] == {"input_norm_sum"}
