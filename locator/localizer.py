@@ -74,11 +74,12 @@ class Localizer:
     """Base class of localization methods; subclass it and register it from a plugin.
 
     Class attributes: `name` (unique), `Config` (a frozen dataclass of options), `statistics`
-    (the statistic kinds from `locator.stats` it reads), and `accepts_reference` (True for
-    baselines that copy their counts from another localization), `min_controls` (the fewest
-    control corpora it works with, checked before any forward pass) and `uses_controls` (False
-    for methods that read the target alone: `localize` refuses controls for them, and their
-    localizations record none). `statistics` is read from the instance, so a
+    (the names of the statistic kinds it reads; `locator.list_statistics()`), and
+    `accepts_reference` (True for baselines that copy their counts from another localization),
+    `min_controls` (the fewest control corpora it works with) and `uses_controls` (False for
+    methods that read the target alone: `localize` refuses controls for them, and their
+    localizations record none). `check_request` enforces all three before any pass, so methods
+    do not check them again. `statistics` is read from the instance, so a
     method whose kinds depend on its config sets it in ``__init__``.
     """
 

@@ -9,7 +9,10 @@ dtype it accumulates in. The built-in kinds are in `KINDS`; plugins add kinds wi
 that exist only inside this module's context manager. Activation kinds run under
 `torch.no_grad()` through the decoder alone; if any kind observes gradients, the same pass runs
 the whole model, takes each sample's mean next-token loss on its real tokens and backpropagates
-their sum once per batch (weights themselves never get a ``.grad``).
+their sum once per batch (weights themselves never get a ``.grad``). That pass holds what a
+training step's forward holds (activations for the backward, logits ``[batch, seq, vocab]``;
+lower `batch_size` for long texts and large vocabularies) plus one weight-sized accumulator per
+scored matrix and gradient kind, but no weight gradients or optimizer state.
 
 Padding never counts: texts are right-padded, so under the causal mask a real token never sees a
 pad; every observation exposes only each row's real tokens (`Activations.lengths`, `.mask`) and
@@ -219,8 +222,8 @@ class _WeightGradientSaliency(StatisticKind):
         magnitude = _wide(observed.weight.detach().abs())  # [d_out, d_in]
         total = torch.zeros_like(magnitude)
         for gradient in observed.samples():
-            total += magnitude * gradient.abs()
-        return total
+            total += gradient.abs_()
+        return total.mul_(magnitude)  # sum_s |W * G_s| = |W| * sum_s |G_s|
 
 
 INPUT_NORM_SUM = "input_norm_sum"
@@ -610,8 +613,8 @@ def collect_statistics(
 def _sample_losses(logits: Tensor, input_ids: Tensor, mask: Tensor) -> Tensor:
     """Each sample's mean next-token cross-entropy over its real tokens: ``[batch]`` (0 for a
     one-token sample, which predicts nothing)."""
-    targets = input_ids[:, 1:]  # [batch, seq - 1]
-    real = mask[:, 1:].to(torch.float32)  # a target is real when its token is
+    targets = input_ids[:, 1:].to(logits.device)  # [batch, seq - 1]
+    real = mask[:, 1:].to(logits.device, torch.float32)  # a target is real when its token is
     losses = nn.functional.cross_entropy(
         logits[:, :-1].float().transpose(1, 2), targets, reduction="none"
     )  # [batch, seq - 1]
