@@ -14,10 +14,13 @@ absolute gradient added per batch). It is not |W * grad of the summed loss| (gra
 different samples would cancel) and not a sum over batches of |W * grad of the batch's loss|
 (which would depend on the batch size). locator runs padded batches and forms each sample's
 gradient from its own tokens' activations and output gradients, so any batch size gives the
-batch-1 value. SNIP's own normalization by the sum of all scores does not change a ranking and is
-left out; SNIP ranks over the whole network, locator per matrix (or row) like the other methods.
+batch-1 value. Wei et al. train on prompt-response pairs and mask the prompt out of the loss;
+locator's corpora are plain texts, so every real token after the first is predicted. SNIP's own
+normalization by the sum of all scores does not change a ranking and is left out; SNIP ranks
+over the whole network, locator per matrix (or row) like the other methods.
 
-Cost: a backward pass per batch (about twice the forward's compute) and one weight-sized
+Cost: a backward pass per batch (about twice the forward's compute; the per-sample gradient
+products cost what the weight gradients of a training step would) and one weight-sized
 accumulator per scored matrix: 4 bytes per scored parameter in fp32 (``accumulate = float32``)
 or 2 in bf16 (``accumulate = bfloat16``; a long bf16 sum loses the small increments), on the
 model's device during the pass, then in the statistics (and their cache file) on CPU.
