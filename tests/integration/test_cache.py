@@ -66,3 +66,43 @@ def test_a_method_that_reads_the_target_alone_refuses_controls_before_any_pass(l
         assert counter.calls == 0
     finally:
         counter.handle.remove()
+
+
+def test_a_kind_whose_identity_changed_is_computed_again(llama, tokenizer, tmp_path):
+    from dataclasses import dataclass
+
+    from locator.cache import cached_statistics
+    from locator.plugins import register_plugin, unregister_plugin
+    from locator.stats import StatisticKind
+
+    @dataclass(frozen=True, kw_only=True)
+    class Tokens(StatisticKind):
+        def batch(self, observed):
+            return observed.real().sum(dim=(0, 1)).double() * self.version  # [1]
+
+    def collect(version):
+        class Plugin:
+            @locator.hookimpl
+            def register_statistics(self, register):
+                register(
+                    Tokens(name="tokens", site="linear_input", description="-", version=version)
+                )
+
+        register_plugin(Plugin(), name="tokens-kind")
+        try:
+            return cached_statistics(
+                llama, tokenizer, TARGET, kinds={"tokens"}, cache_dir=tmp_path, progress=False
+            )
+        finally:
+            unregister_plugin("tokens-kind")
+
+    counter = ForwardCounter(llama)
+    try:
+        first = collect(1)
+        assert collect(1).values == first.values and counter.calls == 1
+        second = collect(2)  # another version of the kind: not read from the cache
+        assert counter.calls == 2
+    finally:
+        counter.handle.remove()
+    name = next(iter(first.values["tokens"]))
+    assert float(second.get("tokens", name)[0]) == 2 * float(first.get("tokens", name)[0])
