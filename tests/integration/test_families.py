@@ -85,8 +85,10 @@ def test_all_methods_select_in_every_block_from_one_pass_per_corpus(family, toke
         get_localizer("wanda"),
         get_localizer("lape", {"filter_rate": 0.5, "activation_bar_ratio": 0.5}),
         get_localizer("random"),
+        get_localizer("snip"),  # a backward pass in the same pass
+        get_localizer("selectivity"),
     ]
-    body = model.base_model
+    body = model.get_decoder()  # what every pass runs (the head only for gradients)
     calls = []
     handle = body.register_forward_pre_hook(lambda module, args: calls.append(1))
     try:
