@@ -16,10 +16,11 @@ differ. The selection is the top floor(K * N) units by t over all N neurons of t
 ranking across layers, ties in model order), a neuron-level localization: its parameters are
 those neurons' columns of the down projections.
 
-Deviations from the paper: units there are the hidden units of each block's output and stimuli
-are short sentences against non-word strings, with activations averaged over a stimulus's
-tokens; here units are MLP neurons (so the selection is editable like LAPE's), and the samples
-are the corpora's texts. Needs at least two samples in the target and in the controls.
+Deviations from the paper: its units are hidden units of the model's layers as its released
+code defines them (not checked here) and its stimuli are short sentences against lists of
+non-words, each unit's activation averaged over a stimulus's tokens; here units are MLP neurons,
+so the selection is editable like LAPE's, and samples are the corpora's texts. Needs at least
+two samples in the target and in the controls.
 """
 
 from __future__ import annotations
