@@ -398,3 +398,17 @@ def test_localizers_json(tmp_path):
     result = CliRunner().invoke(cli, ["localizers", "--json"])
     names = [row["name"] for row in json.loads(result.output)]
     assert names[:2] == sorted(names)[:2] and "mathneuro" in names
+
+
+def test_statistics_lists_every_kind_with_site_and_dtype():
+    result = CliRunner().invoke(cli, ["statistics", "--json"])
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert rows["input_norm_sum"]["site"] == "linear_input"
+    assert rows["weight_gradient_saliency"] == {
+        **rows["weight_gradient_saliency"],
+        "site": "weight_gradient",
+        "dtype": "float32",
+    }
+    assert rows["weight_gradient_saliency_bf16"]["dtype"] == "bfloat16"
+    text = CliRunner().invoke(cli, ["statistics"]).output
+    assert "neuron_sample_mean_sum (neuron_activation, float64): per MLP neuron" in text
