@@ -41,7 +41,9 @@ class LocalizationContext:
 
     `weights` maps each scored parameter name to its weight as stored; `matrix(name)` gives it
     as ``[d_out, d_in]`` whatever the storage (GPT-2's `Conv1D` stores ``[d_in, d_out]``).
-    `reference` is the localization a matched baseline copies its counts from, if any.
+    `reference` is the localization a matched baseline copies its counts from, if any, and
+    `reference_label` what the localization records it as (``matched_to``): a suite's label for
+    the reference's method entry, or by default the reference's method name.
     """
 
     parameters: Mapping[str, ScoredParameter]
@@ -50,6 +52,7 @@ class LocalizationContext:
     controls: tuple[ActivationStats, ...]
     seed: int
     reference: Localization | None = None
+    reference_label: str | None = None
 
     def matrix(self, name: str) -> Tensor:
         """The weight of `name` as ``[d_out, d_in]`` (a view, no copy)."""
@@ -140,8 +143,8 @@ class Localizer:
         """What a localization records of the method and the data it was found on."""
         used = context.controls if self.uses_controls else ()
         config = config_to_dict(self.config)
-        if context.reference is not None:  # the method whose counts a baseline copied
-            config["matched_to"] = context.reference.method
+        if context.reference is not None:  # what a baseline copied its counts from
+            config["matched_to"] = context.reference_label or context.reference.method
         return {
             "method": self.name,
             "config": config,
@@ -344,8 +347,10 @@ def build_context(
     *,
     seed: int = 0,
     reference: Localization | None = None,
+    reference_label: str | None = None,
 ) -> LocalizationContext:
-    """The context for localizing on `model` from already collected statistics."""
+    """The context for localizing on `model` from already collected statistics; a matched
+    baseline's `reference` is recorded as `reference_label` (default: its method name)."""
     if reference is not None:  # a reference made for another model must not be matched
         reference.check(model, strict=True)
     parameters = scored_parameters(model)
@@ -358,6 +363,7 @@ def build_context(
         controls=tuple(controls),
         seed=seed,
         reference=reference,
+        reference_label=reference_label,
     )
 
 

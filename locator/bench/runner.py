@@ -97,7 +97,7 @@ def plan(suite: Suite) -> list[Configuration]:
                     for method in suite.methods:
                         config = dict(identities[method.label]["config"])
                         if method.match is not None:  # as the localization records it
-                            config["matched_to"] = suite.method(method.match).name
+                            config["matched_to"] = method.match
                         for proportion in suite.proportions:
                             selection = {
                                 "model": model.identity(),
@@ -456,7 +456,12 @@ class _Run:
                 reference = localized[(method.match, proportion)][0]
                 start = time.perf_counter()
                 matched_context = build_context(
-                    self.model, target, controls, seed=seed, reference=reference
+                    self.model,
+                    target,
+                    controls,
+                    seed=seed,
+                    reference=reference,
+                    reference_label=method.match,
                 )
                 found = localizers[label].localize_many(matched_context, [proportion])[0]
                 localized[(label, proportion)] = (found, time.perf_counter() - start)

@@ -370,3 +370,12 @@ def test_report_writes_markdown_with_readable_plots(synthetic):
     import pandas as pd
 
     assert len(pd.read_parquet(directory)) == len(results.read_results(directory))
+
+
+def test_matched_to_is_the_label_of_the_matched_entry():
+    methods = (
+        MethodSpec(name="mathneuro", label="mn"),
+        MethodSpec(name="random", label="baseline", match="mn"),
+    )
+    matched = [c for c in runner.plan(_suite(methods=methods)) if c.method.match]
+    assert {c.method_config for c in matched} == {'{"matched_to": "mn"}'}
