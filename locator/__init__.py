@@ -48,7 +48,10 @@ _LAZY = {
     "get_dataset": "locator.data",
     "list_datasets": "locator.data",
     "load_corpus": "locator.data",
+    "render_chat": "locator.data",
     "sample_corpus": "locator.data",
+    "Evaluation": "locator.evaluation",
+    "EvaluationRequest": "locator.evaluation",
     "Evaluator": "locator.evaluation",
     "evaluate": "locator.evaluation",
     "list_evaluators": "locator.evaluation",
@@ -62,6 +65,8 @@ __all__ = [
     "ActivationStats",
     "Corpus",
     "Dataset",
+    "Evaluation",
+    "EvaluationRequest",
     "Evaluator",
     "Localization",
     "LocalizationContext",
@@ -93,6 +98,7 @@ __all__ = [
     "load_model",
     "localize",
     "register_plugin",
+    "render_chat",
     "sample_corpus",
     "scored_parameters",
     "statistic_kinds",
@@ -106,9 +112,17 @@ if TYPE_CHECKING:
         get_dataset,
         list_datasets,
         load_corpus,
+        render_chat,
         sample_corpus,
     )
-    from locator.evaluation import Evaluator, evaluate, list_evaluators, list_tasks
+    from locator.evaluation import (
+        Evaluation,
+        EvaluationRequest,
+        Evaluator,
+        evaluate,
+        list_evaluators,
+        list_tasks,
+    )
     from locator.intervention import apply, intervene
     from locator.localization import Localization, Selection
     from locator.localizer import (

@@ -214,6 +214,11 @@ def plugins(as_json: bool) -> None:
 @click.option("--num-samples", default=500, show_default=True, type=int, help=NUM_SAMPLES_HELP)
 @click.option("--replace", is_flag=True, help="Draw dataset texts with replacement (the paper).")
 @click.option("--data-dir", type=click.Path(), help=DATA_DIR_HELP)
+@click.option(
+    "--chat-template",
+    is_flag=True,
+    help="Render calibration texts through the tokenizer's chat template (instruct models).",
+)
 @option_pairs
 def localize(
     model: ModelRequest,
@@ -229,6 +234,7 @@ def localize(
     num_samples: int,
     replace: bool,
     data_dir: str | None,
+    chat_template: bool,
     options: tuple[tuple[str, str], ...],
 ) -> None:
     """Localize a skill in a model and save the selection (safetensors).
@@ -236,7 +242,7 @@ def localize(
     A corpus is a dataset name (NUM-SAMPLES texts drawn under SEED) or a JSON Lines file of
     texts (`text` field) used as given: a value that is a file, ends in .jsonl or has a '/'.
     """
-    from locator.data import read_texts, sample_corpus
+    from locator.data import read_texts, render_chat, sample_corpus
     from locator.io import check_output_file
     from locator.localization import Localization, is_localization_file
     from locator.localizer import check_request, get_localizer
@@ -272,6 +278,8 @@ def localize(
             )
     reference_localization = Localization.load(reference) if reference else None
     loaded, tokenizer = model.load()
+    if chat_template:
+        corpora = [render_chat(tokenizer, corpus) for corpus in corpora]
     result = run_localize(
         loaded,
         tokenizer,
@@ -324,13 +332,45 @@ def datasets(as_json: bool) -> None:
         )
 
 
+def _batch_size(value: str) -> int | str:
+    """``--batch-size``: a positive integer or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise LocatorError(
+            f"--batch-size must be a positive integer or 'auto', got {value!r}."
+        ) from None
+
+
 @cli.command()
 @model_options
 @click.option("--task", "tasks", required=True, multiple=True, help=TASK_HELP)
 @click.option("--limit", type=int, help="Examples per task (per subtask of a group: mmlu).")
 @click.option("--data-dir", type=click.Path(), help=DATA_DIR_HELP)
-@click.option("--batch-size", default=8, show_default=True, type=int)
+@click.option(
+    "--batch-size", default="8", show_default=True, help="An integer, or 'auto' (lm-eval's)."
+)
 @click.option("--max-new-tokens", type=int, help="Cap on generated tokens (generation tasks).")
+@click.option("--num-fewshot", type=int, help="Few-shot examples per prompt (default: the task's).")
+@click.option(
+    "--apply-chat-template", is_flag=True, help="Render prompts with the tokenizer's chat template."
+)
+@click.option(
+    "--fewshot-as-multiturn", is_flag=True, help="Few-shot examples as chat turns (chat template)."
+)
+@click.option("--system-instruction", help="A system prompt put before every prompt.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the metrics here (JSON); with --log-samples, per-item records beside it.",
+)
+@click.option(
+    "--log-samples",
+    is_flag=True,
+    help="Also write every item's prompt, response and scores (OUTPUT's .samples.jsonl).",
+)
 @click.option("--localization", type=click.Path(dir_okay=False), help="Edit before evaluating.")
 @click.option("--factor", type=float, help="Scale of the localized entries (0 prunes).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -339,8 +379,14 @@ def evaluate(
     tasks: tuple[str, ...],
     limit: int | None,
     data_dir: str | None,
-    batch_size: int,
+    batch_size: str,
     max_new_tokens: int | None,
+    num_fewshot: int | None,
+    apply_chat_template: bool,
+    fewshot_as_multiturn: bool,
+    system_instruction: str | None,
+    output: str | None,
+    log_samples: bool,
     localization: str | None,
     factor: float | None,
     as_json: bool,
@@ -348,33 +394,47 @@ def evaluate(
     """Evaluate a model, as edited by --localization and --factor if given."""
     from contextlib import nullcontext
 
-    from locator.evaluation import check_evaluation, route
-    from locator.evaluation import evaluate as run_evaluate
+    from locator.bench.results import write_json, write_lines
+    from locator.evaluation import check_evaluation, run_evaluation
     from locator.intervention import check_factor, intervene
+    from locator.io import check_output_file
     from locator.localization import Localization
 
     if (localization is None) != (factor is None):
         raise LocatorError("--localization and --factor go together: give both or neither.")
     if factor is not None:
         check_factor(factor)
-    names = check_evaluation(
-        tasks, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, data_dir=data_dir
-    )
-    route(names)  # unknown tasks fail before the model loads
+    if log_samples and output is None:
+        raise LocatorError("--log-samples writes beside the metrics: give --output PATH too.")
+    paths = [] if output is None else [Path(output)]
+    if output is not None and log_samples:
+        paths.append(samples_file(Path(output)))
+    for path in paths:
+        check_output_file(path)  # never over an existing file
+    request = check_evaluation(
+        tasks,
+        limit=limit,
+        data_dir=data_dir,
+        batch_size=_batch_size(batch_size),
+        max_new_tokens=max_new_tokens,
+        num_fewshot=num_fewshot,
+        apply_chat_template=apply_chat_template,
+        fewshot_as_multiturn=fewshot_as_multiturn,
+        system_instruction=system_instruction,
+        log_samples=log_samples,
+    )  # unknown tasks and bad options fail before the model loads
     model.check()
     found = Localization.load(localization) if localization is not None else None
     loaded, tokenizer = model.load()
     editing = intervene(loaded, found, factor) if found is not None and factor is not None else None
     with editing or nullcontext():
-        results = run_evaluate(
-            loaded,
-            tokenizer,
-            names,
-            limit=limit,
-            data_dir=data_dir,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-        )
+        evaluation = run_evaluation(loaded, tokenizer, request)
+    results = evaluation.metrics
+    if output is not None:
+        write_json(Path(output), results)
+    if output is not None and log_samples:
+        records = [record for task in results for record in evaluation.samples.get(task, [])]
+        write_lines(samples_file(Path(output)), [json.dumps(r) for r in records])
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
@@ -384,6 +444,14 @@ def evaluate(
     for task, metrics in results.items():
         for metric, value in metrics.items():
             click.echo(f"{task:<{width}}  {metric:<32}  {value:.4f}")
+    for path in paths:
+        click.echo(f"-> {path}")
+
+
+def samples_file(output: Path) -> Path:
+    """Where ``--log-samples`` writes the per-item records of ``--output`` OUTPUT:
+    ``metrics.json`` -> ``metrics.samples.jsonl``."""
+    return output.with_name(f"{output.stem}.samples.jsonl")
 
 
 @cli.command()

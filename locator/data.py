@@ -15,13 +15,14 @@ default (``replace=True`` is the MathNeuro paper's draw); `load_corpus` returns 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 from locator.errors import LocatorError, UnknownNameError
 from locator.plugins import Registry, registry
@@ -61,6 +62,12 @@ class Dataset:
     def format(self, record: Record) -> str:
         """The calibration text of one record."""
         raise NotImplementedError(f"{type(self).__name__} does not implement format()")
+
+    def turns(self, record: Record) -> tuple[str, str]:
+        """The record as a chat exchange ``(user, assistant)``, for calibration through a chat
+        template (`render_chat`). The default is the whole text as the user's message and no
+        answer; datasets of questions and answers split them."""
+        return self.format(record), ""
 
 
 class HubDataset(Dataset):
@@ -256,12 +263,17 @@ class Corpus:
     seed: int
     replace: bool
     texts: tuple[str, ...]
+    turns: tuple[tuple[str, str], ...] = ()
+    """Each text as ``(user, assistant)`` (`Dataset.turns`), for `render_chat`."""
+    chat: bool = False
+    """Whether `texts` are rendered through a chat template."""
 
     @property
     def label(self) -> str:
         """A short provenance string, recorded in localizations: ``gsm8k:train:n=500:seed=0``."""
         draw = ":replace" if self.replace else ""
-        return f"{self.dataset}:{self.split}:n={self.num_samples}:seed={self.seed}{draw}"
+        chat = ":chat" if self.chat else ""
+        return f"{self.dataset}:{self.split}:n={self.num_samples}:seed={self.seed}{draw}{chat}"
 
 
 def sample_corpus(
@@ -308,7 +320,45 @@ def sample_corpus(
         seed=seed,
         replace=replace,
         texts=tuple(dataset.format(records[i]) for i in chosen),
+        turns=tuple(dataset.turns(records[i]) for i in chosen),
     )
+
+
+@overload
+def render_chat(tokenizer: Any, corpus: Corpus) -> Corpus: ...
+@overload
+def render_chat(tokenizer: Any, corpus: Sequence[str]) -> list[str]: ...
+def render_chat(tokenizer: Any, corpus: Corpus | Sequence[str]) -> Corpus | list[str]:
+    """Calibration texts rendered through the tokenizer's chat template: each text's
+    ``(user, assistant)`` turns (`Dataset.turns`; a plain text is the user's message) as the
+    template writes the conversation. The one place calibration texts become chat; the CLI's
+    ``localize --chat-template`` and suites' ``chat_template = true`` call it once the
+    tokenizer is loaded. A BOS token the template writes is dropped when the tokenizer adds
+    its own, so no text starts with two.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise LocatorError(
+            f"chat_template: the tokenizer {name!r} has no chat template (a base model's); "
+            "calibrate on plain texts or use an instruct model's tokenizer."
+        )
+    bos = str(getattr(tokenizer, "bos_token", None) or "")
+    adds_bos = bool(bos) and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
+
+    def render(user: str, assistant: str) -> str:
+        messages = [{"role": "user", "content": user}]
+        if assistant:
+            messages.append({"role": "assistant", "content": assistant})
+        text = str(tokenizer.apply_chat_template(messages, tokenize=False))
+        return text[len(bos) :] if adds_bos and text.startswith(bos) else text
+
+    if isinstance(corpus, Corpus):
+        if corpus.chat:
+            return corpus
+        turns = corpus.turns or tuple((text, "") for text in corpus.texts)
+        texts = tuple(render(user, assistant) for user, assistant in turns)
+        return dataclasses.replace(corpus, texts=texts, chat=True)
+    return [render(text, "") for text in corpus]
 
 
 def load_corpus(

@@ -2,18 +2,23 @@
 
 An evaluator plugin registers `Evaluator` objects through the ``register_evaluators`` hook.
 Each evaluator serves a set of task names: either a fixed list (`tasks`) or an open-ended set
-it recognizes in `serves` (the lm-eval backend serves lm-eval's task names and YAML files).
-`evaluate` sends each task to the evaluator that serves it, fixed lists first, and returns
-``{task: {metric: value}}``. Evaluators run on the model object they are given, so
+it recognizes in `serves` (the lm-eval backend serves lm-eval's task names, locator's own
+skill tasks and YAML files). `evaluate` sends each task to the evaluator that serves it, fixed
+lists first, and returns ``{task: {metric: value}}``. Every evaluator receives one frozen
+`EvaluationRequest` (so a new option reaches every evaluator without changing its signature)
+and returns its metrics, or an `Evaluation` that adds each metric's direction and, when the
+request asks for them, per-item scores. Evaluators run on the model object they are given, so
 evaluating inside ``locator.intervene(...)`` measures the edited weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from locator.errors import LocatorError, UnknownNameError
 from locator.plugins import Registry, registry
@@ -21,6 +26,59 @@ from locator.plugins import Registry, registry
 Results = dict[str, dict[str, float]]
 LISTED_TASKS = 25
 """Above this many tasks, an unknown-task error lists a selection, not every name."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationRequest:
+    """What to evaluate and how; built and checked by `check_evaluation`.
+
+    `tasks` in request order; `limit` caps the examples per task (None: all); `data_dir` holds
+    local copies of the data; `batch_size` is an int or ``"auto"`` (the backend's automatic
+    batch size; evaluators without one use their default); `max_new_tokens` caps generation
+    (None: the task's own setting); `num_fewshot` overrides the tasks' few-shot count;
+    `apply_chat_template` renders prompts through the tokenizer's chat template, with few-shot
+    examples as turns of a conversation if `fewshot_as_multiturn`, after `system_instruction`
+    if given; `log_samples` asks for per-item scores and records (`Evaluation.items`,
+    `Evaluation.samples`).
+    """
+
+    tasks: tuple[str, ...]
+    limit: int | None = None
+    data_dir: Path | None = None
+    batch_size: int | Literal["auto"] = 8
+    max_new_tokens: int | None = None
+    num_fewshot: int | None = None
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = False
+    system_instruction: str | None = None
+    log_samples: bool = False
+
+
+@dataclass(frozen=True)
+class ItemScore:
+    """One item's score: the task's metric is the mean of `value` weighted by `weight` (1 for
+    accuracy-like metrics, the item's token count for a per-token NLL). `item` is the item's
+    index in the task (lm-eval's ``doc_id``); `task` is the requested task, or for an lm-eval
+    group the subtask that holds the item."""
+
+    task: str
+    metric: str
+    item: int
+    value: float
+    weight: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evaluation:
+    """What an evaluator returns: ``metrics`` (``{task: {metric: value}}``),
+    ``higher_is_better`` (``{task: {metric: bool}}``, where the evaluator knows it) and, when
+    the request has ``log_samples``, per-item scores (`items`) and per-item records
+    (``samples``: ``{task: [JSON-ready dict]}``, the backend's own log, for people to read)."""
+
+    metrics: Results
+    higher_is_better: dict[str, dict[str, bool]] = field(default_factory=dict)
+    items: tuple[ItemScore, ...] = ()
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class Evaluator:
@@ -41,26 +99,17 @@ class Evaluator:
         """Whether `task` is one of this evaluator's tasks."""
         return task in self.task_names()
 
-    def check(self, tasks: Sequence[str]) -> None:
-        """Raise a `LocatorError` for served tasks that cannot run; called before any model
-        loads, so a bad request fails fast (the default accepts every served task)."""
+    def check(self, request: EvaluationRequest) -> None:
+        """Raise a `LocatorError` for a request (its `tasks` are this evaluator's) that cannot
+        run; called before any model loads, so a bad request fails fast (the default accepts
+        every request)."""
 
     def evaluate(
-        self,
-        model: Any,
-        tokenizer: Any,
-        tasks: Sequence[str],
-        *,
-        limit: int | None,
-        data_dir: Path | None,
-        batch_size: int,
-        max_new_tokens: int | None,
-    ) -> Results:
-        """Run `tasks` on `model` as it is; return ``{task: {metric: value}}``.
-
-        `limit` caps the examples per task (None: all), `data_dir` holds local copies of the
-        data, `max_new_tokens` caps generation (None: the task's own setting).
-        """
+        self, model: Any, tokenizer: Any, request: EvaluationRequest
+    ) -> Results | Evaluation:
+        """Run ``request.tasks`` on `model` as it is: ``{task: {metric: value}}``, or an
+        `Evaluation` with metric directions and per-item scores. Options an evaluator has no
+        use for (few-shot counts for a fixed test, say) are ignored."""
         raise NotImplementedError(f"{type(self).__name__} does not implement evaluate()")
 
 
@@ -120,8 +169,7 @@ class UnknownTaskError(UnknownNameError):
 def route(tasks: Sequence[str]) -> list[tuple[Evaluator, list[str]]]:
     """The evaluator of each task, grouped: ``[(evaluator, its tasks in request order)]``.
 
-    Unknown tasks raise an `UnknownNameError` with a did-you-mean; each evaluator then checks
-    its tasks.
+    Unknown tasks raise an `UnknownNameError` with a did-you-mean.
     """
     evaluators = _ordered()
     routed: dict[str, list[str]] = {}
@@ -132,21 +180,65 @@ def route(tasks: Sequence[str]) -> list[tuple[Evaluator, list[str]]]:
                 break
         else:
             raise UnknownTaskError(task, list_tasks())
-    grouped = [(get_evaluator(name), names) for name, names in routed.items()]
-    for evaluator, names in grouped:
-        evaluator.check(names)
-    return grouped
+    return [(get_evaluator(name), names) for name, names in routed.items()]
 
 
-def check_evaluation(
-    tasks: str | Sequence[str],
+def _positive(what: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise LocatorError(f"{what} must be a positive integer or None, got {value!r}.")
+
+
+def check_options(
     *,
-    limit: int | None,
-    batch_size: int,
-    max_new_tokens: int | None,
+    limit: int | None = None,
     data_dir: str | Path | None = None,
-) -> list[str]:
-    """Validate the arguments of `evaluate` (before any model loads); return the task list."""
+    batch_size: int | str = 8,
+    max_new_tokens: int | None = None,
+    num_fewshot: int | None = None,
+    apply_chat_template: bool = False,
+    fewshot_as_multiturn: bool = False,
+    system_instruction: str | None = None,
+    log_samples: bool = False,
+) -> None:
+    """Check evaluation options (the fields of `EvaluationRequest` but the tasks); each error
+    message starts with the option's name."""
+    _positive("limit", limit)
+    _positive("max_new_tokens", max_new_tokens)
+    if batch_size != "auto" and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise LocatorError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}.")
+    if num_fewshot is not None and (
+        isinstance(num_fewshot, bool) or not isinstance(num_fewshot, int) or num_fewshot < 0
+    ):
+        raise LocatorError(f"num_fewshot must be an integer >= 0 or None, got {num_fewshot!r}.")
+    for what, flag in (
+        ("apply_chat_template", apply_chat_template),
+        ("fewshot_as_multiturn", fewshot_as_multiturn),
+        ("log_samples", log_samples),
+    ):
+        if not isinstance(flag, bool):
+            raise LocatorError(f"{what} must be true or false, got {flag!r}.")
+    if fewshot_as_multiturn and not apply_chat_template:
+        raise LocatorError(
+            "fewshot_as_multiturn needs apply_chat_template: few-shot examples become chat turns."
+        )
+    if system_instruction is not None and (
+        not isinstance(system_instruction, str) or not system_instruction.strip()
+    ):
+        raise LocatorError(
+            f"system_instruction must be a non-empty string or None, got {system_instruction!r}."
+        )
+    if data_dir is not None and not Path(data_dir).exists():
+        raise LocatorError(f"data_dir {str(data_dir)!r} does not exist.")
+
+
+def check_evaluation(tasks: str | Sequence[str], **options: Any) -> EvaluationRequest:
+    """Check an evaluation (before any model loads) and build its request: the one place
+    evaluation options are checked (`evaluate`, the CLI and suites call it). `options` are the
+    fields of `EvaluationRequest`. It also routes the tasks (an unknown task fails here, with
+    a did-you-mean) and lets each evaluator check its share of the request.
+    """
     if isinstance(tasks, str):
         tasks = [tasks]
     tasks = list(tasks)
@@ -155,58 +247,74 @@ def check_evaluation(
     repeated = sorted({task for task in tasks if tasks.count(task) > 1})
     if repeated:
         raise LocatorError(f"evaluation task {repeated[0]!r} is given more than once.")
-    for what, value in (("limit", limit), ("max_new_tokens", max_new_tokens)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise LocatorError(f"{what} must be a positive integer or None, got {value!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise LocatorError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    if data_dir is not None and not Path(data_dir).exists():
-        raise LocatorError(f"data directory {str(data_dir)!r} does not exist.")
-    return tasks
+    check_options(**options)
+    if options.get("data_dir") is not None:
+        options["data_dir"] = Path(options["data_dir"])
+    request = EvaluationRequest(tasks=tuple(tasks), **options)
+    for evaluator, names in route(request.tasks):
+        evaluator.check(dataclasses.replace(request, tasks=tuple(names)))
+    return request
+
+
+def check_chat_template(tokenizer: Any, request: EvaluationRequest) -> None:
+    """A request that renders prompts through a chat template needs a tokenizer that has one."""
+    if request.apply_chat_template and not getattr(tokenizer, "chat_template", None):
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise LocatorError(
+            f"apply_chat_template: the tokenizer {name!r} has no chat template "
+            "(a base model's); evaluate without it or use an instruct model's tokenizer."
+        )
+
+
+def run_evaluation(model: Any, tokenizer: Any, request: EvaluationRequest) -> Evaluation:
+    """Evaluate `model` (as currently edited) on a checked request: metrics, their directions
+    and, with ``request.log_samples``, per-item scores and records. `evaluate` is the short
+    form; the bench and ``locator evaluate --log-samples`` use this one."""
+    check_chat_template(tokenizer, request)
+    metrics: Results = {}
+    directions: dict[str, dict[str, bool]] = {}
+    items: list[ItemScore] = []
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for evaluator, routed in route(request.tasks):
+        output = evaluator.evaluate(
+            model, tokenizer, dataclasses.replace(request, tasks=tuple(routed))
+        )
+        if not isinstance(output, Evaluation):
+            output = Evaluation(metrics=output)
+        metrics.update(output.metrics)
+        directions.update(output.higher_is_better)
+        items += output.items
+        samples.update(output.samples)
+    missing = [task for task in request.tasks if task not in metrics]
+    if missing:
+        raise LocatorError(f"evaluation returned no result for task {missing[0]!r}.")
+    return Evaluation(
+        metrics={task: metrics[task] for task in request.tasks},
+        higher_is_better=directions,
+        items=tuple(items),
+        samples=samples,
+    )
 
 
 def evaluate(
     model: Any,
     tokenizer: Any,
     tasks: str | Sequence[str],
-    *,
-    limit: int | None = None,
-    data_dir: str | Path | None = None,
-    batch_size: int = 8,
-    max_new_tokens: int | None = None,
+    **options: Any,
 ) -> Results:
     """Evaluate `model` (as currently edited) on `tasks`: ``{task: {metric: value}}``.
 
-    `limit` caps the examples of each task; for an lm-eval group it caps each of its
-    subtasks (``mmlu`` with ``limit=10`` scores 10 questions in each of 57 subjects).
-    `data_dir` points at local copies of the data (see each evaluator's docs);
-    `max_new_tokens` caps generated tokens for generation tasks.
+    Options (see `EvaluationRequest`): `limit` caps the examples of each task (for an lm-eval
+    group, of each of its subtasks: ``mmlu`` with ``limit=10`` scores 10 questions in each of
+    57 subjects); `data_dir` points at local copies of the data (see each evaluator's docs);
+    `batch_size` (default 8, or ``"auto"``); `max_new_tokens` caps generated tokens;
+    `num_fewshot`, `apply_chat_template`, `fewshot_as_multiturn` and `system_instruction` as
+    in lm-eval. `run_evaluation` also returns per-item scores.
 
     Example::
 
         with locator.intervene(model, localization, 0.0):
-            pruned = locator.evaluate(model, tokenizer, ["gsm8k_cot", "race"], limit=200)
+            pruned = locator.evaluate(model, tokenizer, ["gsm8k_nll", "race"], limit=200)
     """
-    names = check_evaluation(
-        tasks, limit=limit, batch_size=batch_size, max_new_tokens=max_new_tokens, data_dir=data_dir
-    )
-    directory = None if data_dir is None else Path(data_dir)
-    results: Results = {}
-    for evaluator, routed in route(names):
-        results.update(
-            evaluator.evaluate(
-                model,
-                tokenizer,
-                routed,
-                limit=limit,
-                data_dir=directory,
-                batch_size=batch_size,
-                max_new_tokens=max_new_tokens,
-            )
-        )
-    missing = [task for task in names if task not in results]
-    if missing:
-        raise LocatorError(f"evaluation returned no result for task {missing[0]!r}.")
-    return {task: results[task] for task in names}
+    request = check_evaluation(tasks, **options)
+    return run_evaluation(model, tokenizer, request).metrics

@@ -70,6 +70,10 @@ class Gsm8kDataset(HubDataset):
         """Question and worked solution."""
         return f"Question: {record['question']}\nAnswer: {record['answer']}"
 
+    def turns(self, record: Record) -> tuple[str, str]:
+        """The question asks, the worked solution answers."""
+        return str(record["question"]), str(record["answer"])
+
 
 MATH_SUBJECTS = {
     "algebra": "Algebra",
@@ -85,6 +89,10 @@ MATH_SUBJECTS = {
 
 def _problem_solution(record: Record) -> str:
     return f"Problem: {record['problem']}\nSolution: {record['solution']}"
+
+
+def _problem_turns(record: Record) -> tuple[str, str]:
+    return str(record["problem"]), str(record["solution"])
 
 
 class MathDataset(HubDataset):
@@ -117,6 +125,10 @@ class MathDataset(HubDataset):
         """Problem and worked solution."""
         return _problem_solution(record)
 
+    def turns(self, record: Record) -> tuple[str, str]:
+        """The problem asks, the worked solution answers."""
+        return _problem_turns(record)
+
 
 class Math500Dataset(HubDataset):
     """MATH-500, the 500-problem test subset of MATH used by "Let's Verify Step by Step";
@@ -133,6 +145,10 @@ class Math500Dataset(HubDataset):
     def format(self, record: Record) -> str:
         """Problem and worked solution."""
         return _problem_solution(record)
+
+    def turns(self, record: Record) -> tuple[str, str]:
+        """The problem asks, the worked solution answers."""
+        return _problem_turns(record)
 
 
 class MmluDataset(HubDataset):
@@ -169,6 +185,13 @@ class MmluDataset(HubDataset):
             f"Answer: {LETTERS[record['answer']]}"
         )
 
+    def turns(self, record: Record) -> tuple[str, str]:
+        """Question and options ask, the letter answers."""
+        return (
+            f"{record['question']}\n{_options(record['choices'])}",
+            LETTERS[record["answer"]],
+        )
+
 
 class RaceDataset(HubDataset):
     """``Article: {article}\\nQuestion: {question}\\nA. ..\\nD. ..\\nAnswer: {letter}``.
@@ -201,6 +224,13 @@ class RaceDataset(HubDataset):
         return (
             f"Article: {record['article']}\nQuestion: {record['question']}\n"
             f"{_options(record['options'])}\nAnswer: {record['answer']}"
+        )
+
+    def turns(self, record: Record) -> tuple[str, str]:
+        """Article, question and options ask, the letter answers."""
+        return (
+            f"{record['article']}\nQuestion: {record['question']}\n{_options(record['options'])}",
+            str(record["answer"]),
         )
 
 

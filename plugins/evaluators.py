@@ -7,27 +7,38 @@ definitions (prompts, few-shot examples, filters, metrics): ``gsm8k_cot``, ``gsm
 ``race``, ``hendrycks_math``, ``hendrycks_math500``, ``minerva_math`` (which needs
 ``lm-eval[math]``) and thousands more. A path to an lm-eval YAML file is a custom task.
 
+Locator's own skill tasks (``gsm8k_nll``, ``math_nll``, ``wikitext_nll``, ``race_nll``,
+``python_nll``, ``arithmetic_fewshot``; see `locator_plugins.skill_tasks`) are lm-eval tasks too,
+built per evaluation from locator's datasets.
+
 With a data directory, every task whose lm-eval dataset has a local counterpart reads the local
 files through lm-eval's ``custom_dataset`` hook, never the hub; `LOCAL_SOURCES` maps lm-eval's
 dataset ids to locator's datasets and converts the records to the layout lm-eval expects (RACE,
-for example, is grouped by article). Other tasks load their data as lm-eval does. Tasks that
-execute model output as code are refused.
+for example, is grouped by article; WikiText by article). Other tasks load their data as
+lm-eval does. Tasks that execute model output as code are refused.
+
+This plugin depends on the built-in ``datasets`` plugin: local copies and skill-task items are
+read through its datasets (`require_dataset` names the plugin when it is not loaded).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import locator
-from locator.data import Record, get_dataset, offline_variable
-from locator.errors import LocatorError
-from locator.evaluation import Evaluator, Results
+from locator_plugins.datasets import MATH_SUBJECTS
+from locator_plugins.skill_tasks import SKILL_TASKS, per_item, per_unit, require_dataset
 
-FAST_FOLDERS = ("gsm8k", "mmlu", "race", "hendrycks_math", "minerva_math")
+import locator
+from locator.data import Record, offline_variable, read_records
+from locator.errors import LocatorError
+from locator.evaluation import Evaluation, EvaluationRequest, Evaluator, ItemScore, Results
+
+FAST_FOLDERS = ("gsm8k", "mmlu", "race", "hendrycks_math", "minerva_math", "wikitext")
 """lm-eval task folders indexed first: the common tasks then need no scan of all of lm-eval's
 (about 15,000) YAML files, which takes seconds."""
 
@@ -66,7 +77,7 @@ class _LocalData:
 
     def splits(self, dataset: str) -> list[str]:
         """The dataset's splits present locally (an error if there are none)."""
-        found = get_dataset(dataset)
+        found = require_dataset(dataset)
         splits = found.local_splits(self.data_dir) if hasattr(found, "local_splits") else []
         if not splits:
             folder = self.data_dir / (getattr(found, "folder", None) or dataset)
@@ -80,7 +91,7 @@ class _LocalData:
         """The split's records in the hub layout of locator's dataset."""
         key = (dataset, split)
         if key not in self._records:
-            self._records[key] = list(get_dataset(dataset).records(split, self.data_dir))
+            self._records[key] = list(require_dataset(dataset).records(split, self.data_dir))
         return self._records[key]
 
     def test_split(self, dataset: str) -> str:
@@ -137,8 +148,6 @@ def _race(config: str | None, local: _LocalData) -> Splits:
 
 def _hendrycks_math(config: str | None, local: _LocalData) -> Splits:
     """One MATH subject (the lm-eval subtask's config)."""
-    from locator_plugins.datasets import MATH_SUBJECTS
-
     subject = MATH_SUBJECTS.get(config or "")
     fields = ("problem", "level", "type", "solution")
     return {
@@ -159,12 +168,44 @@ def _math500(config: str | None, local: _LocalData) -> Splits:
     }
 
 
+def _is_title(text: str) -> bool:
+    """A WikiText article title line, `` = Title = `` (section headings have more ``=``)."""
+    stripped = text.strip()
+    return stripped.startswith("= ") and stripped.endswith(" =") and not stripped.startswith("= =")
+
+
+def _wikitext(config: str | None, local: _LocalData) -> Splits:
+    """EleutherAI/wikitext_document_level's layout: one ``page`` per article (the config,
+    ``wikitext-2-raw-v1``, is the only one kept locally). The local
+    validation and test files (``tokenized_valid``, ``tokenized_test``) are grouped into
+    articles at their title lines, their lines joined with newlines (the hub's pages keep the
+    blank lines, which the local files drop, and have no ``<unk>``, which these files have).
+    The raw train sample has no titles: each of its paragraphs is a page."""
+    splits: Splits = {}
+    available = local.splits("wikitext")
+    for split, name in (("validation", "tokenized_valid"), ("test", "tokenized_test")):
+        if name not in available:
+            continue
+        pages: list[list[str]] = []
+        path = require_dataset("wikitext").local_path(name, local.data_dir)  # type: ignore[attr-defined]
+        for record in read_records(path):  # with the title lines the dataset leaves out
+            text = str(record["text"])
+            if _is_title(text) or not pages:
+                pages.append([])
+            pages[-1].append(text)
+        splits[split] = [{"page": "\n".join(lines)} for lines in pages]
+    if "train" in available:
+        splits["train"] = [{"page": str(r["text"])} for r in local.records("wikitext", "train")]
+    return splits
+
+
 LOCAL_SOURCES: dict[str, Callable[[str | None, _LocalData], Splits]] = {
     "openai/gsm8k": _gsm8k,
     "cais/mmlu": _mmlu,
     "EleutherAI/race": _race,
     "EleutherAI/hendrycks_math": _hendrycks_math,
     "HuggingFaceH4/MATH-500": _math500,
+    "EleutherAI/wikitext_document_level": _wikitext,
 }
 """lm-eval dataset id -> the local records, by split, in that dataset's hub layout."""
 
@@ -317,70 +358,163 @@ def _metrics(entry: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
+def _directions(output: dict[str, Any], name: str) -> dict[str, bool]:
+    """lm-eval's higher-is-better of each metric of task `name` (``"acc"``), where known."""
+    return {
+        metric: bool(value)
+        for metric, value in output.get("higher_is_better", {}).get(name, {}).items()
+        if value is not None
+    }
+
+
+def _item_value(aggregation: Any, value: Any) -> tuple[float, float] | None:
+    """``(value, weight)`` of one item's sample entry for a metric aggregated by
+    `aggregation`, when the task's metric is their weighted mean: lm-eval's ``mean`` (weight
+    1), ``bits_per_byte`` (bits per byte, weighted by bytes) and the skill tasks' NLL per unit.
+    None for other aggregations (perplexities are not weighted means)."""
+    from lm_eval.api import metrics as lm_metrics
+
+    if aggregation is lm_metrics.mean:
+        return float(value), 1.0
+    if aggregation is per_unit:
+        return per_item(value)
+    if aggregation is lm_metrics.bits_per_byte:
+        loglikelihood, size = value
+        return (-loglikelihood / size / math.log(2), float(size)) if size else None
+    return None
+
+
+def _items(task: str, loaded: Any, metrics: dict[str, float], samples: dict[str, Any]) -> list:
+    """Per-item scores of the requested `task` (a Task, or a Group: items of its subtasks)
+    for each metric it reports, from lm-eval's logged samples."""
+    leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
+    items = []
+    for leaf in leaves:
+        aggregations = leaf.aggregation()
+        for reported in metrics:
+            metric, _, filter_name = reported.partition(",")
+            filter_name = filter_name or "none"
+            if metric not in aggregations:
+                continue
+            for sample in samples.get(leaf.task_name, []):
+                if sample.get("filter") != filter_name or metric not in sample:
+                    continue
+                scored = _item_value(aggregations[metric], sample[metric])
+                if scored is not None:
+                    items.append(
+                        ItemScore(
+                            task=task if leaf is loaded else leaf.task_name,
+                            metric=reported,
+                            item=int(sample["doc_id"]),
+                            value=scored[0],
+                            weight=scored[1],
+                        )
+                    )
+    return items
+
+
+def _records(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """lm-eval's sample logs as JSON-ready dicts (lm-eval's own serializer for the rest)."""
+    import json
+
+    from lm_eval.utils import handle_non_serializable
+
+    return [json.loads(json.dumps(s, default=handle_non_serializable)) for s in samples]
+
+
 class LmEvalEvaluator(Evaluator):
-    """lm-evaluation-harness tasks (and lm-eval YAML files) on the in-memory model."""
+    """lm-evaluation-harness tasks (and lm-eval YAML files, and locator's skill tasks) on the
+    in-memory model."""
 
     name = "lm-eval"
 
     def task_names(self) -> Sequence[str]:
-        """Every lm-eval task, group and tag name (indexes all of lm-eval once)."""
-        return list(_manager(False).all_tasks)
+        """Every lm-eval task, group and tag name (indexes all of lm-eval once), and the
+        skill tasks."""
+        return [*SKILL_TASKS, *_manager(False).all_tasks]
 
     def serves(self, task: str) -> bool:
-        """lm-eval task names and paths of lm-eval YAML files."""
+        """Skill tasks, lm-eval task names and paths of lm-eval YAML files."""
         return (
-            _is_yaml(task)
+            task in SKILL_TASKS
+            or _is_yaml(task)
             or task in _manager(True).task_index
             or task in _manager(False).task_index
         )
 
-    def evaluate(
-        self,
-        model: Any,
-        tokenizer: Any,
-        tasks: Sequence[str],
-        *,
-        limit: int | None,
-        data_dir: Path | None,
-        batch_size: int,
-        max_new_tokens: int | None,
-    ) -> Results:
-        """Run lm-eval's `simple_evaluate` on the model as it is, batched, with progress bars."""
+    def evaluate(self, model: Any, tokenizer: Any, request: EvaluationRequest) -> Evaluation:
+        """Run lm-eval's `simple_evaluate` on the model as it is, batched, with progress bars;
+        with ``request.log_samples``, also per-item scores and lm-eval's sample logs."""
         import lm_eval
         from lm_eval.models.huggingface import HFLM
 
-        manager = _manager_for(tasks)
-        local = None if data_dir is None else _LocalData(data_dir)
-        objects = {task: self._load(manager, task, local) for task in tasks}
+        tasks = request.tasks
+        manager = _manager_for([t for t in tasks if t not in SKILL_TASKS])
+        local = None if request.data_dir is None else _LocalData(request.data_dir)
+        gen_kwargs = None
+        if request.max_new_tokens is not None:
+            gen_kwargs = {"max_gen_toks": request.max_new_tokens}
         training = model.training
         try:
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=request.batch_size)
+            objects = {task: self._load(manager, task, local, lm, request) for task in tasks}
             output = lm_eval.simple_evaluate(
-                model=HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size),
+                model=lm,
                 tasks=list(objects.values()),
-                limit=limit,
+                limit=request.limit,
+                num_fewshot=request.num_fewshot,
+                apply_chat_template=request.apply_chat_template,
+                fewshot_as_multiturn=request.fewshot_as_multiturn,
+                system_instruction=request.system_instruction,
                 task_manager=manager,
-                log_samples=False,
-                gen_kwargs=None if max_new_tokens is None else {"max_gen_toks": max_new_tokens},
+                log_samples=request.log_samples,
+                gen_kwargs=gen_kwargs,
             )
         finally:
             model.train(training)  # HFLM switches the model to eval mode
         results = output["results"]
         report: Results = {}
+        directions: dict[str, dict[str, bool]] = {}
+        items: list[ItemScore] = []
+        samples: dict[str, list[dict[str, Any]]] = {}
         for task, loaded in objects.items():
             name = getattr(loaded, "task_name", None) or loaded.name
             metrics = _metrics(results.get(name, {}))
+            known = _directions(output, name)
             if not metrics and hasattr(loaded, "get_all_tasks"):  # a group without aggregates
                 for leaf in loaded.get_all_tasks():
+                    leaf_known = _directions(output, leaf.task_name)
                     for metric, value in _metrics(results.get(leaf.task_name, {})).items():
                         metrics[f"{leaf.task_name}/{metric}"] = value
+                        if metric.split(",")[0] in leaf_known:
+                            known[f"{leaf.task_name}/{metric}"] = leaf_known[metric.split(",")[0]]
             report[task] = metrics
-        return report
+            directions[task] = {
+                metric: known[metric.split(",")[0]]
+                for metric in metrics
+                if metric.split(",")[0] in known
+            } | {metric: known[metric] for metric in metrics if metric in known}
+            if request.log_samples:
+                logged = output.get("samples", {})
+                items += _items(task, loaded, metrics, logged)
+                leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
+                samples[task] = [
+                    {"task": leaf.task_name, **record}
+                    for leaf in leaves
+                    for record in _records(logged.get(leaf.task_name, []))
+                ]
+        return Evaluation(
+            metrics=report, higher_is_better=directions, items=tuple(items), samples=samples
+        )
 
-    def check(self, tasks: Sequence[str]) -> None:
+    def check(self, request: EvaluationRequest) -> None:
         """Tags (sets of tasks, reported one by one) and tasks that execute model output as
         code are refused."""
-        manager = _manager_for(tasks)
-        for task in tasks:
+        named = [task for task in request.tasks if task not in SKILL_TASKS]
+        if not named:
+            return
+        manager = _manager_for(named)
+        for task in named:
             entry = manager.task_index.get(task)
             if entry is None:
                 continue  # a YAML file: checked once loaded
@@ -395,8 +529,20 @@ class LmEvalEvaluator(Evaluator):
                 if manager.task_index[leaf].cfg.get("unsafe_code"):
                     raise _unsafe(leaf)
 
-    def _load(self, manager: Any, task: str, local: _LocalData | None) -> Any:
+    def _load(
+        self,
+        manager: Any,
+        task: str,
+        local: _LocalData | None,
+        lm: Any,
+        request: EvaluationRequest,
+    ) -> Any:
         """The lm-eval Task or Group for `task`, reading local files where it can."""
+        if task in SKILL_TASKS:
+            from lm_eval.api.task import ConfigurableTask
+
+            config = SKILL_TASKS[task].build(lm, request.data_dir, request.limit)
+            return ConfigurableTask(config=config)
         entry = manager.task_index.get(task)
         try:
             loaded = None

@@ -18,7 +18,7 @@ import click
 
 import locator
 from locator.data import Dataset, Record
-from locator.evaluation import Evaluator, Results
+from locator.evaluation import EvaluationRequest, Evaluator, Results
 
 LANGUAGE_POOL = 10_000
 """Sentences in the toy-language calibration pool (drawn once from a fixed seed)."""
@@ -76,23 +76,15 @@ class ToyEvaluator(Evaluator):
     name = "toy"
     tasks = ("toy-arithmetic", "toy-language")
 
-    def evaluate(
-        self,
-        model: Any,
-        tokenizer: Any,
-        tasks: Sequence[str],
-        *,
-        limit: int | None,
-        data_dir: Path | None,
-        batch_size: int,
-        max_new_tokens: int | None,
-    ) -> Results:
-        """Run each toy task (batched; `data_dir` and `max_new_tokens` do not apply)."""
+    def evaluate(self, model: Any, tokenizer: Any, request: EvaluationRequest) -> Results:
+        """Run each toy task (batched; its fixed test needs no data, few-shot examples, chat
+        template or generation cap, so those options do not apply)."""
         from locator.toy.evaluate import TASKS
 
+        batch_size = request.batch_size if isinstance(request.batch_size, int) else 256
         return {
-            task: TASKS[task](model, tokenizer, limit=limit, batch_size=max(batch_size, 64))
-            for task in tasks
+            task: TASKS[task](model, tokenizer, limit=request.limit, batch_size=max(batch_size, 64))
+            for task in request.tasks
         }
 
 

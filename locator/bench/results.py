@@ -2,9 +2,10 @@
 
 A results folder is one Parquet dataset: one ``part-<configuration hash>.parquet`` file per
 configuration, in long format (one row per task and metric). Everything else the runner keeps
-lives under names starting with ``_`` (``_suite.json``, ``_baselines/``, ``_selections/``,
-``_statistics/``, ``_report/``), which Parquet readers skip, so ``pandas.read_parquet(DIR)``,
-``pyarrow.dataset.dataset(DIR)``, polars and DuckDB (``DIR/*.parquet``) read the folder as is.
+lives under names starting with ``_`` (``_suite.json``, ``_baselines/``, ``_samples/``,
+``_selections/``, ``_statistics/``, ``_report/``), which Parquet readers skip, so
+``pandas.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)``, polars and DuckDB
+(``DIR/*.parquet``) read the folder as is.
 
 Every file is written with `locator.io.atomic_write` (a hidden temporary name in the same folder,
 fsync, `os.replace`), so a reader, or a run resumed after SIGKILL, sees a file whole or not at
@@ -28,7 +29,7 @@ import pyarrow.parquet as pq
 from locator.errors import LocatorError
 from locator.io import atomic_write
 
-SCHEMA_VERSION = "locator.bench/1"
+SCHEMA_VERSION = "locator.bench/2"
 
 SCHEMA = pa.schema(
     [
@@ -51,6 +52,7 @@ SCHEMA = pa.schema(
         pa.field("metric", pa.string(), nullable=False),
         pa.field("value", pa.float64()),
         pa.field("baseline_value", pa.float64()),
+        pa.field("higher_is_better", pa.bool_()),
         pa.field("selected_count", pa.int64(), nullable=False),
         pa.field("selected_fraction", pa.float64(), nullable=False),
         pa.field("scored_count", pa.int64(), nullable=False),
@@ -175,9 +177,50 @@ def read_results(directory: str | Path) -> pa.Table:
     return table.sort_by([(column, "ascending") for column in _ORDER])
 
 
+SAMPLES_SCHEMA = pa.schema(
+    [
+        pa.field("config_hash", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("dtype", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("metric", pa.string(), nullable=False),
+        pa.field("item", pa.int64(), nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("weight", pa.float64(), nullable=False),
+    ],
+    metadata={"locator.schema": SCHEMA_VERSION},
+)
+"""Per-item scores (``_samples/*.parquet``): a row's metric ``value`` in the results is the mean
+of these ``value``s weighted by ``weight``, over the items of its (task, metric)."""
+
+
+def samples_path(directory: str | Path, name: str) -> Path:
+    """The per-item scores of one configuration (`name` = its hash) or of one baseline
+    (``baseline-<baseline hash>``)."""
+    return Path(directory) / "_samples" / f"{name}.parquet"
+
+
+def write_samples(directory: str | Path, name: str, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write per-item scores atomically; the columns must match `SAMPLES_SCHEMA` exactly."""
+    table = pa.Table.from_pylist([dict(row) for row in rows], schema=SAMPLES_SCHEMA)
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table, buffer)
+    return atomic_write(samples_path(directory, name), buffer.getvalue().to_pybytes())
+
+
+def read_samples(directory: str | Path, name: str) -> pa.Table:
+    """The per-item scores written by `write_samples`."""
+    return pq.read_table(samples_path(directory, name), schema=SAMPLES_SCHEMA)
+
+
 def write_json(path: Path, value: Any) -> Path:
     """Write JSON atomically."""
     return atomic_write(path, json.dumps(value, indent=2, sort_keys=True))
+
+
+def write_lines(path: Path, lines: Sequence[str]) -> Path:
+    """Write text lines (JSON Lines) atomically."""
+    return atomic_write(path, "".join(f"{line}\n" for line in lines))
 
 
 def read_json(path: Path) -> Any:

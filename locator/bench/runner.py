@@ -7,7 +7,7 @@ each keeps most statistics passes to itself. Work is shared wherever the result 
 
 - each model is loaded once and never reloaded: interventions are applied in place and
   restored (`locator.intervene`), and the unedited model is evaluated once per task (the
-  baseline, kept in ``_baselines/``);
+  baseline, kept in ``_baselines/``, its per-item scores in ``_samples/baseline-*.parquet``);
 - each corpus is drawn and passed through the model once per (model, corpus, seed,
   num_samples), collecting the union of the statistic kinds of all methods (cached in
   ``_statistics/``, so a resumed run repeats no pass);
@@ -16,9 +16,10 @@ each keeps most statistics passes to itself. Work is shared wherever the result 
   it matches, at the same proportion, as its reference.
 
 A configuration whose part file exists is skipped, which makes a killed run resumable: part
-files are written atomically after the configuration's last evaluation. Runs sharing a folder
-claim each configuration (and each baseline) before computing it (`results.claim`), so none is
-computed twice.
+files are written atomically after the configuration's last evaluation, just after its per-item
+scores (``_samples/<configuration hash>.parquet``). Runs sharing a folder claim each
+configuration (and each baseline) before computing it (`results.claim`), so none is computed
+twice.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any
 
 from locator.bench import results
 from locator.bench.suite import CorporaSpec, MethodSpec, ModelSpec, Suite, TaskSpec
+from locator.data import Corpus
 from locator.errors import LocatorError
 
 
@@ -87,7 +89,7 @@ def _method_identity(suite: Suite, method: MethodSpec) -> dict[str, Any]:
 def plan(suite: Suite) -> list[Configuration]:
     """Every configuration of the suite's grid, in a fixed order (models outermost, factors
     innermost), with its stable hashes."""
-    tasks = [[task.name, task.limit, task.max_new_tokens] for task in suite.tasks]
+    tasks = [task.identity() for task in suite.tasks]
     identities = {m.label: _method_identity(suite, m) for m in suite.methods}
     configurations = []
     for model in suite.models:
@@ -109,6 +111,8 @@ def plan(suite: Suite) -> list[Configuration]:
                                 "seed": seed,
                                 "proportion": proportion,
                                 "max_length": suite.max_length,
+                                # only when set, so that older suites keep their hashes
+                                **({"chat_template": True} if suite.chat_template else {}),
                             }
                             for factor in suite.factors:
                                 key = {**selection, "factor": factor, "tasks": tasks}
@@ -154,7 +158,7 @@ def manifest(suite: Suite, configurations: Sequence[Configuration]) -> dict[str,
         "schema": results.SCHEMA_VERSION,
         "grid": results.stable_hash([c.key for c in configurations]),
         "configurations": len(configurations),
-        "tasks": [[t.name, t.limit, t.max_new_tokens] for t in suite.tasks],
+        "tasks": [t.identity() for t in suite.tasks],
         "source": suite.path.read_text(encoding="utf-8"),
     }
 
@@ -210,6 +214,8 @@ def run_suite(
 class _Evaluation:
     metrics: dict[str, dict[str, float]]  # task -> metric -> value
     seconds: dict[str, float]  # task -> seconds
+    higher_is_better: dict[str, dict[str, bool]]  # task -> metric -> direction, where known
+    items: dict[str, list[dict[str, Any]]]  # task -> per-item scores (sample rows less the ids)
 
 
 @dataclass
@@ -250,9 +256,9 @@ class _Run:
             except LocatorError as error:
                 raise LocatorError(f"{self.suite.path}: models {spec.path!r}: {error}") from None
 
-    def _corpora(self, todo: Iterable[Configuration]) -> dict[tuple[str, int, int], list[str]]:
-        """The calibration texts of every (dataset, num_samples, seed) the run needs."""
-        import locator
+    def _corpora(self, todo: Iterable[Configuration]) -> dict[tuple[str, int, int], Corpus]:
+        """The calibration corpus of every (dataset, num_samples, seed) the run needs."""
+        from locator.data import sample_corpus
 
         needed = dict.fromkeys(
             (name, c.num_samples, c.seed)
@@ -262,7 +268,7 @@ class _Run:
         from locator.provenance import texts_hash
 
         texts = {
-            (name, num_samples, seed): locator.load_corpus(
+            (name, num_samples, seed): sample_corpus(
                 name,
                 num_samples=num_samples,
                 seed=seed,
@@ -274,14 +280,14 @@ class _Run:
         for (name, num_samples, seed), drawn in texts.items():
             key = {"dataset": name, "num_samples": num_samples, "seed": seed}
             key["with_replacement"] = self.suite.with_replacement
-            results.check_identity(self.out, "corpus", key, {"sha256": texts_hash(drawn)})
+            results.check_identity(self.out, "corpus", key, {"sha256": texts_hash(drawn.texts)})
         return texts
 
     def _run_model(
         self,
         spec: ModelSpec,
         todo: list[Configuration],
-        texts: dict[tuple[str, int, int], list[str]],
+        texts: dict[tuple[str, int, int], Corpus],
     ) -> None:
         from locator.cache import model_fingerprint
         from locator.models import load_model
@@ -296,7 +302,7 @@ class _Run:
             device_map=spec.device_map,
             trust_remote_code=spec.trust_remote_code,
         )
-        self.model, self.tokenizer = model, tokenizer
+        self.model, self.tokenizer, self.model_spec = model, tokenizer, spec
         self.fingerprint = model_fingerprint(model)
         self.identity = model_identity(model)
         results.check_identity(
@@ -309,18 +315,25 @@ class _Run:
         for _, group in groupby(todo, key=lambda c: c.group):
             self._run_group(list(group), texts)
 
-    def _baseline(self, spec: ModelSpec) -> dict[str, dict[str, float]]:
-        """The unedited model's metrics per task, read from ``_baselines/`` or evaluated once."""
-        metrics = {}
+    def _texts(self, corpus: Corpus) -> Sequence[str]:
+        """The corpus's texts, through the model's chat template if the suite asks for it."""
+        from locator.data import render_chat
+
+        return (
+            render_chat(self.tokenizer, corpus).texts if self.suite.chat_template else corpus.texts
+        )
+
+    def _baseline(self, spec: ModelSpec) -> _Evaluation:
+        """The unedited model's evaluation per task, read from ``_baselines/`` (metrics) and
+        ``_samples/baseline-<hash>.parquet`` (per-item scores) or evaluated once."""
+        baseline = _Evaluation(metrics={}, seconds={}, higher_is_better={}, items={})
         for task in self.suite.tasks:
-            key = {
-                "model": spec.identity(),
-                "task": [task.name, task.limit, task.max_new_tokens],
-            }
+            key = {"model": spec.identity(), "task": task.identity()}
             name = results.stable_hash(key)
             path = self.out / "_baselines" / f"{name}.json"
+            samples = f"baseline-{name}"
             while not path.is_file():  # another run may be evaluating it: wait for its file
-                if not results.claim(self.out, f"baseline-{name}"):
+                if not results.claim(self.out, samples):
                     self.bar.set_postfix_str(f"waiting for another run's baseline {task.name}")
                     time.sleep(1.0)
                     continue
@@ -328,38 +341,72 @@ class _Run:
                     if not path.is_file():
                         self.bar.set_postfix_str(f"baseline {task.name}")
                         evaluation = self._evaluate([task])
-                        record = {"metrics": evaluation.metrics[task.name]}
-                        results.write_json(
-                            path, {**key, **record, "seconds": evaluation.seconds[task.name]}
-                        )
+                        rows = self._sample_rows("baseline", evaluation.items[task.name])
+                        results.write_samples(self.out, samples, rows)  # before the metrics
+                        record = {
+                            "metrics": evaluation.metrics[task.name],
+                            "higher_is_better": evaluation.higher_is_better[task.name],
+                            "seconds": evaluation.seconds[task.name],
+                        }
+                        results.write_json(path, {**key, **record})
                 finally:
-                    results.release(self.out, f"baseline-{name}")
-            metrics[task.name] = results.read_json(path)["metrics"]
-        return metrics
+                    results.release(self.out, samples)
+            stored = results.read_json(path)
+            baseline.metrics[task.name] = stored["metrics"]
+            baseline.seconds[task.name] = 0.0
+            baseline.higher_is_better[task.name] = stored.get("higher_is_better", {})
+            baseline.items[task.name] = (
+                results.read_samples(self.out, samples)
+                .select(["task", "metric", "item", "value", "weight"])
+                .to_pylist()
+                if results.samples_path(self.out, samples).is_file()
+                else []
+            )
+        return baseline
+
+    def _sample_rows(self, config_hash: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per-item score rows of the current model (`SAMPLES_SCHEMA`)."""
+        spec = self.model_spec
+        return [
+            {"config_hash": config_hash, "model": spec.path, "dtype": spec.dtype, **item}
+            for item in items
+        ]
 
     def _evaluate(self, tasks: Sequence[TaskSpec]) -> _Evaluation:
         """Evaluate the model as currently edited, one call per task (each task has its own
-        limit, and its time is recorded)."""
-        import locator
+        limit and options, and its time is recorded), with per-item scores."""
+        from locator.evaluation import check_evaluation, run_evaluation
 
-        evaluation = _Evaluation(metrics={}, seconds={})
+        evaluation = _Evaluation(metrics={}, seconds={}, higher_is_better={}, items={})
         for task in tasks:
             start = time.perf_counter()
-            output = locator.evaluate(
-                self.model,
-                self.tokenizer,
+            request = check_evaluation(
                 [task.name],
                 limit=task.limit,
                 data_dir=self.suite.data_path(),
                 batch_size=self.suite.eval_batch_size,
                 max_new_tokens=task.max_new_tokens,
+                log_samples=True,
+                **task.options(),
             )
+            output = run_evaluation(self.model, self.tokenizer, request)
             evaluation.seconds[task.name] = time.perf_counter() - start
-            evaluation.metrics[task.name] = dict(_numbers(output[task.name]))
+            evaluation.metrics[task.name] = dict(_numbers(output.metrics[task.name]))
+            evaluation.higher_is_better[task.name] = output.higher_is_better.get(task.name, {})
+            evaluation.items[task.name] = [
+                {
+                    "task": item.task,
+                    "metric": item.metric,
+                    "item": item.item,
+                    "value": item.value,
+                    "weight": item.weight,
+                }
+                for item in output.items
+            ]
         return evaluation
 
     def _run_group(
-        self, todo: list[Configuration], texts: dict[tuple[str, int, int], list[str]]
+        self, todo: list[Configuration], texts: dict[tuple[str, int, int], Corpus]
     ) -> None:
         """All configurations of one (model, num_samples, seed): one pass per corpus."""
         from locator.cache import cached_statistics
@@ -385,7 +432,7 @@ class _Run:
             statistics[name] = cached_statistics(
                 self.model,
                 self.tokenizer,
-                texts[(name, first.num_samples, first.seed)],
+                self._texts(texts[(name, first.num_samples, first.seed)]),
                 kinds=kinds[name],
                 cache_dir=self.out / "_statistics",
                 batch_size=self.suite.batch_size,
@@ -494,19 +541,29 @@ class _Run:
         label = configuration.method.label
         if localization.count() == 0:
             # Nothing selected: the model is the unedited one, so its metrics are the baseline's.
-            evaluation = _Evaluation(
-                metrics=self.baseline, seconds={t.name: 0.0 for t in self.suite.tasks}
-            )
+            evaluation = self.baseline
         else:
             self.bar.set_postfix_str(
                 f"evaluate {label} p={configuration.proportion:g} x{configuration.factor:g}"
             )
             with locator.intervene(self.model, localization, configuration.factor):
                 evaluation = self._evaluate(self.suite.tasks)
+        results.write_samples(  # before the part file, which marks the configuration done
+            self.out,
+            configuration.key,
+            self._sample_rows(
+                configuration.key,
+                [item for task in self.suite.tasks for item in evaluation.items[task.name]],
+            ),
+        )
         now = datetime.now(timezone.utc)
         rows = []
         for task in self.suite.tasks:
-            baseline = self.baseline[task.name]
+            baseline = self.baseline.metrics[task.name]
+            directions = (
+                evaluation.higher_is_better[task.name]
+                or (self.baseline.higher_is_better[task.name])
+            )
             for metric, value in evaluation.metrics[task.name].items():
                 rows.append(
                     {
@@ -529,6 +586,7 @@ class _Run:
                         "metric": metric,
                         "value": value,
                         "baseline_value": baseline.get(metric),
+                        "higher_is_better": directions.get(metric),
                         "selected_count": localization.count(),
                         "selected_fraction": localization.fraction(),
                         "scored_count": localization.numel(),

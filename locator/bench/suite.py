@@ -40,7 +40,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from locator.errors import LocatorError, UnknownNameError
 
@@ -106,11 +106,31 @@ class MethodSpec:
 @dataclass(frozen=True, kw_only=True)
 class TaskSpec:
     """An evaluation task, how many of its examples to use and how many tokens a generation
-    task may generate (None: all examples; the task's own setting)."""
+    task may generate (None: all examples; the task's own setting), and the lm-eval prompt
+    options (see `locator.evaluation.EvaluationRequest`)."""
 
     name: str
     limit: int | None = None
     max_new_tokens: int | None = None
+    num_fewshot: int | None = None
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = False
+    system_instruction: str | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The prompt options set to other than their defaults."""
+        defaults = TaskSpec(name=self.name)
+        return {
+            key: getattr(self, key)
+            for key in _PROMPT_KEYS
+            if getattr(self, key) != getattr(defaults, key)
+        }
+
+    def identity(self) -> list[Any]:
+        """What the task contributes to a configuration's hash: name, limit, token cap and
+        any prompt option set (a suite without them keeps the hashes it had)."""
+        options = self.options()
+        return [self.name, self.limit, self.max_new_tokens, *([options] if options else [])]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,7 +151,8 @@ class Suite:
     data_dir: str | None = None
     batch_size: int = 8
     max_length: int | None = None
-    eval_batch_size: int = 16
+    eval_batch_size: int | Literal["auto"] = 16
+    chat_template: bool = False
 
     @property
     def base(self) -> Path:
@@ -153,7 +174,8 @@ _TOP = {
     "data_dir": "folder of local dataset files, relative to the suite file",
     "batch_size": "statistics batch size",
     "max_length": "truncate calibration texts to this many tokens",
-    "eval_batch_size": "evaluation batch size",
+    "chat_template": "render calibration texts through each model's chat template",
+    "eval_batch_size": 'evaluation batch size (an integer, or "auto": lm-eval\'s)',
     "proportions": "list of K in (0, 1]",
     "factors": "list of intervention factors (0 prunes, 1.1 scales)",
     "seeds": "list of seeds (repeats)",
@@ -167,7 +189,8 @@ _TOP = {
 _MODEL_KEYS = ("path", "revision", "dtype", "device", "device_map", "trust_remote_code")
 _CORPORA_KEYS = ("target", "controls")
 _METHOD_KEYS = ("name", "label", "options", "match")
-_TASK_KEYS = ("name", "limit", "max_new_tokens")
+_PROMPT_KEYS = ("num_fewshot", "apply_chat_template", "fewshot_as_multiturn", "system_instruction")
+_TASK_KEYS = ("name", "limit", "max_new_tokens", *_PROMPT_KEYS)
 
 
 class _Checker:
@@ -286,8 +309,10 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
             )
     max_length = data.get("max_length")
     with_replacement = data.get("with_replacement", False)
-    if not isinstance(with_replacement, bool):
-        raise check.fail("with_replacement", f"must be true or false, got {with_replacement!r}.")
+    chat_template = data.get("chat_template", False)
+    for key, flag in (("with_replacement", with_replacement), ("chat_template", chat_template)):
+        if not isinstance(flag, bool):
+            raise check.fail(key, f"must be true or false, got {flag!r}.")
     suite = Suite(
         name=name,
         path=path,
@@ -300,10 +325,11 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
         seeds=check.values(data, "seeds", lambda k, v: _seed(check, k, v)),
         num_samples=check.values(data, "num_samples", lambda k, v: check.integer(k, v, 1)),
         with_replacement=with_replacement,
+        chat_template=chat_template,
         data_dir=data_dir,
         batch_size=check.integer("batch_size", data.get("batch_size", 8), 1),
         max_length=None if max_length is None else check.integer("max_length", max_length, 1),
-        eval_batch_size=check.integer("eval_batch_size", data.get("eval_batch_size", 16), 1),
+        eval_batch_size=_eval_batch_size(check, data.get("eval_batch_size", 16)),
     )
     _check_unique(check, "models", [(m.path, m.dtype) for m in suite.models])
     _check_unique(check, "corpora", [(c.target, c.controls) for c in suite.corpora])
@@ -392,21 +418,26 @@ def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSp
     return tuple(methods)
 
 
+def _eval_batch_size(check: _Checker, value: Any) -> int | Literal["auto"]:
+    return "auto" if value == "auto" else check.integer("eval_batch_size", value, 1)
+
+
 def _task(check: _Checker, index: int, table: Mapping[str, Any]) -> TaskSpec:
     where = f"tasks[{index}]."
     check.keys(where, table, _TASK_KEYS)
     if "name" not in table:
         raise check.fail(f"{where}name", "missing: an evaluation task.")
-    limit, max_new_tokens = table.get("limit"), table.get("max_new_tokens")
-    return TaskSpec(
-        name=check.string(f"{where}name", table["name"]),
-        limit=None if limit is None else check.integer(f"{where}limit", limit, 1),
-        max_new_tokens=(
-            None
-            if max_new_tokens is None
-            else check.integer(f"{where}max_new_tokens", max_new_tokens, 1)
-        ),
-    )
+    from locator.evaluation import check_options
+
+    options = {
+        key: table[key] for key in ("limit", "max_new_tokens", *_PROMPT_KEYS) if key in table
+    }
+    try:  # the checks `locator.evaluate` makes (the task name is checked with the others)
+        check_options(**options)
+    except LocatorError as error:
+        key, _, message = str(error).partition(" ")  # the message starts with the option
+        raise check.fail(f"{where}{key}", message) from None
+    return TaskSpec(name=check.string(f"{where}name", table["name"]), **options)
 
 
 def _method_config(check: _Checker, where: str, name: str, options: Mapping[str, Any]) -> Any:

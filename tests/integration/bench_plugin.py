@@ -45,11 +45,11 @@ class LossEvaluator(Evaluator):
     name = "test-loss"
     tasks = tuple(TASKS)
 
-    def evaluate(self, model, tokenizer, tasks, *, limit, data_dir, batch_size, max_new_tokens):
+    def evaluate(self, model, tokenizer, request):
         time.sleep(float(os.environ.get("LOSS_EVALUATOR_DELAY", "0")))
         results = {}
-        for task in tasks:
-            texts = sample_texts(32, seed=TASKS[task])[:limit]
+        for task in request.tasks:
+            texts = sample_texts(32, seed=TASKS[task])[: request.limit]
             total = count = 0.0
             with torch.no_grad():
                 for text in texts:

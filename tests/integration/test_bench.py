@@ -95,11 +95,12 @@ def whole(suite_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("whole")
     with pytest.MonkeyPatch.context() as monkeypatch:
         import locator.cache
+        import locator.evaluation
         import locator.models
 
         loads = Spy(monkeypatch, locator.models, "load_model")
         passes = Spy(monkeypatch, locator.cache, "collect_statistics")
-        evaluations = Spy(monkeypatch, locator, "evaluate")
+        evaluations = Spy(monkeypatch, locator.evaluation, "run_evaluation")
         summary = runner.run_suite(load_suite(suite_file), out, progress=False, echo=lambda _: None)
     counts = {"loads": loads.calls, "passes": passes.calls, "evaluations": evaluations.calls}
     return out, summary, counts

@@ -9,7 +9,7 @@ import torch
 
 import locator
 from locator import LocatorError
-from locator.evaluation import Evaluator, UnknownTaskError
+from locator.evaluation import EvaluationRequest, Evaluator, UnknownTaskError
 from tests.conftest import SHARED_DATA
 
 needs_shared_data = pytest.mark.skipif(
@@ -124,9 +124,9 @@ class _TinyEvaluator(Evaluator):
     tasks = ("tiny-one", "tiny-two")
     calls: ClassVar[list] = []
 
-    def evaluate(self, model, tokenizer, tasks, *, limit, data_dir, batch_size, max_new_tokens):
-        self.calls.append((tuple(tasks), limit, data_dir, batch_size, max_new_tokens))
-        return {task: {"score": float(len(task))} for task in tasks}
+    def evaluate(self, model, tokenizer, request):
+        self.calls.append(request)
+        return {task: {"score": float(len(task))} for task in request.tasks}
 
 
 class _TinyPlugin:
@@ -150,7 +150,9 @@ def test_tasks_are_routed_to_the_evaluator_that_serves_them(llama, tokenizer, ti
         llama, tokenizer, ["tiny-two", "tiny-one"], limit=3, batch_size=2, max_new_tokens=5
     )
     assert results == {"tiny-two": {"score": 8.0}, "tiny-one": {"score": 8.0}}
-    assert _TinyEvaluator.calls[-1] == (("tiny-two", "tiny-one"), 3, None, 2, 5)
+    assert _TinyEvaluator.calls[-1] == EvaluationRequest(
+        tasks=("tiny-two", "tiny-one"), limit=3, batch_size=2, max_new_tokens=5
+    )
 
 
 @pytest.mark.parametrize(
@@ -161,6 +163,11 @@ def test_tasks_are_routed_to_the_evaluator_that_serves_them(llama, tokenizer, ti
         (["race", "race"], {}, "given more than once"),
         (["race"], {"limit": 0}, "limit must be a positive integer"),
         (["race"], {"data_dir": "/no/such/folder"}, "does not exist"),
+        (["race"], {"batch_size": "big"}, "batch_size must be a positive integer or 'auto'"),
+        (["race"], {"num_fewshot": -1}, "num_fewshot must be an integer >= 0"),
+        (["race"], {"fewshot_as_multiturn": True}, "needs apply_chat_template"),
+        (["race"], {"system_instruction": " "}, "system_instruction must be a non-empty"),
+        (["gsm8k_nll"], {"apply_chat_template": True}, "has no chat template"),
     ],
 )
 def test_bad_evaluations_fail_in_one_line(llama, tokenizer, tasks, options, message):

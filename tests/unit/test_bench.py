@@ -82,7 +82,13 @@ VALID = {
             {"models": [{"path": "m", "revision": 3}]},
             "models[0].revision: must be a non-empty string",
         ),
-        ({"tasks": [{"name": "x", "limit": 0}]}, "tasks[0].limit: must be an integer >= 1"),
+        ({"tasks": [{"name": "x", "limit": 0}]}, "tasks[0].limit: must be a positive integer"),
+        (
+            {"tasks": [{"name": "x", "fewshot_as_multiturn": True}]},
+            "tasks[0].fewshot_as_multiturn: needs apply_chat_template",
+        ),
+        ({"tasks": [{"name": "x", "num_fewshot": "5"}]}, "tasks[0].num_fewshot: must be an"),
+        ({"eval_batch_size": "max"}, "eval_batch_size: must be an integer >= 1, got 'max'."),
         (
             {"methods": [{"name": "random", "match": "nothing"}]},
             "methods[0].match: unknown method label 'nothing'.",
@@ -91,7 +97,7 @@ VALID = {
         ({"with_replacement": "yes"}, "with_replacement: must be true or false, got 'yes'."),
         (
             {"tasks": [{"name": "x", "max_new_tokens": -1}]},
-            "tasks[0].max_new_tokens: must be an integer >= 1, got -1.",
+            "tasks[0].max_new_tokens: must be a positive integer or None, got -1.",
         ),
         ({"corpora": [{"controls": ["c"]}]}, "corpora[0].target: missing"),
         (
