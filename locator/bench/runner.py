@@ -446,7 +446,9 @@ class _Run:
             batch = list(configurations)
             names = (corpora.target, *corpora.controls)
             localized = self._localize(corpora, batch, statistics, localizers)
-            used = [(name, texts[(name, first.num_samples, first.seed)]) for name in names]
+            used = [
+                (name, self._texts(texts[(name, first.num_samples, first.seed)])) for name in names
+            ]
             for configuration in batch:
                 localization, localize_seconds = localized[
                     (configuration.method.label, configuration.proportion)
