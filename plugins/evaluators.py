@@ -187,7 +187,7 @@ def _wikitext(config: str | None, local: _LocalData) -> Splits:
         if name not in available:
             continue
         pages: list[list[str]] = []
-        path = require_dataset("wikitext").local_path(name, local.data_dir)  # type: ignore[attr-defined]
+        path = require_dataset("wikitext").local_path(name, local.data_dir)
         for record in read_records(path):  # with the title lines the dataset leaves out
             text = str(record["text"])
             if _is_title(text) or not pages:
@@ -358,13 +358,22 @@ def _metrics(entry: dict[str, Any]) -> dict[str, float]:
     return metrics
 
 
-def _directions(output: dict[str, Any], name: str) -> dict[str, bool]:
-    """lm-eval's higher-is-better of each metric of task `name` (``"acc"``), where known."""
-    return {
-        metric: bool(value)
-        for metric, value in output.get("higher_is_better", {}).get(name, {}).items()
-        if value is not None
-    }
+def _directions(
+    output: dict[str, Any], name: str, leaves: Sequence[Any], metrics: dict[str, float]
+) -> dict[str, bool]:
+    """lm-eval's higher-is-better of each reported metric, where known: the task's own, else
+    (for a group) its subtasks'. ``acc_stderr`` and the like have none."""
+    table = output.get("higher_is_better", {})
+    found = {}
+    for metric in metrics:
+        where, _, bare = metric.rpartition("/")  # "subtask/acc" for a group without aggregates
+        base = bare.split(",")[0]
+        for source in [where or name, *(leaf.task_name for leaf in leaves)]:
+            value = table.get(source, {}).get(base)
+            if value is not None:
+                found[metric] = bool(value)
+                break
+    return found
 
 
 def _item_value(aggregation: Any, value: Any) -> tuple[float, float] | None:
@@ -457,7 +466,12 @@ class LmEvalEvaluator(Evaluator):
         training = model.training
         try:
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=request.batch_size)
-            objects = {task: self._load(manager, task, local, lm, request) for task in tasks}
+            objects = {
+                task: _skill_task(task, lm, request)
+                if task in SKILL_TASKS
+                else self._load(manager, task, local)
+                for task in tasks
+            }
             output = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=list(objects.values()),
@@ -480,24 +494,16 @@ class LmEvalEvaluator(Evaluator):
         for task, loaded in objects.items():
             name = getattr(loaded, "task_name", None) or loaded.name
             metrics = _metrics(results.get(name, {}))
-            known = _directions(output, name)
+            leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
             if not metrics and hasattr(loaded, "get_all_tasks"):  # a group without aggregates
-                for leaf in loaded.get_all_tasks():
-                    leaf_known = _directions(output, leaf.task_name)
+                for leaf in leaves:
                     for metric, value in _metrics(results.get(leaf.task_name, {})).items():
                         metrics[f"{leaf.task_name}/{metric}"] = value
-                        if metric.split(",")[0] in leaf_known:
-                            known[f"{leaf.task_name}/{metric}"] = leaf_known[metric.split(",")[0]]
             report[task] = metrics
-            directions[task] = {
-                metric: known[metric.split(",")[0]]
-                for metric in metrics
-                if metric.split(",")[0] in known
-            } | {metric: known[metric] for metric in metrics if metric in known}
+            directions[task] = _directions(output, name, leaves, metrics)
             if request.log_samples:
                 logged = output.get("samples", {})
                 items += _items(task, loaded, metrics, logged)
-                leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
                 samples[task] = [
                     {"task": leaf.task_name, **record}
                     for leaf in leaves
@@ -529,20 +535,8 @@ class LmEvalEvaluator(Evaluator):
                 if manager.task_index[leaf].cfg.get("unsafe_code"):
                     raise _unsafe(leaf)
 
-    def _load(
-        self,
-        manager: Any,
-        task: str,
-        local: _LocalData | None,
-        lm: Any,
-        request: EvaluationRequest,
-    ) -> Any:
+    def _load(self, manager: Any, task: str, local: _LocalData | None) -> Any:
         """The lm-eval Task or Group for `task`, reading local files where it can."""
-        if task in SKILL_TASKS:
-            from lm_eval.api.task import ConfigurableTask
-
-            config = SKILL_TASKS[task].build(lm, request.data_dir, request.limit)
-            return ConfigurableTask(config=config)
         entry = manager.task_index.get(task)
         try:
             loaded = None
@@ -559,6 +553,13 @@ class LmEvalEvaluator(Evaluator):
         if unsafe:
             raise _unsafe(unsafe[0])
         return loaded
+
+
+def _skill_task(task: str, lm: Any, request: EvaluationRequest) -> Any:
+    """The lm-eval Task of one of locator's skill tasks, built for this request and model."""
+    from lm_eval.api.task import ConfigurableTask
+
+    return ConfigurableTask(config=SKILL_TASKS[task].build(lm, request.data_dir, request.limit))
 
 
 def _unsafe(task: str) -> LocatorError:

@@ -41,21 +41,24 @@ def standard(llama, tokenizer):
     """gsm8k, mmlu and race from the shared local copies, with no network allowed."""
     if not SHARED_DATA.is_dir():
         pytest.skip("the shared local dataset copies are absent")
+    from locator.evaluation import check_evaluation, run_evaluation
+
     with _NoNetwork() as guard:
-        results = locator.evaluate(
-            llama,
-            tokenizer,
+        request = check_evaluation(
             ["gsm8k", "mmlu", "race"],
             limit=2,
             data_dir=SHARED_DATA,
             batch_size=8,
             max_new_tokens=4,
+            log_samples=True,
         )
-    return results, guard.attempts
+        evaluation = run_evaluation(llama, tokenizer, request)
+    return evaluation, guard.attempts
 
 
 def test_standard_tasks_return_numbers_offline(standard):
-    results, attempts = standard
+    evaluation, attempts = standard
+    results = evaluation.metrics
     assert attempts == []
     assert list(results) == ["gsm8k", "mmlu", "race"]
     assert 0.0 <= results["gsm8k"]["exact_match,strict-match"] <= 1.0
@@ -239,3 +242,15 @@ def test_local_records_reach_lm_eval_in_the_hub_layout():
     assert task.doc_to_target(doc) == "ABCD".index(first_article[-1]["answer"])
     assert task.doc_to_choice(doc) == first_article[-1]["options"]
     assert sum(len(ast.literal_eval(d["problems"])) for d in task.test_docs()) == len(high)
+
+
+def test_group_items_are_its_subtasks_items(standard):
+    """mmlu's accuracy is the mean over every subject's items; each item names its subject."""
+    evaluation, _ = standard
+    items = [i for i in evaluation.items if i.metric == "acc" and i.task.startswith("mmlu_")]
+    assert len(items) == 57 * 2 and len({i.task for i in items}) == 57
+    mean = sum(i.value for i in items) / len(items)
+    assert mean == pytest.approx(evaluation.metrics["mmlu"]["acc"], rel=1e-9)
+    assert evaluation.higher_is_better["mmlu"]["acc"] is True
+    strict = [i for i in evaluation.items if i.metric == "exact_match,strict-match"]
+    assert len(strict) == 2 and {i.task for i in strict} == {"gsm8k"}
