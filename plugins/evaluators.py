@@ -559,7 +559,7 @@ def _skill_task(task: str, lm: Any, request: EvaluationRequest) -> Any:
     """The lm-eval Task of one of locator's skill tasks, built for this request and model."""
     from lm_eval.api.task import ConfigurableTask
 
-    return ConfigurableTask(config=SKILL_TASKS[task].build(lm, request.data_dir, request.limit))
+    return ConfigurableTask(config=SKILL_TASKS[task](lm, request.data_dir, request.limit))
 
 
 def _unsafe(task: str) -> LocatorError:

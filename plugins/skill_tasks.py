@@ -28,7 +28,6 @@ import functools
 import random
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,16 +70,6 @@ NLL_METRICS = [
     {"metric": name, "aggregation": per_unit, "higher_is_better": False}
     for name in ("nll_per_token", "nll_per_byte")
 ]
-
-
-@dataclass(frozen=True, kw_only=True)
-class SkillTask:
-    """One task: its name, a description, and the lm-eval config builder ``build(lm,
-    data_dir, limit)`` (`lm` is lm-eval's model wrapper, for token counts)."""
-
-    name: str
-    description: str
-    build: Callable[[Any, Path | None, int | None], dict[str, Any]]
 
 
 def _split(dataset: str, preferred: str, data_dir: Path | None) -> str:
@@ -271,31 +260,14 @@ def _arithmetic(lm: Any, data_dir: Path | None, limit: int | None) -> dict[str, 
     }
 
 
-SKILL_TASKS = {
-    task.name: task
-    for task in (
-        SkillTask(
-            name="gsm8k_nll",
-            description="NLL of GSM8K test solutions given the question",
-            build=_gsm8k_nll,
-        ),
-        SkillTask(
-            name="math_nll",
-            description="NLL of MATH test solutions given the problem",
-            build=_math_nll,
-        ),
-        SkillTask(
-            name="wikitext_nll",
-            description="NLL of WikiText-2 paragraphs (train split)",
-            build=_wikitext_nll,
-        ),
-        SkillTask(name="race_nll", description="NLL of RACE articles", build=_race_nll),
-        SkillTask(name="python_nll", description="NLL of Python source chunks", build=_python_nll),
-        SkillTask(
-            name="arithmetic_fewshot",
-            description="5-shot generated arithmetic, greedy answer, exact match",
-            build=_arithmetic,
-        ),
-    )
+SKILL_TASKS: dict[str, Callable[[Any, Path | None, int | None], dict[str, Any]]] = {
+    "gsm8k_nll": _gsm8k_nll,
+    "math_nll": _math_nll,
+    "wikitext_nll": _wikitext_nll,
+    "race_nll": _race_nll,
+    "python_nll": _python_nll,
+    "arithmetic_fewshot": _arithmetic,
 }
-"""Locator's own lm-eval tasks, by name."""
+"""Locator's own lm-eval tasks: name -> ``build(lm, data_dir, limit)``, the lm-eval task config
+for this evaluation (`lm` is lm-eval's model wrapper, for token counts; `limit` the first items
+of the fixed order)."""
