@@ -473,7 +473,7 @@ def edit(model: ModelRequest, localization: str, factor: float, out: str, force:
 
     check_factor(factor)
     folder = check_output_directory(
-        out, owned=lambda p: (p / EDIT_FILE).is_file(), what="edited model", force=force
+        out, owned=lambda p: (p / EDIT_FILE).is_file(), what="an edited model", force=force
     )
     model.check()
     found = Localization.load(localization)
@@ -614,7 +614,7 @@ def report(results: str, out: str | None, skill_task: str | None) -> None:
 
     folder = Path(out) if out is not None else Path(results) / "_report"
     check_output_directory(
-        folder, owned=lambda p: (p / "report.md").is_file(), what="report", extend=True
+        folder, owned=lambda p: (p / "report.md").is_file(), what="a report", extend=True
     )
     click.echo(headline(read_results(results).to_pylist()))
     click.echo(f"results (Parquet) -> {results}")

@@ -171,7 +171,7 @@ def check_output_directory(
     """Check, before any work, that the folder `path` can be written without losing data.
 
     It may be missing or empty. A non-empty folder must be ``owned(path)`` (locator wrote it as
-    a `what`): then it is extended (`extend`, as a results folder is) or, with `force`,
+    `what`, with its article): then it is extended (`extend`, as a results folder is) or, with `force`,
     replaced; anything else is refused, so no command overwrites a folder it did not create.
     """
     path = Path(path)
@@ -181,11 +181,11 @@ def check_output_directory(
         if not owned(path):
             raise LocatorError(
                 f"output folder {str(path)!r} is not empty and was not written by locator as "
-                f"a {what}; choose a new folder (locator never overwrites other folders)."
+                f"{what}; choose a new folder (locator never overwrites other folders)."
             )
         if not (force or extend):
             raise LocatorError(
-                f"output folder {str(path)!r} already holds a {what}; pass --force to replace "
+                f"output folder {str(path)!r} already holds {what}; pass --force to replace "
                 "it, or choose a new folder."
             )
     _writable_folder(path)

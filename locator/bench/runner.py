@@ -176,7 +176,7 @@ def run_suite(
 
     start = time.perf_counter()
     out = check_output_directory(
-        out, owned=results.is_results_folder, what="results folder", extend=True
+        out, owned=results.is_results_folder, what="a results folder", extend=True
     )
     configurations = plan(suite)
     mine = shard(configurations, *shard_spec)

@@ -143,7 +143,7 @@ def train(
         raise LocatorError(f"steps must be an integer >= 1, got {steps!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise LocatorError(f"seed must be an integer >= 0, got {seed!r}.")
-    out = check_output_directory(out_dir, owned=is_toy_model, what="toy model", force=force)
+    out = check_output_directory(out_dir, owned=is_toy_model, what="a toy model", force=force)
     previous_threads = torch.get_num_threads()
     previous_deterministic = torch.are_deterministic_algorithms_enabled()
     if threads is not None:

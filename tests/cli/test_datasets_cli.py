@@ -92,7 +92,7 @@ def test_edit_writes_a_model_from_pretrained_loads(saved_model, localization, tm
         "edit", "--model", saved_model, "--localization", localization, "--factor", 1.1,
         "--out", out,
     )  # fmt: skip
-    assert again.exit_code == 2 and "is not empty" in again.output
+    assert again.exit_code == 2 and "--force" in again.output
 
 
 @pytest.mark.parametrize(
