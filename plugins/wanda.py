@@ -24,24 +24,38 @@ import torch
 
 import locator
 from locator.localization import Localization, Selection
-from locator.localizer import LocalizationContext, Localizer, top_cuts
+from locator.localizer import LocalizationContext, Localizer, top_count, top_cuts
 from locator.stats import INPUT_NORM_SUM, INPUT_SQUARE_SUM
+
+
+def original_count(proportion: float, numel: int) -> int:
+    """What the reference code keeps of a group of `numel`: it prunes ``int(numel *
+    sparsity)`` with sparsity = 1 - K, so it keeps ``numel - int(numel * (1 - K))``."""
+    return numel - int(numel * (1 - proportion))
+
+
+COUNTS = {"floor": top_count, "original": original_count}
 
 
 @dataclass(frozen=True, kw_only=True)
 class WandaConfig:
     """`norm`: ``pooled`` (sqrt of the sum of squares over all tokens, the original) or
     ``per_sample`` (MathNeuro's sum of per-sample norms); `group`: ``row`` (top-K of each output
-    row, the original) or ``matrix`` (top-K of each matrix)."""
+    row, the original) or ``matrix`` (top-K of each matrix); `count`: how many entries a group
+    of n keeps, ``floor`` (floor(K * n), the formula's; the default) or ``original`` (n - int(n *
+    (1 - K)), what the reference code keeps: one more whenever K * n is not an integer)."""
 
     norm: Literal["pooled", "per_sample"] = "pooled"
     group: Literal["row", "matrix"] = "row"
+    count: Literal["floor", "original"] = "floor"
 
     def __post_init__(self) -> None:
         if self.norm not in ("pooled", "per_sample"):
             raise ValueError(f"norm must be 'pooled' or 'per_sample', got {self.norm!r}.")
         if self.group not in ("row", "matrix"):
             raise ValueError(f"group must be 'row' or 'matrix', got {self.group!r}.")
+        if self.count not in ("floor", "original"):
+            raise ValueError(f"count must be 'floor' or 'original', got {self.count!r}.")
 
 
 class WandaLocalizer(Localizer):
@@ -68,7 +82,8 @@ class WandaLocalizer(Localizer):
             channel = context.target.get(self.kind, name)  # [d_in], float64
             norm = channel.sqrt() if self.config.norm == "pooled" else channel
             scores = magnitude * norm.to(magnitude.device, magnitude.dtype)  # [d_out, d_in]
-            for i, top in enumerate(top_cuts(scores, proportions, self.config.group)):
+            cuts = top_cuts(scores, proportions, self.config.group, COUNTS[self.config.count])
+            for i, top in enumerate(cuts):
                 selections[i][name] = Selection.from_indices(
                     context.stored_indices(name, top), parameter.shape
                 )

@@ -86,6 +86,19 @@ def test_wanda_row_takes_floor_k_of_every_output_row(model, tokenizer):
         assert (matrix.sum(dim=1) == math.floor(0.3 * matrix.shape[1])).all(), name
 
 
+@pytest.mark.parametrize("proportion", [0.05, 0.3])
+def test_wanda_original_count_keeps_what_the_reference_code_keeps(llama, tokenizer, proportion):
+    stats = collect_statistics(llama, tokenizer, TARGET, kinds={INPUT_SQUARE_SUM}, progress=False)
+    context = build_context(llama, stats)
+    floor = locator.get_localizer("wanda").localize(context, proportion)
+    original = locator.get_localizer("wanda", {"count": "original"}).localize(context, proportion)
+    for name, mask in original.masks.items():
+        d_in = mask.shape[1]  # Llama: [d_out, d_in]
+        kept = d_in - int(d_in * (1 - proportion))  # the reference prunes int(d_in * sparsity)
+        assert (mask.sum(dim=1) == kept).all(), name
+        assert (mask | floor.masks[name]).equal(mask), name  # one ranking: floor's is a prefix
+
+
 def test_wanda_declares_only_the_statistic_its_config_needs():
     assert locator.get_localizer("wanda").statistics == {INPUT_SQUARE_SUM}
     assert locator.get_localizer("wanda", {"norm": "per_sample"}).statistics == {INPUT_NORM_SUM}
