@@ -1,8 +1,8 @@
 """An on-disk cache of activation statistics, so a second method, proportion or factor costs no
 forward pass.
 
-Entries are keyed by the model (config, dtype and a strided sample of every weight),
-the exact token ids of the corpus (so tokenizer, texts, order and truncation all count) and hold
+Entries are keyed by the model (config, dtype and a strided sample of every weight), the exact
+token rows of the corpus (so tokenizer, texts, order, truncation and packing all count) and hold
 one tensor per statistic kind and key, with the identity of the kind that computed it (name,
 class, version, dtype): a kind whose identity changed is computed again. A request for kinds an
 entry lacks collects only the missing kinds and extends the entry. Files are safetensors,
@@ -22,7 +22,7 @@ from torch import nn
 
 from locator.io import atomic_write
 from locator.provenance import weights_fingerprint
-from locator.stats import ActivationStats, collect_statistics, get_statistic, tokenize
+from locator.stats import ActivationStats, collect_statistics, get_statistic, token_rows
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -51,6 +51,7 @@ def cached_statistics(
     cache_dir: str | Path,
     batch_size: int = 8,
     max_length: int | None = None,
+    pack: int | None = None,
     corpus: str = "",
     progress: bool = True,
     model_key: str | None = None,
@@ -65,7 +66,7 @@ def cached_statistics(
     key = hashlib.sha256(
         (
             (model_key or model_fingerprint(model))
-            + corpus_fingerprint(tokenize(tokenizer, texts, max_length))
+            + corpus_fingerprint(token_rows(tokenizer, texts, max_length, pack))
         ).encode()
     ).hexdigest()[:32]
     path = Path(cache_dir) / f"statistics-{key}.safetensors"
@@ -93,6 +94,7 @@ def cached_statistics(
             kinds=missing,
             batch_size=batch_size,
             max_length=max_length,
+            pack=pack,
             corpus=corpus,
             progress=progress,
         )

@@ -210,6 +210,13 @@ def plugins(as_json: bool) -> None:
 @click.option(
     "--max-length", default=None, type=int, help="Truncate texts to this many tokens (>= 1)."
 )
+@click.option(
+    "--pack",
+    default=None,
+    type=int,
+    help="Read each corpus as one token stream cut into rows of this many tokens (LAPE's "
+    "original input) instead of one row per text.",
+)
 @click.option("--reference", type=click.Path(dir_okay=False), help="Localization to match.")
 @click.option("--num-samples", default=500, show_default=True, type=int, help=NUM_SAMPLES_HELP)
 @click.option("--replace", is_flag=True, help="Draw dataset texts with replacement (the paper).")
@@ -230,6 +237,7 @@ def localize(
     seed: int,
     batch_size: int,
     max_length: int | None,
+    pack: int | None,
     reference: str | None,
     num_samples: int,
     replace: bool,
@@ -248,7 +256,7 @@ def localize(
     from locator.localizer import check_request, get_localizer
     from locator.localizer import localize as run_localize
     from locator.provenance import file_hash
-    from locator.stats import check_batch_size, check_max_length
+    from locator.stats import check_batch_size, check_max_length, check_rows
 
     # Fail on bad options, a bad request, an unwritable output or a bad model before loading
     # anything; the parsed method is the one used.
@@ -261,6 +269,7 @@ def localize(
         reference=reference is not None,
     )
     check_max_length(max_length)
+    check_rows(max_length, pack)
     check_batch_size(batch_size)
     check_output_file(out, overwrite=is_localization_file)
     model.check()
@@ -290,6 +299,7 @@ def localize(
         seed=seed,
         batch_size=batch_size,
         max_length=max_length,
+        pack=pack,
         reference=reference_localization,
     )
     described = [dict(c, **files.get(i, {})) for i, c in enumerate(result.provenance["corpora"])]

@@ -410,6 +410,7 @@ def localize(
     seed: int = 0,
     batch_size: int = 8,
     max_length: int | None = None,
+    pack: int | None = None,
     reference: Localization | None = None,
     progress: bool = True,
     cache_dir: str | Path | None = None,
@@ -424,7 +425,9 @@ def localize(
     A corpus is a dataset name (``"gsm8k"``: `num_samples` texts of its calibration split
     drawn under `seed`, with replacement if `replace`, from `data_dir` or the hub), a
     `Corpus` from `locator.sample_corpus`, or a list of texts used as given. `controls` is a
-    list of corpora whose top entries are removed by methods that use them. `reference` is the
+    list of corpora whose top entries are removed by methods that use them. Each corpus is read
+    one row per text (`max_length` truncates), or with `pack` = N as one token stream cut into
+    rows of N tokens (LAPE's original input; see `locator.stats.token_rows`). `reference` is the
     localization a matched baseline (``random``) copies its per-matrix counts from. With
     `cache_dir`, statistics are read from and written to an on-disk cache, so a repeated call
     with another method, proportion or option runs no pass over the model.
@@ -466,6 +469,7 @@ def localize(
             kinds=localizer.statistics,
             batch_size=batch_size,
             max_length=max_length,
+            pack=pack,
             corpus=label,
             progress=progress,
         )

@@ -372,6 +372,38 @@ def tokenize(tokenizer: object, texts: Sequence[str], max_length: int | None) ->
     return [list(ids) for ids in encoded["input_ids"]]
 
 
+def check_rows(max_length: int | None, pack: int | None) -> None:
+    """Check how a corpus is to become token rows (before any model loads): `pack` a row length
+    >= 1 or None, and not together with `max_length`."""
+    if pack is None:
+        return
+    if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
+        raise LocatorError(f"pack must be a row length in tokens (an int >= 1), got {pack!r}.")
+    if max_length is not None:
+        raise LocatorError(
+            f"give either max_length ({max_length}) or pack ({pack}), not both: packed rows are "
+            "cut to the pack length."
+        )
+
+
+def token_rows(
+    tokenizer: object, texts: Sequence[str], max_length: int | None, pack: int | None = None
+) -> list[list[int]]:
+    """The token rows a statistics pass feeds the model: how a corpus becomes its samples.
+
+    By default one row per text (truncated to `max_length` tokens when given). With `pack` = N,
+    the corpus is read as LAPE's original code reads it: every text's token ids (as the
+    tokenizer encodes it, special tokens included), concatenated in corpus order into one stream
+    and cut into rows of N tokens, the tail shorter than N dropped; attention then crosses the
+    texts a row spans, and each row is one sample of every per-sample statistic.
+    """
+    check_rows(max_length, pack)
+    if pack is None:
+        return tokenize(tokenizer, texts, max_length)
+    stream = [token for ids in tokenize(tokenizer, texts, None) for token in ids]
+    return [stream[start : start + pack] for start in range(0, len(stream) - pack + 1, pack)]
+
+
 def batches(
     token_ids: Sequence[Sequence[int]], batch_size: int, pad_id: int = 0
 ) -> Iterator[tuple[Tensor, Tensor]]:
@@ -544,12 +576,14 @@ def collect_statistics(
     kinds: frozenset[str] | set[str],
     batch_size: int = 8,
     max_length: int | None = None,
+    pack: int | None = None,
     corpus: str = "",
     progress: bool = True,
 ) -> ActivationStats:
     """Run one batched pass over `texts` and return the statistics `kinds` (names of
     `StatisticKind`s; see `list_statistics()`). A backward pass runs only when a kind observes
-    gradients."""
+    gradients. The texts become token rows by `token_rows` (`max_length` truncates each text;
+    `pack` concatenates them and cuts rows of that many tokens); each row is one sample."""
     from tqdm.auto import tqdm
 
     resolved = [get_statistic(name) for name in sorted(kinds)]
@@ -557,13 +591,18 @@ def collect_statistics(
         raise LocatorError(f"corpus {corpus or '(unnamed)'} is empty: give at least one text.")
     check_batch_size(batch_size)
     state = _plan(model, resolved)
-    token_ids = tokenize(tokenizer, texts, max_length)
+    token_ids = token_rows(tokenizer, texts, max_length, pack)
     num_tokens = sum(len(ids) for ids in token_ids)
     if num_tokens == 0:
-        raise LocatorError(f"corpus {corpus or '(unnamed)'} has no tokens after tokenization.")
+        unit = (
+            "" if pack is None else f" in rows of {pack} (the tail shorter than a row is dropped)"
+        )
+        raise LocatorError(
+            f"corpus {corpus or '(unnamed)'} has no tokens after tokenization{unit}."
+        )
     if not resolved:  # nothing to observe (a random baseline): no forward pass
         return ActivationStats(
-            corpus=corpus, num_samples=len(texts), num_tokens=num_tokens, values={}
+            corpus=corpus, num_samples=len(token_ids), num_tokens=num_tokens, values={}
         )
     backward = bool(state.gradients)
     # Without gradients the head is not needed, so the pass stops at the decoder: no logits.
@@ -606,7 +645,7 @@ def collect_statistics(
         kind: {key: found[key] for key in ordered if key in found} for kind, found in values.items()
     }
     return ActivationStats(
-        corpus=corpus, num_samples=len(texts), num_tokens=num_tokens, values=values
+        corpus=corpus, num_samples=len(token_ids), num_tokens=num_tokens, values=values
     )
 
 

@@ -113,6 +113,7 @@ def plan(suite: Suite) -> list[Configuration]:
                                 "max_length": suite.max_length,
                                 # only when set, so that older suites keep their hashes
                                 **({"chat_template": True} if suite.chat_template else {}),
+                                **({"pack": suite.pack} if suite.pack is not None else {}),
                             }
                             for factor in suite.factors:
                                 key = {**selection, "factor": factor, "tasks": tasks}
@@ -437,6 +438,7 @@ class _Run:
                 cache_dir=self.out / "_statistics",
                 batch_size=self.suite.batch_size,
                 max_length=self.suite.max_length,
+                pack=self.suite.pack,
                 corpus=name,
                 progress=False,
                 model_key=self.fingerprint,

@@ -153,6 +153,7 @@ class Suite:
     max_length: int | None = None
     eval_batch_size: int | Literal["auto"] = 16
     chat_template: bool = False
+    pack: int | None = None
 
     @property
     def base(self) -> Path:
@@ -174,6 +175,7 @@ _TOP = {
     "data_dir": "folder of local dataset files, relative to the suite file",
     "batch_size": "statistics batch size",
     "max_length": "truncate calibration texts to this many tokens",
+    "pack": "read each corpus as one token stream cut into rows of this many tokens",
     "chat_template": "render calibration texts through each model's chat template",
     "eval_batch_size": 'evaluation batch size (an integer, or "auto": lm-eval\'s)',
     "proportions": "list of K in (0, 1]",
@@ -308,6 +310,11 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
                 "data_dir", f"{data_dir!r} is not a folder (paths are relative to the suite file)."
             )
     max_length = data.get("max_length")
+    pack = data.get("pack")
+    if pack is not None:
+        check.integer("pack", pack, 1)
+        if max_length is not None:
+            raise check.fail("pack", "give either max_length or pack, not both.")
     with_replacement = data.get("with_replacement", False)
     chat_template = data.get("chat_template", False)
     for key, flag in (("with_replacement", with_replacement), ("chat_template", chat_template)):
@@ -329,6 +336,7 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
         data_dir=data_dir,
         batch_size=check.integer("batch_size", data.get("batch_size", 8), 1),
         max_length=None if max_length is None else check.integer("max_length", max_length, 1),
+        pack=pack,
         eval_batch_size=_eval_batch_size(check, data.get("eval_batch_size", 16)),
     )
     _check_unique(check, "models", [(m.path, m.dtype) for m in suite.models])

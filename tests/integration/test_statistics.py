@@ -97,3 +97,36 @@ def test_bf16_model_accumulates_in_fp32_or_wider(llama, tokenizer):
         model, tokenizer, sample_texts(3), kinds={INPUT_NORM_SUM}, progress=False
     )
     assert all(v.dtype == torch.float64 for v in stats.values[INPUT_NORM_SUM].values())
+
+
+def test_pack_reads_one_token_stream_cut_into_rows(llama, tokenizer):
+    texts = sample_texts(5, seed=8)
+    stream = [t for text in texts for t in tokenizer(text)["input_ids"]]
+    rows = [stream[i : i + 16] for i in range(0, len(stream) - 15, 16)]  # the tail is dropped
+    expected = {}
+    for ids in rows:  # one row at a time, fp32, plain hooks
+        captured, handles = {}, []
+        for path, module in reference.decoder_linears(llama).items():
+
+            def hook(module, args, path=path, captured=captured):
+                captured[path] = args[0].detach().double()[0]
+
+            handles.append(module.register_forward_pre_hook(hook))
+        try:
+            with torch.no_grad():
+                llama(input_ids=torch.tensor([ids]))
+        finally:
+            for handle in handles:
+                handle.remove()
+        for path, x in captured.items():
+            expected[path] = expected.get(path, 0) + x.square().sum(0)
+    stats = collect_statistics(
+        llama, tokenizer, texts, kinds={INPUT_SQUARE_SUM}, batch_size=2, pack=16, progress=False
+    )
+    assert stats.num_samples == len(rows) and stats.num_tokens == 16 * len(rows)
+    for path, value in expected.items():
+        torch.testing.assert_close(stats.get(INPUT_SQUARE_SUM, f"{path}.weight"), value)
+    with pytest.raises(LocatorError, match="either max_length"):
+        collect_statistics(llama, tokenizer, texts, kinds=set(), pack=16, max_length=8)
+    with pytest.raises(LocatorError, match="rows of 100000"):
+        collect_statistics(llama, tokenizer, texts, kinds=set(), pack=100000, progress=False)
