@@ -4,7 +4,8 @@ The decoder blocks are the `nn.ModuleList` holding the most parameters (``model.
 Llama, ``transformer.h`` in GPT-2, ``gpt_neox.layers`` in Pythia), so no per-model code is
 needed to find them. Inside them every `nn.Linear` and transformers' `Conv1D` (GPT-2, whose
 weight is stored transposed as ``[d_in, d_out]``) is a scored linear. Embeddings, norms, biases
-and the language-model head stay out.
+and the language-model head stay out, unless a caller asks for the head (``head=True``: the
+untied output head, which MathNeuro's published code scores).
 
 MLP neurons (for neuron-level methods) are found from a small table of known layouts: two sibling
 linears in a block, one whose output channel j is neuron j's pre-activation and the down
@@ -72,8 +73,10 @@ def is_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
 
 
-def scored_parameters(model: nn.Module) -> dict[str, ScoredParameter]:
-    """Every decoder linear's weight, keyed by parameter name, in model order."""
+def scored_parameters(model: nn.Module, *, head: bool = False) -> dict[str, ScoredParameter]:
+    """Every decoder linear's weight, keyed by parameter name, in model order; with `head`,
+    then the output head's weight too when it is an `nn.Linear` not tied to the input
+    embeddings (its `layer` is the number of blocks)."""
     blocks_path, blocks = decoder_blocks(model)
     prefix = f"{blocks_path}." if blocks_path else ""
     found: dict[str, ScoredParameter] = {}
@@ -96,7 +99,30 @@ def scored_parameters(model: nn.Module) -> dict[str, ScoredParameter]:
             f"{type(model).__name__} has no decoder linears: its blocks at {blocks_path!r} "
             "contain no nn.Linear or Conv1D modules."
         )
+    if head:
+        found.update(_untied_head(model, len(blocks)))
     return found
+
+
+def _untied_head(model: nn.Module, layer: int) -> dict[str, ScoredParameter]:
+    """The output head as a scored parameter, if it is an `nn.Linear` with a weight of its own."""
+    output = getattr(model, "get_output_embeddings", lambda: None)()
+    embeddings = getattr(model, "get_input_embeddings", lambda: None)()
+    if not isinstance(output, nn.Linear):
+        return {}
+    if embeddings is not None and output.weight is getattr(embeddings, "weight", None):
+        return {}  # tied: the head is the embedding matrix
+    path = next(path for path, module in model.named_modules() if module is output)
+    name = f"{path}.weight"
+    parameter = ScoredParameter(
+        name=name,
+        module=path,
+        layer=layer,
+        kind=path,
+        transposed=False,
+        shape=tuple(output.weight.shape),
+    )
+    return {name: parameter}
 
 
 _LAYER = re.compile(r"\.(\d+)\.")

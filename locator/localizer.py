@@ -82,8 +82,10 @@ class Localizer:
     `min_controls` (the fewest control corpora it works with) and `uses_controls` (False for
     methods that read the target alone: `localize` refuses controls for them, and their
     localizations record none). `check_request` enforces all three before any pass, so methods
-    do not check them again. `statistics` is read from the instance, so a
-    method whose kinds depend on its config sets it in ``__init__``.
+    do not check them again. `scores_head`: True for a method that scores the untied output
+    head too (its context's `parameters` then include it; see `build_context`). `statistics`
+    and `scores_head` are read from the instance, so a method whose needs depend on its config
+    sets them in ``__init__``.
     """
 
     name: ClassVar[str]
@@ -92,6 +94,7 @@ class Localizer:
     accepts_reference: ClassVar[bool] = False
     min_controls: ClassVar[int] = 0
     uses_controls: ClassVar[bool] = True
+    scores_head: bool = False
 
     def __init__(self, config: Any = None) -> None:
         self.config = self.Config() if config is None else config
@@ -379,12 +382,14 @@ def build_context(
     seed: int = 0,
     reference: Localization | None = None,
     reference_label: str | None = None,
+    head: bool = False,
 ) -> LocalizationContext:
     """The context for localizing on `model` from already collected statistics; a matched
-    baseline's `reference` is recorded as `reference_label` (default: its method name)."""
+    baseline's `reference` is recorded as `reference_label` (default: its method name); with
+    `head` its parameters include the untied output head (for methods with `scores_head`)."""
     if reference is not None:  # a reference made for another model must not be matched
         reference.check(model, strict=True)
-    parameters = scored_parameters(model)
+    parameters = scored_parameters(model, head=head)
     named = dict(model.named_parameters())
     weights = {name: named[name].detach() for name in parameters}
     return LocalizationContext(
@@ -475,7 +480,14 @@ def localize(
         )
         for label, texts in corpora
     ]
-    context = build_context(model, collected[0], collected[1:], seed=seed, reference=reference)
+    context = build_context(
+        model,
+        collected[0],
+        collected[1:],
+        seed=seed,
+        reference=reference,
+        head=localizer.scores_head,
+    )
     return with_provenance(
         localizer.localize(context, proportion),
         model=model_identity(model),

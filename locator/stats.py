@@ -22,6 +22,7 @@ by every kind and every linear that reads the same tensor (q, k and v read one i
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -130,6 +131,20 @@ class WeightGradients:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Forward:
+    """How a pass feeds the model: what a kind may require beyond the default batched pass.
+
+    `dtype`: the dtype the model computes in (None: as loaded; otherwise a model in another
+    dtype is copied into this one for the pass, as a published code that loads it so did);
+    `batch_size`: rows per forward (None: the caller's; 1 also keeps the rows in corpus order,
+    for running sums that depend on it). Kinds with equal `Forward`s share one pass.
+    """
+
+    dtype: torch.dtype | None = None
+    batch_size: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class StatisticKind:
     """A statistic methods can declare: subclass it, implement `batch`, register an instance.
 
@@ -139,7 +154,10 @@ class StatisticKind:
     part of `identity`, which keys the on-disk cache. `batch(observed)` returns one batch's
     contribution for one key (`observed` is an `Activations` for activation sites, a
     `WeightGradients` for ``weight_gradient``); `merge` folds it into the running total (a sum;
-    override it for a maximum, say). Example::
+    override it for a maximum, say). `forward` is the pass it needs (`Forward`; the default is
+    the shared batched one); `head`, for a ``linear_input`` kind, makes it observe the untied
+    output head's input too (`locator.architecture.scored_parameters` with ``head=True``).
+    Example::
 
         @dataclass(frozen=True, kw_only=True)
         class InputAbsMax(StatisticKind):
@@ -159,6 +177,8 @@ class StatisticKind:
     description: str
     dtype: torch.dtype = torch.float64
     version: int = 1
+    forward: Forward = Forward()
+    head: bool = False
 
     def __post_init__(self) -> None:
         if self.site not in SITES:
@@ -180,7 +200,10 @@ class StatisticKind:
     def identity(self) -> str:
         """What a cached value was computed by: name, class, version and dtype."""
         cls = type(self)
-        return f"{self.name}:{cls.__module__}.{cls.__qualname__}:v{self.version}:{self.dtype}"
+        identity = f"{self.name}:{cls.__module__}.{cls.__qualname__}:v{self.version}:{self.dtype}"
+        if self.forward != Forward() or self.head:
+            identity += f":{self.forward}:head={self.head}"
+        return identity
 
 
 # The built-in kinds: generic computations, named by what they compute.
@@ -226,6 +249,23 @@ class _WeightGradientSaliency(StatisticKind):
         return total.mul_(magnitude)  # sum_s |W * G_s| = |W| * sum_s |G_s|
 
 
+@dataclass(frozen=True, kw_only=True)
+class _SampleNorms(StatisticKind):
+    """Each sample's channel norms as a row, in corpus order: ``[samples, d_in]``."""
+
+    def batch(self, observed: Activations) -> Tensor:
+        values = observed.values  # [batch, seq, d_in], the model's dtype
+        return torch.stack(
+            [
+                values[row, :length].norm(p=2, dim=0).to(self.dtype)
+                for row, length in enumerate(observed.lengths)
+            ]
+        )
+
+    def merge(self, total: Tensor | None, value: Tensor) -> Tensor:
+        return value if total is None else torch.cat([total, value])
+
+
 INPUT_NORM_SUM = "input_norm_sum"
 INPUT_SQUARE_SUM = "input_square_sum"
 NEURON_ACTIVE_COUNT = "neuron_active_count"
@@ -233,6 +273,7 @@ NEURON_MEAN_SUM = "neuron_sample_mean_sum"
 NEURON_MEAN_SQUARE_SUM = "neuron_sample_mean_square_sum"
 WEIGHT_SALIENCY = "weight_gradient_saliency"
 WEIGHT_SALIENCY_BF16 = "weight_gradient_saliency_bf16"
+INPUT_NORMS_BY_SAMPLE_BF16 = "input_norms_by_sample_bf16"
 
 _SALIENCY = (
     "per entry of each scored weight, the sum over samples of |W * dL_s/dW|, L_s the sample's "
@@ -276,6 +317,16 @@ KINDS: tuple[StatisticKind, ...] = (
         site="weight_gradient",
         description=_SALIENCY + ", accumulated in bf16",
         dtype=torch.bfloat16,
+    ),
+    _SampleNorms(
+        name=INPUT_NORMS_BY_SAMPLE_BF16,
+        site="linear_input",
+        description="per sample and input channel j, ||X_s[:, j]||_2 rounded to bf16, from a "
+        "bf16 forward at batch size 1, one row per sample in corpus order ([samples, d_in]; "
+        "the untied head included): MathNeuro's published arithmetic",
+        dtype=torch.bfloat16,
+        forward=Forward(dtype=torch.bfloat16, batch_size=1),
+        head=True,
     ),
 )
 """The built-in statistic kinds; `statistics()` adds those registered by plugins."""
@@ -405,14 +456,17 @@ def token_rows(
 
 
 def batches(
-    token_ids: Sequence[Sequence[int]], batch_size: int, pad_id: int = 0
+    token_ids: Sequence[Sequence[int]], batch_size: int, pad_id: int = 0, keep_order: bool = False
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Right-padded ``(input_ids, attention_mask)`` batches, ``[batch, seq]`` each.
 
-    Texts are grouped longest first so that batches carry little padding; sums do not depend
-    on the order. Texts with no tokens are skipped (they add nothing to any statistic).
+    Texts are grouped longest first so that batches carry little padding (sums do not depend
+    on the order), or kept in corpus order with `keep_order`. Texts with no tokens are skipped
+    (they add nothing to any statistic).
     """
-    order = sorted((i for i, ids in enumerate(token_ids) if ids), key=lambda i: -len(token_ids[i]))
+    order = [i for i, ids in enumerate(token_ids) if ids]
+    if not keep_order:
+        order.sort(key=lambda i: -len(token_ids[i]))
     for start in range(0, len(order), batch_size):
         rows = [token_ids[i] for i in order[start : start + batch_size]]
         length = len(rows[0])
@@ -453,6 +507,7 @@ class _Pass:
     mask: Tensor | None = None
     lengths: list[int] = field(default_factory=list)
     last: tuple[Tensor, Activations] | None = None
+    needs_head: bool = False  # a kind observes the output head: run the whole model
 
     def observe(self, pairs: list[tuple[StatisticKind, str]], x: Tensor) -> None:
         """Feed one activation tensor to its kinds (one `Activations` per distinct tensor)."""
@@ -547,13 +602,15 @@ def _plan(model: nn.Module, kinds: Sequence[StatisticKind]) -> _Pass:
     """Which module each kind observes, and under which key."""
     state = _Pass()
     parameters = scored_parameters(model)
+    with_head = scored_parameters(model, head=True)
     sites = {kind.site for kind in kinds}
     neurons = mlp_neurons(model) if sites & {"neuron_pre_activation", "neuron_activation"} else {}
     named = dict(model.named_parameters())
     for kind in kinds:
         if kind.site == "linear_input":
-            for name, p in parameters.items():
+            for name, p in (with_head if kind.head else parameters).items():
                 state.inputs.setdefault(p.module, []).append((kind, name))
+                state.needs_head |= name not in parameters
         elif kind.site == "neuron_activation":
             for name, neuron in neurons.items():
                 state.inputs.setdefault(neuron.down_projection, []).append((kind, name))
@@ -583,30 +640,57 @@ def collect_statistics(
     """Run one batched pass over `texts` and return the statistics `kinds` (names of
     `StatisticKind`s; see `list_statistics()`). A backward pass runs only when a kind observes
     gradients. The texts become token rows by `token_rows` (`max_length` truncates each text;
-    `pack` concatenates them and cuts rows of that many tokens); each row is one sample."""
-    from tqdm.auto import tqdm
-
+    `pack` concatenates them and cuts rows of that many tokens); each row is one sample.
+    Kinds that declare another `Forward` (a dtype, a batch size) get a pass of their own."""
     resolved = [get_statistic(name) for name in sorted(kinds)]
     if not texts:
         raise LocatorError(f"corpus {corpus or '(unnamed)'} is empty: give at least one text.")
     check_batch_size(batch_size)
-    state = _plan(model, resolved)
     token_ids = token_rows(tokenizer, texts, max_length, pack)
     num_tokens = sum(len(ids) for ids in token_ids)
     if num_tokens == 0:
-        unit = (
-            "" if pack is None else f" in rows of {pack} (the tail shorter than a row is dropped)"
-        )
-        raise LocatorError(
-            f"corpus {corpus or '(unnamed)'} has no tokens after tokenization{unit}."
-        )
-    if not resolved:  # nothing to observe (a random baseline): no forward pass
-        return ActivationStats(
-            corpus=corpus, num_samples=len(token_ids), num_tokens=num_tokens, values={}
-        )
+        unit = "" if pack is None else f" in rows of {pack} (a shorter tail is dropped)"
+        label = corpus or "(unnamed)"
+        raise LocatorError(f"corpus {label} has no tokens after tokenization{unit}.")
+    totals: dict[tuple[str, str], Tensor] = {}
+    # Kinds that need the same forward share one pass; the default forward is the batched one.
+    for forward in dict.fromkeys(kind.forward for kind in resolved):
+        group = [kind for kind in resolved if kind.forward == forward]
+        runner = model
+        if forward.dtype is not None and next(model.parameters()).dtype != forward.dtype:
+            runner = copy.deepcopy(model).to(forward.dtype)  # the published forward, on a copy
+        size = batch_size if forward.batch_size is None else forward.batch_size
+        state = _plan(runner, group)
+        _run_pass(runner, state, token_ids, size, f"statistics {corpus}".strip(), progress)
+        totals.update(state.totals)
+    values: dict[str, dict[str, Tensor]] = {kind.name: {} for kind in resolved}
+    for (kind, key), total in totals.items():
+        values[kind][key] = total.cpu()
+    ordered = list(scored_parameters(model, head=True))  # model order, whatever the hooks' order
+    values = {
+        kind: {key: found[key] for key in ordered if key in found} for kind, found in values.items()
+    }
+    return ActivationStats(
+        corpus=corpus, num_samples=len(token_ids), num_tokens=num_tokens, values=values
+    )
+
+
+def _run_pass(
+    model: nn.Module,
+    state: _Pass,
+    token_ids: Sequence[Sequence[int]],
+    batch_size: int,
+    description: str,
+    progress: bool,
+) -> None:
+    """Feed the token rows through `model` in batches with the hooks of `state`; a batch of
+    one keeps the rows in corpus order (the order a running sum sees them in)."""
+    from tqdm.auto import tqdm
+
     backward = bool(state.gradients)
-    # Without gradients the head is not needed, so the pass stops at the decoder: no logits.
-    forward = model if backward else getattr(model, "base_model", model)
+    # Without gradients or the head's input the head is not needed: the pass stops at the
+    # decoder, computing no logits.
+    forward = model if backward or state.needs_head else getattr(model, "base_model", model)
     device = _input_device(model)
     was_training = model.training
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
@@ -616,9 +700,9 @@ def collect_statistics(
             model.requires_grad_(False)
         with _hooks(model, state), torch.set_grad_enabled(backward):
             steps = tqdm(
-                batches(token_ids, batch_size),
+                batches(token_ids, batch_size, keep_order=batch_size == 1),
                 total=-(-sum(1 for ids in token_ids if ids) // batch_size),
-                desc=f"statistics {corpus}".strip(),
+                desc=description,
                 disable=not progress,
                 leave=False,
             )
@@ -637,16 +721,6 @@ def collect_statistics(
         model.train(was_training)
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(requires_grad[name])
-    values: dict[str, dict[str, Tensor]] = {kind.name: {} for kind in resolved}
-    for (kind, key), total in state.totals.items():
-        values[kind][key] = total.cpu()
-    ordered = list(scored_parameters(model))  # model order, whatever the hooks' order
-    values = {
-        kind: {key: found[key] for key in ordered if key in found} for kind, found in values.items()
-    }
-    return ActivationStats(
-        corpus=corpus, num_samples=len(token_ids), num_tokens=num_tokens, values=values
-    )
 
 
 def _sample_losses(logits: Tensor, input_ids: Tensor, mask: Tensor) -> Tensor:

@@ -33,9 +33,16 @@ import torch
 from torch import Tensor
 
 import locator
+from locator.architecture import ScoredParameter
 from locator.localization import Localization, Selection
 from locator.localizer import LocalizationContext, Localizer, top_count, top_indices
-from locator.stats import INPUT_NORM_SUM, INPUT_SQUARE_SUM, WEIGHT_SALIENCY, ActivationStats
+from locator.stats import (
+    INPUT_NORM_SUM,
+    INPUT_NORMS_BY_SAMPLE_BF16,
+    INPUT_SQUARE_SUM,
+    WEIGHT_SALIENCY,
+    ActivationStats,
+)
 
 _NOT_RANKED = torch.iinfo(torch.int32).max
 
@@ -69,19 +76,28 @@ def set_difference(
     proportions: Sequence[float],
     score: Score,
     control_proportion: float | None = None,
+    counting: Callable[[float, int], int] = top_count,
+    scored: Callable[[str, ScoredParameter], bool] = lambda name, parameter: True,
 ) -> list[dict[str, Selection]]:
-    """Per matrix and proportion K: the target's top floor(K * numel) by `score` minus every
-    control's top floor(Q * numel), Q = `control_proportion` or K. One ranking per matrix and
-    corpus serves every proportion."""
+    """Per matrix and proportion K: the target's top count(K, numel) by `score` minus every
+    control's top count(Q, numel), Q = `control_proportion` or K; `counting` is that count
+    (floor, unless reproducing a code that counts otherwise). One ranking per matrix and corpus
+    serves every proportion. Parameters that `scored` rejects select nothing."""
     selections: list[dict[str, Selection]] = [{} for _ in proportions]
     for name, parameter in context.parameters.items():
+        if not scored(name, parameter):
+            for selection in selections:
+                selection[name] = Selection.from_indices(
+                    torch.empty(0, dtype=torch.long), parameter.shape
+                )
+            continue
         weight = context.matrix(name)  # [d_out, d_in]
         magnitude = weight.abs().to(torch.promote_types(weight.dtype, torch.float32))
-        counts = [top_count(p, parameter.numel) for p in proportions]
+        counts = [counting(p, parameter.numel) for p in proportions]
         if control_proportion is None:
             control_counts = counts
         else:
-            control_counts = [top_count(control_proportion, parameter.numel)] * len(counts)
+            control_counts = [counting(control_proportion, parameter.numel)] * len(counts)
         target_top = top_indices(score(context.target, name, magnitude), max(counts)).cpu()
         # Rank of each target entry in the best-ranked control (or "not ranked").
         control_rank = torch.full((target_top.numel(),), _NOT_RANKED, dtype=torch.int32)
@@ -140,16 +156,75 @@ class SetDifferenceLocalizer(Localizer):
         ]
 
 
+def published_score(stats: ActivationStats, name: str, magnitude: Tensor) -> Tensor:
+    """MathNeuro's published arithmetic: per sample s in corpus order, the bf16 product of
+    |W| (rounded to bf16) and the sample's bf16 channel norms, added to a bf16 running sum
+    (``acc = acc + product`` in bf16, so an increment below half an ulp of the sum is lost)."""
+    norms = stats.get(INPUT_NORMS_BY_SAMPLE_BF16, name).to(magnitude.device)  # [samples, d_in]
+    weight = magnitude.to(torch.bfloat16)  # [d_out, d_in]
+    total = torch.zeros_like(weight)
+    for sample in norms:
+        total = total + weight * sample  # both bf16: each step rounds to bf16
+    return total
+
+
+def _published_count(proportion: float, numel: int) -> int:
+    """The published code's count: ``int(numel * K)``."""
+    return int(numel * proportion)
+
+
+def _published_scores(name: str, parameter: ScoredParameter) -> bool:
+    """The published code hooks only `nn.Linear` (not GPT-2's `Conv1D`) and never selects a
+    parameter whose name contains "embed"."""
+    return not parameter.transposed and "embed" not in name
+
+
+@dataclass(frozen=True, kw_only=True)
+class MathNeuroConfig:
+    """`mode`: ``faithful`` (the paper's formula computed exactly; the default) or
+    ``published`` (the arithmetic of the authors' code: a bf16 forward at batch size 1, a bf16
+    running sum of per-sample scores, the untied head scored, `nn.Linear` only, int(K x numel)
+    per matrix)."""
+
+    mode: Literal["faithful", "published"] = "faithful"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("faithful", "published"):
+            raise ValueError(f"mode must be 'faithful' or 'published', got {self.mode!r}.")
+
+
 class MathNeuroLocalizer(SetDifferenceLocalizer):
     """Top-K of |W| x per-sample input norms on the target, minus the controls' top-K."""
 
     name = "mathneuro"
-    Config = locator.NoConfig
-    statistics = frozenset({INPUT_NORM_SUM})
+    Config = MathNeuroConfig
+    statistics = frozenset({INPUT_NORM_SUM})  # the faithful mode's; see __init__
 
     def __init__(self, config: Any = None) -> None:
         Localizer.__init__(self, config)
         self.settings = SetDifferenceConfig(score="mathneuro")
+        self.published = self.config.mode == "published"
+        if self.published:
+            self.statistics = frozenset({INPUT_NORMS_BY_SAMPLE_BF16})
+            self.scores_head = True
+
+    def localize_many(
+        self, context: LocalizationContext, proportions: Sequence[float]
+    ) -> list[Localization]:
+        """One ranking per matrix and corpus, cut at every proportion."""
+        if not self.published:
+            return super().localize_many(context, proportions)
+        selections = set_difference(
+            context,
+            proportions,
+            published_score,
+            counting=_published_count,
+            scored=_published_scores,
+        )
+        return [
+            self.localization(context, selection, proportion)
+            for selection, proportion in zip(selections, proportions, strict=True)
+        ]
 
 
 @locator.hookimpl

@@ -482,7 +482,10 @@ class _Run:
         seed = todo[0].seed
         target = statistics[corpora.target]
         controls = [statistics[name] for name in corpora.controls]
-        context = build_context(self.model, target, controls, seed=seed)
+        contexts = {
+            head: build_context(self.model, target, controls, seed=seed, head=head)
+            for head in {localizers[label].scores_head for label in localizers}
+        }
         wanted: dict[str, set[float]] = {}
         for configuration in todo:
             method = configuration.method
@@ -497,6 +500,7 @@ class _Run:
             self.bar.set_postfix_str(f"localize {label}")
             if method.match is None:
                 start = time.perf_counter()
+                context = contexts[localizers[label].scores_head]
                 found = localizers[label].localize_many(context, proportions)
                 seconds = time.perf_counter() - start
                 localized.update(
@@ -513,6 +517,7 @@ class _Run:
                     seed=seed,
                     reference=reference,
                     reference_label=method.match,
+                    head=localizers[label].scores_head,
                 )
                 found = localizers[label].localize_many(matched_context, [proportion])[0]
                 localized[(label, proportion)] = (found, time.perf_counter() - start)

@@ -1,5 +1,6 @@
 """Slow, obviously-correct computations written from METHODS.md: batch size 1, fp64, loops."""
 
+import copy
 import math
 
 import torch
@@ -7,7 +8,8 @@ from torch import nn
 
 
 def mathneuro(model, tokenizer, target, controls, proportion):
-    """{parameter name: bool mask in stored layout} by the paper's definition."""
+    """{parameter name: (bool mask in stored layout, bool mask of the entries tied at one of
+    the cuts, which any valid top-K may take or leave)} by the paper's definition."""
     target_norms, _ = channel_statistics(model, tokenizer, target)
     control_norms = [channel_statistics(model, tokenizer, c)[0] for c in controls]
     modules = dict(model.named_modules())
@@ -22,15 +24,20 @@ def mathneuro(model, tokenizer, target, controls, proportion):
         k = math.floor(proportion * weight.numel())
 
         def top(a, weight=weight, broadcast=broadcast, k=k):
-            scores = (weight.abs() * broadcast(a)).flatten()
-            return set(torch.topk(scores, k).indices.tolist())
+            scores = weight.abs() * broadcast(a)
+            chosen, boundary = top_set(scores, k)
+            return chosen, near(scores, boundary)
 
-        chosen = top(norm)
+        chosen, ties = top(norm)
         for c in control_norms:
-            chosen -= top(c[path])
+            removed, tied = top(c[path])
+            chosen -= removed
+            ties |= tied
         mask = torch.zeros(weight.numel(), dtype=torch.bool)
         mask[list(chosen)] = True
-        result[f"{path}.weight"] = mask.view(weight.shape)
+        tied_mask = torch.zeros(weight.numel(), dtype=torch.bool)
+        tied_mask[list(ties)] = True
+        result[f"{path}.weight"] = (mask.view(weight.shape), tied_mask.view(weight.shape))
     return result
 
 
@@ -295,3 +302,63 @@ def selectivity(model, tokenizer, target, controls, down_projections, proportion
         chosen[name].append(j)
     ties = {(name, j) for t, name, j in units if abs(t - cut) <= 1e-6 * abs(cut)}
     return {name: sorted(js) for name, js in chosen.items()}, ties
+
+
+# The published arithmetic of MathNeuro's code (METHODS.md, "Measured against the authors' own
+# code"), written from that description: a bf16 model, one text per forward in corpus order,
+# every nn.Linear of the model with a weight of its own (so an untied head, never GPT-2's
+# Conv1D, never a name containing "embed"), a bf16 running sum of |W| x each sample's channel
+# norms, int(K x numel) per matrix.
+
+
+def published_scores(model, tokenizer, texts):
+    """{parameter name: bf16 [d_out, d_in] running sum over texts of |W| * ||x_j||}."""
+    model16 = copy.deepcopy(model).bfloat16().requires_grad_(False)
+    owned = {id(p): name for name, p in model16.named_parameters()}  # tied weights appear once
+    linears = {
+        path: module
+        for path, module in model16.named_modules()
+        if isinstance(module, nn.Linear)
+        and owned.get(id(module.weight)) == f"{path}.weight"
+        and "embed" not in path
+    }
+    totals = {f"{path}.weight": torch.zeros_like(m.weight) for path, m in linears.items()}
+    for text in texts:
+        captured, handles = {}, []
+        for path, module in linears.items():
+
+            def hook(module, args, path=path, captured=captured):
+                captured[path] = args[0][0]  # batch 1: [seq, d_in] in bf16
+
+            handles.append(module.register_forward_pre_hook(hook))
+        try:
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+            with torch.no_grad():
+                model16(input_ids=ids)
+        finally:
+            for handle in handles:
+                handle.remove()
+        for path, x in captured.items():
+            norm = x.float().square().sum(0).sqrt().bfloat16()  # [d_in]
+            name = f"{path}.weight"
+            for i in range(totals[name].shape[0]):  # one output row at a time
+                totals[name][i] = totals[name][i] + linears[path].weight[i].abs() * norm
+    return totals
+
+
+def mathneuro_published(model, tokenizer, target, controls, proportion):
+    """{name: (selected flat indices, indices tied at one of the cuts)} of the published
+    MathNeuro: top int(K numel) of the target's bf16 scores minus each control's."""
+    ours = published_scores(model, tokenizer, target)
+    theirs = [published_scores(model, tokenizer, c) for c in controls]
+    result = {}
+    for name, scores in ours.items():
+        count = int(scores.numel() * proportion)
+        chosen, boundary = top_set(scores.float(), count)
+        ties = near(scores.float(), boundary, tolerance=0)
+        for control in theirs:
+            removed, control_boundary = top_set(control[name].float(), count)
+            chosen -= removed
+            ties |= near(control[name].float(), control_boundary, tolerance=0)
+        result[name] = (chosen, ties)
+    return result

@@ -34,7 +34,8 @@ def test_mathneuro_matches_fp64_batch1_reference(model, tokenizer, num_controls,
         )
         assert set(result.selections) == set(expected)
         for name, mask in result.masks.items():
-            assert torch.equal(mask, expected[name]), name
+            wanted, tied = expected[name]  # entries tied at a cut may go either way
+            assert torch.equal(mask & ~tied, wanted & ~tied), name
             assert mask.sum() <= math.floor(proportion * mask.numel())
 
 

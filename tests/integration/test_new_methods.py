@@ -204,7 +204,7 @@ def test_mathneuro_is_the_set_difference_with_its_score_and_one_budget(llama, to
         for method, options in [("mathneuro", None), ("set-difference", {"score": "mathneuro"})]
     }
     assert found["mathneuro"].jaccard(found["set-difference"]) == 1.0
-    assert found["mathneuro"].config == {}
+    assert found["mathneuro"].config == {"mode": "faithful"}
 
 
 def test_a_larger_control_budget_removes_more(llama, tokenizer):
