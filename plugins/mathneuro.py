@@ -20,7 +20,34 @@ and Q = K: both call one function, `set_difference`.
 
 Unlike the reference codes: sums are exact (fp64 accumulation, not bf16), padding is masked,
 all proportions are cut from one ranking per matrix, and the SNIP gradient is each sample's own
-(Wei et al.'s batches hold one sample each, so this matches them) from batched passes.
+(Wei et al.'s batches hold one sample each, so this matches them) from batched passes. Ties at a
+cut go to the lower flat index (`locator.localizer.top_indices`).
+
+MathNeuro against the authors' code (bryanchrist/MathNeuro, MathNeuro.py), measured side by side
+on tiny Llama and GPT-2 and SmolLM2-135M: with the differences below removed, both select the
+same entries up to exact ties at a cut. ``mode = "faithful"`` (the default) is the paper's
+formula; ``mode = "published"`` reproduces the code's arithmetic where it differs:
+
+- bf16: the code loads the model in bf16 (the published mode runs its statistics pass on a bf16
+  copy when the model is not bf16; a bf16 forward alone moves the selection by Jaccard
+  0.97-0.99) and accumulates the score of every entry in a bf16 running sum, one sample at a
+  time (``acc = acc + bf16(|W| * bf16(norm))``). Once an increment falls below half an ulp of
+  the sum it is lost: at the paper's 500 samples the simulated score error is 13-17%, and the
+  skill-specific set shares only 0.07-0.77 (Jaccard) with the exact formula's. The paper's own
+  selections were therefore substantially different from its formula's.
+- batch size 1 with no padding mask (the published mode runs batch 1 in corpus order; in bf16
+  the batch shape alone moves statistics by up to 2% relative, Jaccard 0.98-1.0; in fp32 the
+  masked batched pass equals batch 1 to 2e-6);
+- it hooks only ``nn.Linear``: GPT-2's ``Conv1D`` linears select nothing (the published mode
+  selects nothing there either), and it scores every ``nn.Linear`` with a weight of its own,
+  so an untied ``lm_head`` too (the published mode scores it: `scored_parameters` with
+  ``head=True``), and never a parameter whose name contains "embed" (GPT-NeoX's ``embed_out``);
+- ``int(K * numel)`` per matrix instead of floor with a guard against binary rounding (equal
+  except where K * numel lands a hair below an integer);
+- sampling is unseeded and the model is reloaded and the scores recomputed for every
+  proportion (locator draws under a seed and cuts every proportion from one ranking: same
+  result); with several controls it runs each alone (locator removes their union; with one
+  control they agree).
 """
 
 from __future__ import annotations
