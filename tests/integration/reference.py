@@ -85,8 +85,9 @@ def channel_statistics(model, tokenizer, texts):
 
 
 def wanda(model, tokenizer, texts, proportion, norm="pooled", group="row"):
-    """{parameter name: bool mask in stored layout}: the top-K of |W_ij| * a_j per output row
-    (or per matrix), a_j = sqrt(sum of squares) (pooled) or the sum of per-sample norms."""
+    """{parameter name: (bool mask in stored layout, bool mask of the entries tied at a cut)}:
+    the top-K of |W_ij| * a_j per output row (or per matrix), a_j = sqrt(sum of squares)
+    (pooled) or the sum of per-sample norms."""
     norms, squares = channel_statistics(model, tokenizer, texts)
     modules = dict(model.named_modules())
     result = {}
@@ -100,21 +101,36 @@ def wanda(model, tokenizer, texts, proportion, norm="pooled", group="row"):
             [abs(float(matrix[i, j])) * float(channel[j]) for j in range(d_in)]
             for i in range(d_out)
         ]
-        chosen = []
+        chosen, tied = [], []
+
+        def close(a, b):
+            return abs(a - b) <= 1e-5 * abs(b)
+
         if group == "row":
             for i in range(d_out):
                 ranked = sorted(range(d_in), key=lambda j, i=i: -score[i][j])
-                chosen += [(i, j) for j in ranked[: math.floor(proportion * d_in)]]
+                count = math.floor(proportion * d_in)
+                chosen += [(i, j) for j in ranked[:count]]
+                if count:
+                    cut = score[i][ranked[count - 1]]
+                    tied += [(i, j) for j in range(d_in) if close(score[i][j], cut)]
         else:
             cells = sorted(
                 ((i, j) for i in range(d_out) for j in range(d_in)),
                 key=lambda c: -score[c[0]][c[1]],
             )
-            chosen = cells[: math.floor(proportion * d_out * d_in)]
-        mask = torch.zeros(d_out, d_in, dtype=torch.bool)
-        for i, j in chosen:
-            mask[i, j] = True
-        result[f"{path}.weight"] = mask if isinstance(module, nn.Linear) else mask.t()
+            count = math.floor(proportion * d_out * d_in)
+            chosen = cells[:count]
+            if count:
+                cut = score[cells[count - 1][0]][cells[count - 1][1]]
+                tied = [(i, j) for i, j in cells if close(score[i][j], cut)]
+        masks = []
+        for cells in (chosen, tied):
+            mask = torch.zeros(d_out, d_in, dtype=torch.bool)
+            for i, j in cells:
+                mask[i, j] = True
+            masks.append(mask if isinstance(module, nn.Linear) else mask.t())
+        result[f"{path}.weight"] = tuple(masks)
     return result
 
 

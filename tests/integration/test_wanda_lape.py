@@ -73,7 +73,8 @@ def test_wanda_matches_fp64_batch1_reference(model, tokenizer, norm, group, prop
         )
         assert set(result.selections) == set(expected)
         for name, mask in result.masks.items():
-            assert torch.equal(mask, expected[name]), name
+            wanted, tied = expected[name]  # entries tied at a cut may go either way
+            assert torch.equal(mask & ~tied, wanted & ~tied), name
 
 
 def test_wanda_row_takes_floor_k_of_every_output_row(model, tokenizer):
