@@ -386,9 +386,11 @@ def build_context(
 ) -> LocalizationContext:
     """The context for localizing on `model` from already collected statistics; a matched
     baseline's `reference` is recorded as `reference_label` (default: its method name); with
-    `head` its parameters include the untied output head (for methods with `scores_head`)."""
+    `head` its parameters include the untied output head (for methods with `scores_head`), as
+    they do when the `reference` selects in it (a matched baseline copies its count there too)."""
     if reference is not None:  # a reference made for another model must not be matched
         reference.check(model, strict=True)
+        head = head or not set(reference.selections) <= set(scored_parameters(model))
     parameters = scored_parameters(model, head=head)
     named = dict(model.named_parameters())
     weights = {name: named[name].detach() for name in parameters}

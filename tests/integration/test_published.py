@@ -46,3 +46,27 @@ def test_published_mathneuro_matches_the_bf16_batch1_loop(model, tokenizer, prop
         assert result.count() == 0  # GPT-2's linears are Conv1D and its head is tied
     else:
         assert "lm_head.weight" in expected and result.selections["lm_head.weight"].count > 0
+
+
+def test_random_matched_to_a_published_selection_copies_its_head_count(llama, tokenizer):
+    published = locator.localize(
+        llama,
+        tokenizer,
+        method="mathneuro",
+        options={"mode": "published"},
+        target=TARGET,
+        controls=CONTROLS,
+        proportion=0.1,
+        progress=False,
+    )
+    matched = locator.localize(
+        llama,
+        tokenizer,
+        method="random",
+        target=TARGET,
+        proportion=0.1,
+        reference=published,
+        progress=False,
+    )
+    assert matched.counts() == published.counts()
+    assert matched.selections["lm_head.weight"].count > 0
