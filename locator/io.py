@@ -170,9 +170,10 @@ def check_output_directory(
 ) -> Path:
     """Check, before any work, that the folder `path` can be written without losing data.
 
-    It may be missing or empty. A non-empty folder must be ``owned(path)`` (locator wrote it as
-    `what`, with its article): then it is extended (`extend`, as a results folder is) or, with `force`,
-    replaced; anything else is refused, so no command overwrites a folder it did not create.
+    It may be missing or empty. A non-empty folder must be ``owned(path)`` (locator wrote it
+    as `what`, which names it with its article): then it is extended (`extend`, as a results
+    folder is) or, with `force`, replaced; anything else is refused, so no command overwrites a
+    folder it did not create.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
