@@ -89,14 +89,18 @@ def _method_identity(suite: Suite, method: MethodSpec) -> dict[str, Any]:
 def plan(suite: Suite) -> list[Configuration]:
     """Every configuration of the suite's grid, in a fixed order (models outermost, factors
     innermost), with its stable hashes."""
-    tasks = [task.identity() for task in suite.tasks]
     identities = {m.label: _method_identity(suite, m) for m in suite.methods}
     configurations = []
     for model in suite.models:
         for num_samples in suite.num_samples:
             for seed in suite.seeds:
-                for corpora in suite.corpora:
+                planned = set()  # (corpora, label): entries a method's own controls make equal
+                for entry in suite.corpora:
                     for method in suite.methods:
+                        corpora = suite.corpora_of(method, entry)
+                        if (corpora, method.label) in planned:
+                            continue
+                        planned.add((corpora, method.label))
                         config = dict(identities[method.label]["config"])
                         if method.match is not None:  # as the localization records it
                             config["matched_to"] = method.match
@@ -116,6 +120,11 @@ def plan(suite: Suite) -> list[Configuration]:
                                 **({"pack": suite.pack} if suite.pack is not None else {}),
                             }
                             for factor in suite.factors:
+                                tasks = [
+                                    task.identity()
+                                    for task in suite.tasks
+                                    if task.applies(proportion, factor)
+                                ]
                                 key = {**selection, "factor": factor, "tasks": tasks}
                                 configurations.append(
                                     Configuration(
@@ -548,6 +557,11 @@ class _Run:
         if not (self.out / selection).is_file():
             localization.save(self.out / selection)
         label = configuration.method.label
+        tasks = [
+            task
+            for task in self.suite.tasks
+            if task.applies(configuration.proportion, configuration.factor)
+        ]
         if localization.count() == 0:
             # Nothing selected: the model is the unedited one, so its metrics are the baseline's.
             evaluation = self.baseline
@@ -556,18 +570,18 @@ class _Run:
                 f"evaluate {label} p={configuration.proportion:g} x{configuration.factor:g}"
             )
             with locator.intervene(self.model, localization, configuration.factor):
-                evaluation = self._evaluate(self.suite.tasks)
+                evaluation = self._evaluate(tasks)
         results.write_samples(  # before the part file, which marks the configuration done
             self.out,
             configuration.key,
             self._sample_rows(
                 configuration.key,
-                [item for task in self.suite.tasks for item in evaluation.items[task.name]],
+                [item for task in tasks for item in evaluation.items[task.name]],
             ),
         )
         now = datetime.now(timezone.utc)
         rows = []
-        for task in self.suite.tasks:
+        for task in tasks:
             baseline = self.baseline.metrics[task.name]
             directions = (
                 evaluation.higher_is_better[task.name]

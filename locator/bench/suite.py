@@ -89,12 +89,15 @@ class CorporaSpec:
 class MethodSpec:
     """One method entry: registered `name`, unique `label`, `config` (its config dataclass,
     parsed from the table's options by `make_config`; None: the defaults), and `match`, the label
-    of the method whose per-matrix counts a matched baseline copies."""
+    of the method whose per-matrix counts a matched baseline copies. `controls`, when given,
+    replaces the corpora entry's controls for this method (the paper's MathNeuro with an MMLU
+    control beside the RACE one, without running every other method twice)."""
 
     name: str
     label: str
     config: Any = None
     match: str | None = None
+    controls: tuple[str, ...] | None = None
 
     def localizer(self) -> Any:
         """The configured `Localizer`."""
@@ -116,6 +119,16 @@ class TaskSpec:
     apply_chat_template: bool = False
     fewshot_as_multiturn: bool = False
     system_instruction: str | None = None
+    proportions: tuple[float, ...] | None = None
+    factors: tuple[float, ...] | None = None
+
+    def applies(self, proportion: float, factor: float) -> bool:
+        """Whether this task is evaluated in a configuration of this proportion and factor
+        (`proportions` and `factors` restrict an expensive task to some cells; the unedited
+        baseline always evaluates every task)."""
+        return (self.proportions is None or proportion in self.proportions) and (
+            self.factors is None or factor in self.factors
+        )
 
     def options(self) -> dict[str, Any]:
         """The prompt options set to other than their defaults."""
@@ -168,6 +181,16 @@ class Suite:
         """The method entry with this label."""
         return next(m for m in self.methods if m.label == label)
 
+    def corpora_of(self, method: MethodSpec, corpora: CorporaSpec) -> CorporaSpec:
+        """The corpora `method` runs on in the `corpora` entry: the entry's target, with the
+        method's own controls when it (or the method it is matched to) gives them."""
+        controls = method.controls
+        if controls is None and method.match is not None:
+            controls = self.method(method.match).controls
+        if controls is None:
+            return corpora
+        return CorporaSpec(target=corpora.target, controls=controls)
+
 
 _TOP = {
     "name": "suite name (default: the file name)",
@@ -190,9 +213,9 @@ _TOP = {
 }
 _MODEL_KEYS = ("path", "revision", "dtype", "device", "device_map", "trust_remote_code")
 _CORPORA_KEYS = ("target", "controls")
-_METHOD_KEYS = ("name", "label", "options", "match")
+_METHOD_KEYS = ("name", "label", "options", "match", "controls")
 _PROMPT_KEYS = ("num_fewshot", "apply_chat_template", "fewshot_as_multiturn", "system_instruction")
-_TASK_KEYS = ("name", "limit", "max_new_tokens", *_PROMPT_KEYS)
+_TASK_KEYS = ("name", "limit", "max_new_tokens", *_PROMPT_KEYS, "proportions", "factors")
 
 
 class _Checker:
@@ -239,18 +262,23 @@ class _Checker:
         return value
 
     def values(
-        self, data: Mapping[str, Any], key: str, convert: Callable[[str, Any], Any]
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        convert: Callable[[str, Any], Any],
+        where: str = "",
     ) -> tuple[Any, ...]:
         value = data.get(key)
+        name = f"{where}{key}"
         if value is None:
-            raise self.fail(key, f"missing; give a list ({_TOP[key]}).")
+            raise self.fail(name, f"missing; give a list ({_TOP[key]}).")
         if not isinstance(value, list):
-            raise self.fail(key, f"must be a list, e.g. {key} = [{value!r}].")
+            raise self.fail(name, f"must be a list, e.g. {key} = [{value!r}].")
         if not value:
-            raise self.fail(key, "is empty: the grid has no cells.")
-        items = tuple(convert(f"{key}[{i}]", v) for i, v in enumerate(value))
+            raise self.fail(name, "is empty: the grid has no cells.")
+        items = tuple(convert(f"{name}[{i}]", v) for i, v in enumerate(value))
         if len(set(items)) != len(items):
-            raise self.fail(key, f"has duplicates: {list(value)}.")
+            raise self.fail(name, f"has duplicates: {list(value)}.")
         return items
 
 
@@ -385,13 +413,18 @@ def _corpora(check: _Checker, index: int, table: Mapping[str, Any]) -> CorporaSp
     check.keys(where, table, _CORPORA_KEYS)
     if "target" not in table:
         raise check.fail(f"{where}target", "missing: the dataset that shows the skill.")
-    controls = table.get("controls", [])
-    if not isinstance(controls, list):
-        raise check.fail(f"{where}controls", f"must be a list of dataset names, got {controls!r}.")
-    names = tuple(check.string(f"{where}controls[{i}]", c) for i, c in enumerate(controls))
-    if len(set(names)) != len(names):
-        raise check.fail(f"{where}controls", f"has duplicates: {list(names)}.")
+    names = _names(check, f"{where}controls", table.get("controls", []))
     return CorporaSpec(target=check.string(f"{where}target", table["target"]), controls=names)
+
+
+def _names(check: _Checker, key: str, value: Any) -> tuple[str, ...]:
+    """A list of dataset names without repeats."""
+    if not isinstance(value, list):
+        raise check.fail(key, f"must be a list of dataset names, got {value!r}.")
+    names = tuple(check.string(f"{key}[{i}]", name) for i, name in enumerate(value))
+    if len(set(names)) != len(names):
+        raise check.fail(key, f"has duplicates: {list(names)}.")
+    return names
 
 
 def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSpec, ...]:
@@ -413,7 +446,12 @@ def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSp
         if label in {m.label for m in methods}:
             raise check.fail(f"{where}label", f"{label!r} is used twice; give each a label.")
         config = _method_config(check, f"methods[{index}]", name, options)
-        methods.append(MethodSpec(name=name, label=label, config=config, match=match))
+        controls = None
+        if "controls" in table:
+            controls = _names(check, f"{where}controls", table["controls"])
+        methods.append(
+            MethodSpec(name=name, label=label, config=config, match=match, controls=controls)
+        )
     labels = {m.label: m for m in methods}
     for index, method in enumerate(methods):
         if method.match is None:
@@ -423,6 +461,11 @@ def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSp
             raise check.unknown(key, "method label", method.match, labels)
         if labels[method.match].match is not None:
             raise check.fail(key, f"{method.match!r} is itself matched; match an unmatched method.")
+        if method.controls is not None and method.controls != labels[method.match].controls:
+            raise check.fail(
+                f"methods[{index}].controls",
+                f"a matched baseline uses the controls of {method.match!r}; drop this key.",
+            )
     return tuple(methods)
 
 
@@ -445,7 +488,19 @@ def _task(check: _Checker, index: int, table: Mapping[str, Any]) -> TaskSpec:
     except LocatorError as error:
         key, _, message = str(error).partition(" ")  # the message starts with the option
         raise check.fail(f"{where}{key}", message) from None
-    return TaskSpec(name=check.string(f"{where}name", table["name"]), **options)
+    proportions = factors = None
+    if "proportions" in table:
+        proportions = check.values(
+            table, "proportions", lambda k, v: _proportion(check, k, v), where=where
+        )
+    if "factors" in table:
+        factors = check.values(table, "factors", lambda k, v: _factor(check, k, v), where=where)
+    return TaskSpec(
+        name=check.string(f"{where}name", table["name"]),
+        proportions=proportions,
+        factors=factors,
+        **options,
+    )
 
 
 def _method_config(check: _Checker, where: str, name: str, options: Mapping[str, Any]) -> Any:
@@ -466,14 +521,20 @@ def _check_names(check: _Checker, suite: Suite) -> None:
     from locator.data import get_dataset
     from locator.evaluation import route
 
-    for index, corpora in enumerate(suite.corpora):
+    named = [(f"corpora[{index}]", corpora) for index, corpora in enumerate(suite.corpora)]
+    named += [
+        (f"methods[{index}]", CorporaSpec(target=suite.corpora[0].target, controls=m.controls))
+        for index, m in enumerate(suite.methods)
+        if m.controls is not None
+    ]
+    for where, corpora in named:
         for key, name in [("target", corpora.target)] + [
             (f"controls[{i}]", c) for i, c in enumerate(corpora.controls)
         ]:
             try:
                 get_dataset(name)
             except UnknownNameError as error:
-                raise check.fail(f"corpora[{index}].{key}", str(error)) from None
+                raise check.fail(f"{where}.{key}", str(error)) from None
     from locator.localizer import check_request
 
     for index, method in enumerate(suite.methods):
@@ -484,7 +545,8 @@ def _check_names(check: _Checker, suite: Suite) -> None:
             raise check.fail(f"methods[{index}].match", str(error)) from None
         for corpora_index, corpora in enumerate(suite.corpora):
             # A corpora entry is shared by every method: target-only methods leave its controls.
-            controls = len(corpora.controls) if localizer.uses_controls else 0
+            used = suite.corpora_of(method, corpora).controls
+            controls = len(used) if localizer.uses_controls else 0
             try:
                 check_request(localizer, controls=controls)
             except LocatorError as error:

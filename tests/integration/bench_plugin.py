@@ -64,9 +64,10 @@ class LossEvaluator(Evaluator):
 
 @locator.hookimpl
 def register_datasets(register):
-    """Register the two word datasets."""
+    """Register the three word datasets."""
     register(WordsDataset("words-a", seed=10))
     register(WordsDataset("words-b", seed=20))
+    register(WordsDataset("words-c", seed=30))
 
 
 @locator.hookimpl

@@ -327,3 +327,56 @@ def test_only_corpora_of_methods_that_read_a_statistic_pay_for_it(suite_file, tm
     kinds = dict(collected)
     assert kinds["words-a"] == {"input_norm_sum", "weight_gradient_saliency"}
     assert kinds["words-b"] == {"input_norm_sum"}
+
+
+def test_a_method_with_its_own_controls_and_a_task_on_some_cells(saved_model, tmp_path):
+    """`controls` on a method replaces the corpora entry's for it (and for the baseline matched
+    to it); `proportions`/`factors` on a task evaluate it only in those cells."""
+    suite_file = tmp_path / "own.toml"
+    suite_file.write_text(
+        f"""
+        proportions = [0.05, 0.1]
+        factors = [0.0, 1.5]
+        seeds = [0]
+        num_samples = [6]
+        max_length = 32
+        [[models]]
+        path = "{saved_model}"
+        [[corpora]]
+        target = "words-a"
+        controls = ["words-b"]
+        [[methods]]
+        name = "mathneuro"
+        [[methods]]
+        name = "mathneuro"
+        label = "mathneuro-c"
+        controls = ["words-c"]
+        [[methods]]
+        name = "random"
+        match = "mathneuro-c"
+        [[tasks]]
+        name = "loss-short"
+        limit = 4
+        [[tasks]]
+        name = "loss-long"
+        limit = 4
+        proportions = [0.1]
+        factors = [0.0]
+        """
+    )
+    out = tmp_path / "out"
+    summary = runner.run_suite(load_suite(suite_file), out, progress=False, echo=lambda _: None)
+    assert summary.ran == 3 * 2 * 2
+    rows = [r for r in results.read_results(out).to_pylist() if r["metric"] == "loss"]
+    controls = {r["label"]: r["controls"] for r in rows}
+    assert controls == {
+        "mathneuro": "words-b",
+        "mathneuro-c": "words-c",
+        "random-matched-mathneuro-c": "words-c",
+    }
+    for label in ("mathneuro-c", "random-matched-mathneuro-c"):
+        found = Localization.load(out / next(r for r in rows if r["label"] == label)["selection"])
+        assert found.controls in ((), ("words-c",))  # random reads no control
+    long = {(r["label"], r["proportion"], r["factor"]) for r in rows if r["task"] == "loss-long"}
+    assert long == {(label, 0.1, 0.0) for label in controls}
+    assert len([r for r in rows if r["task"] == "loss-short"]) == 12

@@ -105,6 +105,15 @@ VALID = {
             "methods[1].label: 'mathneuro' is used twice",
         ),
         ({"tasks": [{"name": "x"}, {"name": "x"}]}, "tasks[1]: repeats tasks[0]."),
+        ({"tasks": [{"name": "x", "factors": [0.0, 0.0]}]}, "tasks[0].factors: has duplicates"),
+        (
+            {"tasks": [{"name": "x", "proportions": [2]}]},
+            "tasks[0].proportions[0]: proportion must be in (0, 1], got 2.",
+        ),
+        (
+            {"methods": [{"name": "mathneuro", "controls": "c"}]},
+            "methods[0].controls: must be a list of dataset names",
+        ),
     ],
 )
 def test_bad_suites_fail_with_file_key_and_choices(change, message):
@@ -385,3 +394,20 @@ def test_matched_to_is_the_label_of_the_matched_entry():
     )
     matched = [c for c in runner.plan(_suite(methods=methods)) if c.method.match]
     assert {c.method_config for c in matched} == {'{"matched_to": "mn"}'}
+
+
+def test_a_methods_own_controls_and_a_tasks_cells_shape_the_plan():
+    own = MethodSpec(name="mathneuro", label="mathneuro-c", controls=("c",))
+    matched = MethodSpec(name="random", label="random-matched", match="mathneuro-c")
+    narrow = TaskSpec(name="race", proportions=(0.05,), factors=(0.0,))
+    suite = _suite(methods=(own, matched), tasks=(TaskSpec(name="gsm8k"), narrow))
+    plan = runner.plan(suite)
+    # Both corpora entries give the same corpora to these methods: planned once, not twice.
+    assert len(plan) == 2 * 3 * 2 * 3
+    assert {c.corpora for c in plan} == {CorporaSpec(target="gsm8k", controls=("c",))}
+    # A task restricted to some cells adds nothing to the others' keys.
+    wide = {
+        c.key for c in runner.plan(_suite(methods=(own, matched), tasks=(TaskSpec(name="gsm8k"),)))
+    }
+    narrowed = {c.key for c in plan if (c.proportion, c.factor) != (0.05, 0.0)}
+    assert narrowed <= wide and not {c.key for c in plan} <= wide
