@@ -130,6 +130,29 @@ class Localizer:
             selections=dict(selections), proportion=proportion, **self._metadata(context)
         )
 
+    def ranked_localizations(
+        self,
+        context: LocalizationContext,
+        proportions: Sequence[float],
+        score: Callable[[str], Tensor],
+        group: Literal["matrix", "row"] = "matrix",
+        count: Callable[[float, int], int] | None = None,
+    ) -> list[Localization]:
+        """One localization per proportion from one ranking per scored matrix: `score(name)` is
+        parameter `name`'s ``[d_out, d_in]`` score, cut at every proportion by `top_cuts`
+        (`count`: entries kept of a group of n, `top_count` unless given)."""
+        selections: list[dict[str, Selection]] = [{} for _ in proportions]
+        for name, parameter in context.parameters.items():
+            cuts = top_cuts(score(name), proportions, group, count or top_count)
+            for i, top in enumerate(cuts):
+                selections[i][name] = Selection.from_indices(
+                    context.stored_indices(name, top), parameter.shape
+                )
+        return [
+            self.localization(context, selection, proportion)
+            for selection, proportion in zip(selections, proportions, strict=True)
+        ]
+
     def neuron_localization(
         self,
         context: LocalizationContext,

@@ -35,8 +35,8 @@ from typing import Any, Literal
 import torch
 
 import locator
-from locator.localization import Localization, Selection
-from locator.localizer import LocalizationContext, Localizer, top_cuts
+from locator.localization import Localization
+from locator.localizer import LocalizationContext, Localizer
 from locator.stats import WEIGHT_SALIENCY, WEIGHT_SALIENCY_BF16
 
 
@@ -72,17 +72,12 @@ class SnipLocalizer(Localizer):
         self, context: LocalizationContext, proportions: Sequence[float]
     ) -> list[Localization]:
         """One ranking per matrix (or per row), cut at every proportion."""
-        selections: list[dict[str, Selection]] = [{} for _ in proportions]
-        for name, parameter in context.parameters.items():
-            scores = context.target.get(self.kind, name).to(torch.float32)  # [d_out, d_in]
-            for i, top in enumerate(top_cuts(scores, proportions, self.config.group)):
-                selections[i][name] = Selection.from_indices(
-                    context.stored_indices(name, top), parameter.shape
-                )
-        return [
-            self.localization(context, selection, proportion)
-            for selection, proportion in zip(selections, proportions, strict=True)
-        ]
+        return self.ranked_localizations(
+            context,
+            proportions,
+            lambda name: context.target.get(self.kind, name).to(torch.float32),  # [d_out, d_in]
+            self.config.group,
+        )
 
 
 @locator.hookimpl

@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from torch import Tensor
 
 import locator
-from locator.localization import Localization, Selection
-from locator.localizer import LocalizationContext, Localizer, top_count, top_cuts
+from locator.localization import Localization
+from locator.localizer import LocalizationContext, Localizer, top_count
 from locator.stats import INPUT_NORM_SUM, INPUT_SQUARE_SUM
 
 
@@ -87,22 +88,17 @@ class WandaLocalizer(Localizer):
         self, context: LocalizationContext, proportions: Sequence[float]
     ) -> list[Localization]:
         """One ranking per matrix (or per row), cut at every proportion."""
-        selections: list[dict[str, Selection]] = [{} for _ in proportions]
-        for name, parameter in context.parameters.items():
+
+        def scores(name: str) -> Tensor:
             weight = context.matrix(name)  # [d_out, d_in]
             magnitude = weight.abs().to(torch.promote_types(weight.dtype, torch.float32))
             channel = context.target.get(self.kind, name)  # [d_in], float64
             norm = channel.sqrt() if self.config.norm == "pooled" else channel
-            scores = magnitude * norm.to(magnitude.device, magnitude.dtype)  # [d_out, d_in]
-            cuts = top_cuts(scores, proportions, self.config.group, COUNTS[self.config.count])
-            for i, top in enumerate(cuts):
-                selections[i][name] = Selection.from_indices(
-                    context.stored_indices(name, top), parameter.shape
-                )
-        return [
-            self.localization(context, selection, proportion)
-            for selection, proportion in zip(selections, proportions, strict=True)
-        ]
+            return magnitude * norm.to(magnitude.device, magnitude.dtype)  # [d_out, d_in]
+
+        return self.ranked_localizations(
+            context, proportions, scores, self.config.group, COUNTS[self.config.count]
+        )
 
 
 @locator.hookimpl

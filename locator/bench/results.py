@@ -1,10 +1,10 @@
 """The results dataset: an explicit pyarrow schema, atomic per-configuration files, reading back.
 
-A results folder is one Parquet dataset: one ``part-<configuration hash>.parquet`` file per
-configuration, in long format (one row per task and metric). Everything else the runner keeps
-lives under names starting with ``_`` (``_suite.json``, ``_baselines/``, ``_samples/``,
-``_selections/``, ``_statistics/``, ``_report/``), which Parquet readers skip, so
-``pandas.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)``, polars and DuckDB
+A results folder is one Parquet dataset: one ``part-<configuration hash>-<task hash>.parquet``
+file per configuration and task (see `part_name`), in long format (one row per metric).
+Everything else the runner keeps lives under names starting with ``_`` (``_suite.json``,
+``_baselines/``, ``_samples/``, ``_selections/``, ``_statistics/``, ``_report/``), which Parquet
+readers skip, so ``pandas.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)``, polars and DuckDB
 (``DIR/*.parquet``) read the folder as is.
 
 Every file is written with `locator.io.atomic_write` (a hidden temporary name in the same folder,
@@ -135,21 +135,27 @@ def provenance() -> dict[str, str | None]:
     }
 
 
-def part_path(directory: str | Path, config_hash: str) -> Path:
-    """The part file of one configuration."""
-    return Path(directory) / f"part-{config_hash}.parquet"
+def part_name(config_hash: str, task: Any) -> str:
+    """The name of one configuration's rows for one task (`task`: the task's identity), so that a
+    task added to a suite later adds part files and rewrites none."""
+    return f"{config_hash}-{stable_hash(task, length=8)}"
 
 
-def write_part(directory: str | Path, config_hash: str, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write one configuration's rows atomically; the columns must match `SCHEMA` exactly."""
+def part_path(directory: str | Path, name: str) -> Path:
+    """The part file called `name` (see `part_name`)."""
+    return Path(directory) / f"part-{name}.parquet"
+
+
+def write_part(directory: str | Path, name: str, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write one part's rows atomically; the columns must match `SCHEMA` exactly."""
     table = pa.Table.from_pylist([dict(row) for row in rows], schema=SCHEMA)
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer)
-    return atomic_write(part_path(directory, config_hash), buffer.getvalue().to_pybytes())
+    return atomic_write(part_path(directory, name), buffer.getvalue().to_pybytes())
 
 
 def finished(directory: str | Path) -> set[str]:
-    """Configuration hashes whose part file exists in `directory`."""
+    """Names of the part files in `directory`."""
     folder = Path(directory)
     if not folder.is_dir():
         return set()

@@ -41,8 +41,9 @@ from locator.errors import LocatorError
 
 @dataclass(frozen=True, kw_only=True)
 class Configuration:
-    """One cell of the grid. `key` (the configuration hash) names its part file; `selection_key`
-    names its localization, shared by every factor."""
+    """One cell of the grid. `key` (the configuration hash) and each task's identity name its
+    part files (`parts`: task name -> part name); `selection_key` names its localization,
+    shared by every factor. `tasks` are the suite's tasks evaluated in this cell."""
 
     model: ModelSpec
     corpora: CorporaSpec
@@ -54,6 +55,12 @@ class Configuration:
     method_config: str
     key: str
     selection_key: str
+    tasks: tuple[TaskSpec, ...]
+
+    @property
+    def parts(self) -> dict[str, str]:
+        """Task name -> the name of the part file holding this cell's rows for it."""
+        return {task.name: results.part_name(self.key, task.identity()) for task in self.tasks}
 
     @property
     def group(self) -> tuple[ModelSpec, int, int]:
@@ -120,12 +127,10 @@ def plan(suite: Suite) -> list[Configuration]:
                                 **({"pack": suite.pack} if suite.pack is not None else {}),
                             }
                             for factor in suite.factors:
-                                tasks = [
-                                    task.identity()
-                                    for task in suite.tasks
-                                    if task.applies(proportion, factor)
-                                ]
-                                key = {**selection, "factor": factor, "tasks": tasks}
+                                key = {**selection, "factor": factor}
+                                tasks = tuple(
+                                    task for task in suite.tasks if task.applies(proportion, factor)
+                                )
                                 configurations.append(
                                     Configuration(
                                         model=model,
@@ -138,6 +143,7 @@ def plan(suite: Suite) -> list[Configuration]:
                                         method_config=json.dumps(config, sort_keys=True),
                                         key=results.stable_hash(key),
                                         selection_key=results.stable_hash(selection),
+                                        tasks=tasks,
                                     )
                                 )
     return configurations
@@ -200,7 +206,7 @@ def run_suite(
         )
     results.check_manifest(out, manifest(suite, configurations))
     done = results.finished(out)
-    todo = [c for c in mine if c.key not in done]
+    todo = [c for c in mine if not set(c.parts.values()) <= done]
     where = "" if shard_spec == (1, 1) else f", shard {shard_spec[0]}/{shard_spec[1]}: {len(mine)}"
     echo(
         f"{suite.name}: {len(configurations)} configurations{where}; "
@@ -535,21 +541,32 @@ class _Run:
     def _run_configuration(
         self, configuration: Configuration, localization: Any, timings: dict[str, float]
     ) -> None:
-        """Claim the configuration, save the selection, evaluate the edited model, write the
-        part file; leave it to another run sharing the folder that claimed it first."""
+        """Claim the configuration, save the selection, evaluate the edited model on the tasks
+        whose part file is missing, write them; leave it to another run sharing the folder that
+        claimed it first."""
         if not results.claim(self.out, configuration.key):
             self.busy += 1
             self.bar.update(1)
             return
         try:
-            if not results.part_path(self.out, configuration.key).is_file():  # done meanwhile
-                self._evaluate_configuration(configuration, localization, timings)
+            parts = configuration.parts
+            tasks = [
+                task
+                for task in configuration.tasks
+                if not results.part_path(self.out, parts[task.name]).is_file()  # done meanwhile?
+            ]
+            if tasks:
+                self._evaluate_configuration(configuration, tasks, localization, timings)
         finally:
             results.release(self.out, configuration.key)
         self.bar.update(1)
 
     def _evaluate_configuration(
-        self, configuration: Configuration, localization: Any, timings: dict[str, float]
+        self,
+        configuration: Configuration,
+        tasks: list[TaskSpec],
+        localization: Any,
+        timings: dict[str, float],
     ) -> None:
         import locator
 
@@ -557,11 +574,6 @@ class _Run:
         if not (self.out / selection).is_file():
             localization.save(self.out / selection)
         label = configuration.method.label
-        tasks = [
-            task
-            for task in self.suite.tasks
-            if task.applies(configuration.proportion, configuration.factor)
-        ]
         if localization.count() == 0:
             # Nothing selected: the model is the unedited one, so its metrics are the baseline's.
             evaluation = self.baseline
@@ -571,57 +583,50 @@ class _Run:
             )
             with locator.intervene(self.model, localization, configuration.factor):
                 evaluation = self._evaluate(tasks)
-        results.write_samples(  # before the part file, which marks the configuration done
-            self.out,
-            configuration.key,
-            self._sample_rows(
-                configuration.key,
-                [item for task in tasks for item in evaluation.items[task.name]],
-            ),
-        )
         now = datetime.now(timezone.utc)
-        rows = []
         for task in tasks:
-            baseline = self.baseline.metrics[task.name]
-            directions = (
-                evaluation.higher_is_better[task.name]
-                or (self.baseline.higher_is_better[task.name])
+            part = configuration.parts[task.name]
+            results.write_samples(  # before the part file, which marks the task done
+                self.out, part, self._sample_rows(configuration.key, evaluation.items[task.name])
             )
-            for metric, value in evaluation.metrics[task.name].items():
-                rows.append(
-                    {
-                        "suite": self.suite.name,
-                        "model": configuration.model.path,
-                        "dtype": configuration.model.dtype,
-                        "model_revision": self.identity["revision"],
-                        "model_fingerprint": self.identity["fingerprint"],
-                        "method": configuration.method.name,
-                        "label": label,
-                        "method_config": configuration.method_config,
-                        "target": configuration.corpora.target,
-                        "controls": ",".join(configuration.corpora.controls),
-                        "proportion": configuration.proportion,
-                        "factor": configuration.factor,
-                        "seed": configuration.seed,
-                        "num_samples": configuration.num_samples,
-                        "task": task.name,
-                        "limit": task.limit,
-                        "metric": metric,
-                        "value": value,
-                        "baseline_value": baseline.get(metric),
-                        "higher_is_better": directions.get(metric),
-                        "selected_count": localization.count(),
-                        "selected_fraction": localization.fraction(),
-                        "scored_count": localization.numel(),
-                        "selection": selection.as_posix(),
-                        **timings,
-                        "evaluation_seconds": evaluation.seconds[task.name],
-                        "config_hash": configuration.key,
-                        **self.provenance,
-                        "created_at": now,
-                    }
-                )
-        results.write_part(self.out, configuration.key, rows)
+            rows = [
+                {
+                    "suite": self.suite.name,
+                    "model": configuration.model.path,
+                    "dtype": configuration.model.dtype,
+                    "model_revision": self.identity["revision"],
+                    "model_fingerprint": self.identity["fingerprint"],
+                    "method": configuration.method.name,
+                    "label": label,
+                    "method_config": configuration.method_config,
+                    "target": configuration.corpora.target,
+                    "controls": ",".join(configuration.corpora.controls),
+                    "proportion": configuration.proportion,
+                    "factor": configuration.factor,
+                    "seed": configuration.seed,
+                    "num_samples": configuration.num_samples,
+                    "task": task.name,
+                    "limit": task.limit,
+                    "metric": metric,
+                    "value": value,
+                    "baseline_value": self.baseline.metrics[task.name].get(metric),
+                    "higher_is_better": (
+                        evaluation.higher_is_better[task.name]
+                        or self.baseline.higher_is_better[task.name]
+                    ).get(metric),
+                    "selected_count": localization.count(),
+                    "selected_fraction": localization.fraction(),
+                    "scored_count": localization.numel(),
+                    "selection": selection.as_posix(),
+                    **timings,
+                    "evaluation_seconds": evaluation.seconds[task.name],
+                    "config_hash": configuration.key,
+                    **self.provenance,
+                    "created_at": now,
+                }
+                for metric, value in evaluation.metrics[task.name].items()
+            ]
+            results.write_part(self.out, part, rows)
 
 
 def _needed_methods(suite: Suite, todo: Iterable[Configuration]) -> list[MethodSpec]:

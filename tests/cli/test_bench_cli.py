@@ -81,9 +81,9 @@ def write_suite(tmp_path, saved_model):
             "Unknown option of mathneuro 'x'.",
         ),
         (
-            {'target = "words-a"': 'target = "words-c"'},
+            {'target = "words-a"': 'target = "words-z"'},
             "corpora[0].target",
-            "Unknown dataset 'words-c'. Did you mean",
+            "Unknown dataset 'words-z'. Did you mean",
         ),
         (
             {'name = "loss-short"': 'name = "loss-shrt"'},
@@ -197,12 +197,24 @@ def test_a_grown_suite_runs_only_new_cells_and_a_changed_model_refuses(
     assert len(rows) == 4 * 2 and len({r["model_fingerprint"] for r in rows}) == 1
     assert rows[0]["model_fingerprint"] is not None
 
+    # A new task adds a part file to each cell and rewrites none of the old ones.
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    grown = small.replace("proportions = [0.05]", "proportions = [0.05, 0.3]")
+    path.write_text(grown + '\n[[tasks]]\nname = "loss-long"\nlimit = 4\n')
+    more = CliRunner().invoke(cli, ["bench", str(path), "--out", str(out), "--no-progress"])
+    assert more.exit_code == 0, more.output
+    after = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    assert {name: after[name] for name in before} == before and len(after) == 2 * len(before)
+    assert sorted(p.name for p in (out / "_statistics").iterdir()) == cached
+    tasks = [r["task"] for r in results.read_results(out).to_pylist() if r["metric"] == "loss"]
+    assert sorted(tasks) == ["loss-long"] * 4 + ["loss-short"] * 4
+
     tiny_model("llama", seed=5).save_pretrained(model)  # same path, other weights
     path.write_text(small.replace("seeds = [0]", "seeds = [0, 1]"))
     changed = CliRunner().invoke(cli, ["bench", str(path), "--out", str(out), "--no-progress"])
     assert changed.exit_code == 2, changed.output
     assert "changed since the results" in changed.output
-    assert len(results.read_results(out)) == 4 * 2
+    assert len(results.read_results(out)) == 4 * 2 * 2
 
 
 def test_a_shard_beyond_the_grid_has_nothing_to_do(write_suite, tmp_path):
@@ -303,7 +315,8 @@ def test_a_configuration_claimed_by_a_live_run_is_left_to_it(write_suite, tmp_pa
 
     path, out = write_suite(), tmp_path / "results"
     suite = load_suite(path)
-    claimed = runner.plan(suite)[0].key
+    first = runner.plan(suite)[0]
+    claimed = first.key
     (out / "_claims").mkdir(parents=True)
     other = subprocess.Popen(["sleep", "120"])
     try:
@@ -315,7 +328,7 @@ def test_a_configuration_claimed_by_a_live_run_is_left_to_it(write_suite, tmp_pa
         )
         assert result.exit_code == 0, result.output
         assert "ran 3 configurations, 0 already finished, 1 left to another run" in result.output
-        assert claimed not in results.finished(out) and lock.exists()
+        assert not set(first.parts.values()) & results.finished(out) and lock.exists()
         assert not [p for p in (out / "_claims").iterdir() if p != lock]  # ours released
     finally:
         other.kill()

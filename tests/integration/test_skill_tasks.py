@@ -279,8 +279,9 @@ def test_bench_writes_per_item_scores_whose_weighted_mean_is_the_metric(
     }
     (config_hash,) = {r["config_hash"] for r in rows}
     baselines = sorted((out / "_samples").glob("baseline-*.parquet"))
-    assert len(baselines) == 2 and (out / "_samples" / f"{config_hash}.parquet").is_file()
-    for path, column in [(out / "_samples" / f"{config_hash}.parquet", "value")] + [
+    edited = sorted((out / "_samples").glob(f"{config_hash}-*.parquet"))  # one per task
+    assert len(baselines) == 2 and len(edited) == 2
+    for path, column in [(path, "value") for path in edited] + [
         (path, "baseline_value") for path in baselines
     ]:
         table = pq.read_table(path)
