@@ -87,8 +87,9 @@ def _plain(axis: Any, which: str = "y") -> None:
 
 
 def _log_fraction_axis(axis: Any, proportions: Sequence[float], label: str) -> None:
-    """A log x axis (call after plotting) labelled as percentages at every proportion and at
-    the powers of ten in view (fractions edited often fall below their proportion)."""
+    """A log x axis (call after plotting) labelled as percentages at every plotted value (a
+    proportion, or the fraction actually edited, which often falls below its proportion; values
+    within 25% of a labelled one share its label) and at the powers of ten in view."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
     axis.set_xscale("log")
@@ -98,9 +99,12 @@ def _log_fraction_axis(axis: Any, proportions: Sequence[float], label: str) -> N
         axis.set_xlim(decade, high)
         low = decade
     decades = [10.0**k for k in range(math.ceil(math.log10(low)), math.floor(math.log10(high)) + 1)]
-    ticks = sorted({*proportions, *decades})
+    ticks: list[float] = []
+    for value in sorted({*proportions, *decades}):
+        if not ticks or value >= 1.25 * ticks[-1]:
+            ticks.append(value)
     axis.xaxis.set_major_locator(FixedLocator(ticks))
-    axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x * 100:.3g}%"))
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x * 100:.2g}%"))
     axis.xaxis.set_minor_locator(NullLocator())
     axis.xaxis.set_minor_formatter(NullFormatter())
     axis.set_xlabel(label)
@@ -184,7 +188,8 @@ def effect_figure(
             linewidth=1,
             label="unedited model",
         )
-        _log_fraction_axis(axis, proportions, "scored parameters edited")
+        plotted = [c.fraction for c in cells if c.fraction > 0]
+        _log_fraction_axis(axis, plotted or proportions, "scored parameters edited")
         higher = cells[0].higher
         axis.set_ylabel(metric_label(metric, higher, wrap=True))
         axis.set_title(task_label(task), fontsize="medium")
