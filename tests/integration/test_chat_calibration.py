@@ -82,6 +82,8 @@ def test_task_prompt_options_enter_the_hash_only_when_set():
         None,
         {"num_fewshot": 2, "apply_chat_template": True},
     ]
-    plain = {c.key for c in runner.plan(_suite())}
+    # The task's identity names its part files: a prompt option set makes another part.
+    plain = {part for c in runner.plan(_suite()) for part in c.parts.values()}
     changed = _suite(tasks=(TaskSpec(name="gsm8k", limit=5), TaskSpec(name="race", num_fewshot=2)))
-    assert plain.isdisjoint(c.key for c in runner.plan(changed))
+    parts = {c.parts["race"] for c in runner.plan(changed)}
+    assert plain.isdisjoint(parts)
