@@ -319,8 +319,10 @@ def _stale(path: Path) -> bool:
         record = json.loads(path.read_text())
     except FileNotFoundError:
         return True
-    except (OSError, ValueError):
-        return False  # being written right now
+    except ValueError:
+        return True  # locks appear whole (see `claim`): an unreadable one is damaged
+    except OSError:
+        return False
     mine = _claim_record()
     if record.get("host") != mine["host"]:
         return False
@@ -338,22 +340,26 @@ def _stale(path: Path) -> bool:
 
 def claim(directory: str | Path, name: str) -> bool:
     """Claim the work called `name` (a configuration hash) for this process; False when another
-    live process holds it. The lock file (created with O_EXCL) holds pid, host and time; a claim
-    whose process died on this host is stale and taken over. Release it with `release`."""
+    live process holds it. The lock file holds pid, host and time; it is hard-linked into place
+    from a written temporary file, so it appears whole or not at all (a run killed while
+    claiming leaves no empty lock). A claim whose process died on this host is stale and taken
+    over. Release it with `release`."""
     path = _claim_path(directory, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(3):
-        try:
-            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            if not _stale(path):
-                return False
-            path.unlink(missing_ok=True)  # a dead run's claim: take it over
-            continue
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(_claim_record(), handle)
-        return True
-    return False
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(json.dumps(_claim_record()))
+    try:
+        for _ in range(3):
+            try:
+                os.link(temporary, path)  # atomic, and fails when the lock exists
+                return True
+            except FileExistsError:
+                if not _stale(path):
+                    return False
+                path.unlink(missing_ok=True)  # a dead run's claim: take it over
+        return False
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def release(directory: str | Path, name: str) -> None:

@@ -333,6 +333,10 @@ def test_claims_are_exclusive_and_a_dead_runs_claim_is_taken_over(tmp_path):
     assert not results.claim(tmp_path, "abc")
     results.release(tmp_path, "abc")
     assert lock.exists()
+    # A run killed while claiming leaves no half-written lock; a damaged one is taken over.
+    lock.write_text("")
+    assert results.claim(tmp_path, "abc")
+    assert [p.name for p in lock.parent.iterdir()] == ["abc.lock"]  # no temporary left
 
 
 # The report.
