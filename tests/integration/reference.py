@@ -45,21 +45,23 @@ def mathneuro(model, tokenizer, target, controls, proportion):
 # a batch around their MLP, so inputs are read as [tokens, channels] whatever their shape.
 
 
-def token_inputs(model, tokenizer, text):
-    """{linear module path inside the decoder: its input for one text, [seq, d_in] fp64}."""
-    from locator.architecture import decoder_blocks
-
-    blocks_path, _ = decoder_blocks(model)
+def run_capturing(model, tokenizer, text, modules, output=False):
+    """Run one text (batch 1, no padding) and return ({key: the input of modules[key], or its
+    output with `output`, as [seq, channels]}, number of tokens). Hooks are removed after."""
     captured, handles = {}, []
-    for path, module in model.named_modules():
-        if path.startswith(blocks_path + ".") and (
-            isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
-        ):
+    for key, module in modules.items():
+        if output:
 
-            def hook(module, args, path=path):
-                captured[path] = args[0].detach().double().reshape(-1, args[0].shape[-1])
+            def hook(module, args, result, key=key):
+                captured[key] = result.detach().reshape(-1, result.shape[-1])
 
-            handles.append(module.register_forward_pre_hook(hook))
+            handles.append(module.register_forward_hook(hook))
+        else:
+
+            def pre_hook(module, args, key=key):
+                captured[key] = args[0].detach().reshape(-1, args[0].shape[-1])
+
+            handles.append(module.register_forward_pre_hook(pre_hook))
     try:
         ids = tokenizer(text, return_tensors="pt")["input_ids"]
         with torch.no_grad():
@@ -67,7 +69,22 @@ def token_inputs(model, tokenizer, text):
     finally:
         for handle in handles:
             handle.remove()
-    return captured
+    return captured, ids.shape[1]
+
+
+def token_inputs(model, tokenizer, text):
+    """{linear module path inside the decoder: its input for one text, [seq, d_in] fp64}."""
+    from locator.architecture import decoder_blocks
+
+    blocks_path, _ = decoder_blocks(model)
+    linears = {
+        path: module
+        for path, module in model.named_modules()
+        if path.startswith(blocks_path + ".")
+        and (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D")
+    }
+    captured, _ = run_capturing(model, tokenizer, text, linears)
+    return {path: x.double() for path, x in captured.items()}
 
 
 def channel_statistics(model, tokenizer, texts):
@@ -141,22 +158,10 @@ def active_counts(model, tokenizer, texts, activations):
     modules = dict(model.named_modules())
     counts = {name: 0 for name in activations}
     tokens = 0
+    sites = {name: modules[path] for name, path in activations.items()}
     for text in texts:
-        captured, handles = {}, []
-        for name, path in activations.items():
-
-            def hook(module, args, output, name=name, captured=captured):
-                captured[name] = output.detach().reshape(-1, output.shape[-1])
-
-            handles.append(modules[path].register_forward_hook(hook))
-        try:
-            ids = tokenizer(text, return_tensors="pt")["input_ids"]
-            with torch.no_grad():
-                model(input_ids=ids)
-        finally:
-            for handle in handles:
-                handle.remove()
-        tokens += ids.shape[1]
+        captured, count = run_capturing(model, tokenizer, text, sites, output=True)
+        tokens += count
         for name, output in captured.items():
             counts[name] = counts[name] + (output > 0).sum(0)
     return counts, tokens
@@ -272,23 +277,11 @@ def sample_mean_activations(model, tokenizer, texts, down_projections):
     the down projection's input}, one text at a time."""
     modules = dict(model.named_modules())
     means = {f"{path}.weight": [] for path in down_projections}
+    sites = {path: modules[path] for path in down_projections}
     for text in texts:
-        captured, handles = {}, []
-        for path in down_projections:
-
-            def hook(module, args, path=path, captured=captured):
-                captured[path] = args[0].detach().double().reshape(-1, args[0].shape[-1])
-
-            handles.append(modules[path].register_forward_pre_hook(hook))
-        try:
-            ids = tokenizer(text, return_tensors="pt")["input_ids"]
-            with torch.no_grad():
-                model(input_ids=ids)
-        finally:
-            for handle in handles:
-                handle.remove()
+        captured, _ = run_capturing(model, tokenizer, text, sites)
         for path, x in captured.items():
-            means[f"{path}.weight"].append(x.mean(0))
+            means[f"{path}.weight"].append(x.double().mean(0))
     return {name: torch.stack(rows) for name, rows in means.items()}
 
 
@@ -340,20 +333,7 @@ def published_scores(model, tokenizer, texts):
     }
     totals = {f"{path}.weight": torch.zeros_like(m.weight) for path, m in linears.items()}
     for text in texts:
-        captured, handles = {}, []
-        for path, module in linears.items():
-
-            def hook(module, args, path=path, captured=captured):
-                captured[path] = args[0][0]  # batch 1: [seq, d_in] in bf16
-
-            handles.append(module.register_forward_pre_hook(hook))
-        try:
-            ids = tokenizer(text, return_tensors="pt")["input_ids"]
-            with torch.no_grad():
-                model16(input_ids=ids)
-        finally:
-            for handle in handles:
-                handle.remove()
+        captured, _ = run_capturing(model16, tokenizer, text, linears)  # batch 1, bf16
         for path, x in captured.items():
             norm = x.float().square().sum(0).sqrt().bfloat16()  # [d_in]
             name = f"{path}.weight"
