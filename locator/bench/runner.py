@@ -459,6 +459,10 @@ class _Run:
                 model_key=self.fingerprint,
             )
             seconds[name] = time.perf_counter() - start
+        # Methods with their own controls interleave corpora in the plan: group them, so each
+        # method ranks once per corpora (a matched baseline's reference included).
+        appears = {corpora: i for i, corpora in reversed(list(enumerate(c.corpora for c in todo)))}
+        todo = sorted(todo, key=lambda c: appears[c.corpora])
         for corpora, configurations in groupby(todo, key=lambda c: c.corpora):
             batch = list(configurations)
             names = (corpora.target, *corpora.controls)

@@ -389,3 +389,50 @@ def test_a_method_with_its_own_controls_and_a_task_on_some_cells(saved_model, tm
     long = {(r["label"], r["proportion"], r["factor"]) for r in rows if r["task"] == "loss-long"}
     assert long == {(label, 0.1, 0.0) for label in controls}
     assert len([r for r in rows if r["task"] == "loss-short"]) == 12
+
+
+def test_each_method_ranks_once_when_methods_bring_their_own_controls(saved_model, tmp_path):
+    """Corpora interleaved in the plan are grouped: MathNeuro ranks once, though the baseline
+    matched to it comes after a method with other controls."""
+    suite_file = tmp_path / "order.toml"
+    suite_file.write_text(
+        f"""
+        proportions = [0.1]
+        factors = [0.0]
+        seeds = [0]
+        num_samples = [6]
+        max_length = 32
+        [[models]]
+        path = "{saved_model}"
+        [[corpora]]
+        target = "words-a"
+        controls = ["words-b"]
+        [[methods]]
+        name = "mathneuro"
+        [[methods]]
+        name = "mathneuro"
+        label = "mathneuro-c"
+        controls = ["words-c"]
+        [[methods]]
+        name = "random"
+        match = "mathneuro"
+        [[tasks]]
+        name = "loss-short"
+        limit = 2
+        """
+    )
+    calls = []
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        from locator_plugins import mathneuro
+
+        rank = mathneuro.MathNeuroLocalizer.localize_many
+
+        def spy(self, context, proportions):
+            calls.append(tuple(stats.corpus for stats in context.controls))
+            return rank(self, context, proportions)
+
+        monkeypatch.setattr(mathneuro.MathNeuroLocalizer, "localize_many", spy)
+        runner.run_suite(
+            load_suite(suite_file), tmp_path / "out", progress=False, echo=lambda _: None
+        )
+    assert sorted(calls) == [("words-b",), ("words-c",)]
