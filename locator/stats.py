@@ -130,6 +130,20 @@ class WeightGradients:
             yield g.t() @ x
 
 
+class Feed:
+    """What a pass feeds the model instead of the corpus's padded, masked token rows: the input
+    of a published code, reproduced. Subclass it as a frozen dataclass (its repr is part of the
+    statistics' cache key) and implement `prepare`."""
+
+    def prepare(
+        self, model: nn.Module, tokenizer: Any, texts: Sequence[str]
+    ) -> tuple[nn.Module, list[Tensor]]:
+        """The model to run (`model`, or a copy when the feed must change it; never change
+        `model` itself) and the ``[batch, seq]`` input ids to feed it. Each batch runs without an
+        attention mask, and every position, padding included, is observed as a token."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement prepare()")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Forward:
     """How a pass feeds the model: what a kind may require beyond the default batched pass.
@@ -137,11 +151,14 @@ class Forward:
     `dtype`: the dtype the model computes in (None: as loaded; otherwise a model in another
     dtype is copied into this one for the pass, as a published code that loads it so did);
     `batch_size`: rows per forward (None: the caller's; 1 also keeps the rows in corpus order,
-    for running sums that depend on it). Kinds with equal `Forward`s share one pass.
+    for running sums that depend on it); `feed`: a `Feed` that decides the input instead of the
+    corpus's token rows (`batch_size`, `max_length` and `pack` then do not apply). Kinds with
+    equal `Forward`s share one pass.
     """
 
     dtype: torch.dtype | None = None
     batch_size: int | None = None
+    feed: Feed | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -659,9 +676,15 @@ def collect_statistics(
         runner = model
         if forward.dtype is not None and next(model.parameters()).dtype != forward.dtype:
             runner = copy.deepcopy(model).to(forward.dtype)  # the published forward, on a copy
-        size = batch_size if forward.batch_size is None else forward.batch_size
+        fed: list[tuple[Tensor, Tensor | None]]
+        if forward.feed is None:
+            size = batch_size if forward.batch_size is None else forward.batch_size
+            fed = list(batches(token_ids, size, keep_order=size == 1))
+        else:
+            runner, inputs = forward.feed.prepare(runner, tokenizer, texts)
+            fed = [(input_ids, None) for input_ids in inputs]
         state = _plan(runner, group)
-        _run_pass(runner, state, token_ids, size, f"statistics {corpus}".strip(), progress)
+        _run_pass(runner, state, fed, f"statistics {corpus}".strip(), progress)
         totals.update(state.totals)
     values: dict[str, dict[str, Tensor]] = {kind.name: {} for kind in resolved}
     for (kind, key), total in totals.items():
@@ -678,13 +701,12 @@ def collect_statistics(
 def _run_pass(
     model: nn.Module,
     state: _Pass,
-    token_ids: Sequence[Sequence[int]],
-    batch_size: int,
+    fed: Sequence[tuple[Tensor, Tensor | None]],
     description: str,
     progress: bool,
 ) -> None:
-    """Feed the token rows through `model` in batches with the hooks of `state`; a batch of
-    one keeps the rows in corpus order (the order a running sum sees them in)."""
+    """Feed the ``(input_ids, attention_mask)`` batches through `model` with the hooks of
+    `state`, in order; a batch without a mask runs without one, every position a token."""
     from tqdm.auto import tqdm
 
     backward = bool(state.gradients)
@@ -699,19 +721,18 @@ def _run_pass(
         if backward:
             model.requires_grad_(False)
         with _hooks(model, state), torch.set_grad_enabled(backward):
-            steps = tqdm(
-                batches(token_ids, batch_size, keep_order=batch_size == 1),
-                total=-(-sum(1 for ids in token_ids if ids) // batch_size),
-                desc=description,
-                disable=not progress,
-                leave=False,
-            )
+            steps = tqdm(fed, desc=description, disable=not progress, leave=False)
             for input_ids, attention_mask in steps:
-                state.mask = attention_mask.to(device)
-                state.lengths = attention_mask.sum(1).tolist()
+                if attention_mask is None:
+                    state.mask = torch.ones(input_ids.shape, dtype=torch.long, device=device)
+                else:
+                    state.mask = attention_mask.to(device)
+                state.lengths = state.mask.sum(1).tolist()
                 state.last = None
                 output = forward(
-                    input_ids=input_ids.to(device), attention_mask=state.mask, use_cache=False
+                    input_ids=input_ids.to(device),
+                    attention_mask=None if attention_mask is None else state.mask,
+                    use_cache=False,
                 )
                 if backward:
                     _sample_losses(output.logits, input_ids.to(device), state.mask).sum().backward()

@@ -26,27 +26,95 @@ per text by default, which gives Jaccard 0.71-0.94 against it. Ask for the origi
 option of the statistics pass, not of LAPE. The original also runs vLLM, which computes fp32
 checkpoints in fp16 (a forward dtype moves the selection by Jaccard 0.97-0.99).
 
-The MathNeuro repository's LAPE.py, which the MathNeuro paper's LAPE rows come from, has bugs
-locator does not reproduce (there is no published mode of it here yet): it intervenes with the
-mask of the first calibration dataset instead of the math one (on the measured inputs that set
-is empty, so its LAPE rows prune nothing), keeps only the last calibration sample, counts
-padding, divides by sequences instead of tokens, and never resets its counters between
-datasets. Each alone changes the set by Jaccard 0.1-0.5; all fixed, it matches locator's
-(0.93-0.99, the rest is bf16).
+``mode = "published"`` reproduces the MathNeuro repository's LAPE.py instead, which the
+MathNeuro paper's LAPE rows come from (METHODS.md lists its bugs; each alone changes the set by
+Jaccard 0.1-0.5, and all fixed it matches the faithful mode at 0.93-0.99, the rest is bf16):
+
+- it keeps only the last calibration sample of each dataset (it rewrites its text file for each
+  sample) and feeds that text's lines (written with two trailing newlines and read back with
+  ``readlines()``) as one batch, padded by the tokenizer, truncated to the model's
+  ``max_position_embeddings``, with no attention mask, to a bf16 model; a tokenizer without a pad
+  token gets "[PAD]" and the embeddings are resized as transformers does (mean of the old rows;
+  locator seeds its 1e-9-covariance noise);
+- it counts the positions where act_fn(gate) > 0, padding included, and divides by the number of
+  lines, not tokens;
+- it never resets its counters: dataset k's probability is the count over datasets 1..k, in the
+  order calibration datasets (locator's controls), then the train set (the target);
+- it applies the first dataset's neurons (the first control's), not the target's; on the
+  measured inputs that set is empty and its LAPE rows prune nothing.
+
+Where no dataset has a neuron above the bar the script fails; the published mode selects nothing.
+`max_length` and `pack` do not apply to its pass, which truncates as the script does.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 import locator
 from locator.localization import Localization
 from locator.localizer import LocalizationContext, Localizer
-from locator.stats import NEURON_ACTIVE_COUNT
+from locator.stats import NEURON_ACTIVE_COUNT, Activations, Feed, Forward, StatisticKind
+
+
+def script_lines(text: str) -> list[str]:
+    """The rows LAPE.py feeds for one sample: ``f"{text}\\n\\n"`` written to a text file and read
+    back with ``readlines()`` (universal newlines: ``\\r\\n`` and ``\\r`` read as ``\\n``)."""
+    read = f"{text}\n\n".replace("\r\n", "\n").replace("\r", "\n")
+    return [line + "\n" for line in read.split("\n")[:-1]]
+
+
+@dataclass(frozen=True)
+class LastSampleLines(Feed):
+    """LAPE.py's input for one dataset: the lines of its last sample, one padded batch."""
+
+    def prepare(
+        self, model: nn.Module, tokenizer: Any, texts: Sequence[str]
+    ) -> tuple[nn.Module, list[Tensor]]:
+        """The lines of ``texts[-1]`` as LAPE.py tokenizes them; the model resized on a copy
+        when the pad token it adds has no embedding row."""
+        tokenizer = copy.deepcopy(tokenizer)
+        if tokenizer.pad_token is None:
+            tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+        if tokenizer.pad_token_id >= model.get_input_embeddings().num_embeddings:  # type: ignore[operator]
+            model = copy.deepcopy(model)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model.resize_token_embeddings(len(tokenizer))  # type: ignore[operator]
+        limit = getattr(model.config, "max_position_embeddings", None)
+        encoded = tokenizer(
+            script_lines(texts[-1]),
+            return_tensors="pt",
+            padding=True,
+            truncation=limit is not None,
+            max_length=limit,
+        )
+        return model, [encoded["input_ids"]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ActiveAndRows(StatisticKind):
+    def batch(self, observed: Activations) -> Tensor:
+        active = (observed.values > 0).sum(dim=(0, 1))  # [neurons], padding included
+        return torch.stack([active, torch.full_like(active, observed.values.shape[0])])
+
+
+LAPE_PUBLISHED_COUNT = "lape_published_active_count"
+PUBLISHED_COUNT = _ActiveAndRows(
+    name=LAPE_PUBLISHED_COUNT,
+    site="neuron_pre_activation",
+    description="per MLP neuron, as the MathNeuro repository's LAPE.py counts: row 0 the "
+    "positions (padding included) where the pre-activation is > 0 in the lines of the corpus's "
+    "last text fed as one unmasked batch to a bf16 model, row 1 the lines ([2, neurons])",
+    dtype=torch.int64,
+    forward=Forward(dtype=torch.bfloat16, feed=LastSampleLines()),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,12 +125,15 @@ class LapeConfig:
 
     filter_rate: float = 0.95
     activation_bar_ratio: float = 0.95
+    mode: Literal["faithful", "published"] = "faithful"
 
     def __post_init__(self) -> None:
         for key in ("filter_rate", "activation_bar_ratio"):
             value = getattr(self, key)
             if not 0 <= value <= 1:
                 raise ValueError(f"{key} must be in [0, 1], got {value!r}.")
+        if self.mode not in ("faithful", "published"):
+            raise ValueError(f"mode must be 'faithful' or 'published', got {self.mode!r}.")
 
 
 class LapeLocalizer(Localizer):
@@ -70,31 +141,40 @@ class LapeLocalizer(Localizer):
 
     name = "lape"
     Config = LapeConfig
-    statistics = frozenset({NEURON_ACTIVE_COUNT})
+    statistics = frozenset({NEURON_ACTIVE_COUNT})  # the faithful mode's; see __init__
     min_controls = 1
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self.published = self.config.mode == "published"
+        if self.published:
+            self.statistics = frozenset({LAPE_PUBLISHED_COUNT})
 
     def localize_many(
         self, context: LocalizationContext, proportions: Sequence[float]
     ) -> list[Localization]:
         """One entropy ranking of all neurons, cut at every proportion."""
-        corpora = (context.target, *context.controls)
-        names = context.target.names(NEURON_ACTIVE_COUNT)
-        sizes = [context.target.get(NEURON_ACTIVE_COUNT, name).numel() for name in names]
-        # Activation probability of every neuron (layers concatenated) in every corpus: [N, K].
-        probability = torch.stack(
-            [
-                torch.cat([stats.get(NEURON_ACTIVE_COUNT, name) for name in names])
-                / stats.num_tokens
-                for stats in corpora
-            ],
-            dim=1,
-        )
+        kind = LAPE_PUBLISHED_COUNT if self.published else NEURON_ACTIVE_COUNT
+        names = context.target.names(kind)
+        # Activation probability of every neuron (layers concatenated) in every corpus, [N, K];
+        # the neurons applied are those that belong to corpus 0.
+        if self.published:
+            probability = _published_probability(context, names)
+        else:
+            probability = torch.stack(
+                [
+                    torch.cat([stats.get(kind, name) for name in names]) / stats.num_tokens
+                    for stats in (context.target, *context.controls)
+                ],
+                dim=1,
+            )
         entropy = _entropy(probability)  # [N]
         tau = _rank_value(probability, self.config.filter_rate)
         entropy[~(probability > tau).any(dim=1)] = torch.inf
         order = torch.sort(entropy, stable=True).indices  # lowest entropy first, ties in order
-        target_bar = _rank_value(probability, self.config.activation_bar_ratio)
-        belongs = probability[:, 0] > target_bar  # [N]: the target is corpus 0
+        bar = _rank_value(probability, self.config.activation_bar_ratio)
+        belongs = probability[:, 0] > bar  # [N]
+        sizes = [context.target.get(kind, name).shape[-1] for name in names]
         starts = torch.tensor([0, *sizes]).cumsum(0)
         results = []
         for proportion in proportions:
@@ -106,6 +186,21 @@ class LapeLocalizer(Localizer):
             }
             results.append(self.neuron_localization(context, neurons, proportion))
         return results
+
+
+def _published_probability(context: LocalizationContext, names: list[str]) -> Tensor:
+    """LAPE.py's activation probabilities, ``[N, K]``: datasets in its order (the controls, then
+    the target), each column the active count summed over the datasets up to it (its counters
+    are never reset) over that dataset's own number of lines; column 0 is the first control's,
+    the set LAPE.py applies."""
+    corpora = (*context.controls, context.target)
+    counts = [
+        torch.cat([stats.get(LAPE_PUBLISHED_COUNT, name)[0] for name in names]) for stats in corpora
+    ]
+    lines = torch.tensor(
+        [int(stats.get(LAPE_PUBLISHED_COUNT, names[0])[1, 0]) for stats in corpora]
+    )
+    return torch.stack(counts, dim=1).cumsum(dim=1) / lines  # float32, as LAPE.py divides
 
 
 def _entropy(probability: Tensor) -> Tensor:
@@ -125,3 +220,9 @@ def _rank_value(values: Tensor, rate: float) -> Tensor:
 def register_localizers(register):  # type: ignore[no-untyped-def]
     """Register LAPE."""
     register(LapeLocalizer)
+
+
+@locator.hookimpl
+def register_statistics(register):  # type: ignore[no-untyped-def]
+    """Register the statistic of LAPE's published mode."""
+    register(PUBLISHED_COUNT)

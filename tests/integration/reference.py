@@ -177,6 +177,12 @@ def lape(model, tokenizer, corpora, activations, top_rate, filter_rate, activati
         for name, count in counts.items():
             for j in range(count.numel()):
                 probability.setdefault((name, j), []).append(int(count[j]) / tokens)
+    return lape_select(probability, activations, top_rate, filter_rate, activation_bar_ratio)
+
+
+def lape_select(probability, activations, top_rate, filter_rate, activation_bar_ratio, tie=1e-12):
+    """LAPE's selection from {(name, neuron): [P for each corpus]}: the lowest-entropy neurons
+    that belong to corpus 0, and the neurons whose entropy is within `tie` of the cut."""
     neurons = list(probability)  # model order
     values = sorted(p for ps in probability.values() for p in ps)
 
@@ -197,12 +203,51 @@ def lape(model, tokenizer, corpora, activations, top_rate, filter_rate, activati
     count = round(top_rate * len(neurons))
     kept = ranked[:count]
     cut = entropy[ranked[count - 1]] if count else -math.inf
-    ties = {n for n in neurons if entropy[n] == cut or abs(entropy[n] - cut) < 1e-12}
+    ties = {n for n in neurons if entropy[n] == cut or abs(entropy[n] - cut) < tie}
     chosen = {name: [] for name in activations}
     for name, j in kept:
         if probability[(name, j)][0] > tau2:
             chosen[name].append(j)
     return chosen, ties
+
+
+# The MathNeuro repository's LAPE.py, written from METHODS.md's list of its behaviour: per
+# dataset (in its order), only the last text, written to a file with two newlines and read back
+# line by line; the lines as one batch padded by the tokenizer, no attention mask, a bf16 model;
+# every position counted; counters never reset; P = count so far / lines; the first dataset's
+# neurons applied.
+
+
+def lape_published(model, tokenizer, datasets, activations, top_rate, filter_rate, bar, folder):
+    """(neurons LAPE.py applies, entropy ties at the cut) for `datasets` in the script's order."""
+    model16 = copy.deepcopy(model).bfloat16()
+    modules = dict(model16.named_modules())
+    counters = {name: torch.zeros(0, dtype=torch.int32) for name in activations}
+    probability = {}
+    for i, texts in enumerate(datasets):
+        path = folder / f"dataset{i}.txt"
+        with open(path, "w") as f:
+            f.write(f"{texts[-1]}\n\n")
+        lines = open(path).readlines()
+        input_ids = tokenizer(lines, return_tensors="pt", padding=True).input_ids
+        captured, handles = {}, []
+        for name, module_path in activations.items():
+
+            def hook(module, args, output, name=name, captured=captured):
+                captured[name] = output.detach().reshape(-1, output.shape[-1])
+
+            handles.append(modules[module_path].register_forward_hook(hook))
+        with torch.no_grad():
+            model16(input_ids)
+        for handle in handles:
+            handle.remove()
+        for name, output in captured.items():
+            active = (output.float() > 0).sum(0).to(torch.int32)
+            counters[name] = active if not counters[name].numel() else counters[name] + active
+            for j in range(active.numel()):
+                p = float(counters[name][j].long() / torch.tensor(len(lines)))  # float32
+                probability.setdefault((name, j), []).append(p)
+    return lape_select(probability, activations, top_rate, filter_rate, bar, tie=1e-6)
 
 
 # Gradient and per-sample activation statistics, and the methods built on them.
