@@ -237,6 +237,13 @@ def test_shipped_suites_parse_and_plan():
     assert len(runner.plan(paper)) == 2 * 5 * 2 * 8 * 2
     smoke = load_suite(BENCHMARKS / "smoke.toml")
     assert Path(smoke.models[0].location(smoke.base)).is_dir()  # a local model: no download
+    published = load_suite(BENCHMARKS / "as-published-real.toml")
+    labels = {method.label: method.config for method in published.methods}
+    assert {labels[k].mode for k in ("mathneuro-published", "lape-published")} == {"published"}
+    assert labels["lape"].mode == "faithful" and labels["wanda-original-count"].count == "original"
+    assert len(runner.plan(published)) == 2 * 6 * 3
+    for suite in BENCHMARKS.glob("*.toml"):  # every shipped suite is valid
+        assert runner.plan(load_suite(suite)), suite.name
 
 
 def test_the_smoke_suite_runs_reports_and_shows_the_skill_removed(tmp_path):
