@@ -148,8 +148,9 @@ class Feed:
 class Forward:
     """How a pass feeds the model: what a kind may require beyond the default batched pass.
 
-    `dtype`: the dtype the model computes in (None: as loaded; otherwise a model in another
-    dtype is copied into this one for the pass, as a published code that loads it so did);
+    `dtype`: the dtype the model computes in (None: as loaded; otherwise the pass runs on a copy
+    whose weights are cast to it, buffers untouched, as a published code that loads the model in
+    that dtype computes);
     `batch_size`: rows per forward (None: the caller's; 1 also keeps the rows in corpus order,
     for running sums that depend on it); `feed`: a `Feed` that decides the input instead of the
     corpus's token rows (`batch_size`, `max_length` and `pack` then do not apply). Kinds with
@@ -675,7 +676,7 @@ def collect_statistics(
         group = [kind for kind in resolved if kind.forward == forward]
         runner = model
         if forward.dtype is not None and next(model.parameters()).dtype != forward.dtype:
-            runner = copy.deepcopy(model).to(forward.dtype)  # the published forward, on a copy
+            runner = _weights_in(model, forward.dtype)  # the published forward, on a copy
         fed: list[tuple[Tensor, Tensor | None]]
         if forward.feed is None:
             size = batch_size if forward.batch_size is None else forward.batch_size
@@ -696,6 +697,17 @@ def collect_statistics(
     return ActivationStats(
         corpus=corpus, num_samples=len(token_ids), num_tokens=num_tokens, values=values
     )
+
+
+def _weights_in(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of `model` whose floating-point weights are in `dtype`, as ``from_pretrained(...,
+    dtype=dtype)`` loads it: buffers keep their dtype (``.to(dtype)`` would also round RoPE's
+    fp32 ``inv_freq``, which moves every activation of a Llama-family model)."""
+    runner = copy.deepcopy(model)
+    for parameter in runner.parameters():
+        if parameter.is_floating_point():
+            parameter.data = parameter.data.to(dtype)
+    return runner
 
 
 def _run_pass(

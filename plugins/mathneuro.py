@@ -29,12 +29,14 @@ same entries up to exact ties at a cut. ``mode = "faithful"`` (the default) is t
 formula; ``mode = "published"`` reproduces the code's arithmetic where it differs:
 
 - bf16: the code loads the model in bf16 (the published mode runs its statistics pass on a bf16
-  copy when the model is not bf16; a bf16 forward alone moves the selection by Jaccard
-  0.97-0.99) and accumulates the score of every entry in a bf16 running sum, one sample at a
-  time (``acc = acc + bf16(|W| * bf16(norm))``). Once an increment falls below half an ulp of
-  the sum it is lost: at the paper's 500 samples the simulated score error is 13-17%, and the
-  skill-specific set shares only 0.07-0.77 (Jaccard) with the exact formula's. The paper's own
-  selections were therefore substantially different from its formula's.
+  copy when the model is not bf16, its weights cast and its buffers kept, as
+  ``from_pretrained(torch_dtype=bfloat16)`` keeps RoPE's ``inv_freq`` in fp32; a bf16 forward
+  alone moves the selection by Jaccard 0.97-0.99) and accumulates the score of every entry in
+  a bf16 running sum, one sample at a time (``acc = acc + bf16(|W| * bf16(norm))``). Once an
+  increment falls below half an ulp of the sum it is lost: at the paper's 500 samples the
+  simulated score error is 13-17%, and the skill-specific set shares only 0.07-0.77 (Jaccard)
+  with the exact formula's. The paper's own selections were therefore substantially different
+  from its formula's.
 - batch size 1 with no padding mask (the published mode runs batch 1 in corpus order; in bf16
   the batch shape alone moves statistics by up to 2% relative, Jaccard 0.98-1.0; in fp32 the
   masked batched pass equals batch 1 to 2e-6);

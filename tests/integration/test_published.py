@@ -149,3 +149,24 @@ def test_published_lape_adds_a_pad_token_on_copies(llama, tokenizer):
     assert first == lape_neurons(llama, no_pad, 0.6, 0.5, 0.5)  # the resize is seeded
     assert no_pad.pad_token is None and llama.get_input_embeddings().num_embeddings == rows
     assert all(torch.equal(before[k], v) for k, v in llama.state_dict().items())
+
+
+def test_the_published_pass_of_an_fp32_model_equals_a_bf16_load(llama, saved_model, tokenizer):
+    """The authors load the model with from_pretrained(torch_dtype=bfloat16), which casts the
+    weights and leaves RoPE's fp32 inv_freq alone; the bf16 copy of an fp32 model must equal it
+    bit for bit (a plain .to(bfloat16) rounds inv_freq and moves every activation)."""
+    from transformers import AutoModelForCausalLM
+
+    from locator.stats import INPUT_NORMS_BY_SAMPLE_BF16, collect_statistics
+    from plugins.lape import LAPE_PUBLISHED_COUNT
+
+    loaded = AutoModelForCausalLM.from_pretrained(saved_model, dtype=torch.bfloat16)
+    kinds = {INPUT_NORMS_BY_SAMPLE_BF16, LAPE_PUBLISHED_COUNT}
+    stats = [
+        collect_statistics(m, tokenizer, LAPE_TARGET, kinds=kinds, progress=False)
+        for m in (llama, loaded)
+    ]
+    for kind in kinds:
+        for name in stats[0].names(kind):
+            assert torch.equal(stats[0].get(kind, name), stats[1].get(kind, name)), (kind, name)
+    assert next(llama.parameters()).dtype == torch.float32  # the caller's model is untouched
