@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -121,7 +121,12 @@ def overlaps(rows: Iterable[Row], load: Selections) -> tuple[list[Overlap], list
 
 
 def _pairs(
-    label: str, proportion: float, num_samples: int, versus: int | None, pairs: list[Any]
+    label: str,
+    proportion: float,
+    num_samples: int,
+    versus: int | None,
+    pairs: list[Any],
+    jaccard: Callable[[Any, Any], float] = lambda a, b: a.jaccard(b),
 ) -> Overlap | None:
     kept = [(a, b) for a, b in pairs if a.count() or b.count()]
     if not kept:
@@ -131,9 +136,52 @@ def _pairs(
         proportion=proportion,
         num_samples=num_samples,
         versus=versus,
-        values=tuple(float(a.jaccard(b)) for a, b in kept),
+        values=tuple(float(jaccard(a, b)) for a, b in kept),
         expected=statistics.fmean(expected_jaccard(a, b) for a, b in kept),
     )
+
+
+def variant_overlaps(rows: Iterable[Row], load: Selections) -> list[Overlap]:
+    """Overlaps between the variants of one method (configurations with the same method name
+    and different labels, such as a faithful and a published mode) at each proportion and
+    sample count, one pair per seed; `Overlap.label` names the pair "first / second"."""
+    rows = list(rows)
+    method = {r["label"]: r["method"] for r in rows}
+    files = selection_files(rows)
+    cells: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
+    for (label, proportion, num_samples, seed), file in files.items():
+        cells[(method[label], proportion, num_samples, seed)][label] = file
+    pairs: dict[tuple[Any, ...], list[Any]] = defaultdict(list)
+    for (_, proportion, num_samples, _), labels in cells.items():
+        for a, b in combinations(sorted(labels), 2):
+            pairs[(f"{a} / {b}", proportion, num_samples)].append(
+                (load(labels[a]), load(labels[b]))
+            )
+    found = [
+        _pairs(label, proportion, num_samples, None, kept, jaccard=union_jaccard)
+        for (label, proportion, num_samples), kept in sorted(pairs.items())
+    ]
+    return [o for o in found if o is not None]
+
+
+def union_jaccard(first: Any, second: Any) -> float:
+    """|A & B| / |A | B| over the parameters either localization selects in; a parameter only
+    one of them scores (MathNeuro's published mode scores an untied head) is empty in the
+    other."""
+    import torch
+
+    both = either = 0
+    for name in dict.fromkeys([*first.selections, *second.selections]):
+        a, b = (
+            x.selections[name].indices() if name in x.selections else None for x in (first, second)
+        )
+        if a is None or b is None:
+            either += (a if b is None else b).numel()  # type: ignore[union-attr]
+            continue
+        common = int(torch.isin(a, b, assume_unique=True).sum())
+        both += common
+        either += a.numel() + b.numel() - common
+    return both / either if either else 1.0
 
 
 def placement(localization: Any) -> tuple[dict[int, float], dict[str, float]]:

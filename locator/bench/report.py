@@ -38,7 +38,14 @@ from locator.bench.metrics import (
     metric_label,
     model_label,
 )
-from locator.bench.overlap import Overlap, Selections, overlaps, placement, selection_files
+from locator.bench.overlap import (
+    Overlap,
+    Selections,
+    overlaps,
+    placement,
+    selection_files,
+    variant_overlaps,
+)
 from locator.bench.results import read_results
 from locator.bench.specificity import (
     Bootstrap,
@@ -287,6 +294,7 @@ def _experiment_sections(
         )
         _specificity_tables(document, cell)
     _consistency_section(document, number, title, rows, style, matches, load)
+    _variants_section(document, rows, load)
     _placement_section(document, number, title, rows, style, load)
     return found
 
@@ -555,6 +563,34 @@ def _consistency_section(
             ],
             _overlap_body(entries, baselines, across_samples=entries is across_samples),
         )
+
+
+def _variants_section(document: Document, rows: Sequence[Row], load: Selections) -> None:
+    """How much the variants of one method (a faithful and a published mode, two controls)
+    share, beside what random selections of their sizes would."""
+    found = variant_overlaps(rows, load)
+    if not found:
+        return
+    document.heading(3, "Overlap between variants of one method (Jaccard)")
+    document.text(
+        "Each pair of configurations of one method that differ in options or controls, at the "
+        "same proportion, sample count and seed; a parameter only one of them scores counts as "
+        "empty in the other. Random expectation: what two independent uniformly random "
+        "selections of the same per-matrix sizes would share."
+    )
+    document.table(
+        [
+            "variants",
+            "K",
+            "samples",
+            "seeds",
+            "mean Jaccard",
+            "range",
+            "random expectation",
+            "note",
+        ],
+        _overlap_body(found, set(), across_samples=False),
+    )
 
 
 def _overlap_body(

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from locator.bench import metrics, results
-from locator.bench.overlap import expected_jaccard
+from locator.bench.overlap import expected_jaccard, union_jaccard
 from locator.bench.report import write_report
 from locator.bench.specificity import Bootstrap, Samples, changes, read_samples, skill_task
 from locator.errors import LocatorError
@@ -280,6 +280,34 @@ def test_consistency_sits_next_to_the_random_expectation(report, folder):
     assert expected_jaccard(first, second) == pytest.approx(expected)
     assert "random expectation" in text and "no more than chance" in text
     assert "positions follow the seed" in text  # across sample counts, for the random ones
+
+
+def test_variants_of_one_method_are_compared_pair_by_pair(report):
+    """The two matched random baselines are variants of method "random" (their labels differ);
+    at one seed their positions are the same draw, so every pair overlaps fully."""
+    text = report.read_text()
+    section = text.split("Overlap between variants of one method")[1].split("###")[0]
+    pairs = [
+        line
+        for line in section.splitlines()
+        if "random-matched-blunt / random-matched-specific" in line
+    ]
+    assert len(pairs) == len(PROPORTIONS) * len(SAMPLES)
+    assert all("| 1.0" in line or "| 1 " in line for line in pairs), pairs
+    assert all(f"| {len(SEEDS)} |" in line for line in pairs)
+
+
+def test_union_jaccard_counts_a_parameter_only_one_side_scores_as_empty_in_the_other():
+    shared = torch.tensor([[True, False], [True, True]])
+    head = torch.tensor([[True, True], [False, False]])
+    faithful = Localization.from_masks({"a.weight": shared}, method="m", proportion=0.5)
+    published = Localization.from_masks(
+        {"a.weight": shared & torch.tensor([[True, True], [False, True]]), "head.weight": head},
+        method="m",
+        proportion=0.5,
+    )
+    assert union_jaccard(faithful, published) == pytest.approx(2 / (3 + 2))
+    assert union_jaccard(published, faithful) == union_jaccard(faithful, published)
 
 
 def test_figures_are_png_and_svg_and_the_html_is_self_contained(report):
