@@ -601,7 +601,9 @@ def _overlap_body(
     body = []
     for o, chance in zip(entries, expected, strict=True):
         note = ""
-        if o.mean <= o.expected * 1.1 + 1e-3:
+        if o.expected == 0 and o.mean == 0:
+            note = "one of each pair selects nothing"
+        elif o.mean <= o.expected * 1.1 + 1e-3:
             note = "no more than chance"
         elif o.label in baselines and across_samples:
             note = "matched random: positions follow the seed; this overlap is not consistency"
