@@ -115,6 +115,21 @@ class Selection:
         return int(self.stored()[1].nbytes)
 
 
+def selections_jaccard(first: Mapping[str, Selection], second: Mapping[str, Selection]) -> float:
+    """|A & B| / |A | B| of two sets of selections over the union of their parameter names; a
+    parameter only one side has is empty in the other (1.0 when both are empty)."""
+    both = either = 0
+    for name in dict.fromkeys([*first, *second]):
+        if name not in first or name not in second:
+            either += (first[name] if name in first else second[name]).count
+            continue
+        a, b = first[name].indices(), second[name].indices()
+        common = int(torch.isin(a, b, assume_unique=True).sum())
+        both += common
+        either += a.numel() + b.numel() - common
+    return both / either if either else 1.0
+
+
 def is_localization_file(path: Path) -> bool:
     """Whether `path` is a file written by `Localization.save` (read from its header only)."""
     from safetensors import SafetensorError, safe_open
@@ -370,13 +385,7 @@ class Localization:
     def jaccard(self, other: Localization) -> float:
         """|A & B| / |A | B| over all parameters (1.0 when both are empty)."""
         self.check_compatible(other, "compare")
-        both = either = 0
-        for name, mine in self.selections.items():
-            a, b = mine.indices(), other.selections[name].indices()
-            common = int(torch.isin(a, b, assume_unique=True).sum())
-            both += common
-            either += a.numel() + b.numel() - common
-        return both / either if either else 1.0
+        return selections_jaccard(self.selections, other.selections)
 
     # Checking against a model, saving and loading.
 

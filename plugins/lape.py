@@ -158,16 +158,7 @@ class LapeLocalizer(Localizer):
         names = context.target.names(kind)
         # Activation probability of every neuron (layers concatenated) in every corpus, [N, K];
         # the neurons applied are those that belong to corpus 0.
-        if self.published:
-            probability = _published_probability(context, names)
-        else:
-            probability = torch.stack(
-                [
-                    torch.cat([stats.get(kind, name) for name in names]) / stats.num_tokens
-                    for stats in (context.target, *context.controls)
-                ],
-                dim=1,
-            )
+        probability = (_published_probability if self.published else _probability)(context, names)
         entropy = _entropy(probability)  # [N]
         tau = _rank_value(probability, self.config.filter_rate)
         entropy[~(probability > tau).any(dim=1)] = torch.inf
@@ -186,6 +177,18 @@ class LapeLocalizer(Localizer):
             }
             results.append(self.neuron_localization(context, neurons, proportion))
         return results
+
+
+def _probability(context: LocalizationContext, names: list[str]) -> Tensor:
+    """Activation probabilities, ``[N, K]``: per corpus (the target first, then the controls),
+    the real tokens on which each neuron is active over the corpus's real tokens."""
+    return torch.stack(
+        [
+            torch.cat([stats.get(NEURON_ACTIVE_COUNT, name) for name in names]) / stats.num_tokens
+            for stats in (context.target, *context.controls)
+        ],
+        dim=1,
+    )
 
 
 def _published_probability(context: LocalizationContext, names: list[str]) -> Tensor:

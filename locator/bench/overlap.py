@@ -157,31 +157,16 @@ def variant_overlaps(rows: Iterable[Row], load: Selections) -> list[Overlap]:
             pairs[(f"{a} / {b}", proportion, num_samples)].append(
                 (load(labels[a]), load(labels[b]))
             )
+    from locator.localization import selections_jaccard
+
+    def jaccard(a: Any, b: Any) -> float:  # a parameter only one side scores: empty there
+        return selections_jaccard(a.selections, b.selections)
+
     found = [
-        _pairs(label, proportion, num_samples, None, kept, jaccard=union_jaccard)
+        _pairs(label, proportion, num_samples, None, kept, jaccard=jaccard)
         for (label, proportion, num_samples), kept in sorted(pairs.items())
     ]
     return [o for o in found if o is not None]
-
-
-def union_jaccard(first: Any, second: Any) -> float:
-    """|A & B| / |A | B| over the parameters either localization selects in; a parameter only
-    one of them scores (MathNeuro's published mode scores an untied head) is empty in the
-    other."""
-    import torch
-
-    both = either = 0
-    for name in dict.fromkeys([*first.selections, *second.selections]):
-        a, b = (
-            x.selections[name].indices() if name in x.selections else None for x in (first, second)
-        )
-        if a is None or b is None:
-            either += (a if b is None else b).numel()  # type: ignore[union-attr]
-            continue
-        common = int(torch.isin(a, b, assume_unique=True).sum())
-        both += common
-        either += a.numel() + b.numel() - common
-    return both / either if either else 1.0
 
 
 def placement(localization: Any) -> tuple[dict[int, float], dict[str, float]]:

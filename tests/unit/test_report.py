@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from locator.bench import metrics, results
-from locator.bench.overlap import expected_jaccard, union_jaccard
+from locator.bench.overlap import expected_jaccard
 from locator.bench.report import write_report
 from locator.bench.specificity import Bootstrap, Samples, changes, read_samples, skill_task
 from locator.errors import LocatorError
-from locator.localization import Localization
+from locator.localization import Localization, selections_jaccard
 
 SKILL, CONTROL = "toy-arithmetic", "toy-language"
 ITEMS = 80
@@ -297,7 +297,7 @@ def test_variants_of_one_method_are_compared_pair_by_pair(report):
     assert all(f"| {len(SEEDS)} |" in line for line in pairs)
 
 
-def test_union_jaccard_counts_a_parameter_only_one_side_scores_as_empty_in_the_other():
+def test_jaccard_counts_a_parameter_only_one_side_scores_as_empty_in_the_other():
     shared = torch.tensor([[True, False], [True, True]])
     head = torch.tensor([[True, True], [False, False]])
     faithful = Localization.from_masks({"a.weight": shared}, method="m", proportion=0.5)
@@ -306,8 +306,9 @@ def test_union_jaccard_counts_a_parameter_only_one_side_scores_as_empty_in_the_o
         method="m",
         proportion=0.5,
     )
-    assert union_jaccard(faithful, published) == pytest.approx(2 / (3 + 2))
-    assert union_jaccard(published, faithful) == union_jaccard(faithful, published)
+    jaccard = selections_jaccard
+    assert jaccard(faithful.selections, published.selections) == pytest.approx(2 / (3 + 2))
+    assert jaccard(published.selections, faithful.selections) == pytest.approx(2 / (3 + 2))
 
 
 def test_figures_are_png_and_svg_and_the_html_is_self_contained(report):
