@@ -5,13 +5,17 @@ with a unique name in the same folder, are flushed to disk (fsync) and moved int
 `os.replace`, which is atomic on one file system. A reader, a resumed run, or a run killed by
 SIGINT or a full disk sees the old file or the new one, never a part; the temporary file is
 removed on any exception. A model folder is written the same way as a whole by
-`atomic_directory`. `check_output_file` and `check_output_directory` find an output that cannot
-be written, or that holds someone else's data, before any computation.
+`atomic_directory`, which also records what it wrote (`WRITTEN`: every file's size and SHA-256),
+so that a later ``--force`` replaces a folder only when it still holds exactly those files.
+`check_output_file` and `check_output_directory` find an output that cannot be written, or that
+holds someone else's data, before any computation.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -97,14 +101,69 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     return path
 
 
+WRITTEN = ".locator-written.json"
+"""The file `atomic_directory` leaves in each folder it writes: the relative path, size and
+SHA-256 of every other file in it, the proof that `--force` may replace the folder."""
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    """Every file below `folder` by its relative POSIX path, but the record itself."""
+    return {
+        path.relative_to(folder).as_posix(): path
+        for path in sorted(folder.rglob("*"))
+        if not path.is_dir() and path.name != WRITTEN
+    }
+
+
+def _digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_written(folder: Path) -> None:
+    """Write `WRITTEN` for the files now in `folder`."""
+    record = {name: [path.stat().st_size, _digest(path)] for name, path in _files(folder).items()}
+    atomic_write(folder / WRITTEN, json.dumps(record, indent=1, sort_keys=True))
+
+
+def foreign_files(folder: str | Path) -> list[str]:
+    """The files of `folder` that `atomic_directory` cannot prove it wrote there: everything
+    when its record is missing or unreadable, else each file added, changed or missing (a
+    missing one by its name too: a record copied from another folder proves nothing)."""
+    folder = Path(folder)
+    found = _files(folder)
+    try:
+        record = json.loads((folder / WRITTEN).read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError(record)
+    except (OSError, ValueError):
+        return list(found) or [WRITTEN]
+    foreign = []
+    for name in sorted(set(found) | set(record)):
+        path, expected = found.get(name), record.get(name)
+        if (
+            path is None
+            or not isinstance(expected, list)
+            or path.stat().st_size != expected[0]
+            or _digest(path) != expected[1]
+        ):
+            foreign.append(name)
+    return foreign
+
+
 def atomic_directory(
     path: str | Path, write: Callable[[Path], object], *, replace: bool = False
 ) -> Path:
     """Fill a new folder with ``write(temporary_folder)`` and move it to `path` in one rename.
 
     `path` must not exist, or be empty, unless `replace` (then the old folder is removed only
-    after the new one is in place). On any failure the temporary folder is removed and `path`
-    is untouched.
+    after the new one is in place; `check_output_directory` with `force` has checked that it
+    holds only what an earlier call wrote). The folder records its files in `WRITTEN`. On any
+    failure the temporary folder is removed and `path` is untouched.
     """
     path = Path(path)
     _existing_folder(path.parent, path)
@@ -114,6 +173,7 @@ def atomic_directory(
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary.mkdir()
         write(temporary)
+        _record_written(temporary)
         if path.exists() and (replace or not any(path.iterdir())):
             old = _temporary(path)
             path.rename(old)
@@ -172,8 +232,10 @@ def check_output_directory(
 
     It may be missing or empty. A non-empty folder must be ``owned(path)`` (locator wrote it
     as `what`, which names it with its article): then it is extended (`extend`, as a results
-    folder is) or, with `force`, replaced; anything else is refused, so no command overwrites a
-    folder it did not create.
+    folder is) or, with `force`, replaced, but only while it holds exactly the files
+    `atomic_directory` recorded writing there (`foreign_files`): a file added or changed by
+    anyone else, or a marker copied from another folder, is refused, so no command deletes
+    what it did not write.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -188,6 +250,16 @@ def check_output_directory(
             raise LocatorError(
                 f"output folder {str(path)!r} already holds {what}; pass --force to replace "
                 "it, or choose a new folder."
+            )
+        foreign = [] if extend else foreign_files(path)
+        if foreign:
+            listed = ", ".join(foreign[:3]) + (
+                f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+            )
+            raise LocatorError(
+                f"output folder {str(path)!r} holds files locator did not write there or that "
+                f"changed since ({listed}); --force replaces only what locator wrote: move them "
+                "away or choose a new folder."
             )
     _writable_folder(path)
     return path

@@ -284,6 +284,20 @@ def test_edit_records_the_edit_and_replaces_only_its_own_folder_with_force(works
     forced = CliRunner().invoke(cli, _edit(workspace, "--force", **{"--out": str(out)}))
     assert forced.exit_code == 0, forced.output
     assert not [p for p in workspace.iterdir() if p.name.startswith(".")]
+    (out / "notes.txt").write_text("the user's")  # --force must not delete what it did not write
+    refused = CliRunner().invoke(cli, _edit(workspace, "--force", **{"--out": str(out)}))
+    assert refused.exit_code == 2 and "notes.txt" in refused.output, refused.output
+    assert (out / "notes.txt").read_text() == "the user's"
+    copied = workspace / "copied"  # nor is a copied marker enough
+    copied.mkdir()
+    for name in ("locator_edit.json", ".locator-written.json"):
+        (copied / name).write_bytes((out / name).read_bytes())
+    refused = CliRunner().invoke(cli, _edit(workspace, "--force", **{"--out": str(copied)}))
+    assert refused.exit_code == 2 and "did not write" in refused.output, refused.output
+    assert sorted(p.name for p in copied.iterdir()) == [
+        ".locator-written.json",
+        "locator_edit.json",
+    ]
 
 
 # The API: the same rules.

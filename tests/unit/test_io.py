@@ -2,11 +2,14 @@
 
 import errno
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
 from locator.errors import LocatorError
 from locator.io import (
+    WRITTEN,
     atomic_directory,
     atomic_write,
     check_output_directory,
@@ -85,16 +88,14 @@ def test_atomic_directory_appears_whole_and_replaces_only_when_asked(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         atomic_directory(out, broken, replace=True)
-    assert _names(out) == ["w"] and _names(tmp_path) == ["model"]
+    assert _names(out) == [WRITTEN, "w"] and _names(tmp_path) == ["model"]
 
 
 def test_output_checks_refuse_foreign_data_and_need_force_for_own(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "x").write_text("mine")
-    owned = tmp_path / "owned"
-    owned.mkdir()
-    (owned / "marker").write_text("")
+    owned = atomic_directory(tmp_path / "owned", lambda t: (t / "marker").write_text(""))
     mine = lambda p: (p / "marker").is_file()  # noqa: E731
     for force in (False, True):
         with pytest.raises(LocatorError, match="was not written by locator"):
@@ -107,4 +108,44 @@ def test_output_checks_refuse_foreign_data_and_need_force_for_own(tmp_path):
     with pytest.raises(LocatorError, match="exists and is not a file locator wrote"):
         check_output_file(foreign / "x")
     check_output_file(foreign / "x", overwrite=lambda p: True)
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["foreign", "marker", "owned", "x"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [
+        WRITTEN,
+        "foreign",
+        "marker",
+        "owned",
+        "x",
+    ]
+
+
+def test_force_replaces_only_a_folder_holding_exactly_what_locator_wrote(tmp_path):
+    mine = lambda p: (p / "marker").is_file()  # noqa: E731
+
+    def written(name: str) -> Path:
+        def write(folder: Path) -> None:
+            (folder / "marker").write_text("")
+            (folder / "sub").mkdir()
+            (folder / "sub" / "weights").write_bytes(b"0123")
+
+        return atomic_directory(tmp_path / name, write)
+
+    check_output_directory(written("clean"), owned=mine, what="a model", force=True)
+    added = written("added")
+    (added / "notes.txt").write_text("the user's")
+    changed = written("changed")
+    (changed / "sub" / "weights").write_bytes(b"3210")
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    (copied / "marker").write_text("")
+    (copied / "thesis.tex").write_text("the user's")
+    shutil.copy(written("source") / WRITTEN, copied / WRITTEN)  # a record copied over
+    garbled = written("garbled")
+    (garbled / WRITTEN).write_text("[")
+    for folder, named in [
+        (added, "notes.txt"),
+        (changed, "sub/weights"),
+        (copied, "thesis.tex"),
+        (garbled, "marker"),
+    ]:
+        with pytest.raises(LocatorError, match=f"did not write.*{named}.*move them away"):
+            check_output_directory(folder, owned=mine, what="a model", force=True)
+    assert (added / "notes.txt").read_text() == "the user's"
