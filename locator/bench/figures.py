@@ -2,9 +2,12 @@
 changes), each saved as PNG and SVG.
 
 Every figure follows one style: a method keeps its colour (Okabe-Ito, safe for colour-blind
-readers), marker and line style in all figures; a matched random baseline takes the colour of
+readers), marker and line style in all figures, and no two methods share both colour and marker
+(colours and markers cycle with coprime periods); a matched random baseline takes the colour of
 the method it matches with an open marker and a dashed line; legends sit below the axes; axes
-never use offset notation; a log axis of the fraction edited is labelled at every proportion.
+never use offset notation; a log axis of the fraction edited has a tick at every plotted value
+and labels as many as fit without touching. Heat maps use a diverging colour-blind-safe map
+centred on zero and print each cell's value.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from locator.bench.overlap import Overlap
 from locator.bench.specificity import Change, Estimate
 
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X")
-LINES = ("-", "-.", (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)), "-", "-.", (0, (3, 1, 1, 1, 1, 1)))
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", "h", ">", "*")
+"""Eleven markers against seven colours: method i gets colour i mod 7 and marker i mod 11, so
+the first 77 methods differ in colour or marker."""
+LINES = ("-", "-.", (0, (3, 1, 1, 1, 1, 1)), (0, (1, 1)))
 """Method lines; dashed is kept for matched baselines."""
 UNEDITED = "#7f7f7f"
 
@@ -56,14 +61,15 @@ def styles(labels: Sequence[str], matches: Mapping[str, str]) -> dict[str, Style
     method's colour and marker, open, dashed."""
     baselines = {baseline: method for method, baseline in matches.items()}
     found: dict[str, Style] = {}
+
+    def new() -> Style:
+        i = len(found)
+        return Style(OKABE_ITO[i % 7], MARKERS[i % 11], LINES[i % len(LINES)], False)
+
     for label in [x for x in labels if x not in baselines]:
-        i = len(found) % len(OKABE_ITO)
-        found[label] = Style(OKABE_ITO[i], MARKERS[i], LINES[i], False)
+        found[label] = new()
     for label in [x for x in labels if x in baselines]:
-        method = found.get(baselines[label])
-        if method is None:
-            i = len(found) % len(OKABE_ITO)
-            method = Style(OKABE_ITO[i], MARKERS[i], LINES[i], False)
+        method = found.get(baselines[label]) or new()
         found[label] = Style(method.color, method.marker, "--", True)
     return found
 
@@ -87,9 +93,10 @@ def _plain(axis: Any, which: str = "y") -> None:
 
 
 def _log_fraction_axis(axis: Any, proportions: Sequence[float], label: str) -> None:
-    """A log x axis (call after plotting) labelled as percentages at every plotted value (a
-    proportion, or the fraction actually edited, which often falls below its proportion; values
-    within 25% of a labelled one share its label) and at the powers of ten in view."""
+    """A log x axis (call after plotting) with a tick at every plotted value (a proportion, or
+    the fraction actually edited, which often falls below its proportion) and at the powers of
+    ten in view; labels (percentages) go to as many ticks as fit: a tick is labelled when it lies
+    at least a sixth of the axis's decades past the last labelled one, powers of ten first."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
     axis.set_xscale("log")
@@ -99,18 +106,24 @@ def _log_fraction_axis(axis: Any, proportions: Sequence[float], label: str) -> N
         axis.set_xlim(decade, high)
         low = decade
     decades = [10.0**k for k in range(math.ceil(math.log10(low)), math.floor(math.log10(high)) + 1)]
-    ticks: list[float] = []
-    for value in sorted({*proportions, *decades}):
-        if not ticks or value >= 1.25 * ticks[-1]:
-            ticks.append(value)
+    ticks = sorted({t for t in (*proportions, *decades) if low <= t <= high})
+    gap = max(math.log10(high / low), 1.0) / 6  # at most about six labels
+    labelled: list[float] = []
+    for value in sorted(ticks, key=lambda t: (t not in decades, t)):
+        if all(abs(math.log10(value / other)) >= gap for other in labelled):
+            labelled.append(value)
     axis.xaxis.set_major_locator(FixedLocator(ticks))
-    axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x * 100:.2g}%"))
+    axis.xaxis.set_major_formatter(
+        FuncFormatter(lambda x, _: f"{x * 100:.2g}%" if _near(x, labelled) else "")
+    )
     axis.xaxis.set_minor_locator(NullLocator())
     axis.xaxis.set_minor_formatter(NullFormatter())
     axis.set_xlabel(label)
-    shown = [t for t in ticks if low <= t <= high]
-    if any(b / a < 3 for a, b in zip(shown, shown[1:], strict=False)):  # labels would touch
-        axis.tick_params(axis="x", labelrotation=45, labelsize="small")
+    axis.tick_params(axis="x", labelrotation=45, labelsize="small")
+
+
+def _near(value: float, values: Collection[float]) -> bool:
+    return any(math.isclose(value, other, rel_tol=1e-9) for other in values)
 
 
 def _legend_below(figure: Any, axes: Sequence[Any]) -> None:
@@ -448,4 +461,48 @@ def placement_figure(
         blocks.set_xticks(layer_keys)
     _legend_below(figure, [blocks])
     figure.suptitle(title, fontsize="medium")
+    return _save(figure, path)
+
+
+def matrix_figure(
+    values: Sequence[Sequence[float | None]],
+    skills: Sequence[str],
+    title: str,
+    path: Path,
+    *,
+    unit: str = "",
+) -> list[Path]:
+    """A skill x skill heat map: row i is the skill whose set was removed, column j the skill
+    measured, each cell annotated with its value (blank where None); a diverging colour-blind-safe
+    map (ColorBrewer RdBu) centred on zero, symmetric in its limits."""
+    import numpy as np
+
+    data = np.array([[np.nan if v is None else float(v) for v in row] for row in values])
+    size = max(2.6, 0.55 * len(skills) + 1.6)
+    figure = _figure(1, width=size + 0.8, height=size)
+    axis = figure.add_subplot()
+    finite = data[np.isfinite(data)]
+    limit = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
+    image = axis.imshow(data, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    axis.set_xticks(range(len(skills)), [task_label(s) for s in skills], rotation=45, ha="right")
+    axis.set_yticks(range(len(skills)), [task_label(s) for s in skills])
+    axis.set_xlabel("skill measured")
+    axis.set_ylabel("skill whose set was removed")
+    axis.set_title(title, fontsize="medium")
+    places = 2 if limit >= 0.1 else 3
+    for i, row in enumerate(data):
+        for j, value in enumerate(row):
+            if np.isfinite(value):
+                dark = abs(value) > 0.6 * limit  # white text on the darkest cells
+                axis.text(
+                    j,
+                    i,
+                    f"{value:+.{places}f}",
+                    ha="center",
+                    va="center",
+                    fontsize="x-small",
+                    color="white" if dark else "black",
+                )
+    bar = figure.colorbar(image, ax=axis, shrink=0.8)
+    bar.set_label(unit or "change beyond matched random")
     return _save(figure, path)
