@@ -96,7 +96,7 @@ def _log_fraction_axis(axis: Any, proportions: Sequence[float], label: str) -> N
     """A log x axis (call after plotting) with a tick at every plotted value (a proportion, or
     the fraction actually edited, which often falls below its proportion) and at the powers of
     ten in view; labels (percentages) go to as many ticks as fit: a tick is labelled when it lies
-    at least a sixth of the axis's decades past the last labelled one, powers of ten first."""
+    at least a twelfth of the axis's decades from every labelled one, powers of ten first."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 
     axis.set_xscale("log")
@@ -107,7 +107,7 @@ def _log_fraction_axis(axis: Any, proportions: Sequence[float], label: str) -> N
         low = decade
     decades = [10.0**k for k in range(math.ceil(math.log10(low)), math.floor(math.log10(high)) + 1)]
     ticks = sorted({t for t in (*proportions, *decades) if low <= t <= high})
-    gap = max(math.log10(high / low), 1.0) / 6  # at most about six labels
+    gap = max(math.log10(high / low), 1.0) / 12  # at most about twelve labels
     labelled: list[float] = []
     for value in sorted(ticks, key=lambda t: (t not in decades, t)):
         if all(abs(math.log10(value / other)) >= gap for other in labelled):
