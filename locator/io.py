@@ -263,3 +263,19 @@ def check_output_directory(
             )
     _writable_folder(path)
     return path
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """The UTF-8 text of `path`; a file that is not UTF-8 is a one-line `LocatorError` naming
+    the file, the line, the column and the offending byte (not a `UnicodeDecodeError`)."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise LocatorError(
+            f"{what} {str(path)!r} is not UTF-8 text: byte 0x{data[error.start]:02x} at line "
+            f"{line}, column {column} (byte offset {error.start}); save it as UTF-8."
+        ) from None

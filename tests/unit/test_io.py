@@ -14,6 +14,7 @@ from locator.io import (
     atomic_write,
     check_output_directory,
     check_output_file,
+    read_text,
 )
 
 
@@ -149,3 +150,14 @@ def test_force_replaces_only_a_folder_holding_exactly_what_locator_wrote(tmp_pat
         with pytest.raises(LocatorError, match=f"did not write.*{named}.*move them away"):
             check_output_directory(folder, owned=mine, what="a model", force=True)
     assert (added / "notes.txt").read_text() == "the user's"
+
+
+def test_text_that_is_not_utf8_is_one_line_naming_the_place(tmp_path):
+    path = tmp_path / "suite.toml"
+    path.write_bytes("name = 'ok'\nx = 'caf\xe9'\n".encode("latin-1"))
+    with pytest.raises(
+        LocatorError, match=r"suite '.*suite.toml' is not UTF-8.*0xe9 at line 2, column 9"
+    ):
+        read_text(path, "suite")
+    path.write_text("naïve\n", encoding="utf-8")
+    assert read_text(path) == "naïve\n"
