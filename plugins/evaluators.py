@@ -554,6 +554,12 @@ class LmEvalEvaluator(Evaluator):
                 if manager.task_index[leaf].cfg.get("unsafe_code"):
                     raise _unsafe(leaf)
 
+    def calibration_texts(
+        self, task: str, data_dir: Path | None
+    ) -> tuple[str, list[tuple[str, str, str]]]:
+        """The calibration texts of lm-eval task `task`: see `task_calibration`."""
+        return task_calibration(task, data_dir)
+
     def _load(self, manager: Any, task: str, local: _LocalData | None) -> Any:
         """The lm-eval Task or Group for `task`, reading local files where it can."""
         entry = manager.task_index.get(task)
@@ -572,6 +578,79 @@ class LmEvalEvaluator(Evaluator):
         if unsafe:
             raise _unsafe(unsafe[0])
         return loaded
+
+
+def _calibration_split(task: Any) -> tuple[str, Any]:
+    """The split of an lm-eval Task that calibration reads, and its documents: the training
+    split, else the validation split, else the few-shot split, the first that is set and is not
+    the evaluated split (the test split, else the validation split)."""
+    config = task.config
+    evaluated = config.test_split or config.validation_split
+    fewshot = config.fewshot_split or getattr(getattr(task, "fewshot_cfg", None), "split", None)
+    for split, docs in (
+        (config.training_split, task.training_docs),
+        (config.validation_split, task.validation_docs),
+        (fewshot, task.fewshot_docs),
+    ):
+        if split and split != evaluated:
+            return split, docs()
+    splits = [s for s in (config.training_split, config.validation_split, fewshot) if s]
+    raise LocatorError(
+        f"lm-eval task {task.task_name!r} has no split left for calibration: it evaluates "
+        f"split {evaluated!r} and has {', '.join(repr(s) for s in splits) or 'no other split'}"
+        " (calibration reads its training, validation or few-shot split, never the evaluated one)."
+    )
+
+
+def _rendered(task: Any, doc: dict[str, Any]) -> tuple[str, str, str]:
+    """``(text, user, assistant)``: one document as the task presents an answered example -
+    its description and prompt, the target delimiter, the target (a choice's text for multiple
+    choice, the first of several targets) - built by lm-eval's own `build_qa_turn`."""
+    question = task.doc_to_text(doc)
+    choices = task.doc_to_choice(doc) if task.config.doc_to_choice else None
+    answer = task.doc_to_target(doc)
+    if task.multiple_input:  # the document's text is the index of its correct context
+        question, choices = choices[question], None
+    description = task.resolve_field(doc, task.config.description) or ""
+    messages = task.build_qa_turn(
+        q=question,
+        c=choices,
+        a=answer,
+        gen_prefix=task.resolve_field(doc, task.config.gen_prefix),
+        tgt_delim=task.config.target_delimiter,
+        few_delim="",
+    )
+    text = description + "".join(message.to_text() for message in messages)
+    user = description + messages[0].content
+    return text, user, messages[1].content if len(messages) > 1 else ""
+
+
+def task_calibration(task: str, data_dir: Path | None) -> tuple[str, list[tuple[str, str, str]]]:
+    """``(split, [(text, user, assistant)])``: the documents of lm-eval task `task` (a name or
+    a YAML file; a group: every subtask) that calibration may use, from a split that is not
+    the evaluated one, each rendered as the task presents it (`_rendered`). `split` names the
+    split (``subtask:split`` joined by ``+`` for a group). Reads the task's data as
+    `LmEvalEvaluator.evaluate` does (local files where a data directory has them)."""
+    manager = _manager_for([task])
+    local = None if data_dir is None else _LocalData(data_dir)
+    loaded = LmEvalEvaluator()._load(manager, task, local)
+    leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
+    splits, rendered = [], []
+    for leaf in leaves:
+        split, docs = _calibration_split(leaf)
+        splits.append(split if len(leaves) == 1 else f"{leaf.task_name}:{split}")
+        try:
+            rendered += [_rendered(leaf, doc) for doc in docs]
+        except LocatorError:
+            raise
+        except Exception as error:  # a document the task's templates cannot render
+            raise LocatorError(
+                f"lm-eval task {leaf.task_name!r}: cannot render a {split!r} document for "
+                f"calibration: {type(error).__name__}: {error}"
+            ) from None
+    if not rendered:
+        raise LocatorError(f"lm-eval task {task!r}: split {'+'.join(splits)!r} has no documents.")
+    return "+".join(splits), rendered
 
 
 def _check_corpus_task(task: str, data_dir: Path | None) -> None:
