@@ -181,3 +181,27 @@ def test_a_corpus_without_held_out_texts_fails_in_one_line_before_the_model(
 def test_the_share_of_held_out_texts_is_a_fifth_of_any_texts():
     counts = Counter(is_held_out(f"text number {i}") for i in range(5000))
     assert 900 < counts[True] < 1100
+
+
+def test_any_corpus_calibrates_apart_from_its_held_out_texts(texts_file):
+    from locator.corpora import corpus_kind, sample_any_corpus
+
+    assert corpus_kind(str(texts_file)) == "file" and corpus_kind("gsm8k") == "dataset"
+    assert sample_any_corpus(str(texts_file), num_samples=1) == calibration_texts(texts_file)
+
+
+@needs_shared_data
+def test_a_one_split_dataset_calibrates_on_the_other_four_fifths():
+    from locator.corpora import sample_any_corpus
+
+    math500 = get_dataset("math500")
+    corpus = sample_any_corpus("math500", num_samples=380, data_dir=SHARED_DATA)
+    assert corpus.label == "math500:test-calibration:n=380:seed=0"
+    assert not set(corpus.texts) & set(held_out_texts("math500", SHARED_DATA))
+    assert {math500.format(r) for r in calibration_records(math500, "test", SHARED_DATA)} >= set(
+        corpus.texts
+    )
+    with pytest.raises(LocatorError, match="less its held-out fifth\\) has \\d+ texts"):
+        sample_any_corpus("math500", num_samples=450, data_dir=SHARED_DATA)
+    same = sample_any_corpus("handbook-fr", num_samples=3, data_dir=SHARED_DATA)
+    assert same == sample_corpus("handbook-fr", num_samples=3, data_dir=SHARED_DATA)

@@ -114,7 +114,7 @@ def test_no_split_left_for_calibration_is_one_line(tasks):
     assert "\n" not in str(e.value) and "evaluates split 'test'" in str(e.value)
     with pytest.raises(LocatorError, match="names no task"):
         sample_task_corpus("task:", num_samples=2)
-    with pytest.raises(LocatorError, match="has 8 documents; cannot draw 9"):
+    with pytest.raises(LocatorError, match="has 8 texts for calibration; cannot draw 9"):
         sample_task_corpus(f"task:{tasks}/generate.yaml", num_samples=9)
 
 
@@ -126,3 +126,15 @@ def test_the_task_itself_evaluates_the_skill(tasks, llama, tokenizer):
 def test_unknown_task_has_a_did_you_mean():
     with pytest.raises(LocatorError, match="Did you mean 'gsm8k_nll'"):
         sample_task_corpus("task:gsm8k_nl", num_samples=2)
+
+
+def test_check_corpus_fails_before_any_model_loads(tasks, tmp_path):
+    from locator.corpora import check_corpus
+
+    check_corpus(f"task:{tasks}/generate.yaml")
+    with pytest.raises(LocatorError, match="no split left for calibration"):
+        check_corpus(f"task:{tasks}/test_only.yaml")
+    with pytest.raises(LocatorError, match="Did you mean 'gsm8k'"):
+        check_corpus("gsm8")
+    with pytest.raises(LocatorError, match="does not exist"):
+        check_corpus(str(tmp_path / "missing.jsonl"))
