@@ -9,8 +9,9 @@ example the relative change against the unedited model (`relative_harm`), since 
 averaged together.
 
 **The curve.** For method *m* and removed skill *s*, at each proportion of the grid, with
-:math:`E_{s,e}` the excess harm to skill *e* (the mean over seeds) and :math:`\bar E_{s,\neg s}`
-its mean over the other evaluated skills,
+:math:`E_{s,e}` the excess harm to skill *e* (the median over seeds, so that one random draw
+far more harmful than the others cannot dominate; with two seeds, their mean) and
+:math:`\bar E_{s,\neg s}` its mean over the other evaluated skills,
 
 .. math:: G_s = \underbrace{(E_{s,s} - \bar E_{s,\neg s})}_{\text{specificity}}
                 - \underbrace{\bar E_{s,\neg s}}_{\text{collateral}}
@@ -48,6 +49,7 @@ paired bootstrap over items and seeds).
 from __future__ import annotations
 
 import math
+import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -138,8 +140,8 @@ def curves(effects: Sequence[Effect], method: str) -> dict[str, Curve]:
         fraction = _mean(fractions[(removed, proportion)])
         if fraction <= 0:
             continue  # nothing selected: no point on a log axis
-        own = _mean(by_skill[removed])
-        others = [_mean(v) for skill, v in by_skill.items() if skill != removed]
+        own = statistics.median(by_skill[removed])
+        others = [statistics.median(v) for skill, v in by_skill.items() if skill != removed]
         height = own - 2 * _mean(others) if others else own
         points[removed].append((fraction, height))
     found = {}
