@@ -13,8 +13,9 @@ A calibration corpus is named by one string (`corpus_kind`):
   are a hashed fifth of its calibration split (`locator.heldout`), calibration draws from the
   other four fifths (split label ``<split>-calibration``).
 
-`sample_any_corpus` draws from any of the three; `check_corpus` checks a value before any model
-loads (an unknown dataset, a missing file, a task with no split left for calibration).
+`evaluation_task` names the task that measures a corpus's skill on texts calibration never
+sees; `sample_any_corpus` draws from any of the three; `check_corpus` checks a value before any
+model loads (an unknown dataset, a missing file, a task with no split left for calibration).
 
 The evaluator that serves a task gives its calibration texts through a method
 ``calibration_texts(task, data_dir) -> (split, [(text, user, assistant)])``; an evaluator
@@ -29,7 +30,13 @@ from typing import Any, Literal
 
 from locator.data import Corpus, get_dataset, sample_corpus
 from locator.errors import LocatorError
-from locator.heldout import calibration_records, calibration_texts, held_out_part, is_file_corpus
+from locator.heldout import (
+    NLL_PREFIX,
+    calibration_records,
+    calibration_texts,
+    held_out_part,
+    is_file_corpus,
+)
 
 TASK_PREFIX = "task:"
 """A corpus ``task:<task>`` is the calibration documents of an evaluation task."""
@@ -41,6 +48,12 @@ def corpus_kind(value: str) -> Literal["task", "file", "dataset"]:
     if value.startswith(TASK_PREFIX):
         return "task"
     return "file" if is_file_corpus(value) else "dataset"
+
+
+def evaluation_task(value: str) -> str:
+    """The evaluation task of a corpus value's skill, disjoint from its calibration texts: the
+    task itself for ``task:<task>``, else ``nll:<value>`` (its held-out texts)."""
+    return _task_name(value) if corpus_kind(value) == "task" else f"{NLL_PREFIX}{value}"
 
 
 def _task_name(value: str) -> str:

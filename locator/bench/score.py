@@ -184,12 +184,18 @@ def _percentiles(values: Sequence[float]) -> tuple[float, float]:
 
 
 def scores(
-    effects: Sequence[Effect], *, replicates: int = REPLICATES, seed: int = 0
+    effects: Sequence[Effect],
+    *,
+    replicates: int = REPLICATES,
+    seed: int = 0,
+    bootstrap: Sequence[Sequence[Effect]] | None = None,
 ) -> dict[str, Estimate]:
     """Every method's score over the common `fraction_range`, best first, with a 95%
-    percentile bootstrap interval over seeds: each replicate draws, per method, removed skill
-    and proportion, the seeds with replacement (the same seeds for every evaluated skill). One
-    seed everywhere gives NaN bounds."""
+    percentile interval: over the scores of the `bootstrap` replicates of `effects` when given
+    (for example a paired bootstrap over items and seeds, each replicate scored over the same
+    range), else over `replicates` resamplings of the seeds, drawn with replacement per method,
+    removed skill and proportion (the same seeds for every evaluated skill). One seed everywhere
+    and no replicates give NaN bounds."""
     low, high = fraction_range(effects)
     methods = sorted({effect.method for effect in effects})
     groups: dict[tuple[str, str, float], dict[int, list[Effect]]] = defaultdict(
@@ -202,20 +208,22 @@ def scores(
     for method in methods:
         value = score(effects, method, low, high)
         mine = [by_seed for key, by_seed in groups.items() if key[0] == method]
-        if all(len(by_seed) < 2 for by_seed in mine):
+        if bootstrap is not None:
+            draws = [score(replicate, method, low, high) for replicate in bootstrap]
+        elif any(len(by_seed) > 1 for by_seed in mine):
+            draws = []
+            for _ in range(replicates):
+                resampled: list[Effect] = []
+                for by_seed in mine:
+                    seeds = sorted(by_seed)
+                    for pick in rng.integers(len(seeds), size=len(seeds)):
+                        resampled += by_seed[seeds[pick]]
+                draws.append(score(resampled, method, low, high))
+        else:
             found[method] = Estimate(value=value, low=math.nan, high=math.nan)
             continue
-        draws = []
-        for _ in range(replicates):
-            resampled: list[Effect] = []
-            for by_seed in mine:
-                seeds = sorted(by_seed)
-                for pick in rng.integers(len(seeds), size=len(seeds)):
-                    resampled += by_seed[seeds[pick]]
-            draws.append(score(resampled, method, low, high))
-        found[method] = Estimate(
-            value=value, low=_percentiles(draws)[0], high=_percentiles(draws)[1]
-        )
+        bounds = _percentiles(draws)
+        found[method] = Estimate(value=value, low=bounds[0], high=bounds[1])
     return dict(sorted(found.items(), key=lambda item: -item[1].value))
 
 

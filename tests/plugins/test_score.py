@@ -242,3 +242,14 @@ def test_one_wild_random_draw_does_not_dominate():
     ]
     assert score(calm, "m", 0.05, 0.05) == pytest.approx(0.52 - 2 * 0.02)
     assert score(wild, "m", 0.05, 0.05) == pytest.approx(0.51 - 2 * 0.01)  # by the mean: 1.48
+
+
+def test_given_bootstrap_replicates_set_the_interval(ranked):
+    effects, _ = ranked
+    oracle = [e for e in effects if e.method == "oracle"]
+    shifted = [[Effect(**{**e.__dict__, "excess": e.excess + k}) for e in oracle] for k in (-1, 1)]
+    (found,) = scores(oracle, bootstrap=shifted).values()
+    low, high = fraction_range(oracle)
+    both = [score(replicate, "oracle", low, high) for replicate in shifted]
+    assert (found.low, found.high) == pytest.approx(tuple(np.percentile(both, [2.5, 97.5])))
+    assert found.low < found.value < found.high

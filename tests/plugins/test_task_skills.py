@@ -138,3 +138,11 @@ def test_check_corpus_fails_before_any_model_loads(tasks, tmp_path):
         check_corpus("gsm8")
     with pytest.raises(LocatorError, match="does not exist"):
         check_corpus(str(tmp_path / "missing.jsonl"))
+
+
+def test_each_corpus_names_the_task_that_measures_it():
+    from locator.corpora import evaluation_task
+
+    assert evaluation_task("task:gsm8k_cot") == "gsm8k_cot"
+    assert evaluation_task("handbook-fr") == "nll:handbook-fr"
+    assert evaluation_task("data/texts.jsonl") == "nll:data/texts.jsonl"
