@@ -1,4 +1,5 @@
-"""The built-in datasets: GSM8K, MATH, MATH-500, MMLU, RACE, WikiText-2 and Python source code.
+"""The built-in datasets: GSM8K, MATH, MATH-500, MMLU, RACE, WikiText-2, Python source code and
+prose in 12 languages (``handbook-en``, ``handbook-fr``, ...).
 
 Each turns a record into one calibration text in the MathNeuro paper's spirit: a math problem
 with its worked solution, a multiple-choice question with its options and answer (RACE with its
@@ -13,9 +14,9 @@ import functools
 import json
 import os
 import sysconfig
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import locator
 from locator.data import Dataset, HubDataset, Record, load_hub_split
@@ -352,6 +353,69 @@ class PythonCodeDataset(Dataset):
         return str(record["text"])
 
 
+LANGUAGES = {
+    "en": ("English", "eng_Latn"),
+    "zh": ("Chinese", "cmn_Hans"),
+    "fr": ("French", "fra_Latn"),
+    "es": ("Spanish", "spa_Latn"),
+    "vi": ("Vietnamese", "vie_Latn"),
+    "id": ("Indonesian", "ind_Latn"),
+    "ja": ("Japanese", "jpn_Jpan"),
+    "de": ("German", "deu_Latn"),
+    "it": ("Italian", "ita_Latn"),
+    "pt": ("Portuguese", "por_Latn"),
+    "ru": ("Russian", "rus_Cyrl"),
+    "ar": ("Arabic", "arb_Arab"),
+}
+"""The languages of the ``handbook-<code>`` datasets: ISO 639-1 code -> (name, FLORES+ config).
+The first seven are the LAPE paper's languages."""
+
+
+class LanguageDataset(HubDataset):
+    """Prose in one language, one paragraph or sentence per text, as written (stripped).
+
+    Locally ``<data_dir>/handbook/<code>/{train,test}.jsonl``: paragraphs of the Debian
+    Administrator's Handbook, the same book in every language, split by paragraph id (rows with
+    equal ids are translations). On the hub, FLORES+ (``openlanguagedata/flores_plus``, one
+    config per language, gated: accept its terms on the hub first): its ``dev`` split is
+    ``train`` here, ``devtest`` is ``test``; sentences of Wikinews, Wikijunior and Wikivoyage,
+    translated from English. The evaluation task ``nll:handbook-<code>`` scores the ``test``
+    split (see `locator.heldout`)."""
+
+    splits = ("train", "test")
+    calibration_split = "train"
+    hub_id = "openlanguagedata/flores_plus"
+    fields = ("text",)
+    code: ClassVar[str]
+    HUB_SPLITS: ClassVar[Mapping[str, str]] = {"train": "dev", "test": "devtest"}
+
+    def hub_records(self, split: str) -> list[Record]:
+        """FLORES+'s ``dev`` as ``train``, ``devtest`` as ``test``."""
+        return load_hub_split(self.name, self.hub_id, self.hub_config, self.HUB_SPLITS[split])
+
+    def keep(self, record: Record) -> bool:
+        """No blank texts."""
+        return bool(str(record["text"]).strip())
+
+    def format(self, record: Record) -> str:
+        """The paragraph."""
+        return str(record["text"]).strip()
+
+
+def language_dataset(code: str) -> LanguageDataset:
+    """The ``handbook-<code>`` dataset of one of `LANGUAGES`."""
+    language, config = LANGUAGES[code]
+    attributes = {
+        "name": f"handbook-{code}",
+        "description": f"{language} prose (local: the Debian Handbook; hub: FLORES+).",
+        "task": f"nll:handbook-{code}",
+        "hub_config": config,
+        "folder": f"handbook/{code}",
+        "code": code,
+    }
+    return type(f"LanguageDataset_{code}", (LanguageDataset,), attributes)()
+
+
 @locator.hookimpl
 def register_datasets(register: Any) -> None:
     """Register the built-in datasets."""
@@ -363,5 +427,6 @@ def register_datasets(register: Any) -> None:
         RaceDataset(),
         WikitextDataset(),
         PythonCodeDataset(),
+        *(language_dataset(code) for code in LANGUAGES),
     ):
         register(dataset)

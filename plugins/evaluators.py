@@ -8,8 +8,9 @@ definitions (prompts, few-shot examples, filters, metrics): ``gsm8k_cot``, ``gsm
 ``lm-eval[math]``) and thousands more. A path to an lm-eval YAML file is a custom task.
 
 Locator's own skill tasks (``gsm8k_nll``, ``math_nll``, ``wikitext_nll``, ``race_nll``,
-``python_nll``, ``arithmetic_fewshot``; see `locator_plugins.skill_tasks`) are lm-eval tasks too,
-built per evaluation from locator's datasets.
+``python_nll``, ``arithmetic_fewshot``, and ``nll:<corpus>`` for any dataset or JSON Lines file of
+texts; see `locator_plugins.skill_tasks`) are lm-eval tasks too, built per evaluation from
+locator's datasets.
 
 With a data directory, every task whose lm-eval dataset has a local counterpart reads the local
 files through lm-eval's ``custom_dataset`` hook, never the hub; `LOCAL_SOURCES` maps lm-eval's
@@ -31,12 +32,19 @@ from pathlib import Path
 from typing import Any
 
 from locator_plugins.datasets import MATH_SUBJECTS
-from locator_plugins.skill_tasks import SKILL_TASKS, per_item, per_unit, require_dataset
+from locator_plugins.skill_tasks import (
+    SKILL_TASKS,
+    corpus_nll,
+    per_item,
+    per_unit,
+    require_dataset,
+)
 
 import locator
 from locator.data import Record, offline_variable, read_records
 from locator.errors import LocatorError
 from locator.evaluation import Evaluation, EvaluationRequest, Evaluator, ItemScore, Results
+from locator.heldout import NLL_PREFIX, corpus_of_task, held_out_texts, is_file_corpus
 
 FAST_FOLDERS = ("gsm8k", "mmlu", "race", "hendrycks_math", "minerva_math", "wikitext")
 """lm-eval task folders indexed first: the common tasks then need no scan of all of lm-eval's
@@ -53,6 +61,11 @@ def _manager(fast: bool) -> Any:
         return TaskManager()
     root = Path(lm_eval.__file__).parent / "tasks"
     return TaskManager(include_defaults=False, include_path=[str(root / f) for f in FAST_FOLDERS])
+
+
+def _is_own(task: str) -> bool:
+    """Whether `task` is one of locator's skill tasks (built here, not looked up in lm-eval)."""
+    return task in SKILL_TASKS or task.startswith(NLL_PREFIX)
 
 
 def _is_yaml(task: str) -> bool:
@@ -438,14 +451,18 @@ class LmEvalEvaluator(Evaluator):
     name = "lm-eval"
 
     def task_names(self) -> Sequence[str]:
-        """Every lm-eval task, group and tag name (indexes all of lm-eval once), and the
-        skill tasks."""
-        return [*SKILL_TASKS, *_manager(False).all_tasks]
+        """Every lm-eval task, group and tag name (indexes all of lm-eval once), the skill
+        tasks and ``nll:<dataset>`` of every installed dataset."""
+        from locator.data import list_datasets
+
+        corpora = [f"{NLL_PREFIX}{name}" for name in list_datasets()]
+        return [*SKILL_TASKS, *corpora, *_manager(False).all_tasks]
 
     def serves(self, task: str) -> bool:
-        """Skill tasks, lm-eval task names and paths of lm-eval YAML files."""
+        """Skill tasks (``nll:<corpus>`` included), lm-eval task names and paths of lm-eval
+        YAML files."""
         return (
-            task in SKILL_TASKS
+            _is_own(task)
             or _is_yaml(task)
             or task in _manager(True).task_index
             or task in _manager(False).task_index
@@ -458,7 +475,7 @@ class LmEvalEvaluator(Evaluator):
         from lm_eval.models.huggingface import HFLM
 
         tasks = request.tasks
-        manager = _manager_for([t for t in tasks if t not in SKILL_TASKS])
+        manager = _manager_for([t for t in tasks if not _is_own(t)])
         local = None if request.data_dir is None else _LocalData(request.data_dir)
         gen_kwargs = None
         if request.max_new_tokens is not None:
@@ -468,7 +485,7 @@ class LmEvalEvaluator(Evaluator):
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=request.batch_size)
             objects = {
                 task: _skill_task(task, lm, request)
-                if task in SKILL_TASKS
+                if _is_own(task)
                 else self._load(manager, task, local)
                 for task in tasks
             }
@@ -515,8 +532,10 @@ class LmEvalEvaluator(Evaluator):
 
     def check(self, request: EvaluationRequest) -> None:
         """Tags (sets of tasks, reported one by one) and tasks that execute model output as
-        code are refused."""
-        named = [task for task in request.tasks if task not in SKILL_TASKS]
+        code are refused; an ``nll:<corpus>`` task needs a corpus with held-out texts."""
+        for task in request.tasks:
+            _check_corpus_task(task, request.data_dir)
+        named = [task for task in request.tasks if not _is_own(task)]
         if not named:
             return
         manager = _manager_for(named)
@@ -534,6 +553,12 @@ class LmEvalEvaluator(Evaluator):
             for leaf in _leaves(manager, task) or [task]:
                 if manager.task_index[leaf].cfg.get("unsafe_code"):
                     raise _unsafe(leaf)
+
+    def calibration_texts(
+        self, task: str, data_dir: Path | None
+    ) -> tuple[str, list[tuple[str, str, str]]]:
+        """The calibration texts of lm-eval task `task`: see `task_calibration`."""
+        return task_calibration(task, data_dir)
 
     def _load(self, manager: Any, task: str, local: _LocalData | None) -> Any:
         """The lm-eval Task or Group for `task`, reading local files where it can."""
@@ -555,11 +580,104 @@ class LmEvalEvaluator(Evaluator):
         return loaded
 
 
+def _calibration_split(task: Any) -> tuple[str, Any]:
+    """The split of an lm-eval Task that calibration reads, and its documents: the training
+    split, else the validation split, else the few-shot split, the first that is set and is not
+    the evaluated split (the test split, else the validation split)."""
+    config = task.config
+    evaluated = config.test_split or config.validation_split
+    fewshot = config.fewshot_split or getattr(getattr(task, "fewshot_cfg", None), "split", None)
+    for split, docs in (
+        (config.training_split, task.training_docs),
+        (config.validation_split, task.validation_docs),
+        (fewshot, task.fewshot_docs),
+    ):
+        if split and split != evaluated:
+            return split, docs()
+    splits = [s for s in (config.training_split, config.validation_split, fewshot) if s]
+    raise LocatorError(
+        f"lm-eval task {task.task_name!r} has no split left for calibration: it evaluates "
+        f"split {evaluated!r} and has {', '.join(repr(s) for s in splits) or 'no other split'}"
+        " (calibration reads its training, validation or few-shot split, never the evaluated one)."
+    )
+
+
+def _rendered(task: Any, doc: dict[str, Any]) -> tuple[str, str, str]:
+    """``(text, user, assistant)``: one document as the task presents an answered example -
+    its description and prompt, the target delimiter, the target (a choice's text for multiple
+    choice, the first of several targets) - built by lm-eval's own `build_qa_turn`."""
+    question = task.doc_to_text(doc)
+    choices = task.doc_to_choice(doc) if task.config.doc_to_choice else None
+    answer = task.doc_to_target(doc)
+    if task.multiple_input:  # the document's text is the index of its correct context
+        question, choices = choices[question], None
+    description = task.resolve_field(doc, task.config.description) or ""
+    messages = task.build_qa_turn(
+        q=question,
+        c=choices,
+        a=answer,
+        gen_prefix=task.resolve_field(doc, task.config.gen_prefix),
+        tgt_delim=task.config.target_delimiter,
+        few_delim="",
+    )
+    text = description + "".join(message.to_text() for message in messages)
+    user = description + messages[0].content
+    return text, user, messages[1].content if len(messages) > 1 else ""
+
+
+def task_calibration(task: str, data_dir: Path | None) -> tuple[str, list[tuple[str, str, str]]]:
+    """``(split, [(text, user, assistant)])``: the documents of lm-eval task `task` (a name or
+    a YAML file; a group: every subtask) that calibration may use, from a split that is not
+    the evaluated one, each rendered as the task presents it (`_rendered`). `split` names the
+    split (``subtask:split`` joined by ``+`` for a group). Reads the task's data as
+    `LmEvalEvaluator.evaluate` does (local files where a data directory has them)."""
+    manager = _manager_for([task])
+    local = None if data_dir is None else _LocalData(data_dir)
+    loaded = LmEvalEvaluator()._load(manager, task, local)
+    leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
+    splits, rendered = [], []
+    for leaf in leaves:
+        split, docs = _calibration_split(leaf)
+        splits.append(split if len(leaves) == 1 else f"{leaf.task_name}:{split}")
+        try:
+            rendered += [_rendered(leaf, doc) for doc in docs]
+        except LocatorError:
+            raise
+        except Exception as error:  # a document the task's templates cannot render
+            raise LocatorError(
+                f"lm-eval task {leaf.task_name!r}: cannot render a {split!r} document for "
+                f"calibration: {type(error).__name__}: {error}"
+            ) from None
+    if not rendered:
+        raise LocatorError(f"lm-eval task {task!r}: split {'+'.join(splits)!r} has no documents.")
+    return "+".join(splits), rendered
+
+
+def _check_corpus_task(task: str, data_dir: Path | None) -> None:
+    """An ``nll:<corpus>`` task names an installed dataset (did-you-mean otherwise) or a file
+    with held-out texts; a local dataset's held-out texts are read (the hub's are not fetched
+    before the model loads)."""
+    from locator.data import get_dataset
+
+    corpus = corpus_of_task(task)
+    if corpus is None:
+        return
+    if not is_file_corpus(corpus):
+        get_dataset(corpus)
+        if data_dir is None:
+            return
+    held_out_texts(corpus, data_dir)
+
+
 def _skill_task(task: str, lm: Any, request: EvaluationRequest) -> Any:
     """The lm-eval Task of one of locator's skill tasks, built for this request and model."""
     from lm_eval.api.task import ConfigurableTask
 
-    return ConfigurableTask(config=SKILL_TASKS[task](lm, request.data_dir, request.limit))
+    if task in SKILL_TASKS:
+        config = SKILL_TASKS[task](lm, request.data_dir, request.limit)
+    else:
+        config = corpus_nll(task, lm, request.data_dir, request.limit)
+    return ConfigurableTask(config=config)
 
 
 def _unsafe(task: str) -> LocatorError:

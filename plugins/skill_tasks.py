@@ -10,6 +10,9 @@ hub, or local copies in a data directory) and its token counts from the model's 
 - ``wikitext_nll``: WikiText-2 paragraphs (the train split: locally the raw sample), rolling;
 - ``race_nll``: RACE articles (each once), rolling;
 - ``python_nll``: chunks of Python source (the ``python-code`` dataset), rolling;
+- ``nll:<corpus>``: the held-out texts of any corpus a localization calibrates on, a dataset
+  name or a JSON Lines file (``nll:handbook-fr``, ``nll:gsm8k``, ``nll:texts.jsonl``; what is
+  held out: `locator.heldout`), each formatted text scored whole as calibration sees it, rolling;
 - ``arithmetic_fewshot``: generated problems (seeded: two- and three-digit ``+`` and ``-``,
   two-digit by one-digit ``*``) asked as ``Q: 23 + 58 =\\nA:`` after 5 solved examples, a
   greedy answer of at most 8 tokens up to a newline, exact match of the number.
@@ -33,6 +36,7 @@ from typing import Any
 
 from locator.data import Dataset, Record, get_dataset
 from locator.errors import LocatorError, UnknownNameError
+from locator.heldout import corpus_of_task, held_out_texts
 from locator.plugins import LOAD_PLUGINS_VARIABLE
 
 ORDER_SEED = 0
@@ -200,6 +204,14 @@ def _race_nll(lm: Any, data_dir: Path | None, limit: int | None) -> dict[str, An
 def _python_nll(lm: Any, data_dir: Path | None, limit: int | None) -> dict[str, Any]:
     texts = [str(r["text"]) for r in _records("python-code", "all", data_dir)]
     return _texts("python_nll", texts, lm, limit)
+
+
+def corpus_nll(task: str, lm: Any, data_dir: Path | None, limit: int | None) -> dict[str, Any]:
+    """The task ``nll:<corpus>``: the rolling NLL of the corpus's held-out texts."""
+    corpus = corpus_of_task(task)
+    if corpus is None:
+        raise LocatorError(f"{task!r} is not an nll:<corpus> task.")
+    return _texts(task, held_out_texts(corpus, data_dir), lm, limit)
 
 
 def arithmetic_problems(count: int, seed: int) -> list[dict[str, str]]:

@@ -1,0 +1,180 @@
+"""Corpus values beyond dataset names: files of texts and evaluation tasks as skills.
+
+A calibration corpus is named by one string (`corpus_kind`):
+
+- ``task:<task>``: the documents of an evaluation task (``task:gsm8k_cot``,
+  ``task:path/to/my_task.yaml``), each rendered as the task presents an answered example, from a
+  split the task does not evaluate (`sample_task_corpus`). The skill is then measured by the
+  task itself, so calibration and evaluation never share a document;
+- a file of texts: a value that is a file, ends in ``.jsonl`` or has a ``/``
+  (`locator.heldout.is_file_corpus`); calibration uses the texts not held out for
+  ``nll:<file>`` (`locator.heldout.calibration_texts`);
+- otherwise a dataset name (`locator.data.sample_corpus`); where the dataset's held-out texts
+  are a hashed fifth of its calibration split (`locator.heldout`), calibration draws from the
+  other four fifths (split label ``<split>-calibration``).
+
+`evaluation_task` names the task that measures a corpus's skill on texts calibration never
+sees; `sample_any_corpus` draws from any of the three; `check_corpus` checks a value before any
+model loads (an unknown dataset, a missing file, a task with no split left for calibration).
+
+The evaluator that serves a task gives its calibration texts through a method
+``calibration_texts(task, data_dir) -> (split, [(text, user, assistant)])``; an evaluator
+without it cannot turn its tasks into corpora.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Literal
+
+from locator.data import Corpus, get_dataset, sample_corpus
+from locator.errors import LocatorError
+from locator.heldout import (
+    NLL_PREFIX,
+    calibration_records,
+    calibration_texts,
+    held_out_part,
+    is_file_corpus,
+)
+
+TASK_PREFIX = "task:"
+"""A corpus ``task:<task>`` is the calibration documents of an evaluation task."""
+
+
+def corpus_kind(value: str) -> Literal["task", "file", "dataset"]:
+    """What a corpus value names (see the module docs; the task prefix is read first, so
+    ``task:tasks/my.yaml`` is a task)."""
+    if value.startswith(TASK_PREFIX):
+        return "task"
+    return "file" if is_file_corpus(value) else "dataset"
+
+
+def evaluation_task(value: str) -> str:
+    """The evaluation task of a corpus value's skill, disjoint from its calibration texts: the
+    task itself for ``task:<task>``, else ``nll:<value>`` (its held-out texts)."""
+    return _task_name(value) if corpus_kind(value) == "task" else f"{NLL_PREFIX}{value}"
+
+
+def _task_name(value: str) -> str:
+    task = value[len(TASK_PREFIX) :] if value.startswith(TASK_PREFIX) else value
+    if not task.strip():
+        raise LocatorError(f"corpus {value!r} names no task: write task:<evaluation task>.")
+    return task
+
+
+def task_calibration(task: str, data_dir: str | Path | None) -> tuple[str, list[Any]]:
+    """``(split, [(text, user, assistant)])`` of evaluation task `task` from the evaluator that
+    serves it (unknown tasks: a did-you-mean). Raises a one-line `LocatorError` when the task
+    has no split left for calibration; called before any model loads."""
+    from locator.evaluation import route
+
+    task = _task_name(task)
+    ((evaluator, _),) = route([task])
+    give = getattr(evaluator, "calibration_texts", None)
+    if give is None:
+        raise LocatorError(
+            f"evaluator {evaluator.name!r} (task {task!r}) gives no calibration texts; "
+            "calibrate on a dataset or a file of texts instead."
+        )
+    found: tuple[str, list[Any]] = give(task, None if data_dir is None else Path(data_dir))
+    return found
+
+
+def sample_task_corpus(
+    task: str,
+    *,
+    num_samples: int,
+    seed: int = 0,
+    replace: bool = False,
+    data_dir: str | Path | None = None,
+) -> Corpus:
+    """`num_samples` calibration texts of evaluation task `task` (with or without the
+    ``task:`` prefix) drawn under `seed`, as `locator.data.sample_corpus` draws a dataset's: its
+    documents from a split it does not evaluate, each rendered as the task presents an answered
+    example (prompt, target delimiter, target); `Corpus.turns` split them into the prompt and
+    the target for calibration through a chat template. Labelled ``task:<task>:<split>:...``."""
+    name = _task_name(task)
+    split, documents = task_calibration(name, data_dir)
+    chosen = _draw(f"task {name!r} split {split!r}", len(documents), num_samples, seed, replace)
+    return Corpus(
+        dataset=f"{TASK_PREFIX}{name}",
+        split=split,
+        num_samples=num_samples,
+        seed=seed,
+        replace=replace,
+        texts=tuple(documents[i][0] for i in chosen),
+        turns=tuple((documents[i][1], documents[i][2]) for i in chosen),
+    )
+
+
+def _draw(where: str, available: int, num_samples: int, seed: int, replace: bool) -> list[int]:
+    """`num_samples` positions of `available` drawn under `seed`, as `sample_corpus` draws."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise LocatorError(f"num_samples must be a positive integer, got {num_samples!r}.")
+    if not available:
+        raise LocatorError(f"{where} has no texts for calibration.")
+    if not replace and num_samples > available:
+        raise LocatorError(
+            f"{where} has {available} texts for calibration; cannot draw {num_samples} without "
+            "replacement (draw fewer, or use replace=True / --replace)."
+        )
+    rng = random.Random(seed)
+    positions = range(available)
+    if replace:
+        return rng.choices(positions, k=num_samples)
+    return rng.sample(positions, num_samples)
+
+
+def sample_any_corpus(
+    value: str,
+    *,
+    num_samples: int,
+    seed: int = 0,
+    replace: bool = False,
+    data_dir: str | Path | None = None,
+) -> Corpus | list[str]:
+    """The calibration texts of a corpus value (see the module docs), never one its
+    ``nll:<corpus>`` task scores: a `Corpus` of `num_samples` texts drawn under `seed` for a
+    task or a dataset, and for a file its texts not held out, all of them in file order (a
+    file's texts are used as given)."""
+    kind = corpus_kind(value)
+    if kind == "task":
+        return sample_task_corpus(
+            value, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
+        )
+    if kind == "file":
+        return calibration_texts(value)
+    directory = None if data_dir is None else Path(data_dir)
+    dataset = get_dataset(value)
+    part = held_out_part(dataset, directory) if directory is None or directory.exists() else None
+    if part is None or not part.hashed:
+        return sample_corpus(
+            value, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
+        )
+    records = calibration_records(dataset, part.split, directory)
+    where = f"dataset {value!r} split {part.split!r} (less its held-out fifth)"
+    chosen = _draw(where, len(records), num_samples, seed, replace)
+    return Corpus(
+        dataset=value,
+        split=f"{part.split}-calibration",
+        num_samples=num_samples,
+        seed=seed,
+        replace=replace,
+        texts=tuple(dataset.format(records[i]) for i in chosen),
+        turns=tuple(dataset.turns(records[i]) for i in chosen),
+    )
+
+
+def check_corpus(value: str, *, data_dir: str | Path | None = None) -> None:
+    """Raise a one-line `LocatorError` for a corpus value that cannot give calibration texts,
+    before any model loads: an unknown dataset (with a did-you-mean), a missing or empty
+    file, a task no evaluator serves or with no split left for calibration (its data is
+    read). A dataset's records are not read (the hub may be slow)."""
+    kind = corpus_kind(value)
+    if kind == "task":
+        task_calibration(value, data_dir)
+    elif kind == "file":
+        calibration_texts(value)
+    else:
+        get_dataset(value)
