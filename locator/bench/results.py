@@ -394,9 +394,3 @@ def release(directory: str | Path, name: str) -> None:
         return
     if record.get("pid") == os.getpid() and record.get("host") == _claim_record()["host"]:
         path.unlink(missing_ok=True)
-
-
-def manifest_of(directory: str | Path) -> dict[str, Any] | None:
-    """The `_suite.json` of a results folder, if any."""
-    path = Path(directory) / "_suite.json"
-    return read_json(path) if path.is_file() else None

@@ -23,6 +23,7 @@ twice.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -132,7 +133,7 @@ class Bench:
 
     def __init__(self, suite: Suite, out: Path, *, progress: bool = True) -> None:
         self.suite, self.out, self.progress = suite, out, progress
-        self.provenance = results.provenance()
+        self.provenance: dict[str, Any] = results.provenance()  # the versions in every row
         self.busy = 0
 
     def run(self, todo: list[Configuration]) -> None:
@@ -269,16 +270,7 @@ class Bench:
         return _Scores(
             metrics=dict(_numbers(output.metrics[task.name])),
             higher_is_better=output.higher_is_better.get(task.name, {}),
-            items=[
-                {
-                    "task": item.task,
-                    "metric": item.metric,
-                    "item": item.item,
-                    "value": item.value,
-                    "weight": item.weight,
-                }
-                for item in output.items
-            ],
+            items=[dataclasses.asdict(item) for item in output.items],
             seconds=time.perf_counter() - start,
         )
 
@@ -512,7 +504,8 @@ class Bench:
                 selected_fraction=localization.fraction(),
                 scored_count=localization.numel(),
                 selection=selection.as_posix(),
-                **timings,
+                statistics_seconds=timings["statistics_seconds"],
+                localization_seconds=timings["localization_seconds"],
                 evaluation_seconds=scored.seconds,
                 config_hash=configuration.key,
                 **self.provenance,
