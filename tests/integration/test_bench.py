@@ -335,17 +335,24 @@ def test_only_corpora_of_methods_that_read_a_statistic_pay_for_it(saved_model, t
 
 def test_a_method_with_its_own_controls_and_a_task_on_some_cells(saved_model, tmp_path):
     """`controls` on a method replaces the corpora entry's for it (and for the baseline matched
-    to it); `proportions`/`factors` on a task evaluate it only in those cells."""
+    to it); `proportions`/`factors` on a task evaluate it only in those cells. Corpora
+    interleaved in the plan are grouped: each method ranks once per corpora, though the
+    baseline matched to the first comes after a method with other controls."""
     tables = """
         [[methods]]
-        name = "mathneuro"
+        name = "counted-mathneuro"
+        label = "mathneuro"
         [[methods]]
-        name = "mathneuro"
+        name = "counted-mathneuro"
         label = "mathneuro-c"
         controls = ["words-c"]
         [[methods]]
         name = "random"
         match = "mathneuro-c"
+        [[methods]]
+        name = "random"
+        match = "mathneuro"
+        label = "matched"
         [[tasks]]
         name = "loss-short"
         limit = 4
@@ -355,50 +362,29 @@ def test_a_method_with_its_own_controls_and_a_task_on_some_cells(saved_model, tm
         proportions = [0.1]
         factors = [0.0]
         """
-    suite_file = write_suite(
-        tmp_path, saved_model, tables, proportions=(0.05, 0.1), factors=(0.0, 1.5)
-    )
+    grid = {"proportions": (0.05, 0.1), "factors": (0.0, 1.5)}
     out = tmp_path / "out"
-    summary = run(suite_file, out)
-    assert summary.ran == 3 * 2 * 2
+    register_plugin(Counted, name="counted-mathneuro")
+    try:
+        summary = run(write_suite(tmp_path, saved_model, tables, **grid), out)
+    finally:
+        unregister_plugin("counted-mathneuro")
+    assert sorted(Counted.rankings) == [("words-b",), ("words-c",)]
+    assert summary.ran == 4 * 2 * 2
     rows = [r for r in results.read_results(out).to_pylist() if r["metric"] == "loss"]
     controls = {r["label"]: r["controls"] for r in rows}
     assert controls == {
         "mathneuro": "words-b",
         "mathneuro-c": "words-c",
         "random-matched-mathneuro-c": "words-c",
+        "matched": "words-b",
     }
     for label in ("mathneuro-c", "random-matched-mathneuro-c"):
         found = Localization.load(out / next(r for r in rows if r["label"] == label)["selection"])
         assert found.controls in ((), ("words-c",))  # random reads no control
     long = {(r["label"], r["proportion"], r["factor"]) for r in rows if r["task"] == "loss-long"}
     assert long == {(label, 0.1, 0.0) for label in controls}
-    assert len([r for r in rows if r["task"] == "loss-short"]) == 12
-
-
-def test_each_method_ranks_once_when_methods_bring_their_own_controls(saved_model, tmp_path):
-    """Corpora interleaved in the plan are grouped: a method ranks once per corpora, though the
-    baseline matched to it comes after a method with other controls."""
-    tables = """
-        [[methods]]
-        name = "counted-mathneuro"
-        [[methods]]
-        name = "counted-mathneuro"
-        label = "mathneuro-c"
-        controls = ["words-c"]
-        [[methods]]
-        name = "random"
-        match = "counted-mathneuro"
-        [[tasks]]
-        name = "loss-short"
-        limit = 2
-        """
-    register_plugin(Counted, name="counted-mathneuro")
-    try:
-        run(write_suite(tmp_path, saved_model, tables), tmp_path / "out")
-    finally:
-        unregister_plugin("counted-mathneuro")
-    assert sorted(Counted.rankings) == [("words-b",), ("words-c",)]
+    assert len([r for r in rows if r["task"] == "loss-short"]) == 16
 
 
 class Counted:
