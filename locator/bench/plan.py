@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import product
 from typing import Any
 
 from locator.bench.suite import CorporaSpec, MethodSpec, ModelSpec, Suite, TaskSpec
@@ -78,52 +79,48 @@ def plan(suite: Suite) -> list[Configuration]:
     innermost), with its stable hashes."""
     identities = {m.label: method_identity(suite, m) for m in suite.methods}
     configurations = []
-    for model in suite.models:
-        for num_samples in suite.num_samples:
-            for seed in suite.seeds:
-                planned = set()  # (corpora, label): entries a method's own controls make equal
-                for entry in suite.corpora:
-                    for method in suite.methods:
-                        corpora = suite.corpora_of(method, entry)
-                        if (corpora, method.label) in planned:
-                            continue
-                        planned.add((corpora, method.label))
-                        config = dict(identities[method.label]["config"])
-                        if method.match is not None:  # as the localization records it
-                            config["matched_to"] = method.match
-                        for proportion in suite.proportions:
-                            selection = {
-                                "model": model.identity(),
-                                "method": identities[method.label],
-                                "target": corpora.target,
-                                "controls": list(corpora.controls),
-                                "num_samples": num_samples,
-                                "with_replacement": suite.with_replacement,
-                                "seed": seed,
-                                "proportion": proportion,
-                                "max_length": suite.max_length,
-                                # only when set, so that older suites keep their hashes
-                                **({"chat_template": True} if suite.chat_template else {}),
-                                **({"pack": suite.pack} if suite.pack is not None else {}),
-                            }
-                            configurations += [
-                                Configuration(
-                                    model=model,
-                                    corpora=corpora,
-                                    num_samples=num_samples,
-                                    seed=seed,
-                                    method=method,
-                                    proportion=proportion,
-                                    factor=factor,
-                                    method_config=json.dumps(config, sort_keys=True),
-                                    key=stable_hash({**selection, "factor": factor}),
-                                    selection_key=stable_hash(selection),
-                                    tasks=tuple(
-                                        t for t in suite.tasks if t.applies(proportion, factor)
-                                    ),
-                                )
-                                for factor in suite.factors
-                            ]
+    for model, num_samples, seed in product(suite.models, suite.num_samples, suite.seeds):
+        planned = set()  # (corpora, label): entries a method's own controls make equal
+        for entry in suite.corpora:
+            for method in suite.methods:
+                corpora = suite.corpora_of(method, entry)
+                if (corpora, method.label) in planned:
+                    continue
+                planned.add((corpora, method.label))
+                config = dict(identities[method.label]["config"])
+                if method.match is not None:  # as the localization records it
+                    config["matched_to"] = method.match
+                for proportion in suite.proportions:
+                    selection = {
+                        "model": model.identity(),
+                        "method": identities[method.label],
+                        "target": corpora.target,
+                        "controls": list(corpora.controls),
+                        "num_samples": num_samples,
+                        "with_replacement": suite.with_replacement,
+                        "seed": seed,
+                        "proportion": proportion,
+                        "max_length": suite.max_length,
+                        # only when set, so that older suites keep their hashes
+                        **({"chat_template": True} if suite.chat_template else {}),
+                        **({"pack": suite.pack} if suite.pack is not None else {}),
+                    }
+                    configurations += [
+                        Configuration(
+                            model=model,
+                            corpora=corpora,
+                            num_samples=num_samples,
+                            seed=seed,
+                            method=method,
+                            proportion=proportion,
+                            factor=factor,
+                            method_config=json.dumps(config, sort_keys=True),
+                            key=stable_hash({**selection, "factor": factor}),
+                            selection_key=stable_hash(selection),
+                            tasks=tuple(t for t in suite.tasks if t.applies(proportion, factor)),
+                        )
+                        for factor in suite.factors
+                    ]
     return configurations
 
 

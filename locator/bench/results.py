@@ -1,7 +1,8 @@
-"""The results dataset: an explicit pyarrow schema, atomic per-configuration files, reading back.
+"""The results dataset: one row type and its schema, atomic per-configuration files, reading back.
 
 A results folder is one Parquet dataset: one ``part-<configuration hash>-<task hash>.parquet``
-file per configuration and task (see `part_name`), in long format (one row per metric).
+file per configuration and task (see `locator.bench.plan.part_name`), in long format (one `Row`
+per metric; `SCHEMA` is derived from its fields).
 Everything else the runner keeps lives under names starting with ``_`` (``_suite.json``,
 ``_baselines/``, ``_samples/``, ``_selections/``, ``_statistics/``, ``_report/``), which Parquet
 readers skip, so ``pandas.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)``, polars and DuckDB
