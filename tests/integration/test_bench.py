@@ -248,27 +248,11 @@ def test_shards_together_equal_the_whole(whole, suite_file, tmp_path):
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="the shared local dataset copies are absent")
 def test_the_lm_eval_backend_runs_through_the_runner(saved_model, tmp_path):
+    tables = '[[methods]]\nname = "mathneuro"\n[[tasks]]\nname = "race"\nlimit = 4\n'
+    text = bench_plugin.suite(saved_model, tables, proportions=(0.2,), samples=4)
+    text = text.replace('"words-a"', '"gsm8k"').replace('["words-b"]', '["race"]')
     suite_file = tmp_path / "lm-eval.toml"
-    suite_file.write_text(
-        f"""
-        data_dir = "{SHARED_DATA}"
-        proportions = [0.2]
-        factors = [0.0]
-        seeds = [0]
-        num_samples = [4]
-        max_length = 48
-        [[models]]
-        path = "{saved_model}"
-        [[corpora]]
-        target = "gsm8k"
-        controls = ["race"]
-        [[methods]]
-        name = "mathneuro"
-        [[tasks]]
-        name = "race"
-        limit = 4
-        """
-    )
+    suite_file.write_text(f'data_dir = "{SHARED_DATA}"\n{text}')
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["bench", str(suite_file), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -348,11 +332,11 @@ def test_a_method_with_its_own_controls_and_a_task_on_some_cells(saved_model, tm
         controls = ["words-c"]
         [[methods]]
         name = "random"
-        match = "mathneuro-c"
+        label = "matched"
+        match = "mathneuro"
         [[methods]]
         name = "random"
-        match = "mathneuro"
-        label = "matched"
+        match = "mathneuro-c"
         [[tasks]]
         name = "loss-short"
         limit = 4
