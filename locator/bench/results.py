@@ -1,7 +1,8 @@
-"""The results dataset: an explicit pyarrow schema, atomic per-configuration files, reading back.
+"""The results dataset: one row type and its schema, atomic per-configuration files, reading back.
 
 A results folder is one Parquet dataset: one ``part-<configuration hash>-<task hash>.parquet``
-file per configuration and task (see `part_name`), in long format (one row per metric).
+file per configuration and task (see `locator.bench.plan.part_name`), in long format (one `Row`
+per metric; `SCHEMA` is derived from its fields).
 Everything else the runner keeps lives under names starting with ``_`` (``_suite.json``,
 ``_baselines/``, ``_samples/``, ``_selections/``, ``_statistics/``, ``_report/``), which Parquet
 readers skip, so ``pandas.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)``, polars and DuckDB
@@ -16,61 +17,110 @@ microseconds; ``controls`` is the comma-joined control dataset names.
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import os
+import typing
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from locator.bench.plan import stable_hash
 from locator.errors import LocatorError
 from locator.io import atomic_write
 
 SCHEMA_VERSION = "locator.bench/2"
 
-SCHEMA = pa.schema(
-    [
-        pa.field("suite", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("dtype", pa.string(), nullable=False),
-        pa.field("model_revision", pa.string()),
-        pa.field("model_fingerprint", pa.string()),
-        pa.field("method", pa.string(), nullable=False),
-        pa.field("label", pa.string(), nullable=False),
-        pa.field("method_config", pa.string(), nullable=False),
-        pa.field("target", pa.string(), nullable=False),
-        pa.field("controls", pa.string(), nullable=False),
-        pa.field("proportion", pa.float64(), nullable=False),
-        pa.field("factor", pa.float64(), nullable=False),
-        pa.field("seed", pa.int64(), nullable=False),
-        pa.field("num_samples", pa.int64(), nullable=False),
-        pa.field("task", pa.string(), nullable=False),
-        pa.field("limit", pa.int64()),
-        pa.field("metric", pa.string(), nullable=False),
-        pa.field("value", pa.float64()),
-        pa.field("baseline_value", pa.float64()),
-        pa.field("higher_is_better", pa.bool_()),
-        pa.field("selected_count", pa.int64(), nullable=False),
-        pa.field("selected_fraction", pa.float64(), nullable=False),
-        pa.field("scored_count", pa.int64(), nullable=False),
-        pa.field("selection", pa.string(), nullable=False),
-        pa.field("statistics_seconds", pa.float64(), nullable=False),
-        pa.field("localization_seconds", pa.float64(), nullable=False),
-        pa.field("evaluation_seconds", pa.float64(), nullable=False),
-        pa.field("config_hash", pa.string(), nullable=False),
-        pa.field("locator_version", pa.string(), nullable=False),
-        pa.field("torch_version", pa.string()),
-        pa.field("transformers_version", pa.string()),
-        pa.field("lm_eval_version", pa.string()),
-        pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
-    ],
-    metadata={"locator.schema": SCHEMA_VERSION},
-)
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    """One row of a results folder: one metric of one task in one configuration, the baseline
+    beside it, the selection's size, the timings and the versions. `SCHEMA` is derived from
+    these fields (see ``benchmarks/README.md`` for what each holds)."""
+
+    suite: str
+    model: str
+    dtype: str
+    model_revision: str | None
+    model_fingerprint: str | None
+    method: str
+    label: str
+    method_config: str
+    target: str
+    controls: str
+    proportion: float
+    factor: float
+    seed: int
+    num_samples: int
+    task: str
+    limit: int | None
+    metric: str
+    value: float | None
+    baseline_value: float | None
+    higher_is_better: bool | None
+    selected_count: int
+    selected_fraction: float
+    scored_count: int
+    selection: str
+    statistics_seconds: float
+    localization_seconds: float
+    evaluation_seconds: float
+    config_hash: str
+    locator_version: str
+    torch_version: str | None
+    transformers_version: str | None
+    lm_eval_version: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sample:
+    """One per-item score (``_samples/*.parquet``): a row's metric ``value`` in the results is
+    the mean of these ``value``s weighted by ``weight``, over the items of its (task, metric)."""
+
+    config_hash: str
+    model: str
+    dtype: str
+    task: str
+    metric: str
+    item: int
+    value: float
+    weight: float
+
+
+_ARROW = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    datetime: pa.timestamp("us", tz="UTC"),
+}
+
+
+def schema_of(row: type) -> pa.Schema:
+    """The pyarrow schema of a row dataclass: one column per field, in order, of the field's
+    type (`_ARROW`), nullable where the type admits None."""
+    hints = typing.get_type_hints(row)
+    columns = []
+    for field in dataclasses.fields(row):
+        kinds = typing.get_args(hints[field.name]) or (hints[field.name],)
+        nullable = type(None) in kinds
+        (kind,) = (k for k in kinds if k is not type(None))
+        columns.append(pa.field(field.name, _ARROW[kind], nullable=nullable))
+    return pa.schema(columns, metadata={"locator.schema": SCHEMA_VERSION})
+
+
+SCHEMA = schema_of(Row)
 """One row per (model, method, config, target, controls, proportion, factor, seed, num_samples,
-task, metric). See ``benchmarks/README.md`` for what each column holds."""
+task, metric)."""
+
+SAMPLES_SCHEMA = schema_of(Sample)
+"""The per-item scores' columns (`Sample`)."""
 
 KEY_COLUMNS = (
     "model",
@@ -117,12 +167,6 @@ _ORDER = (
 )
 
 
-def stable_hash(value: Any, length: int = 16) -> str:
-    """A short hex digest of a JSON-ready value, independent of dict order and process."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
 def provenance() -> dict[str, str | None]:
     """Versions of locator, torch, transformers and lm-eval (None when not installed)."""
     from locator.provenance import DISTRIBUTION, version
@@ -135,23 +179,22 @@ def provenance() -> dict[str, str | None]:
     }
 
 
-def part_name(config_hash: str, task: Any) -> str:
-    """The name of one configuration's rows for one task (`task`: the task's identity), so that a
-    task added to a suite later adds part files and rewrites none."""
-    return f"{config_hash}-{stable_hash(task, length=8)}"
-
-
 def part_path(directory: str | Path, name: str) -> Path:
     """The part file called `name` (see `part_name`)."""
     return Path(directory) / f"part-{name}.parquet"
 
 
-def write_part(directory: str | Path, name: str, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write one part's rows atomically; the columns must match `SCHEMA` exactly."""
-    table = pa.Table.from_pylist([dict(row) for row in rows], schema=SCHEMA)
+def write_part(directory: str | Path, name: str, rows: Sequence[Row]) -> Path:
+    """Write one part's rows atomically."""
+    return atomic_write(part_path(directory, name), _parquet(rows, SCHEMA))
+
+
+def _parquet(rows: Sequence[Any], schema: pa.Schema) -> bytes:
+    """Rows (instances of the dataclass `schema` is derived from) as one Parquet file."""
+    table = pa.Table.from_pylist([dataclasses.asdict(row) for row in rows], schema=schema)
     buffer = pa.BufferOutputStream()
     pq.write_table(table, buffer)
-    return atomic_write(part_path(directory, name), buffer.getvalue().to_pybytes())
+    return buffer.getvalue().to_pybytes()
 
 
 def finished(directory: str | Path) -> set[str]:
@@ -183,35 +226,15 @@ def read_results(directory: str | Path) -> pa.Table:
     return table.sort_by([(column, "ascending") for column in _ORDER])
 
 
-SAMPLES_SCHEMA = pa.schema(
-    [
-        pa.field("config_hash", pa.string(), nullable=False),
-        pa.field("model", pa.string(), nullable=False),
-        pa.field("dtype", pa.string(), nullable=False),
-        pa.field("task", pa.string(), nullable=False),
-        pa.field("metric", pa.string(), nullable=False),
-        pa.field("item", pa.int64(), nullable=False),
-        pa.field("value", pa.float64(), nullable=False),
-        pa.field("weight", pa.float64(), nullable=False),
-    ],
-    metadata={"locator.schema": SCHEMA_VERSION},
-)
-"""Per-item scores (``_samples/*.parquet``): a row's metric ``value`` in the results is the mean
-of these ``value``s weighted by ``weight``, over the items of its (task, metric)."""
-
-
 def samples_path(directory: str | Path, name: str) -> Path:
     """The per-item scores of one configuration (`name` = its hash) or of one baseline
     (``baseline-<baseline hash>``)."""
     return Path(directory) / "_samples" / f"{name}.parquet"
 
 
-def write_samples(directory: str | Path, name: str, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write per-item scores atomically; the columns must match `SAMPLES_SCHEMA` exactly."""
-    table = pa.Table.from_pylist([dict(row) for row in rows], schema=SAMPLES_SCHEMA)
-    buffer = pa.BufferOutputStream()
-    pq.write_table(table, buffer)
-    return atomic_write(samples_path(directory, name), buffer.getvalue().to_pybytes())
+def write_samples(directory: str | Path, name: str, rows: Sequence[Sample]) -> Path:
+    """Write per-item scores atomically."""
+    return atomic_write(samples_path(directory, name), _parquet(rows, SAMPLES_SCHEMA))
 
 
 def read_samples(directory: str | Path, name: str) -> pa.Table:
@@ -254,8 +277,9 @@ def is_results_folder(directory: Path) -> bool:
 
 
 def check_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> None:
-    """Record the suite a results folder was last run with, or refuse a folder of another
-    schema.
+    """Record the suite a results folder was last run with (`manifest`, from
+    `locator.bench.plan.manifest`, with this schema version added), or refuse a folder of
+    another schema.
 
     A folder grows: a changed suite (more proportions, methods, seeds) run into it computes only
     the configurations whose part file is missing, since each part is named by the hash of its
@@ -268,12 +292,12 @@ def check_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> None:
             existing = read_json(path)
         except (OSError, ValueError) as error:
             raise LocatorError(f"{str(path)!r} is unreadable ({error}); delete it.") from None
-        if existing.get("schema") != manifest["schema"]:
+        if existing.get("schema") != SCHEMA_VERSION:
             raise LocatorError(
                 f"{str(directory)!r} holds results of schema {existing.get('schema')!r}, this "
-                f"locator writes {manifest['schema']!r}; pass a new --out folder."
+                f"locator writes {SCHEMA_VERSION!r}; pass a new --out folder."
             )
-    write_json(path, dict(manifest))
+    write_json(path, {**manifest, "schema": SCHEMA_VERSION})
 
 
 def check_identity(
@@ -371,9 +395,3 @@ def release(directory: str | Path, name: str) -> None:
         return
     if record.get("pid") == os.getpid() and record.get("host") == _claim_record()["host"]:
         path.unlink(missing_ok=True)
-
-
-def manifest_of(directory: str | Path) -> dict[str, Any] | None:
-    """The `_suite.json` of a results folder, if any."""
-    path = Path(directory) / "_suite.json"
-    return read_json(path) if path.is_file() else None

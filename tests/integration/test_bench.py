@@ -7,13 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow.compute as pc
 import pytest
+import torch
 from click.testing import CliRunner
 
 import locator
+from locator.bench import plan as planning
 from locator.bench import results, runner
 from locator.bench.suite import load_suite
 from locator.cli import cli
@@ -25,34 +29,24 @@ from . import bench_plugin
 
 HERE = Path(__file__).resolve().parent
 
+
+def write_suite(folder, model, tables, **grid):
+    """`bench_plugin.suite` written into `folder`."""
+    path = folder / "suite.toml"
+    path.write_text(bench_plugin.suite(model, tables, **grid))
+    return path
+
+
 GRID = """
-name = "grid"
-proportions = [0.02, 0.1, 0.3]
-factors = [0.0, 1.5]
-seeds = [0, 1]
-num_samples = [6]
-batch_size = 4
-max_length = 48
-
-[[models]]
-path = "{model}"
-
-[[corpora]]
-target = "words-a"
-controls = ["words-b"]
-
 [[methods]]
 name = "mathneuro"
-
 [[methods]]
 name = "random"
 match = "mathneuro"
 label = "matched"
-
 [[tasks]]
 name = "loss-short"
 limit = 16
-
 [[tasks]]
 name = "loss-long"
 """
@@ -70,40 +64,59 @@ def suite_file(tmp_path_factory, saved_model):
     folder = tmp_path_factory.mktemp("suite")
     # The model is given relative to the suite file, as a suite in a repository would.
     model = os.path.relpath(saved_model, folder)
-    path = folder / "grid.toml"
-    path.write_text(GRID.format(model=model))
-    return path
+    grid = {"proportions": (0.02, 0.1, 0.3), "factors": (0.0, 1.5), "seeds": (0, 1)}
+    return write_suite(folder, model, GRID, **grid)
 
 
-class Spy:
-    """Wraps a function to count its calls (it still runs)."""
+@contextmanager
+def forwards():
+    """Every outermost module call while the block runs, as (module, keyword arguments, whether
+    gradients were on), seen by forward hooks: a statistics pass calls the model (or its
+    decoder) once per batch, the test evaluator once per text, with ``labels``."""
+    from torch.nn.modules.module import (
+        register_module_forward_hook,
+        register_module_forward_pre_hook,
+    )
 
-    def __init__(self, monkeypatch, owner, name):
-        self.calls = 0
-        function = getattr(owner, name)
+    calls, depth = [], [0]
 
-        def wrapper(*args, **kwargs):
-            self.calls += 1
-            return function(*args, **kwargs)
+    def enter(module, args):
+        depth[0] += 1
 
-        monkeypatch.setattr(owner, name, wrapper)
+    def leave(module, args, kwargs, output):
+        depth[0] -= 1
+        if depth[0] == 0:
+            calls.append((module, kwargs, torch.is_grad_enabled()))
+
+    handles = [
+        register_module_forward_pre_hook(enter),
+        register_module_forward_hook(leave, with_kwargs=True, always_call=True),
+    ]
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def statistics_batches(calls):
+    """The calls of statistics passes (those of the evaluator pass labels)."""
+    return [call for call in calls if "labels" not in call[1]]
+
+
+def run(suite_file, out, **options):
+    """`run_suite` without output."""
+    suite = load_suite(suite_file)
+    return runner.run_suite(suite, out, progress=False, echo=lambda _: None, **options)
 
 
 @pytest.fixture(scope="module")
 def whole(suite_file, tmp_path_factory):
-    """The suite run once, uninterrupted, counting model loads, passes and evaluations."""
+    """The suite run once, uninterrupted, with every forward call it made."""
     out = tmp_path_factory.mktemp("whole")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        import locator.cache
-        import locator.evaluation
-        import locator.models
-
-        loads = Spy(monkeypatch, locator.models, "load_model")
-        passes = Spy(monkeypatch, locator.cache, "collect_statistics")
-        evaluations = Spy(monkeypatch, locator.evaluation, "run_evaluation")
-        summary = runner.run_suite(load_suite(suite_file), out, progress=False, echo=lambda _: None)
-    counts = {"loads": loads.calls, "passes": passes.calls, "evaluations": evaluations.calls}
-    return out, summary, counts
+    with forwards() as calls:
+        summary = run(suite_file, out)
+    return out, summary, calls
 
 
 def _comparable(directory):
@@ -116,7 +129,7 @@ def _comparable(directory):
 def test_one_row_per_planned_cell_with_required_columns(whole, suite_file):
     out, summary, _ = whole
     suite = load_suite(suite_file)
-    plan = runner.plan(suite)
+    plan = planning.plan(suite)
     assert summary.planned == summary.ran == len(plan) == 3 * 2 * 2 * 2
     table = results.read_results(out)
     metrics = 2  # loss and perplexity, per task
@@ -143,12 +156,16 @@ def test_one_row_per_planned_cell_with_required_columns(whole, suite_file):
 
 
 def test_work_is_shared_not_repeated(whole):
-    _, _, counts = whole
-    assert counts["loads"] == 1  # the model is never reloaded
-    # One pass per (corpus, seed): two corpora, seeds 0 and 1; none for the random baseline.
-    assert counts["passes"] == 2 * 2
-    # One evaluation per task for the baseline, then one per task per configuration.
-    assert counts["evaluations"] == 2 + 24 * 2
+    _, _, calls = whole
+    # The model is never reloaded: every call went through one model (or its decoder).
+    (model,) = {module for module, kwargs, _ in calls if "labels" in kwargs}
+    assert {module for module, _, _ in calls} <= {model, model.base_model}
+    # One pass per (corpus, seed): two corpora, seeds 0 and 1, of one batch each (6 samples
+    # in batches of 8); none for the random baseline.
+    assert len(statistics_batches(calls)) == 2 * 2
+    # One evaluation per task for the baseline, then one per task per configuration: a call
+    # per text, 16 of loss-short and 32 of loss-long.
+    assert len(calls) - len(statistics_batches(calls)) == (1 + 24) * (16 + 32)
 
 
 def test_matched_random_copies_counts_and_selections_are_saved(whole):
@@ -182,7 +199,7 @@ def test_sigkill_mid_run_then_resume_gives_the_same_rows(whole, suite_file, tmp_
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    plan = runner.plan(load_suite(suite_file))
+    plan = planning.plan(load_suite(suite_file))
 
     def finished_configurations():
         names = results.finished(out)
@@ -200,7 +217,7 @@ def test_sigkill_mid_run_then_resume_gives_the_same_rows(whole, suite_file, tmp_
     done = len(finished_configurations())
     assert 3 <= done < 24, "the run was not killed mid-way"
 
-    summary = runner.run_suite(load_suite(suite_file), out, progress=False, echo=lambda _: None)
+    summary = run(suite_file, out)
     assert summary.skipped == done and summary.ran == 24 - done
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("part-*.parquet")}
     assert {name: after[name] for name in before} == before  # finished parts untouched
@@ -210,7 +227,7 @@ def test_sigkill_mid_run_then_resume_gives_the_same_rows(whole, suite_file, tmp_
         again = Localization.load(out / "_selections" / selection.name)
         assert again.jaccard(Localization.load(selection)) == 1.0
     # A run with nothing left to do loads no model.
-    summary = runner.run_suite(load_suite(suite_file), out, progress=False, echo=lambda _: None)
+    summary = run(suite_file, out)
     assert summary.ran == 0 and summary.skipped == 24
 
 
@@ -231,27 +248,11 @@ def test_shards_together_equal_the_whole(whole, suite_file, tmp_path):
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="the shared local dataset copies are absent")
 def test_the_lm_eval_backend_runs_through_the_runner(saved_model, tmp_path):
+    tables = '[[methods]]\nname = "mathneuro"\n[[tasks]]\nname = "race"\nlimit = 4\n'
+    text = bench_plugin.suite(saved_model, tables, proportions=(0.2,), samples=4)
+    text = text.replace('"words-a"', '"gsm8k"').replace('["words-b"]', '["race"]')
     suite_file = tmp_path / "lm-eval.toml"
-    suite_file.write_text(
-        f"""
-        data_dir = "{SHARED_DATA}"
-        proportions = [0.2]
-        factors = [0.0]
-        seeds = [0]
-        num_samples = [4]
-        max_length = 48
-        [[models]]
-        path = "{saved_model}"
-        [[corpora]]
-        target = "gsm8k"
-        controls = ["race"]
-        [[methods]]
-        name = "mathneuro"
-        [[tasks]]
-        name = "race"
-        limit = 4
-        """
-    )
+    suite_file.write_text(f'data_dir = "{SHARED_DATA}"\n{text}')
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["bench", str(suite_file), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -262,28 +263,14 @@ def test_the_lm_eval_backend_runs_through_the_runner(saved_model, tmp_path):
     assert "lm-eval.toml" not in result.output and "race:acc" in result.output
 
 
-def test_every_method_runs_from_one_pass_per_corpus(saved_model, tmp_path, monkeypatch):
+def test_every_method_runs_from_one_pass_per_corpus(saved_model, tmp_path):
     """Parameter- and neuron-level methods side by side; a neuron-level matched baseline."""
-    import locator.cache
-
-    suite_file = tmp_path / "methods.toml"
-    suite_file.write_text(
-        f"""
-        proportions = [0.1]
-        factors = [0.0]
-        seeds = [3]
-        num_samples = [8]
-        max_length = 32
-        [[models]]
-        path = "{saved_model}"
-        [[corpora]]
-        target = "words-a"
-        controls = ["words-b"]
+    methods = """
         [[methods]]
         name = "mathneuro"
         [[methods]]
         name = "wanda"
-        options = {{ norm = "per_sample", group = "matrix" }}
+        options = { norm = "per_sample", group = "matrix" }
         label = "wanda-paper"
         [[methods]]
         name = "lape"
@@ -294,11 +281,12 @@ def test_every_method_runs_from_one_pass_per_corpus(saved_model, tmp_path, monke
         name = "loss-short"
         limit = 4
         """
-    )
-    passes = Spy(monkeypatch, locator.cache, "collect_statistics")
+    suite_file = write_suite(tmp_path, saved_model, methods, seeds=(3,), samples=8)
     out = tmp_path / "out"
-    runner.run_suite(load_suite(suite_file), out, progress=False, echo=lambda _: None)
-    assert passes.calls == 2  # target and control, every method's kinds at once
+    with forwards() as calls:
+        run(suite_file, out)
+    # Target and control, every method's kinds at once: one batch of 8 samples each.
+    assert len(statistics_batches(calls)) == 2
     rows = {r["label"]: r for r in results.read_results(out).to_pylist() if r["metric"] == "loss"}
     assert set(rows) == {"mathneuro", "wanda-paper", "lape", "random-matched-lape"}
     assert '"norm": "per_sample"' in rows["wanda-paper"]["method_config"]
@@ -311,55 +299,41 @@ def test_every_method_runs_from_one_pass_per_corpus(saved_model, tmp_path, monke
     assert rows["lape"]["selected_count"] == lape.count() > 0
 
 
-def test_only_corpora_of_methods_that_read_a_statistic_pay_for_it(suite_file, tmp_path):
-    """SNIP reads the target alone: its gradient kind is collected on the target only."""
-    text = suite_file.read_text()
-    text = text.replace('name = "random"\nmatch = "mathneuro"\nlabel = "matched"', 'name = "snip"')
-    text = text.replace("proportions = [0.02, 0.1, 0.3]", "proportions = [0.1]")
-    text = text.replace("factors = [0.0, 1.5]", "factors = [0.0]").replace(
-        "seeds = [0, 1]", "seeds = [0]"
-    )
-    small = suite_file.with_name("snip.toml")
-    small.write_text(text)
-    collected = []
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        import locator.cache
-
-        collect = locator.cache.collect_statistics
-
-        def spy(*args, **kwargs):
-            collected.append((kwargs["corpus"], set(kwargs["kinds"])))
-            return collect(*args, **kwargs)
-
-        monkeypatch.setattr(locator.cache, "collect_statistics", spy)
-        runner.run_suite(load_suite(small), tmp_path / "out", progress=False, echo=lambda _: None)
-    kinds = dict(collected)
-    assert kinds["words-a"] == {"input_norm_sum", "weight_gradient_saliency"}
-    assert kinds["words-b"] == {"input_norm_sum"}
+def test_only_corpora_of_methods_that_read_a_statistic_pay_for_it(saved_model, tmp_path):
+    """SNIP reads the target alone: its gradient kind is collected on the target only, so the
+    control's pass runs without gradients."""
+    methods = """
+        [[methods]]
+        name = "mathneuro"
+        [[methods]]
+        name = "snip"
+        [[tasks]]
+        name = "loss-short"
+        limit = 4
+        """
+    with forwards() as calls:
+        run(write_suite(tmp_path, saved_model, methods), tmp_path / "out")
+    # The target (words-a), then the control: a batch each, with gradients on the target's.
+    assert [grad for _, _, grad in statistics_batches(calls)] == [True, False]
 
 
 def test_a_method_with_its_own_controls_and_a_task_on_some_cells(saved_model, tmp_path):
     """`controls` on a method replaces the corpora entry's for it (and for the baseline matched
-    to it); `proportions`/`factors` on a task evaluate it only in those cells."""
-    suite_file = tmp_path / "own.toml"
-    suite_file.write_text(
-        f"""
-        proportions = [0.05, 0.1]
-        factors = [0.0, 1.5]
-        seeds = [0]
-        num_samples = [6]
-        max_length = 32
-        [[models]]
-        path = "{saved_model}"
-        [[corpora]]
-        target = "words-a"
-        controls = ["words-b"]
+    to it); `proportions`/`factors` on a task evaluate it only in those cells. Corpora
+    interleaved in the plan are grouped: each method ranks once per corpora, though the
+    baseline matched to the first comes after a method with other controls."""
+    tables = """
         [[methods]]
-        name = "mathneuro"
+        name = "counted-mathneuro"
+        label = "mathneuro"
         [[methods]]
-        name = "mathneuro"
+        name = "counted-mathneuro"
         label = "mathneuro-c"
         controls = ["words-c"]
+        [[methods]]
+        name = "random"
+        label = "matched"
+        match = "mathneuro"
         [[methods]]
         name = "random"
         match = "mathneuro-c"
@@ -372,67 +346,47 @@ def test_a_method_with_its_own_controls_and_a_task_on_some_cells(saved_model, tm
         proportions = [0.1]
         factors = [0.0]
         """
-    )
+    grid = {"proportions": (0.05, 0.1), "factors": (0.0, 1.5)}
     out = tmp_path / "out"
-    summary = runner.run_suite(load_suite(suite_file), out, progress=False, echo=lambda _: None)
-    assert summary.ran == 3 * 2 * 2
+    register_plugin(Counted, name="counted-mathneuro")
+    try:
+        summary = run(write_suite(tmp_path, saved_model, tables, **grid), out)
+    finally:
+        unregister_plugin("counted-mathneuro")
+    assert sorted(Counted.rankings) == [("words-b",), ("words-c",)]
+    assert summary.ran == 4 * 2 * 2
     rows = [r for r in results.read_results(out).to_pylist() if r["metric"] == "loss"]
     controls = {r["label"]: r["controls"] for r in rows}
     assert controls == {
         "mathneuro": "words-b",
         "mathneuro-c": "words-c",
         "random-matched-mathneuro-c": "words-c",
+        "matched": "words-b",
     }
     for label in ("mathneuro-c", "random-matched-mathneuro-c"):
         found = Localization.load(out / next(r for r in rows if r["label"] == label)["selection"])
         assert found.controls in ((), ("words-c",))  # random reads no control
     long = {(r["label"], r["proportion"], r["factor"]) for r in rows if r["task"] == "loss-long"}
     assert long == {(label, 0.1, 0.0) for label in controls}
-    assert len([r for r in rows if r["task"] == "loss-short"]) == 12
+    assert len([r for r in rows if r["task"] == "loss-short"]) == 16
 
 
-def test_each_method_ranks_once_when_methods_bring_their_own_controls(saved_model, tmp_path):
-    """Corpora interleaved in the plan are grouped: MathNeuro ranks once, though the baseline
-    matched to it comes after a method with other controls."""
-    suite_file = tmp_path / "order.toml"
-    suite_file.write_text(
-        f"""
-        proportions = [0.1]
-        factors = [0.0]
-        seeds = [0]
-        num_samples = [6]
-        max_length = 32
-        [[models]]
-        path = "{saved_model}"
-        [[corpora]]
-        target = "words-a"
-        controls = ["words-b"]
-        [[methods]]
-        name = "mathneuro"
-        [[methods]]
-        name = "mathneuro"
-        label = "mathneuro-c"
-        controls = ["words-c"]
-        [[methods]]
-        name = "random"
-        match = "mathneuro"
-        [[tasks]]
-        name = "loss-short"
-        limit = 2
-        """
-    )
-    calls = []
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        from locator_plugins import mathneuro
+class Counted:
+    """A plugin registering MathNeuro as ``counted-mathneuro``, recording the controls of each
+    of its rankings."""
 
-        rank = mathneuro.MathNeuroLocalizer.localize_many
+    rankings: ClassVar[list[tuple[str, ...]]] = []
 
-        def spy(self, context, proportions):
-            calls.append(tuple(stats.corpus for stats in context.controls))
-            return rank(self, context, proportions)
+    @staticmethod
+    @locator.hookimpl
+    def register_localizers(register):
+        from locator_plugins.mathneuro import MathNeuroLocalizer
 
-        monkeypatch.setattr(mathneuro.MathNeuroLocalizer, "localize_many", spy)
-        runner.run_suite(
-            load_suite(suite_file), tmp_path / "out", progress=False, echo=lambda _: None
-        )
-    assert sorted(calls) == [("words-b",), ("words-c",)]
+        class CountedMathNeuro(MathNeuroLocalizer):
+            name = "counted-mathneuro"
+
+            def localize_many(self, context, proportions):
+                Counted.rankings.append(tuple(stats.corpus for stats in context.controls))
+                return super().localize_many(context, proportions)
+
+        register(CountedMathNeuro)

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from locator.bench import results, runner
+from locator.bench import plan as planning
+from locator.bench import results
 from locator.bench.report import summary_table, write_report
 from locator.bench.suite import CorporaSpec, MethodSpec, ModelSpec, Suite, TaskSpec, parse_suite
 from locator.errors import LocatorError
@@ -129,12 +130,12 @@ def test_bad_suites_fail_with_file_key_and_choices(change, message):
 
 def test_plan_covers_the_grid_with_stable_distinct_keys():
     suite = _suite()
-    plan = runner.plan(suite)
+    plan = planning.plan(suite)
     assert (
         len(plan) == 1 * 2 * 2 * 3 * 3 * 2
     )  # models, corpora, methods, proportions, factors, seeds
     assert len({c.key for c in plan}) == len(plan)
-    assert [c.key for c in runner.plan(_suite())] == [c.key for c in plan]
+    assert [c.key for c in planning.plan(_suite())] == [c.key for c in plan]
     # A selection is shared by the factors of one (method, proportion, ...).
     assert len({c.selection_key for c in plan}) == len(plan) // 2
     matched = [c for c in plan if c.method.match]
@@ -145,27 +146,54 @@ def test_plan_covers_the_grid_with_stable_distinct_keys():
 
 
 def test_keys_depend_on_what_changes_results_only():
-    base = {c.key for c in runner.plan(_suite())}
-    assert {c.key for c in runner.plan(_suite(name="renamed", eval_batch_size=3))} == base
-    assert {c.key for c in runner.plan(_suite(max_length=64))}.isdisjoint(base)
+    base = {c.key for c in planning.plan(_suite())}
+    assert {c.key for c in planning.plan(_suite(name="renamed", eval_batch_size=3))} == base
+    assert {c.key for c in planning.plan(_suite(max_length=64))}.isdisjoint(base)
     # Where a model runs changes nothing; which revision it is does.
     placed = ModelSpec(path="model", device="cpu", device_map=None, trust_remote_code=True)
-    assert {c.key for c in runner.plan(_suite(models=(placed,)))} == base
+    assert {c.key for c in planning.plan(_suite(models=(placed,)))} == base
     revised = ModelSpec(path="model", revision="v2")
-    assert {c.key for c in runner.plan(_suite(models=(revised,)))}.isdisjoint(base)
+    assert {c.key for c in planning.plan(_suite(models=(revised,)))}.isdisjoint(base)
     # A config equal to the defaults gives the same configuration.
     from locator.localizer import NoConfig
 
     explicit = MethodSpec(
         name="random", label="random-matched", match="mathneuro", config=NoConfig()
     )
-    assert {c.key for c in runner.plan(_suite(methods=(_suite().methods[0], explicit)))} == base
+    assert {c.key for c in planning.plan(_suite(methods=(_suite().methods[0], explicit)))} == base
+
+
+PURE = """
+import sys
+from locator.bench import plan
+assert "torch" not in sys.modules, "importing the plan imported torch"
+from locator.bench.suite import load_suite
+suite = load_suite(sys.argv[1])
+opened = []
+sys.addaudithook(lambda event, args: opened.append(str(args[0])) if event == "open" else None)
+configurations = plan.shard(plan.plan(suite), 1, 2)
+plan.manifest(suite, configurations, "source")
+print(len(configurations), opened)
+"""
+
+
+def test_planning_imports_no_torch_and_opens_no_file():
+    import subprocess
+    import sys
+
+    suite = Path(__file__).resolve().parents[2] / "benchmarks" / "toy.toml"
+    done = subprocess.run(
+        [sys.executable, "-c", PURE, str(suite)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split(maxsplit=1)[1].strip() == "[]"  # no file opened while planning
+    assert int(done.stdout.split()[0]) > 0
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 7, 50])
 def test_shards_partition_the_plan(count):
-    plan = runner.plan(_suite())
-    parts = [runner.shard(plan, index, count) for index in range(1, count + 1)]
+    plan = planning.plan(_suite())
+    parts = [planning.shard(plan, index, count) for index in range(1, count + 1)]
     assert [c.key for part in parts for c in part] == [c.key for c in plan]
     assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
@@ -173,7 +201,7 @@ def test_shards_partition_the_plan(count):
 @pytest.mark.parametrize("text", ["0/2", "3/2", "1", "a/b", "1/0"])
 def test_bad_shard_specs(text):
     with pytest.raises(LocatorError, match="--shard"):
-        runner.parse_shard(text)
+        planning.parse_shard(text)
 
 
 # The results dataset.
@@ -191,7 +219,7 @@ def _localization(seed, fraction):
 
 def _write_synthetic(directory):
     """A results folder as the runner writes it, with made-up values and real selection files."""
-    plan = runner.plan(_suite(num_samples=(8, 16)))
+    plan = planning.plan(_suite(num_samples=(8, 16)))
     provenance = results.provenance()
     baseline = {("gsm8k", "exact_match"): 0.5, ("race", "acc"): 0.4, ("race", "acc_stderr"): 0.01}
     for configuration in plan:
@@ -204,35 +232,38 @@ def _write_synthetic(directory):
         for (task, metric), base in baseline.items():
             drop = 0.0 if configuration.method.match else configuration.proportion
             rows.append(
-                {
-                    "suite": "unit",
-                    "model": "model",
-                    "dtype": "auto",
-                    "method": configuration.method.name,
-                    "label": configuration.method.label,
-                    "method_config": configuration.method_config,
-                    "target": "gsm8k",
-                    "controls": ",".join(configuration.corpora.controls),
-                    "proportion": configuration.proportion,
-                    "factor": configuration.factor,
-                    "seed": configuration.seed,
-                    "num_samples": configuration.num_samples,
-                    "task": task,
-                    "limit": 5 if task == "gsm8k" else None,
-                    "metric": metric,
-                    "value": base - drop + 0.001 * configuration.seed,
-                    "baseline_value": base,
-                    "selected_count": localization.count(),
-                    "selected_fraction": localization.fraction(),
-                    "scored_count": localization.numel(),
-                    "selection": selection,
-                    "statistics_seconds": 0.1,
-                    "localization_seconds": 0.2,
-                    "evaluation_seconds": 0.3,
-                    "config_hash": configuration.key,
+                results.Row(
+                    suite="unit",
+                    model="model",
+                    dtype="auto",
+                    method=configuration.method.name,
+                    label=configuration.method.label,
+                    method_config=configuration.method_config,
+                    target="gsm8k",
+                    controls=",".join(configuration.corpora.controls),
+                    proportion=configuration.proportion,
+                    factor=configuration.factor,
+                    seed=configuration.seed,
+                    num_samples=configuration.num_samples,
+                    task=task,
+                    limit=5 if task == "gsm8k" else None,
+                    metric=metric,
+                    value=base - drop + 0.001 * configuration.seed,
+                    baseline_value=base,
+                    selected_count=localization.count(),
+                    selected_fraction=localization.fraction(),
+                    scored_count=localization.numel(),
+                    selection=selection,
+                    statistics_seconds=0.1,
+                    localization_seconds=0.2,
+                    evaluation_seconds=0.3,
+                    config_hash=configuration.key,
                     **provenance,
-                    "created_at": datetime.now(timezone.utc),
-                }
+                    created_at=datetime.now(timezone.utc),
+                    model_revision=None,
+                    model_fingerprint=None,
+                    higher_is_better=None,
+                )
             )
         results.write_part(directory, configuration.key, rows)
     return plan
@@ -285,21 +316,23 @@ def test_parts_read_in_polars_and_duckdb_when_installed(synthetic):
         pytest.skip("neither polars nor duckdb is installed")
 
 
-def test_write_part_is_atomic_and_checks_the_schema(tmp_path):
-    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError, KeyError, TypeError)):
-        results.write_part(tmp_path, "bad", [{"suite": "x"}])
+def test_write_part_is_atomic_and_checks_the_schema(tmp_path, synthetic):
+    directory, _ = synthetic
+    row = results.read_results(directory).slice(0, 1).to_pylist()[0]
+    with pytest.raises((pa.ArrowInvalid, pa.ArrowTypeError)):
+        results.write_part(tmp_path, "bad", [results.Row(**{**row, "seed": "one"})])
     assert list(tmp_path.iterdir()) == []  # no part, no temporary file left behind
 
 
 def test_a_folder_grows_but_refuses_another_schema_or_changed_content(tmp_path):
-    suite = _suite(path=Path(__file__))
-    results.check_manifest(tmp_path, runner.manifest(suite, runner.plan(suite)))
-    other = _suite(path=Path(__file__), seeds=(5,))
-    results.check_manifest(tmp_path, runner.manifest(other, runner.plan(other)))  # grows
-    old = {**runner.manifest(suite, runner.plan(suite)), "schema": "locator.bench/0"}
-    results.write_json(tmp_path / "_suite.json", old)
+    suite, other = _suite(), _suite(seeds=(5,))
+    manifest = planning.manifest(suite, planning.plan(suite), "source")
+    results.check_manifest(tmp_path, manifest)
+    results.check_manifest(tmp_path, planning.manifest(other, planning.plan(other), "s"))  # grows
+    assert results.read_json(tmp_path / "_suite.json")["schema"] == results.SCHEMA_VERSION
+    results.write_json(tmp_path / "_suite.json", {**manifest, "schema": "locator.bench/0"})
     with pytest.raises(LocatorError, match="schema"):
-        results.check_manifest(tmp_path, runner.manifest(suite, runner.plan(suite)))
+        results.check_manifest(tmp_path, manifest)
     key = {"path": "m", "dtype": "auto"}
     results.check_identity(tmp_path, "model", key, {"fingerprint": "a"})
     results.check_identity(tmp_path, "model", key, {"fingerprint": "a"})
@@ -396,7 +429,7 @@ def test_matched_to_is_the_label_of_the_matched_entry():
         MethodSpec(name="mathneuro", label="mn"),
         MethodSpec(name="random", label="baseline", match="mn"),
     )
-    matched = [c for c in runner.plan(_suite(methods=methods)) if c.method.match]
+    matched = [c for c in planning.plan(_suite(methods=methods)) if c.method.match]
     assert {c.method_config for c in matched} == {'{"matched_to": "mn"}'}
 
 
@@ -405,7 +438,7 @@ def test_a_methods_own_controls_and_a_tasks_cells_shape_the_plan():
     matched = MethodSpec(name="random", label="random-matched", match="mathneuro-c")
     narrow = TaskSpec(name="race", proportions=(0.05,), factors=(0.0,))
     suite = _suite(methods=(own, matched), tasks=(TaskSpec(name="gsm8k"), narrow))
-    plan = runner.plan(suite)
+    plan = planning.plan(suite)
     # Both corpora entries give the same corpora to these methods: planned once, not twice.
     assert len(plan) == 2 * 3 * 2 * 3
     assert {c.corpora for c in plan} == {CorporaSpec(target="gsm8k", controls=("c",))}
@@ -414,6 +447,6 @@ def test_a_methods_own_controls_and_a_tasks_cells_shape_the_plan():
         expected = {"gsm8k", "race"} if (c.proportion, c.factor) == (0.05, 0.0) else {"gsm8k"}
         assert set(c.parts) == expected
     # Tasks name part files, not cells: adding one leaves every key (and finished part) as it was.
-    alone = runner.plan(_suite(methods=(own, matched), tasks=(TaskSpec(name="gsm8k"),)))
+    alone = planning.plan(_suite(methods=(own, matched), tasks=(TaskSpec(name="gsm8k"),)))
     assert [c.key for c in alone] == [c.key for c in plan]
     assert all(c.parts["gsm8k"] == a.parts["gsm8k"] for c, a in zip(plan, alone, strict=True))

@@ -151,7 +151,9 @@ def _write_folder(directory):
                             }
                         )
                         values[(label, num_samples, seed, proportion, task)] = rows[-1]["value"]
-                    results.write_part(directory, config_hash, rows)
+                    unknown = {"model_revision": None, "model_fingerprint": None}
+                    parts = [results.Row(**row, **unknown) for row in rows]
+                    results.write_part(directory, config_hash, parts)
     return values
 
 
