@@ -24,10 +24,17 @@ from locator.plugins import hookimpl
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Activations": "locator.stats",
     "ActivationStats": "locator.stats",
+    "Forward": "locator.stats",
     "StatisticKind": "locator.stats",
-    "collect_statistics": "locator.stats",
+    "WeightGradients": "locator.stats",
     "list_statistics": "locator.stats",
+    "Feed": "locator.rows",
+    "collect_statistics": "locator.passes",
+    "top_count": "locator.ranking",
+    "top_cuts": "locator.ranking",
+    "top_indices": "locator.ranking",
     "Localization": "locator.localization",
     "Selection": "locator.localization",
     "Localizer": "locator.localizer",
@@ -40,6 +47,8 @@ _LAZY = {
     "statistic_kinds": "locator.localizer",
     "intervene": "locator.intervention",
     "apply": "locator.intervention",
+    "MlpLayout": "locator.architecture",
+    "ScoredParameter": "locator.architecture",
     "scored_parameters": "locator.architecture",
     "list_plugins": "locator.plugins",
     "register_plugin": "locator.plugins",
@@ -63,21 +72,27 @@ _LAZY = {
 
 __all__ = [
     "ActivationStats",
+    "Activations",
     "Corpus",
     "Dataset",
     "Evaluation",
     "EvaluationRequest",
     "Evaluator",
+    "Feed",
+    "Forward",
     "Localization",
     "LocalizationContext",
     "Localizer",
     "LocatorError",
     "LocatorWarning",
+    "MlpLayout",
     "ModelSource",
     "NoConfig",
+    "ScoredParameter",
     "Selection",
     "StatisticKind",
     "UnknownNameError",
+    "WeightGradients",
     "__version__",
     "apply",
     "build_context",
@@ -102,10 +117,13 @@ __all__ = [
     "sample_corpus",
     "scored_parameters",
     "statistic_kinds",
+    "top_count",
+    "top_cuts",
+    "top_indices",
 ]
 
 if TYPE_CHECKING:
-    from locator.architecture import scored_parameters
+    from locator.architecture import MlpLayout, ScoredParameter, scored_parameters
     from locator.data import (
         Corpus,
         Dataset,
@@ -136,8 +154,18 @@ if TYPE_CHECKING:
         statistic_kinds,
     )
     from locator.models import ModelSource, list_models, load_model
+    from locator.passes import collect_statistics
     from locator.plugins import list_plugins, register_plugin
-    from locator.stats import ActivationStats, StatisticKind, collect_statistics, list_statistics
+    from locator.ranking import top_count, top_cuts, top_indices
+    from locator.rows import Feed
+    from locator.stats import (
+        Activations,
+        ActivationStats,
+        Forward,
+        StatisticKind,
+        WeightGradients,
+        list_statistics,
+    )
 
 
 def __getattr__(name: str) -> Any:

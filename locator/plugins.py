@@ -30,7 +30,8 @@ T = TypeVar("T")
 
 
 class HookSpecs:
-    """The hooks a locator plugin may implement. Arguments may be added, never removed."""
+    """The hooks a locator plugin may implement. Arguments may be added, never removed: each
+    implementation is called with only the arguments it declares."""
 
     @hookspec
     def register_localizers(self, register: Callable[[type], None]) -> None:
@@ -89,16 +90,14 @@ class HookSpecs:
 
     @hookspec
     def register_statistics(self, register: Callable[[Any], None]) -> None:
-        """Register statistic kinds (`locator.stats.StatisticKind` instances) that methods can
-        declare in their `statistics`; they are collected in the same pass as the built-in ones.
+        """Register statistic kinds (`locator.StatisticKind` instances) that methods can declare
+        in their `statistics`; kinds of one corpus are collected in one pass.
 
         Example::
 
-            from locator.stats import StatisticKind
-
             @dataclass(frozen=True, kw_only=True)
-            class InputAbsMax(StatisticKind):
-                def batch(self, observed):  # observed: locator.stats.Activations
+            class InputAbsMax(locator.StatisticKind):
+                def batch(self, observed):  # observed: locator.Activations
                     return (observed.wide().abs() * observed.real()).amax(dim=(0, 1)).double()
 
                 def merge(self, total, value):
@@ -112,16 +111,16 @@ class HookSpecs:
 
     @hookspec
     def register_layouts(self, register: Callable[[Any], None]) -> None:
-        """Register MLP layouts (`locator.architecture.MlpLayout`), so that neuron-level methods
-        find the neurons of model families the built-in table does not know.
+        """Register MLP layouts (`locator.MlpLayout`), so that neuron-level methods find the
+        neurons of model families the built-in layouts do not cover.
 
         Example::
 
-            from locator.architecture import MlpLayout
-
             @locator.hookimpl
             def register_layouts(register):
-                register(MlpLayout(name="gpt-j", pre_activation="fc_in", down_projection="fc_out"))
+                register(locator.MlpLayout(
+                    name="gpt-j", pre_activation="fc_in", down_projection="fc_out"
+                ))
         """
 
     @hookspec
@@ -190,13 +189,19 @@ def register_commands(cli: Any) -> None:
     manager = plugin_manager()
     for implementation in manager.hook.register_commands.get_hookimpls():
         try:
-            implementation.function(cli=cli)
+            _call(implementation, cli=cli)
         except Exception as error:  # one broken plugin must not break every command
             warnings.warn(
                 f"locator: plugin {implementation.plugin_name!r} failed in register_commands "
                 f"and its commands were skipped: {type(error).__name__}: {error}",
                 stacklevel=2,
             )
+
+
+def _call(implementation: Any, **arguments: Any) -> Any:
+    """Call one hook implementation with only the arguments it declares, as pluggy does, so
+    that an argument added to a hook breaks no plugin written before it."""
+    return implementation.function(**{name: arguments[name] for name in implementation.argnames})
 
 
 def register_plugin(plugin: object, name: str | None = None) -> None:
@@ -316,7 +321,7 @@ def registry(
                 result.add(name_of(item), item, _source)
 
             try:
-                implementation.function(register=register)
+                _call(implementation, register=register)
             except RegistrationError as error:
                 warnings.warn(f"locator: {error} The plugin was skipped.", stacklevel=2)
             except LocatorError:

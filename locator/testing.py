@@ -263,7 +263,7 @@ class LocalizerContract:
         the proportion (parameter-level methods); weights untouched; no hooks left."""
         import torch
 
-        from locator.localizer import top_count
+        from locator.ranking import top_count
 
         for family in self.families:
             model = tiny_model(family)
