@@ -405,7 +405,7 @@ def localize(
     `Corpus` from `locator.sample_corpus`, or a list of texts used as given. `controls` is a
     list of corpora whose top entries are removed by methods that use them. Each corpus is read
     one row per text (`max_length` truncates), or with `pack` = N as one token stream cut into
-    rows of N tokens (LAPE's original input; see `locator.stats.token_rows`). `reference` is the
+    rows of N tokens (LAPE's original input; see `locator.rows.token_rows`). `reference` is the
     localization a matched baseline (``random``) copies its per-matrix counts from. With
     `cache_dir`, statistics are read from and written to an on-disk cache, so a repeated call
     with another method, proportion or option runs no pass over the model.
