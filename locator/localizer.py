@@ -200,6 +200,18 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def check_choices(config: Any) -> None:
+    """Raise a `ValueError` naming the field and its choices unless every field of the config
+    dataclass typed ``Literal[...]`` holds one of them; call it from a config's
+    ``__post_init__``."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        choices = typing.get_args(hints[field.name])
+        value = getattr(config, field.name)
+        if typing.get_origin(hints[field.name]) is Literal and value not in choices:
+            raise ValueError(f"{field.name} must be one of {list(choices)}, got {value!r}.")
+
+
 def make_config(localizer: type[Localizer], options: Mapping[str, Any]) -> Any:
     """Build `localizer.Config` from options; strings are parsed by the field's type."""
     config_class = localizer.Config

@@ -131,8 +131,7 @@ class LapeConfig:
             value = getattr(self, key)
             if not 0 <= value <= 1:
                 raise ValueError(f"{key} must be in [0, 1], got {value!r}.")
-        if self.mode not in ("faithful", "published"):
-            raise ValueError(f"mode must be 'faithful' or 'published', got {self.mode!r}.")
+        locator.check_choices(self)
 
 
 class LapeLocalizer(locator.Localizer):

@@ -149,8 +149,7 @@ class SetDifferenceConfig:
     control_proportion: float | None = None
 
     def __post_init__(self) -> None:
-        if self.score not in SCORES:
-            raise ValueError(f"score must be one of {sorted(SCORES)}, got {self.score!r}.")
+        locator.check_choices(self)
         q = self.control_proportion
         if q is not None and not 0 <= q <= 1:
             raise ValueError(f"control_proportion must be in [0, 1], got {q!r}.")
@@ -240,8 +239,7 @@ class MathNeuroConfig:
     mode: Literal["faithful", "published"] = "faithful"
 
     def __post_init__(self) -> None:
-        if self.mode not in ("faithful", "published"):
-            raise ValueError(f"mode must be 'faithful' or 'published', got {self.mode!r}.")
+        locator.check_choices(self)
 
 
 class MathNeuroLocalizer(SetDifferenceLocalizer):

@@ -51,10 +51,7 @@ class SnipConfig:
     accumulate: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
-        if self.group not in ("matrix", "row"):
-            raise ValueError(f"group must be 'matrix' or 'row', got {self.group!r}.")
-        if self.accumulate not in ("float32", "bfloat16"):
-            raise ValueError(f"accumulate must be float32 or bfloat16, got {self.accumulate!r}.")
+        locator.check_choices(self)
 
 
 class SnipLocalizer(locator.Localizer):

@@ -47,44 +47,49 @@ class Saliency(locator.StatisticKind):
         return total.mul_(magnitude)
 
 
+_REDUCTIONS: tuple[tuple[str, str, Callable[[locator.Activations], Tensor], str], ...] = (
+    (
+        INPUT_NORM_SUM,
+        "linear_input",
+        lambda seen: seen.sample_square_sums().sqrt().sum(0, dtype=torch.float64),
+        "per input channel j, the sum over samples of ||X_s[:, j]||_2 over the sample's real "
+        "tokens",
+    ),
+    (
+        INPUT_SQUARE_SUM,
+        "linear_input",
+        lambda seen: seen.sample_square_sums().sum(0, dtype=torch.float64),
+        "per input channel j, the sum over all real tokens of X[t, j]^2",
+    ),
+    (
+        NEURON_ACTIVE_COUNT,
+        "neuron_pre_activation",
+        lambda seen: ((seen.values > 0) & seen.real()).sum(dim=(0, 1)),  # int64: exact
+        "per MLP neuron, the real tokens where its pre-activation is > 0 (exactly where the "
+        "activation is, for ReLU, GELU and SiLU)",
+    ),
+    (
+        NEURON_MEAN_SUM,
+        "neuron_activation",
+        lambda seen: seen.sample_means().sum(0, dtype=torch.float64),
+        "per MLP neuron, the sum over samples of its mean activation over the sample's real tokens",
+    ),
+    (
+        NEURON_MEAN_SQUARE_SUM,
+        "neuron_activation",
+        lambda seen: seen.sample_means().double().square().sum(0),
+        "per MLP neuron, the sum over samples of the square of its mean activation over the "
+        "sample's real tokens",
+    ),
+)
 _SALIENCY = (
     "per entry of each scored weight, the sum over samples of |W * dL_s/dW|, L_s the sample's "
     "mean next-token loss on its real tokens ([d_out, d_in]; one weight-sized accumulator)"
 )
 KINDS: tuple[locator.StatisticKind, ...] = (
-    Reduction(
-        name=INPUT_NORM_SUM,
-        site="linear_input",
-        description="per input channel j, the sum over samples of ||X_s[:, j]||_2 over the "
-        "sample's real tokens",
-        reduce=lambda seen: seen.sample_square_sums().sqrt().sum(0, dtype=torch.float64),
-    ),
-    Reduction(
-        name=INPUT_SQUARE_SUM,
-        site="linear_input",
-        description="per input channel j, the sum over all real tokens of X[t, j]^2",
-        reduce=lambda seen: seen.sample_square_sums().sum(0, dtype=torch.float64),
-    ),
-    Reduction(
-        name=NEURON_ACTIVE_COUNT,
-        site="neuron_pre_activation",
-        description="per MLP neuron, the real tokens where its pre-activation is > 0 (exactly "
-        "where the activation is, for ReLU, GELU and SiLU)",
-        reduce=lambda seen: ((seen.values > 0) & seen.real()).sum(dim=(0, 1)),  # int64: exact
-    ),
-    Reduction(
-        name=NEURON_MEAN_SUM,
-        site="neuron_activation",
-        description="per MLP neuron, the sum over samples of its mean activation over the "
-        "sample's real tokens",
-        reduce=lambda seen: seen.sample_means().sum(0, dtype=torch.float64),
-    ),
-    Reduction(
-        name=NEURON_MEAN_SQUARE_SUM,
-        site="neuron_activation",
-        description="per MLP neuron, the sum over samples of the square of its mean activation "
-        "over the sample's real tokens",
-        reduce=lambda seen: seen.sample_means().double().square().sum(0),
+    *(
+        Reduction(name=name, site=site, reduce=reduce, description=description)
+        for name, site, reduce, description in _REDUCTIONS
     ),
     Saliency(
         name=WEIGHT_SALIENCY, site="weight_gradient", description=_SALIENCY, dtype=torch.float32

@@ -64,12 +64,7 @@ class WandaConfig:
     count: Literal["floor", "original"] = "floor"
 
     def __post_init__(self) -> None:
-        if self.norm not in ("pooled", "per_sample"):
-            raise ValueError(f"norm must be 'pooled' or 'per_sample', got {self.norm!r}.")
-        if self.group not in ("row", "matrix"):
-            raise ValueError(f"group must be 'row' or 'matrix', got {self.group!r}.")
-        if self.count not in ("floor", "original"):
-            raise ValueError(f"count must be 'floor' or 'original', got {self.count!r}.")
+        locator.check_choices(self)
 
 
 class WandaLocalizer(locator.Localizer):
