@@ -175,9 +175,7 @@ class NeuronSite:
 def mlp_layouts() -> tuple[MlpLayout, ...]:
     """The MLP layouts plugins register with ``register_layouts`` (the common families' come
     from locator's own ``layouts`` plugin)."""
-    registered = registry(
-        "register_layouts", "MLP layout", lambda layout: layout.name, expected=MlpLayout
-    )
+    registered = registry("register_layouts")
     return tuple(registered.get(name) for name in registered.names())
 
 

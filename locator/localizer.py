@@ -321,9 +321,7 @@ def check_request(
 def localizers() -> Registry[type[Localizer]]:
     """The registry of installed methods (`Localizer` subclasses), by name; `source(name)` is
     the plugin that registered one."""
-    return registry(
-        "register_localizers", "localizer", lambda cls: cls.name, expected=Localizer, classes=True
-    )
+    return registry("register_localizers")
 
 
 def list_localizers() -> list[str]:

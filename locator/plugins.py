@@ -9,6 +9,7 @@ comma-separated list of entry-point names; empty for none) restricts what is loa
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import warnings
@@ -295,30 +296,48 @@ def _check_type(kind: str, item: Any, expected: type, classes: bool, source: str
     raise RegistrationError(f"plugin {source!r} registered {what} as a {kind}; {hint}.")
 
 
-def registry(
-    hook: str,
-    kind: str,
-    name_of: Callable[[Any], str],
-    *,
-    expected: type | None = None,
-    classes: bool = False,
-) -> Registry[Any]:
-    """The registry filled by hook `hook` (for example ``register_localizers``), built once.
+@dataclass(frozen=True)
+class RegistrySpec:
+    """What one ``register_<things>`` hook registers: `kind` names one item in messages,
+    `expected` is the ``module:Class`` every item must be (imported on first use, since those
+    modules import this one), a subclass of it when `classes`. Items are named by `.name`."""
 
-    Each registered item must be an `expected` instance (a subclass of it when `classes`), or
-    registering it raises a one-line `RegistrationError`. Each plugin's hook runs on its own, so
-    one plugin that raises, or registers the wrong type, is skipped with one warning.
+    kind: str
+    expected: str
+    classes: bool = False
+
+
+REGISTRIES: dict[str, RegistrySpec] = {
+    "register_localizers": RegistrySpec("localizer", "locator.localizer:Localizer", classes=True),
+    "register_datasets": RegistrySpec("dataset", "locator.data:Dataset"),
+    "register_evaluators": RegistrySpec("evaluator", "locator.evaluation:Evaluator"),
+    "register_models": RegistrySpec("model", "locator.models:ModelSource"),
+    "register_statistics": RegistrySpec("statistic", "locator.stats:StatisticKind"),
+    "register_layouts": RegistrySpec("MLP layout", "locator.architecture:MlpLayout"),
+}
+"""Every registry, by the hook that fills it."""
+
+
+def registry(hook: str) -> Registry[Any]:
+    """The registry filled by hook `hook` (for example ``register_localizers``; see
+    `REGISTRIES`), built once.
+
+    Each registered item must be of the registry's expected type, or registering it raises a
+    one-line `RegistrationError`. Each plugin's hook runs on its own, so one plugin that raises,
+    or registers the wrong type, is skipped with one warning.
     """
     if hook not in _registries:
-        result: Registry[Any] = Registry(kind)
+        spec = REGISTRIES[hook]
+        module, _, name = spec.expected.partition(":")
+        expected = getattr(importlib.import_module(module), name)
+        result: Registry[Any] = Registry(spec.kind)
         caller = getattr(plugin_manager().hook, hook)
         for implementation in caller.get_hookimpls():
             source = implementation.plugin_name
 
             def register(item: Any, _source: str = source) -> None:
-                if expected is not None:
-                    _check_type(kind, item, expected, classes, _source)
-                result.add(name_of(item), item, _source)
+                _check_type(spec.kind, item, expected, spec.classes, _source)
+                result.add(item.name, item, _source)
 
             try:
                 _call(implementation, register=register)

@@ -224,9 +224,7 @@ class StatisticKind:
 def statistics() -> dict[str, StatisticKind]:
     """Every statistic kind by name, as plugins register them with ``register_statistics``
     (the generic built-in kinds come from locator's own ``statistics`` plugin)."""
-    registered = registry(
-        "register_statistics", "statistic", lambda kind: kind.name, expected=StatisticKind
-    )
+    registered = registry("register_statistics")
     return {name: registered.get(name) for name in registered.names()}
 
 

@@ -25,12 +25,7 @@ def test_stats_names_no_method():
 
 
 def test_builtin_kinds_and_layouts_come_through_the_plugin_path():
-    statistics = registry(
-        "register_statistics", "statistic", lambda kind: kind.name, expected=locator.StatisticKind
-    )
-    layouts = registry(
-        "register_layouts", "MLP layout", lambda layout: layout.name, expected=locator.MlpLayout
-    )
+    statistics, layouts = registry("register_statistics"), registry("register_layouts")
     assert statistics.source("input_norm_sum") == "statistics"
     assert statistics.source("weight_gradient_saliency") == "statistics"
     assert statistics.source("input_norms_by_sample_bf16") == "mathneuro"
@@ -109,3 +104,12 @@ def test_a_file_with_matched_to_in_its_config_still_loads(tmp_path):
     old.write_bytes(save(tensors, metadata={"locator": json.dumps(header)}))
     loaded = Localization.load(old)
     assert loaded.matched_to == "lape" and loaded.config == {}
+
+
+def test_every_registering_hook_has_its_one_registry():
+    from locator.plugins import REGISTRIES, HookSpecs
+
+    hooks = {name for name in vars(HookSpecs) if name.startswith("register_")}
+    assert set(REGISTRIES) == hooks - {"register_commands"}
+    for hook, spec in REGISTRIES.items():  # each builds, its expected type imported on first use
+        assert registry(hook).kind == spec.kind and registry(hook).names()
