@@ -1,6 +1,9 @@
 """locator: find, compare and edit the parameters of a language model that carry one skill.
 
-The public API is imported lazily: ``import locator`` loads neither torch nor any plugin.
+The public API is imported lazily: ``import locator`` loads neither torch nor any plugin. It is
+also all a plugin needs: `Localizer`, `LocalizationContext`, `Selection`, `Localization`, the
+statistics (`StatisticKind`, `Activations`, `WeightGradients`, `Forward`, `Feed`), the ranking
+helpers (`top_count`, `top_indices`, `top_cuts`), `check_choices`, `MlpLayout` and `hookimpl`.
 
 Example::
 

@@ -1,9 +1,12 @@
 """The `Localizer` base class, its configs, the context a method receives, and `localize`.
 
 A method is a `Localizer` subclass with a `name`, an optional frozen `Config` dataclass, the
-statistic kinds it needs, and ``localize(context, proportion) -> Localization``. It reads the
-weights and statistics in the `LocalizationContext` and never edits weights or registers hooks.
-Methods that can cut many proportions from one ranking override `localize_many`.
+statistic kinds it needs, and ``localize(context, proportion)``. It reads the weights and
+statistics in the `LocalizationContext`, never edits weights or registers hooks, and hands its
+selections to the base class (`localization`, `localizations`, `neuron_localization`,
+`ranked_localizations`), which wraps them into a `Localization` with the method's metadata and
+what a matched baseline copied (`matched_to`); `localize` adds the provenance. Methods that can
+cut many proportions from one ranking (`locator.ranking`) override `localize_many`.
 """
 
 from __future__ import annotations

@@ -191,16 +191,7 @@ def collect_statistics(
     each text; `pack` concatenates them and cuts rows of that many tokens); each row is one
     sample. Kinds that declare another `Forward` (a dtype, a batch size) get a pass of their own."""
     rows = corpus_rows(tokenizer, texts, max_length, pack, corpus)
-    return collect_from_rows(
-        model,
-        tokenizer,
-        texts,
-        rows,
-        kinds=kinds,
-        batch_size=batch_size,
-        corpus=corpus,
-        progress=progress,
-    )
+    return collect_from_rows(model, tokenizer, texts, rows, kinds, batch_size, corpus, progress)
 
 
 def collect_from_rows(
@@ -208,7 +199,6 @@ def collect_from_rows(
     tokenizer: object,
     texts: Sequence[str],
     rows: Sequence[Sequence[int]],
-    *,
     kinds: frozenset[str] | set[str],
     batch_size: int = 8,
     corpus: str = "",

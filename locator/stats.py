@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from locator.errors import LocatorError, UnknownNameError
+from locator.errors import LocatorError
 from locator.plugins import registry
 
 if TYPE_CHECKING:
@@ -149,9 +149,9 @@ class Forward:
     whose weights are cast to it, buffers untouched, as a published code that loads the model in
     that dtype computes);
     `batch_size`: rows per forward (None: the caller's; 1 also keeps the rows in corpus order,
-    for running sums that depend on it); `feed`: a `Feed` that decides the input instead of the
-    corpus's token rows (`batch_size`, `max_length` and `pack` then do not apply). Kinds with
-    equal `Forward`s share one pass.
+    for running sums that depend on it); `feed`: a `locator.rows.Feed` that decides the input
+    instead of the corpus's token rows (`batch_size`, `max_length` and `pack` then do not
+    apply). Kinds with equal `Forward`s share one pass.
     """
 
     dtype: torch.dtype | None = None
@@ -235,10 +235,7 @@ def list_statistics() -> list[str]:
 
 def get_statistic(name: str) -> StatisticKind:
     """The statistic kind called `name` (unknown names get a did-you-mean)."""
-    found = statistics()
-    if name not in found:
-        raise UnknownNameError("statistic", name, found)
-    return found[name]
+    return registry("register_statistics").get(name)
 
 
 @dataclass(frozen=True)
