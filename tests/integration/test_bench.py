@@ -99,7 +99,7 @@ def whole(suite_file, tmp_path_factory):
         import locator.models
 
         loads = Spy(monkeypatch, locator.models, "load_model")
-        passes = Spy(monkeypatch, locator.cache, "collect_statistics")
+        passes = Spy(monkeypatch, locator.cache, "collect_from_rows")
         evaluations = Spy(monkeypatch, locator.evaluation, "run_evaluation")
         summary = runner.run_suite(load_suite(suite_file), out, progress=False, echo=lambda _: None)
     counts = {"loads": loads.calls, "passes": passes.calls, "evaluations": evaluations.calls}
@@ -295,7 +295,7 @@ def test_every_method_runs_from_one_pass_per_corpus(saved_model, tmp_path, monke
         limit = 4
         """
     )
-    passes = Spy(monkeypatch, locator.cache, "collect_statistics")
+    passes = Spy(monkeypatch, locator.cache, "collect_from_rows")
     out = tmp_path / "out"
     runner.run_suite(load_suite(suite_file), out, progress=False, echo=lambda _: None)
     assert passes.calls == 2  # target and control, every method's kinds at once
@@ -325,13 +325,13 @@ def test_only_corpora_of_methods_that_read_a_statistic_pay_for_it(suite_file, tm
     with pytest.MonkeyPatch.context() as monkeypatch:
         import locator.cache
 
-        collect = locator.cache.collect_statistics
+        collect = locator.cache.collect_from_rows
 
         def spy(*args, **kwargs):
             collected.append((kwargs["corpus"], set(kwargs["kinds"])))
             return collect(*args, **kwargs)
 
-        monkeypatch.setattr(locator.cache, "collect_statistics", spy)
+        monkeypatch.setattr(locator.cache, "collect_from_rows", spy)
         runner.run_suite(load_suite(small), tmp_path / "out", progress=False, echo=lambda _: None)
     kinds = dict(collected)
     assert kinds["words-a"] == {"input_norm_sum", "weight_gradient_saliency"}
