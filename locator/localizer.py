@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
 
+import torch
 from torch import Tensor, nn
 
 from locator.architecture import ScoredParameter, scored_parameters
@@ -178,6 +179,28 @@ class Localizer:
         return Localization.from_neurons(
             neurons, context.parameters, proportion=proportion, **self._metadata(context)
         )
+
+    def neuron_localizations(
+        self,
+        context: LocalizationContext,
+        names: Sequence[str],
+        chosen: Sequence[Tensor],
+        proportions: Sequence[float],
+    ) -> list[Localization]:
+        """Wrap, for each proportion, the neurons `chosen` by their index among all the MLPs'
+        neurons laid end to end in the order of `names` (down-projection parameter names)."""
+        starts = torch.tensor([0, *(context.parameters[name].d_in for name in names)]).cumsum(0)
+        return [
+            self.neuron_localization(
+                context,
+                {
+                    name: found[(found >= starts[i]) & (found < starts[i + 1])] - starts[i]
+                    for i, name in enumerate(names)
+                },
+                proportion,
+            )
+            for found, proportion in zip(chosen, proportions, strict=True)
+        ]
 
     def _metadata(self, context: LocalizationContext) -> dict[str, Any]:
         """What a localization records of the method and the data it was found on; a baseline

@@ -1,10 +1,12 @@
 """Plugins: the pluggy hook specifications, entry-point loading and the registries.
 
-Every method, dataset and evaluator, the built-in ones included, arrives through the same path:
-a module listed under the ``locator`` entry-point group implements ``register_<things>(register)``
-hooks marked with ``@locator.hookimpl``. Entry points load one at a time, so a broken plugin costs
-one warning naming its distribution and the rest keep working. ``LOCATOR_LOAD_PLUGINS`` (a
-comma-separated list of entry-point names; empty for none) restricts what is loaded.
+Every method, dataset, evaluator, model, statistic kind and MLP layout, the built-in ones
+included, arrives through the same path: a module listed under the ``locator`` entry-point group
+implements ``register_<things>(register)`` hooks marked with ``@locator.hookimpl``; each hook
+fills one registry (`REGISTRIES`). Entry points load one at a time, so a broken plugin costs one
+warning naming its distribution and the rest keep working. ``LOCATOR_LOAD_PLUGINS`` (a
+comma-separated list of entry-point names; empty for none) restricts what is loaded; the generic
+statistic kinds and MLP layouts are the entry points ``statistics`` and ``layouts``.
 """
 
 from __future__ import annotations

@@ -163,18 +163,9 @@ class LapeLocalizer(locator.Localizer):
         order = torch.sort(entropy, stable=True).indices  # lowest entropy first, ties in order
         bar = _rank_value(probability, self.config.activation_bar_ratio)
         belongs = probability[:, 0] > bar  # [N]
-        sizes = [context.target.get(kind, name).shape[-1] for name in names]
-        starts = torch.tensor([0, *sizes]).cumsum(0)
-        results = []
-        for proportion in proportions:
-            kept = order[: round(proportion * entropy.numel())]
-            chosen = torch.sort(kept[belongs[kept]]).values
-            neurons = {
-                name: chosen[(chosen >= starts[i]) & (chosen < starts[i + 1])] - starts[i]
-                for i, name in enumerate(names)
-            }
-            results.append(self.neuron_localization(context, neurons, proportion))
-        return results
+        kept = [order[: round(proportion * entropy.numel())] for proportion in proportions]
+        chosen = [torch.sort(top[belongs[top]]).values for top in kept]
+        return self.neuron_localizations(context, names, chosen, proportions)
 
 
 def _probability(context: locator.LocalizationContext, names: list[str]) -> Tensor:

@@ -52,17 +52,9 @@ class SelectivityLocalizer(locator.Localizer):
         names = context.target.names(NEURON_MEAN_SUM)
         t = welch_t(context.target, context.controls, names)  # [N], layers concatenated
         order = torch.sort(t, descending=True, stable=True).indices
-        sizes = [context.target.get(NEURON_MEAN_SUM, name).numel() for name in names]
-        starts = torch.tensor([0, *sizes]).cumsum(0)
-        results = []
-        for proportion in proportions:
-            chosen = torch.sort(order[: locator.top_count(proportion, t.numel())]).values
-            neurons = {
-                name: chosen[(chosen >= starts[i]) & (chosen < starts[i + 1])] - starts[i]
-                for i, name in enumerate(names)
-            }
-            results.append(self.neuron_localization(context, neurons, proportion))
-        return results
+        counts = [locator.top_count(proportion, t.numel()) for proportion in proportions]
+        chosen = [torch.sort(order[:count]).values for count in counts]
+        return self.neuron_localizations(context, names, chosen, proportions)
 
 
 def welch_t(
