@@ -64,10 +64,6 @@ class LocalizationContext:
         weight = self.weights[name]
         return weight.t() if self.parameters[name].transposed else weight
 
-    def stored(self, name: str, matrix: Tensor) -> Tensor:
-        """Turn a ``[d_out, d_in]`` tensor (a mask, say) into the parameter's stored layout."""
-        return matrix.t() if self.parameters[name].transposed else matrix
-
     def stored_indices(self, name: str, matrix_indices: Tensor) -> Tensor:
         """Turn flat indices into the ``[d_out, d_in]`` matrix into flat stored indices."""
         parameter = self.parameters[name]
