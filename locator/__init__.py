@@ -1,6 +1,9 @@
 """locator: find, compare and edit the parameters of a language model that carry one skill.
 
-The public API is imported lazily: ``import locator`` loads neither torch nor any plugin.
+The public API is imported lazily: ``import locator`` loads neither torch nor any plugin. It is
+also all a plugin needs: `Localizer`, `LocalizationContext`, `Selection`, `Localization`, the
+statistics (`StatisticKind`, `Activations`, `WeightGradients`, `Forward`, `Feed`), the ranking
+helpers (`top_count`, `top_indices`, `top_cuts`), `check_choices`, `MlpLayout` and `hookimpl`.
 
 Example::
 
@@ -24,22 +27,32 @@ from locator.plugins import hookimpl
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Activations": "locator.stats",
     "ActivationStats": "locator.stats",
+    "Forward": "locator.stats",
     "StatisticKind": "locator.stats",
-    "collect_statistics": "locator.stats",
+    "WeightGradients": "locator.stats",
     "list_statistics": "locator.stats",
+    "Feed": "locator.rows",
+    "collect_statistics": "locator.passes",
+    "top_count": "locator.ranking",
+    "top_cuts": "locator.ranking",
+    "top_indices": "locator.ranking",
     "Localization": "locator.localization",
     "Selection": "locator.localization",
     "Localizer": "locator.localizer",
     "LocalizationContext": "locator.localizer",
     "NoConfig": "locator.localizer",
     "build_context": "locator.localizer",
+    "check_choices": "locator.localizer",
     "get_localizer": "locator.localizer",
     "list_localizers": "locator.localizer",
     "localize": "locator.localizer",
     "statistic_kinds": "locator.localizer",
     "intervene": "locator.intervention",
     "apply": "locator.intervention",
+    "MlpLayout": "locator.architecture",
+    "ScoredParameter": "locator.architecture",
     "scored_parameters": "locator.architecture",
     "list_plugins": "locator.plugins",
     "register_plugin": "locator.plugins",
@@ -63,24 +76,31 @@ _LAZY = {
 
 __all__ = [
     "ActivationStats",
+    "Activations",
     "Corpus",
     "Dataset",
     "Evaluation",
     "EvaluationRequest",
     "Evaluator",
+    "Feed",
+    "Forward",
     "Localization",
     "LocalizationContext",
     "Localizer",
     "LocatorError",
     "LocatorWarning",
+    "MlpLayout",
     "ModelSource",
     "NoConfig",
+    "ScoredParameter",
     "Selection",
     "StatisticKind",
     "UnknownNameError",
+    "WeightGradients",
     "__version__",
     "apply",
     "build_context",
+    "check_choices",
     "collect_statistics",
     "evaluate",
     "get_dataset",
@@ -102,10 +122,13 @@ __all__ = [
     "sample_corpus",
     "scored_parameters",
     "statistic_kinds",
+    "top_count",
+    "top_cuts",
+    "top_indices",
 ]
 
 if TYPE_CHECKING:
-    from locator.architecture import scored_parameters
+    from locator.architecture import MlpLayout, ScoredParameter, scored_parameters
     from locator.data import (
         Corpus,
         Dataset,
@@ -130,14 +153,25 @@ if TYPE_CHECKING:
         Localizer,
         NoConfig,
         build_context,
+        check_choices,
         get_localizer,
         list_localizers,
         localize,
         statistic_kinds,
     )
     from locator.models import ModelSource, list_models, load_model
+    from locator.passes import collect_statistics
     from locator.plugins import list_plugins, register_plugin
-    from locator.stats import ActivationStats, StatisticKind, collect_statistics, list_statistics
+    from locator.ranking import top_count, top_cuts, top_indices
+    from locator.rows import Feed
+    from locator.stats import (
+        Activations,
+        ActivationStats,
+        Forward,
+        StatisticKind,
+        WeightGradients,
+        list_statistics,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -5,12 +5,12 @@ Llama, ``transformer.h`` in GPT-2, ``gpt_neox.layers`` in Pythia), so no per-mod
 needed to find them. Inside them every `nn.Linear` and transformers' `Conv1D` (GPT-2, whose
 weight is stored transposed as ``[d_in, d_out]``) is a scored linear. Embeddings, norms, biases
 and the language-model head stay out, unless a caller asks for the head (``head=True``: the
-untied output head, which MathNeuro's published code scores).
+untied output head, which some published codes score).
 
-MLP neurons (for neuron-level methods) are found from a small table of known layouts: two sibling
+MLP neurons (for neuron-level methods) are found from the known layouts (`MlpLayout`): two sibling
 linears in a block, one whose output channel j is neuron j's pre-activation and the down
-projection whose input channel j is neuron j's activation. Plugins extend the table with the
-``register_layouts`` hook.
+projection whose input channel j is neuron j's activation. Plugins register layouts with the
+``register_layouts`` hook; the common families' come from locator's own ``layouts`` plugin.
 """
 
 from __future__ import annotations
@@ -156,17 +156,6 @@ class MlpLayout:
     down_projection: str
 
 
-LAYOUTS: tuple[MlpLayout, ...] = (
-    # Llama, Mistral, Qwen2, Gemma 2 (and most gated-MLP families).
-    MlpLayout(name="gated", pre_activation="gate_proj", down_projection="down_proj"),
-    MlpLayout(name="gpt2", pre_activation="c_fc", down_projection="c_proj"),
-    # Phi (in ``mlp``) and OPT (in the block itself).
-    MlpLayout(name="fc", pre_activation="fc1", down_projection="fc2"),
-    MlpLayout(name="gpt-neox", pre_activation="dense_h_to_4h", down_projection="dense_4h_to_h"),
-)
-"""The built-in MLP layouts; `mlp_layouts()` adds those registered by plugins."""
-
-
 @dataclass(frozen=True)
 class NeuronSite:
     """The MLP neurons of one decoder block.
@@ -184,18 +173,10 @@ class NeuronSite:
 
 
 def mlp_layouts() -> tuple[MlpLayout, ...]:
-    """The built-in layouts, then those plugins register with ``register_layouts``."""
-    registered = registry(
-        "register_layouts", "MLP layout", lambda layout: layout.name, expected=MlpLayout
-    )
-    builtin = {layout.name for layout in LAYOUTS}
-    for name in registered.names():
-        if name in builtin:
-            raise LocatorError(
-                f"MLP layout {name!r} is built into locator and registered again by plugin "
-                f"{registered.source(name)!r}; give the plugin's layout another name."
-            )
-    return LAYOUTS + tuple(registered.get(name) for name in registered.names())
+    """The MLP layouts plugins register with ``register_layouts`` (the common families' come
+    from locator's own ``layouts`` plugin)."""
+    registered = registry("register_layouts")
+    return tuple(registered.get(name) for name in registered.names())
 
 
 def mlp_neurons(model: nn.Module) -> dict[str, NeuronSite]:

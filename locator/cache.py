@@ -21,8 +21,10 @@ import torch
 from torch import nn
 
 from locator.io import atomic_write
+from locator.passes import collect_from_rows
 from locator.provenance import weights_fingerprint
-from locator.stats import ActivationStats, collect_statistics, get_statistic, token_rows
+from locator.rows import corpus_rows
+from locator.stats import ActivationStats, get_statistic
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -56,19 +58,17 @@ def cached_statistics(
     progress: bool = True,
     model_key: str | None = None,
 ) -> ActivationStats:
-    """`collect_statistics`, reading and extending an on-disk cache in `cache_dir`.
+    """`locator.passes.collect_statistics`, reading and extending an on-disk cache in
+    `cache_dir`; the corpus is tokenized once, for the key and the pass.
 
     `model_key` (from `model_fingerprint`) may be passed to avoid hashing the model per corpus.
     """
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import save
 
-    key = hashlib.sha256(
-        (
-            (model_key or model_fingerprint(model))
-            + corpus_fingerprint(token_rows(tokenizer, texts, max_length, pack))
-        ).encode()
-    ).hexdigest()[:32]
+    rows = corpus_rows(tokenizer, texts, max_length, pack, corpus)
+    model_key = model_key or model_fingerprint(model)
+    key = hashlib.sha256((model_key + corpus_fingerprint(rows)).encode()).hexdigest()[:32]
     path = Path(cache_dir) / f"statistics-{key}.safetensors"
     values: dict[str, dict[str, torch.Tensor]] = {}
     header: dict[str, Any] = {}
@@ -87,14 +87,13 @@ def cached_statistics(
     stored = header.get("identities", {})
     missing = {name for name in kinds if name not in values or stored.get(name) != identities[name]}
     if missing or not header:
-        fresh = collect_statistics(
+        fresh = collect_from_rows(
             model,
             tokenizer,
             texts,
+            rows,
             kinds=missing,
             batch_size=batch_size,
-            max_length=max_length,
-            pack=pack,
             corpus=corpus,
             progress=progress,
         )

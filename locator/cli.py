@@ -256,7 +256,7 @@ def localize(
     from locator.localizer import check_request, get_localizer
     from locator.localizer import localize as run_localize
     from locator.provenance import file_hash
-    from locator.stats import check_batch_size, check_max_length, check_rows
+    from locator.rows import check_batch_size, check_max_length, check_rows
 
     # Fail on bad options, a bad request, an unwritable output or a bad model before loading
     # anything; the parsed method is the one used.

@@ -240,7 +240,7 @@ def load_hub_split(dataset: str, hub_id: str, config: str | None, split: str) ->
 def datasets() -> Registry[Dataset]:
     """The registry of installed datasets (`Dataset` instances), by name; `source(name)` is the
     plugin that registered one."""
-    return registry("register_datasets", "dataset", lambda dataset: dataset.name, expected=Dataset)
+    return registry("register_datasets")
 
 
 def list_datasets() -> list[str]:

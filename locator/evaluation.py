@@ -115,9 +115,7 @@ class Evaluator:
 
 def evaluators() -> Registry[Evaluator]:
     """The registry of installed evaluators (`Evaluator` instances), by name."""
-    return registry(
-        "register_evaluators", "evaluator", lambda evaluator: evaluator.name, expected=Evaluator
-    )
+    return registry("register_evaluators")
 
 
 def list_evaluators() -> list[str]:

@@ -175,6 +175,8 @@ class Localization:
     over all scored entries. `proportion` is None for results of set algebra across proportions.
     `neurons` (neuron level only) maps each MLP's down-projection parameter name to the sorted
     int64 indices of its selected neurons; build such a localization with `from_neurons`.
+    `matched_to` names what a matched baseline copied its counts from (a suite's label for the
+    reference's method entry, or the reference's method name); None for every other method.
     `provenance` records what it was made from (`locator.localizer.localize` fills it):
     ``model`` (`locator.provenance.model_identity`), ``versions``, ``max_length`` and
     ``corpora`` (label, text count and content hash of each; a file's name too).
@@ -189,6 +191,7 @@ class Localization:
     controls: tuple[str, ...] = ()
     level: str = "parameter"
     neurons: Mapping[str, Tensor] = field(default_factory=dict)
+    matched_to: str | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -450,6 +453,7 @@ class Localization:
             "count": self.count(),
             "fraction": self.fraction(),
             "neuron_count": self.neuron_count(),
+            "matched_to": self.matched_to,
             "provenance": dict(self.provenance),
         }
 
@@ -522,16 +526,20 @@ class Localization:
         for name in header.get("neuron_parameters", []):
             _check_indices(tensors[f"{name}.neurons"], max(selections[name].shape), name)
             neurons[name] = tensors[f"{name}.neurons"]
+        config = dict(header["config"])
+        # Files written before `matched_to` was a field of its own kept it in the config.
+        matched_to = header.get("matched_to", config.pop("matched_to", None))
         found = cls(
             selections=selections,
             method=str(header["method"]),
             proportion=header["proportion"],
-            config=dict(header["config"]),
+            config=config,
             seed=int(header["seed"]),
             target=str(header["target"]),
             controls=tuple(header["controls"]),
             level=str(header["level"]),
             neurons=neurons,
+            matched_to=None if matched_to is None else str(matched_to),
             provenance=dict(header.get("provenance") or {}),
         )
         if "count" in header and found.count() != header["count"]:

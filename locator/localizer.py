@@ -1,15 +1,17 @@
 """The `Localizer` base class, its configs, the context a method receives, and `localize`.
 
 A method is a `Localizer` subclass with a `name`, an optional frozen `Config` dataclass, the
-statistic kinds it needs, and ``localize(context, proportion) -> Localization``. It reads the
-weights and statistics in the `LocalizationContext` and never edits weights or registers hooks.
-Methods that can cut many proportions from one ranking override `localize_many`.
+statistic kinds it needs, and ``localize(context, proportion)``. It reads the weights and
+statistics in the `LocalizationContext`, never edits weights or registers hooks, and hands its
+selections to the base class (`localization`, `localizations`, `neuron_localization`,
+`ranked_localizations`), which wraps them into a `Localization` with the method's metadata and
+what a matched baseline copied (`matched_to`); `localize` adds the provenance. Methods that can
+cut many proportions from one ranking (`locator.ranking`) override `localize_many`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,9 +27,12 @@ from locator.architecture import ScoredParameter, scored_parameters
 from locator.data import Corpus, resolve_corpus
 from locator.errors import LocatorError, UnknownNameError
 from locator.localization import Localization, Selection
+from locator.passes import collect_statistics
 from locator.plugins import Registry, registry
 from locator.provenance import model_identity, with_provenance
-from locator.stats import ActivationStats, check_max_length, collect_statistics
+from locator.ranking import top_count, top_cuts
+from locator.rows import check_max_length
+from locator.stats import ActivationStats
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,10 +63,6 @@ class LocalizationContext:
         """The weight of `name` as ``[d_out, d_in]`` (a view, no copy)."""
         weight = self.weights[name]
         return weight.t() if self.parameters[name].transposed else weight
-
-    def stored(self, name: str, matrix: Tensor) -> Tensor:
-        """Turn a ``[d_out, d_in]`` tensor (a mask, say) into the parameter's stored layout."""
-        return matrix.t() if self.parameters[name].transposed else matrix
 
     def stored_indices(self, name: str, matrix_indices: Tensor) -> Tensor:
         """Turn flat indices into the ``[d_out, d_in]`` matrix into flat stored indices."""
@@ -130,6 +131,18 @@ class Localizer:
             selections=dict(selections), proportion=proportion, **self._metadata(context)
         )
 
+    def localizations(
+        self,
+        context: LocalizationContext,
+        selections: Sequence[Mapping[str, Selection]],
+        proportions: Sequence[float],
+    ) -> list[Localization]:
+        """Wrap the selections of each proportion (`localization` of each pair)."""
+        return [
+            self.localization(context, selection, proportion)
+            for selection, proportion in zip(selections, proportions, strict=True)
+        ]
+
     def ranked_localizations(
         self,
         context: LocalizationContext,
@@ -139,8 +152,9 @@ class Localizer:
         count: Callable[[float, int], int] | None = None,
     ) -> list[Localization]:
         """One localization per proportion from one ranking per scored matrix: `score(name)` is
-        parameter `name`'s ``[d_out, d_in]`` score, cut at every proportion by `top_cuts`
-        (`count`: entries kept of a group of n, `top_count` unless given)."""
+        parameter `name`'s ``[d_out, d_in]`` score, cut at every proportion by
+        `locator.ranking.top_cuts` (`count`: entries kept of a group of n, `top_count` unless
+        given)."""
         selections: list[dict[str, Selection]] = [{} for _ in proportions]
         for name, parameter in context.parameters.items():
             cuts = top_cuts(score(name), proportions, group, count or top_count)
@@ -148,10 +162,7 @@ class Localizer:
                 selections[i][name] = Selection.from_indices(
                     context.stored_indices(name, top), parameter.shape
                 )
-        return [
-            self.localization(context, selection, proportion)
-            for selection, proportion in zip(selections, proportions, strict=True)
-        ]
+        return self.localizations(context, selections, proportions)
 
     def neuron_localization(
         self,
@@ -165,18 +176,41 @@ class Localizer:
             neurons, context.parameters, proportion=proportion, **self._metadata(context)
         )
 
+    def neuron_localizations(
+        self,
+        context: LocalizationContext,
+        names: Sequence[str],
+        chosen: Sequence[Tensor],
+        proportions: Sequence[float],
+    ) -> list[Localization]:
+        """Wrap, for each proportion, the neurons `chosen` by their index among all the MLPs'
+        neurons laid end to end in the order of `names` (down-projection parameter names)."""
+        starts = torch.tensor([0, *(context.parameters[name].d_in for name in names)]).cumsum(0)
+        return [
+            self.neuron_localization(
+                context,
+                {
+                    name: found[(found >= starts[i]) & (found < starts[i + 1])] - starts[i]
+                    for i, name in enumerate(names)
+                },
+                proportion,
+            )
+            for found, proportion in zip(chosen, proportions, strict=True)
+        ]
+
     def _metadata(self, context: LocalizationContext) -> dict[str, Any]:
-        """What a localization records of the method and the data it was found on."""
+        """What a localization records of the method and the data it was found on; a baseline
+        records what it copied its counts from (`Localization.matched_to`)."""
         used = context.controls if self.uses_controls else ()
-        config = config_to_dict(self.config)
-        if context.reference is not None:  # what a baseline copied its counts from
-            config["matched_to"] = context.reference_label or context.reference.method
+        reference = context.reference
+        matched_to = None if reference is None else context.reference_label or reference.method
         return {
             "method": self.name,
-            "config": config,
+            "config": config_to_dict(self.config),
             "seed": context.seed,
             "target": context.target.corpus,
             "controls": tuple(stats.corpus for stats in used),
+            "matched_to": matched_to,
         }
 
 
@@ -186,6 +220,18 @@ class Localizer:
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A config dataclass as a plain dict."""
     return dataclasses.asdict(config)
+
+
+def check_choices(config: Any) -> None:
+    """Raise a `ValueError` naming the field and its choices unless every field of the config
+    dataclass typed ``Literal[...]`` holds one of them; call it from a config's
+    ``__post_init__``."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        choices = typing.get_args(hints[field.name])
+        value = getattr(config, field.name)
+        if typing.get_origin(hints[field.name]) is Literal and value not in choices:
+            raise ValueError(f"{field.name} must be one of {list(choices)}, got {value!r}.")
 
 
 def make_config(localizer: type[Localizer], options: Mapping[str, Any]) -> Any:
@@ -250,14 +296,6 @@ def _convert(what: str, kind: Any, value: Any) -> Any:
     raise LocatorError(f"{what} must be {name}, got {value!r}.")
 
 
-# Ranking helpers shared by methods: one sort, many cuts.
-
-
-def top_count(proportion: float, numel: int) -> int:
-    """``floor(proportion * numel)``, robust to the binary rounding of decimal proportions."""
-    return math.floor(proportion * numel * (1 + 1e-12))
-
-
 def check_request(
     localizer: Localizer | None = None,
     *,
@@ -299,71 +337,13 @@ def check_request(
         raise LocatorError(f"method {localizer.name!r} does not take a reference localization.")
 
 
-def _ranked(scores: Tensor, count: int) -> Tensor:
-    """Column indices ``[rows, count]`` of the `count` largest entries of each row of `scores`
-    (``[rows, n]``), in the tie rule's order: score descending, then column ascending.
-
-    `torch.topk` picks among equal scores in no defined order (it differs between devices and
-    versions), so only its boundary value is used: every entry above it is taken, and of the
-    entries equal to it, those of lowest column until the count is reached. The result does
-    not depend on the device, and any prefix is the top of a smaller count under the same rule.
-    """
-    rows, n = scores.shape
-    count = min(count, n)
-    if count == 0:
-        return torch.empty(rows, 0, dtype=torch.long, device=scores.device)
-    boundary = torch.topk(scores, count, dim=1, sorted=False).values.amin(1, keepdim=True)
-    taken = scores > boundary  # [rows, n]
-    room = count - taken.sum(1)  # [rows]: how many tied entries each row takes
-    tied = (scores == boundary).nonzero()  # [ties, 2], row-major: columns ascending per row
-    per_row = torch.bincount(tied[:, 0], minlength=rows)
-    first = per_row.cumsum(0) - per_row  # where each row's ties start in `tied`
-    rank = torch.arange(tied.shape[0], device=tied.device) - first[tied[:, 0]]
-    kept = tied[rank < room[tied[:, 0]]]
-    taken[kept[:, 0], kept[:, 1]] = True  # now exactly `count` per row
-    columns = taken.nonzero()[:, 1].view(rows, count)  # ascending within each row
-    values = scores.gather(1, columns)
-    order = torch.sort(values, dim=1, descending=True, stable=True).indices
-    return columns.gather(1, order)
-
-
-def top_indices(scores: Tensor, count: int) -> Tensor:
-    """Flat indices of the `count` largest scores, largest first, so that every prefix is the
-    top of a smaller count. Ties go to the lower flat index (the tie rule, see `_ranked`)."""
-    return _ranked(scores.reshape(1, -1), count)[0]
-
-
-def top_cuts(
-    scores: Tensor,
-    proportions: Sequence[float],
-    group: Literal["matrix", "row"] = "matrix",
-    count: Callable[[float, int], int] = top_count,
-) -> list[Tensor]:
-    """For each proportion K, flat CPU indices into ``scores`` (``[d_out, d_in]``) of its
-    largest entries: the top ``count(K, numel)`` of the matrix (``group="matrix"``) or the top
-    ``count(K, d_in)`` of every row (``"row"``), all cut from one ranking. `count` is
-    `top_count` (floor) unless a method counts otherwise. Ties go to the lower index."""
-    if group == "row":
-        d_out, d_in = scores.shape
-        counts = [count(p, d_in) for p in proportions]
-        # Columns of each row's largest scores, best first: [d_out, max count].
-        columns = _ranked(scores, max(counts)).cpu()
-        row_starts = torch.arange(d_out)[:, None] * d_in  # [d_out, 1]
-        return [(row_starts + columns[:, :k]).flatten() for k in counts]
-    counts = [count(p, scores.numel()) for p in proportions]
-    ranked = top_indices(scores, max(counts)).cpu()
-    return [ranked[:k] for k in counts]
-
-
 # The registry and the one-call API.
 
 
 def localizers() -> Registry[type[Localizer]]:
     """The registry of installed methods (`Localizer` subclasses), by name; `source(name)` is
     the plugin that registered one."""
-    return registry(
-        "register_localizers", "localizer", lambda cls: cls.name, expected=Localizer, classes=True
-    )
+    return registry("register_localizers")
 
 
 def list_localizers() -> list[str]:
@@ -457,7 +437,7 @@ def localize(
     `Corpus` from `locator.sample_corpus`, or a list of texts used as given. `controls` is a
     list of corpora whose top entries are removed by methods that use them. Each corpus is read
     one row per text (`max_length` truncates), or with `pack` = N as one token stream cut into
-    rows of N tokens (LAPE's original input; see `locator.stats.token_rows`). `reference` is the
+    rows of N tokens (LAPE's original input; see `locator.rows.token_rows`). `reference` is the
     localization a matched baseline (``random``) copies its per-matrix counts from. With
     `cache_dir`, statistics are read from and written to an on-disk cache, so a repeated call
     with another method, proportion or option runs no pass over the model.

@@ -80,7 +80,7 @@ class ModelLocation:
 
 
 def _models() -> Registry[ModelSource]:
-    return registry("register_models", "model", lambda source: source.name, expected=ModelSource)
+    return registry("register_models")
 
 
 def list_models() -> list[str]:

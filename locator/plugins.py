@@ -1,14 +1,17 @@
 """Plugins: the pluggy hook specifications, entry-point loading and the registries.
 
-Every method, dataset and evaluator, the built-in ones included, arrives through the same path:
-a module listed under the ``locator`` entry-point group implements ``register_<things>(register)``
-hooks marked with ``@locator.hookimpl``. Entry points load one at a time, so a broken plugin costs
-one warning naming its distribution and the rest keep working. ``LOCATOR_LOAD_PLUGINS`` (a
-comma-separated list of entry-point names; empty for none) restricts what is loaded.
+Every method, dataset, evaluator, model, statistic kind and MLP layout, the built-in ones
+included, arrives through the same path: a module listed under the ``locator`` entry-point group
+implements ``register_<things>(register)`` hooks marked with ``@locator.hookimpl``; each hook
+fills one registry (`REGISTRIES`). Entry points load one at a time, so a broken plugin costs one
+warning naming its distribution and the rest keep working. ``LOCATOR_LOAD_PLUGINS`` (a
+comma-separated list of entry-point names; empty for none) restricts what is loaded; the generic
+statistic kinds and MLP layouts are the entry points ``statistics`` and ``layouts``.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import os
 import warnings
@@ -30,7 +33,8 @@ T = TypeVar("T")
 
 
 class HookSpecs:
-    """The hooks a locator plugin may implement. Arguments may be added, never removed."""
+    """The hooks a locator plugin may implement. Arguments may be added, never removed: each
+    implementation is called with only the arguments it declares."""
 
     @hookspec
     def register_localizers(self, register: Callable[[type], None]) -> None:
@@ -89,16 +93,14 @@ class HookSpecs:
 
     @hookspec
     def register_statistics(self, register: Callable[[Any], None]) -> None:
-        """Register statistic kinds (`locator.stats.StatisticKind` instances) that methods can
-        declare in their `statistics`; they are collected in the same pass as the built-in ones.
+        """Register statistic kinds (`locator.StatisticKind` instances) that methods can declare
+        in their `statistics`; kinds of one corpus are collected in one pass.
 
         Example::
 
-            from locator.stats import StatisticKind
-
             @dataclass(frozen=True, kw_only=True)
-            class InputAbsMax(StatisticKind):
-                def batch(self, observed):  # observed: locator.stats.Activations
+            class InputAbsMax(locator.StatisticKind):
+                def batch(self, observed):  # observed: locator.Activations
                     return (observed.wide().abs() * observed.real()).amax(dim=(0, 1)).double()
 
                 def merge(self, total, value):
@@ -112,16 +114,16 @@ class HookSpecs:
 
     @hookspec
     def register_layouts(self, register: Callable[[Any], None]) -> None:
-        """Register MLP layouts (`locator.architecture.MlpLayout`), so that neuron-level methods
-        find the neurons of model families the built-in table does not know.
+        """Register MLP layouts (`locator.MlpLayout`), so that neuron-level methods find the
+        neurons of model families the built-in layouts do not cover.
 
         Example::
 
-            from locator.architecture import MlpLayout
-
             @locator.hookimpl
             def register_layouts(register):
-                register(MlpLayout(name="gpt-j", pre_activation="fc_in", down_projection="fc_out"))
+                register(locator.MlpLayout(
+                    name="gpt-j", pre_activation="fc_in", down_projection="fc_out"
+                ))
         """
 
     @hookspec
@@ -190,13 +192,19 @@ def register_commands(cli: Any) -> None:
     manager = plugin_manager()
     for implementation in manager.hook.register_commands.get_hookimpls():
         try:
-            implementation.function(cli=cli)
+            _call(implementation, cli=cli)
         except Exception as error:  # one broken plugin must not break every command
             warnings.warn(
                 f"locator: plugin {implementation.plugin_name!r} failed in register_commands "
                 f"and its commands were skipped: {type(error).__name__}: {error}",
                 stacklevel=2,
             )
+
+
+def _call(implementation: Any, **arguments: Any) -> Any:
+    """Call one hook implementation with only the arguments it declares, as pluggy does, so
+    that an argument added to a hook breaks no plugin written before it."""
+    return implementation.function(**{name: arguments[name] for name in implementation.argnames})
 
 
 def register_plugin(plugin: object, name: str | None = None) -> None:
@@ -290,33 +298,51 @@ def _check_type(kind: str, item: Any, expected: type, classes: bool, source: str
     raise RegistrationError(f"plugin {source!r} registered {what} as a {kind}; {hint}.")
 
 
-def registry(
-    hook: str,
-    kind: str,
-    name_of: Callable[[Any], str],
-    *,
-    expected: type | None = None,
-    classes: bool = False,
-) -> Registry[Any]:
-    """The registry filled by hook `hook` (for example ``register_localizers``), built once.
+@dataclass(frozen=True)
+class RegistrySpec:
+    """What one ``register_<things>`` hook registers: `kind` names one item in messages,
+    `expected` is the ``module:Class`` every item must be (imported on first use, since those
+    modules import this one), a subclass of it when `classes`. Items are named by `.name`."""
 
-    Each registered item must be an `expected` instance (a subclass of it when `classes`), or
-    registering it raises a one-line `RegistrationError`. Each plugin's hook runs on its own, so
-    one plugin that raises, or registers the wrong type, is skipped with one warning.
+    kind: str
+    expected: str
+    classes: bool = False
+
+
+REGISTRIES: dict[str, RegistrySpec] = {
+    "register_localizers": RegistrySpec("localizer", "locator.localizer:Localizer", classes=True),
+    "register_datasets": RegistrySpec("dataset", "locator.data:Dataset"),
+    "register_evaluators": RegistrySpec("evaluator", "locator.evaluation:Evaluator"),
+    "register_models": RegistrySpec("model", "locator.models:ModelSource"),
+    "register_statistics": RegistrySpec("statistic", "locator.stats:StatisticKind"),
+    "register_layouts": RegistrySpec("MLP layout", "locator.architecture:MlpLayout"),
+}
+"""Every registry, by the hook that fills it."""
+
+
+def registry(hook: str) -> Registry[Any]:
+    """The registry filled by hook `hook` (for example ``register_localizers``; see
+    `REGISTRIES`), built once.
+
+    Each registered item must be of the registry's expected type, or registering it raises a
+    one-line `RegistrationError`. Each plugin's hook runs on its own, so one plugin that raises,
+    or registers the wrong type, is skipped with one warning.
     """
     if hook not in _registries:
-        result: Registry[Any] = Registry(kind)
+        spec = REGISTRIES[hook]
+        module, _, name = spec.expected.partition(":")
+        expected = getattr(importlib.import_module(module), name)
+        result: Registry[Any] = Registry(spec.kind)
         caller = getattr(plugin_manager().hook, hook)
         for implementation in caller.get_hookimpls():
             source = implementation.plugin_name
 
             def register(item: Any, _source: str = source) -> None:
-                if expected is not None:
-                    _check_type(kind, item, expected, classes, _source)
-                result.add(name_of(item), item, _source)
+                _check_type(spec.kind, item, expected, spec.classes, _source)
+                result.add(item.name, item, _source)
 
             try:
-                implementation.function(register=register)
+                _call(implementation, register=register)
             except RegistrationError as error:
                 warnings.warn(f"locator: {error} The plugin was skipped.", stacklevel=2)
             except LocatorError:

@@ -57,17 +57,23 @@ def tiny_tokenizer() -> Any:
     )
 
 
+# The tiny shape every family shares: hidden size 32, two blocks of four heads.
+_SIZES: dict[str, Any] = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 128,
+}
+
+
 def _llama(vocab_size: int) -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
+        **_SIZES,
         intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=128,
         tie_word_embeddings=False,
     )
 
@@ -80,13 +86,7 @@ def _gpt2(vocab_size: int) -> Any:
 
 # The tiny shape of the families that name their sizes alike (Phi, GPT-NeoX, and, with grouped
 # key/value heads, the gated-MLP families Mistral, Qwen2 and Gemma 2).
-_TINY: dict[str, Any] = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "max_position_embeddings": 128,
-}
+_TINY: dict[str, Any] = {**_SIZES, "intermediate_size": 64}
 _GATED: dict[str, Any] = {**_TINY, "num_key_value_heads": 2}
 
 
@@ -127,15 +127,7 @@ def _opt(vocab_size: int) -> Any:
     from transformers import OPTConfig
 
     # word_embed_proj_dim != hidden_size adds project_in/project_out outside the blocks.
-    return OPTConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        ffn_dim=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=128,
-        word_embed_proj_dim=16,
-    )
+    return OPTConfig(vocab_size=vocab_size, **_SIZES, ffn_dim=64, word_embed_proj_dim=16)
 
 
 TINY_CONFIGS: dict[str, Callable[[int], Any]] = {
@@ -263,7 +255,7 @@ class LocalizerContract:
         the proportion (parameter-level methods); weights untouched; no hooks left."""
         import torch
 
-        from locator.localizer import top_count
+        from locator.ranking import top_count
 
         for family in self.families:
             model = tiny_model(family)

@@ -58,9 +58,8 @@ import torch
 from torch import Tensor, nn
 
 import locator
-from locator.localization import Localization
-from locator.localizer import LocalizationContext, Localizer
-from locator.stats import NEURON_ACTIVE_COUNT, Activations, Feed, Forward, StatisticKind
+
+NEURON_ACTIVE_COUNT = "neuron_active_count"  # the built-in kind of the faithful mode
 
 
 def script_lines(text: str) -> list[str]:
@@ -71,7 +70,7 @@ def script_lines(text: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class LastSampleLines(Feed):
+class LastSampleLines(locator.Feed):
     """LAPE.py's input for one dataset: the lines of its last sample, one padded batch."""
 
     def prepare(
@@ -99,8 +98,8 @@ class LastSampleLines(Feed):
 
 
 @dataclass(frozen=True, kw_only=True)
-class _ActiveAndRows(StatisticKind):
-    def batch(self, observed: Activations) -> Tensor:
+class _ActiveAndRows(locator.StatisticKind):
+    def batch(self, observed: locator.Activations) -> Tensor:
         active = (observed.values > 0).sum(dim=(0, 1))  # [neurons], padding included
         return torch.stack([active, torch.full_like(active, observed.values.shape[0])])
 
@@ -113,7 +112,7 @@ PUBLISHED_COUNT = _ActiveAndRows(
     "positions (padding included) where the pre-activation is > 0 in the lines of the corpus's "
     "last text fed as one unmasked batch to a bf16 model, row 1 the lines ([2, neurons])",
     dtype=torch.int64,
-    forward=Forward(dtype=torch.bfloat16, feed=LastSampleLines()),
+    forward=locator.Forward(dtype=torch.bfloat16, feed=LastSampleLines()),
 )
 
 
@@ -132,11 +131,10 @@ class LapeConfig:
             value = getattr(self, key)
             if not 0 <= value <= 1:
                 raise ValueError(f"{key} must be in [0, 1], got {value!r}.")
-        if self.mode not in ("faithful", "published"):
-            raise ValueError(f"mode must be 'faithful' or 'published', got {self.mode!r}.")
+        locator.check_choices(self)
 
 
-class LapeLocalizer(Localizer):
+class LapeLocalizer(locator.Localizer):
     """MLP neurons of lowest activation entropy across corpora that belong to the target."""
 
     name = "lape"
@@ -151,8 +149,8 @@ class LapeLocalizer(Localizer):
             self.statistics = frozenset({LAPE_PUBLISHED_COUNT})
 
     def localize_many(
-        self, context: LocalizationContext, proportions: Sequence[float]
-    ) -> list[Localization]:
+        self, context: locator.LocalizationContext, proportions: Sequence[float]
+    ) -> list[locator.Localization]:
         """One entropy ranking of all neurons, cut at every proportion."""
         kind = LAPE_PUBLISHED_COUNT if self.published else NEURON_ACTIVE_COUNT
         names = context.target.names(kind)
@@ -165,21 +163,12 @@ class LapeLocalizer(Localizer):
         order = torch.sort(entropy, stable=True).indices  # lowest entropy first, ties in order
         bar = _rank_value(probability, self.config.activation_bar_ratio)
         belongs = probability[:, 0] > bar  # [N]
-        sizes = [context.target.get(kind, name).shape[-1] for name in names]
-        starts = torch.tensor([0, *sizes]).cumsum(0)
-        results = []
-        for proportion in proportions:
-            kept = order[: round(proportion * entropy.numel())]
-            chosen = torch.sort(kept[belongs[kept]]).values
-            neurons = {
-                name: chosen[(chosen >= starts[i]) & (chosen < starts[i + 1])] - starts[i]
-                for i, name in enumerate(names)
-            }
-            results.append(self.neuron_localization(context, neurons, proportion))
-        return results
+        kept = [order[: round(proportion * entropy.numel())] for proportion in proportions]
+        chosen = [torch.sort(top[belongs[top]]).values for top in kept]
+        return self.neuron_localizations(context, names, chosen, proportions)
 
 
-def _probability(context: LocalizationContext, names: list[str]) -> Tensor:
+def _probability(context: locator.LocalizationContext, names: list[str]) -> Tensor:
     """Activation probabilities, ``[N, K]``: per corpus (the target first, then the controls),
     the real tokens on which each neuron is active over the corpus's real tokens."""
     return torch.stack(
@@ -191,7 +180,7 @@ def _probability(context: LocalizationContext, names: list[str]) -> Tensor:
     )
 
 
-def _published_probability(context: LocalizationContext, names: list[str]) -> Tensor:
+def _published_probability(context: locator.LocalizationContext, names: list[str]) -> Tensor:
     """LAPE.py's activation probabilities, ``[N, K]``: datasets in its order (the controls, then
     the target), each column the active count summed over the datasets up to it (its counters
     are never reset) over that dataset's own number of lines; column 0 is the first control's,

@@ -9,7 +9,7 @@ Per decoder linear and corpus D, a score S(D) of every entry of the ``[d_out, d_
 - ``wanda``: S_ij = |W_ij| * sqrt(s_j), s_j the sum of X[t, j]^2 over all real tokens (Wei et
   al. use the mean over tokens; a constant factor changes no ranking);
 - ``snip``: S_ij = sum over samples s of |W_ij * dL_s/dW_ij|, L_s the sample's mean next-token
-  loss (Wei et al.'s "wandg"; see `locator.stats.WEIGHT_SALIENCY`).
+  loss (Wei et al.'s "wandg"; the statistic ``weight_gradient_saliency``).
 
 T_K(D) is the floor(K * numel) entries of largest S(D) in the matrix. ``set-difference`` selects
 T_K(target) minus the union over controls of T_Q(control), where K is the proportion asked for
@@ -21,7 +21,7 @@ and Q = K: both call one function, `set_difference`.
 Unlike the reference codes: sums are exact (fp64 accumulation, not bf16), padding is masked,
 all proportions are cut from one ranking per matrix, and the SNIP gradient is each sample's own
 (Wei et al.'s batches hold one sample each, so this matches them) from batched passes. Ties at a
-cut go to the lower flat index (`locator.localizer.top_indices`).
+cut go to the lower flat index (`locator.top_indices`).
 
 MathNeuro against the authors' code (bryanchrist/MathNeuro, MathNeuro.py), measured side by side
 on tiny Llama and GPT-2 and SmolLM2-135M: with the differences below removed, both select the
@@ -62,33 +62,28 @@ import torch
 from torch import Tensor
 
 import locator
-from locator.architecture import ScoredParameter
-from locator.localization import Localization, Selection
-from locator.localizer import LocalizationContext, Localizer, top_count, top_indices
-from locator.stats import (
-    INPUT_NORM_SUM,
-    INPUT_NORMS_BY_SAMPLE_BF16,
-    INPUT_SQUARE_SUM,
-    WEIGHT_SALIENCY,
-    ActivationStats,
-)
+
+# The built-in statistic kinds the scores read (`locator.list_statistics()`).
+INPUT_NORM_SUM = "input_norm_sum"
+INPUT_SQUARE_SUM = "input_square_sum"
+WEIGHT_SALIENCY = "weight_gradient_saliency"
 
 _NOT_RANKED = torch.iinfo(torch.int32).max
 
-Score = Callable[[ActivationStats, str, Tensor], Tensor]
+Score = Callable[[locator.ActivationStats, str, Tensor], Tensor]
 """(corpus statistics, parameter name, |W| as [d_out, d_in]) -> scores [d_out, d_in]."""
 
 
-def _input_norm(stats: ActivationStats, name: str, magnitude: Tensor) -> Tensor:
+def _input_norm(stats: locator.ActivationStats, name: str, magnitude: Tensor) -> Tensor:
     return magnitude * stats.get(INPUT_NORM_SUM, name).to(magnitude.device, magnitude.dtype)
 
 
-def _pooled_norm(stats: ActivationStats, name: str, magnitude: Tensor) -> Tensor:
+def _pooled_norm(stats: locator.ActivationStats, name: str, magnitude: Tensor) -> Tensor:
     squares = stats.get(INPUT_SQUARE_SUM, name).sqrt()
     return magnitude * squares.to(magnitude.device, magnitude.dtype)
 
 
-def _saliency(stats: ActivationStats, name: str, magnitude: Tensor) -> Tensor:
+def _saliency(stats: locator.ActivationStats, name: str, magnitude: Tensor) -> Tensor:
     return stats.get(WEIGHT_SALIENCY, name).to(magnitude.device, magnitude.dtype)
 
 
@@ -101,22 +96,22 @@ SCORES: dict[str, tuple[str, Score]] = {
 
 
 def set_difference(
-    context: LocalizationContext,
+    context: locator.LocalizationContext,
     proportions: Sequence[float],
     score: Score,
     control_proportion: float | None = None,
-    counting: Callable[[float, int], int] = top_count,
-    scored: Callable[[str, ScoredParameter], bool] = lambda name, parameter: True,
-) -> list[dict[str, Selection]]:
+    counting: Callable[[float, int], int] = locator.top_count,
+    scored: Callable[[str, locator.ScoredParameter], bool] = lambda name, parameter: True,
+) -> list[dict[str, locator.Selection]]:
     """Per matrix and proportion K: the target's top count(K, numel) by `score` minus every
     control's top count(Q, numel), Q = `control_proportion` or K; `counting` is that count
     (floor, unless reproducing a code that counts otherwise). One ranking per matrix and corpus
     serves every proportion. Parameters that `scored` rejects select nothing."""
-    selections: list[dict[str, Selection]] = [{} for _ in proportions]
+    selections: list[dict[str, locator.Selection]] = [{} for _ in proportions]
     for name, parameter in context.parameters.items():
         if not scored(name, parameter):
             for selection in selections:
-                selection[name] = Selection.from_indices(
+                selection[name] = locator.Selection.from_indices(
                     torch.empty(0, dtype=torch.long), parameter.shape
                 )
             continue
@@ -127,18 +122,18 @@ def set_difference(
             control_counts = counts
         else:
             control_counts = [counting(control_proportion, parameter.numel)] * len(counts)
-        target_top = top_indices(score(context.target, name, magnitude), max(counts)).cpu()
+        target_top = locator.top_indices(score(context.target, name, magnitude), max(counts)).cpu()
         # Rank of each target entry in the best-ranked control (or "not ranked").
         control_rank = torch.full((target_top.numel(),), _NOT_RANKED, dtype=torch.int32)
         for control in context.controls:
             ranks = torch.full((parameter.numel,), _NOT_RANKED, dtype=torch.int32)
             scores = score(control, name, magnitude)
-            control_top = top_indices(scores, max(control_counts)).cpu()
+            control_top = locator.top_indices(scores, max(control_counts)).cpu()
             ranks[control_top] = torch.arange(control_top.numel(), dtype=torch.int32)
             control_rank = torch.minimum(control_rank, ranks[target_top])
         for i, (count, control_count) in enumerate(zip(counts, control_counts, strict=True)):
             kept = target_top[:count][control_rank[:count] >= control_count]
-            selections[i][name] = Selection.from_indices(
+            selections[i][name] = locator.Selection.from_indices(
                 context.stored_indices(name, kept), parameter.shape
             )
     return selections
@@ -154,14 +149,13 @@ class SetDifferenceConfig:
     control_proportion: float | None = None
 
     def __post_init__(self) -> None:
-        if self.score not in SCORES:
-            raise ValueError(f"score must be one of {sorted(SCORES)}, got {self.score!r}.")
+        locator.check_choices(self)
         q = self.control_proportion
         if q is not None and not 0 <= q <= 1:
             raise ValueError(f"control_proportion must be in [0, 1], got {q!r}.")
 
 
-class SetDifferenceLocalizer(Localizer):
+class SetDifferenceLocalizer(locator.Localizer):
     """Top-K of the target's score per matrix minus the controls' top-Q (Wei et al. 2024)."""
 
     name = "set-difference"
@@ -174,18 +168,45 @@ class SetDifferenceLocalizer(Localizer):
         self.statistics = frozenset({SCORES[self.settings.score][0]})
 
     def localize_many(
-        self, context: LocalizationContext, proportions: Sequence[float]
-    ) -> list[Localization]:
+        self, context: locator.LocalizationContext, proportions: Sequence[float]
+    ) -> list[locator.Localization]:
         """One ranking per matrix and corpus, cut at every proportion."""
         _, score = SCORES[self.settings.score]
         selections = set_difference(context, proportions, score, self.settings.control_proportion)
-        return [
-            self.localization(context, selection, proportion)
-            for selection, proportion in zip(selections, proportions, strict=True)
-        ]
+        return self.localizations(context, selections, proportions)
 
 
-def published_score(stats: ActivationStats, name: str, magnitude: Tensor) -> Tensor:
+@dataclass(frozen=True, kw_only=True)
+class _SampleNorms(locator.StatisticKind):
+    """Each sample's channel norms as a row, in corpus order: ``[samples, d_in]``."""
+
+    def batch(self, observed: locator.Activations) -> Tensor:
+        values = observed.values  # [batch, seq, d_in], the model's dtype
+        return torch.stack(
+            [
+                values[row, :length].norm(p=2, dim=0).to(self.dtype)
+                for row, length in enumerate(observed.lengths)
+            ]
+        )
+
+    def merge(self, total: Tensor | None, value: Tensor) -> Tensor:
+        return value if total is None else torch.cat([total, value])
+
+
+INPUT_NORMS_BY_SAMPLE_BF16 = "input_norms_by_sample_bf16"
+PUBLISHED_NORMS = _SampleNorms(
+    name=INPUT_NORMS_BY_SAMPLE_BF16,
+    site="linear_input",
+    description="per sample and input channel j, ||X_s[:, j]||_2 rounded to bf16, from a "
+    "bf16 forward at batch size 1, one row per sample in corpus order ([samples, d_in]; "
+    "the untied head included): MathNeuro's published arithmetic",
+    dtype=torch.bfloat16,
+    forward=locator.Forward(dtype=torch.bfloat16, batch_size=1),
+    head=True,
+)
+
+
+def published_score(stats: locator.ActivationStats, name: str, magnitude: Tensor) -> Tensor:
     """MathNeuro's published arithmetic: per sample s in corpus order, the bf16 product of
     |W| (rounded to bf16) and the sample's bf16 channel norms, added to a bf16 running sum
     (``acc = acc + product`` in bf16, so an increment below half an ulp of the sum is lost)."""
@@ -202,7 +223,7 @@ def _published_count(proportion: float, numel: int) -> int:
     return int(numel * proportion)
 
 
-def _published_scores(name: str, parameter: ScoredParameter) -> bool:
+def _published_scores(name: str, parameter: locator.ScoredParameter) -> bool:
     """The published code hooks only `nn.Linear` (not GPT-2's `Conv1D`) and never selects a
     parameter whose name contains "embed"."""
     return not parameter.transposed and "embed" not in name
@@ -218,8 +239,7 @@ class MathNeuroConfig:
     mode: Literal["faithful", "published"] = "faithful"
 
     def __post_init__(self) -> None:
-        if self.mode not in ("faithful", "published"):
-            raise ValueError(f"mode must be 'faithful' or 'published', got {self.mode!r}.")
+        locator.check_choices(self)
 
 
 class MathNeuroLocalizer(SetDifferenceLocalizer):
@@ -230,7 +250,7 @@ class MathNeuroLocalizer(SetDifferenceLocalizer):
     statistics = frozenset({INPUT_NORM_SUM})  # the faithful mode's; see __init__
 
     def __init__(self, config: Any = None) -> None:
-        Localizer.__init__(self, config)
+        locator.Localizer.__init__(self, config)
         self.settings = SetDifferenceConfig(score="mathneuro")
         self.published = self.config.mode == "published"
         if self.published:
@@ -238,8 +258,8 @@ class MathNeuroLocalizer(SetDifferenceLocalizer):
             self.scores_head = True
 
     def localize_many(
-        self, context: LocalizationContext, proportions: Sequence[float]
-    ) -> list[Localization]:
+        self, context: locator.LocalizationContext, proportions: Sequence[float]
+    ) -> list[locator.Localization]:
         """One ranking per matrix and corpus, cut at every proportion."""
         if not self.published:
             return super().localize_many(context, proportions)
@@ -250,10 +270,7 @@ class MathNeuroLocalizer(SetDifferenceLocalizer):
             counting=_published_count,
             scored=_published_scores,
         )
-        return [
-            self.localization(context, selection, proportion)
-            for selection, proportion in zip(selections, proportions, strict=True)
-        ]
+        return self.localizations(context, selections, proportions)
 
 
 @locator.hookimpl
@@ -261,3 +278,9 @@ def register_localizers(register):  # type: ignore[no-untyped-def]
     """Register MathNeuro and the general set difference."""
     register(MathNeuroLocalizer)
     register(SetDifferenceLocalizer)
+
+
+@locator.hookimpl
+def register_statistics(register):  # type: ignore[no-untyped-def]
+    """Register the statistic of MathNeuro's published mode."""
+    register(PUBLISHED_NORMS)

@@ -18,12 +18,9 @@ from collections.abc import Sequence
 import torch
 
 import locator
-from locator.errors import LocatorError
-from locator.localization import Localization, Selection
-from locator.localizer import LocalizationContext, Localizer, top_count
 
 
-class RandomLocalizer(Localizer):
+class RandomLocalizer(locator.Localizer):
     """Uniformly random entries per matrix; matched counts when given a reference."""
 
     name = "random"
@@ -31,36 +28,36 @@ class RandomLocalizer(Localizer):
     uses_controls = False
 
     def localize_many(
-        self, context: LocalizationContext, proportions: Sequence[float]
-    ) -> list[Localization]:
+        self, context: locator.LocalizationContext, proportions: Sequence[float]
+    ) -> list[locator.Localization]:
         """One permutation per matrix, cut at every proportion's count."""
         reference = context.reference
         if reference is not None and reference.level == "neuron":
             return self._matched_neurons(context, reference, proportions)
-        selections: list[dict[str, Selection]] = [{} for _ in proportions]
+        selections: list[dict[str, locator.Selection]] = [{} for _ in proportions]
         for name, parameter in context.parameters.items():
             if reference is not None:
                 matched = reference.selections.get(name)
                 counts = [matched.count if matched is not None else 0] * len(proportions)
             else:
-                counts = [top_count(p, parameter.numel) for p in proportions]
+                counts = [locator.top_count(p, parameter.numel) for p in proportions]
             generator = torch.Generator().manual_seed(zlib.crc32(f"{context.seed}:{name}".encode()))
             order = torch.randperm(parameter.numel, generator=generator)
             for i, count in enumerate(counts):
-                selections[i][name] = Selection.from_indices(order[:count], parameter.shape)
-        return [
-            self.localization(context, selection, proportion)
-            for selection, proportion in zip(selections, proportions, strict=True)
-        ]
+                selections[i][name] = locator.Selection.from_indices(order[:count], parameter.shape)
+        return self.localizations(context, selections, proportions)
 
     def _matched_neurons(
-        self, context: LocalizationContext, reference: Localization, proportions: Sequence[float]
-    ) -> list[Localization]:
+        self,
+        context: locator.LocalizationContext,
+        reference: locator.Localization,
+        proportions: Sequence[float],
+    ) -> list[locator.Localization]:
         """The reference's neuron count in each MLP, at uniform neurons."""
         neurons = {}
         for name, chosen in reference.neurons.items():
             if name not in context.parameters:
-                raise LocatorError(
+                raise locator.LocatorError(
                     f"the reference localization selects neurons of {name!r}, which this model "
                     "does not have; localize the reference on the same model."
                 )

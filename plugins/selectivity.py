@@ -31,13 +31,13 @@ import torch
 from torch import Tensor
 
 import locator
-from locator.errors import LocatorError
-from locator.localization import Localization
-from locator.localizer import LocalizationContext, Localizer, top_count
-from locator.stats import NEURON_MEAN_SQUARE_SUM, NEURON_MEAN_SUM, ActivationStats
+
+# The built-in statistic kinds of the per-sample means (`locator.list_statistics()`).
+NEURON_MEAN_SUM = "neuron_sample_mean_sum"
+NEURON_MEAN_SQUARE_SUM = "neuron_sample_mean_square_sum"
 
 
-class SelectivityLocalizer(Localizer):
+class SelectivityLocalizer(locator.Localizer):
     """MLP neurons of largest Welch t between per-sample mean activations on target and
     controls."""
 
@@ -46,38 +46,34 @@ class SelectivityLocalizer(Localizer):
     min_controls = 1
 
     def localize_many(
-        self, context: LocalizationContext, proportions: Sequence[float]
-    ) -> list[Localization]:
+        self, context: locator.LocalizationContext, proportions: Sequence[float]
+    ) -> list[locator.Localization]:
         """One t ranking of all neurons, cut at every proportion."""
         names = context.target.names(NEURON_MEAN_SUM)
         t = welch_t(context.target, context.controls, names)  # [N], layers concatenated
         order = torch.sort(t, descending=True, stable=True).indices
-        sizes = [context.target.get(NEURON_MEAN_SUM, name).numel() for name in names]
-        starts = torch.tensor([0, *sizes]).cumsum(0)
-        results = []
-        for proportion in proportions:
-            chosen = torch.sort(order[: top_count(proportion, t.numel())]).values
-            neurons = {
-                name: chosen[(chosen >= starts[i]) & (chosen < starts[i + 1])] - starts[i]
-                for i, name in enumerate(names)
-            }
-            results.append(self.neuron_localization(context, neurons, proportion))
-        return results
+        counts = [locator.top_count(proportion, t.numel()) for proportion in proportions]
+        chosen = [torch.sort(order[:count]).values for count in counts]
+        return self.neuron_localizations(context, names, chosen, proportions)
 
 
 def welch_t(
-    target: ActivationStats, controls: Sequence[ActivationStats], names: Sequence[str]
+    target: locator.ActivationStats,
+    controls: Sequence[locator.ActivationStats],
+    names: Sequence[str],
 ) -> Tensor:
     """Welch's t of every neuron (the MLPs `names`, concatenated), target against the pooled
     controls, as fp64."""
 
-    def group(corpora: Sequence[ActivationStats]) -> tuple[Tensor, Tensor, int]:
+    def group(corpora: Sequence[locator.ActivationStats]) -> tuple[Tensor, Tensor, int]:
         sums = sum(torch.cat([c.get(NEURON_MEAN_SUM, n) for n in names]) for c in corpora)
         squares = sum(torch.cat([c.get(NEURON_MEAN_SQUARE_SUM, n) for n in names]) for c in corpora)
         count = sum(c.num_samples for c in corpora)
         if count < 2:
             which = ", ".join(c.corpus for c in corpora)
-            raise LocatorError(f"selectivity needs 2 samples per group at least; {which}: {count}.")
+            raise locator.LocatorError(
+                f"selectivity needs 2 samples per group at least; {which}: {count}."
+            )
         mean = sums / count
         variance = ((squares - count * mean.square()) / (count - 1)).clamp(min=0)
         return mean, variance, count

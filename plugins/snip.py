@@ -3,7 +3,8 @@ as a localizer: the weights whose removal most changes the target corpus's loss,
 order.
 
 Per scored weight entry, S_ij = sum over target samples s of |W_ij * dL_s/dW_ij|, where L_s is
-sample s's mean next-token cross-entropy over its real tokens (`locator.stats.WEIGHT_SALIENCY`).
+sample s's mean next-token cross-entropy over its real tokens (the statistic
+``weight_gradient_saliency``).
 The selection is the top floor(K * numel) entries of each ``[d_out, d_in]`` matrix (``group =
 matrix``) or the top floor(K * d_in) of each output row (``group = row``). Controls are
 ignored.
@@ -35,9 +36,10 @@ from typing import Any, Literal
 import torch
 
 import locator
-from locator.localization import Localization
-from locator.localizer import LocalizationContext, Localizer
-from locator.stats import WEIGHT_SALIENCY, WEIGHT_SALIENCY_BF16
+
+# The built-in statistic kinds of the saliency, by accumulator dtype (`locator.list_statistics()`).
+WEIGHT_SALIENCY = "weight_gradient_saliency"
+WEIGHT_SALIENCY_BF16 = "weight_gradient_saliency_bf16"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,13 +51,10 @@ class SnipConfig:
     accumulate: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
-        if self.group not in ("matrix", "row"):
-            raise ValueError(f"group must be 'matrix' or 'row', got {self.group!r}.")
-        if self.accumulate not in ("float32", "bfloat16"):
-            raise ValueError(f"accumulate must be float32 or bfloat16, got {self.accumulate!r}.")
+        locator.check_choices(self)
 
 
-class SnipLocalizer(Localizer):
+class SnipLocalizer(locator.Localizer):
     """Top-K of |W x gradient of the target's loss|, summed over samples, per matrix (or row)."""
 
     name = "snip"
@@ -69,8 +68,8 @@ class SnipLocalizer(Localizer):
         self.statistics = frozenset({self.kind})
 
     def localize_many(
-        self, context: LocalizationContext, proportions: Sequence[float]
-    ) -> list[Localization]:
+        self, context: locator.LocalizationContext, proportions: Sequence[float]
+    ) -> list[locator.Localization]:
         """One ranking per matrix (or per row), cut at every proportion."""
         return self.ranked_localizations(
             context,

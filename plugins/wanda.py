@@ -36,9 +36,10 @@ import torch
 from torch import Tensor
 
 import locator
-from locator.localization import Localization
-from locator.localizer import LocalizationContext, Localizer, top_count
-from locator.stats import INPUT_NORM_SUM, INPUT_SQUARE_SUM
+
+# The built-in statistic kinds of the two norms (`locator.list_statistics()`).
+INPUT_NORM_SUM = "input_norm_sum"
+INPUT_SQUARE_SUM = "input_square_sum"
 
 
 def original_count(proportion: float, numel: int) -> int:
@@ -47,7 +48,7 @@ def original_count(proportion: float, numel: int) -> int:
     return numel - int(numel * (1 - proportion))
 
 
-COUNTS = {"floor": top_count, "original": original_count}
+COUNTS = {"floor": locator.top_count, "original": original_count}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,15 +64,10 @@ class WandaConfig:
     count: Literal["floor", "original"] = "floor"
 
     def __post_init__(self) -> None:
-        if self.norm not in ("pooled", "per_sample"):
-            raise ValueError(f"norm must be 'pooled' or 'per_sample', got {self.norm!r}.")
-        if self.group not in ("row", "matrix"):
-            raise ValueError(f"group must be 'row' or 'matrix', got {self.group!r}.")
-        if self.count not in ("floor", "original"):
-            raise ValueError(f"count must be 'floor' or 'original', got {self.count!r}.")
+        locator.check_choices(self)
 
 
-class WandaLocalizer(Localizer):
+class WandaLocalizer(locator.Localizer):
     """Top-K of |W| x input norm on the target, per output row (or per matrix)."""
 
     name = "wanda"
@@ -85,8 +81,8 @@ class WandaLocalizer(Localizer):
         self.statistics = frozenset({self.kind})
 
     def localize_many(
-        self, context: LocalizationContext, proportions: Sequence[float]
-    ) -> list[Localization]:
+        self, context: locator.LocalizationContext, proportions: Sequence[float]
+    ) -> list[locator.Localization]:
         """One ranking per matrix (or per row), cut at every proportion."""
 
         def scores(name: str) -> Tensor:

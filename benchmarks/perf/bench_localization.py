@@ -38,11 +38,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from locator_plugins.statistics import INPUT_NORM_SUM  # noqa: E402
 from torch import nn  # noqa: E402
 
 import locator  # noqa: E402
 from locator.architecture import is_linear  # noqa: E402
-from locator.stats import INPUT_NORM_SUM, batches, collect_statistics, tokenize  # noqa: E402
+from locator.passes import collect_statistics  # noqa: E402
+from locator.rows import batches, tokenize  # noqa: E402
 
 PROPORTIONS = [0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15]
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import locator
 from locator.localization import Selection
-from locator.localizer import Localizer, top_count, top_indices
+from locator.localizer import Localizer
+from locator.ranking import top_count, top_indices
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +56,8 @@ import torch
 
 import locator
 from locator.localization import Selection
-from locator.localizer import Localizer, top_count, top_indices
+from locator.localizer import Localizer
+from locator.ranking import top_count, top_indices
 from locator.stats import StatisticKind
 
 
@@ -293,7 +295,7 @@ def test_plugins_command_lists_distributions_and_hooks(installed):
     plugins = {p["name"]: p for p in json.loads(result.stdout)}
     assert plugins["magnitude"]["distribution"] == "locator-magnitude"
     assert plugins["magnitude"]["version"] == "0.3"
-    assert plugins["mathneuro"]["hooks"] == ["register_localizers"]
+    assert plugins["mathneuro"]["hooks"] == ["register_localizers", "register_statistics"]
     assert "broken" not in plugins
 
 

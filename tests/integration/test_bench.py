@@ -179,8 +179,8 @@ def test_matched_random_copies_counts_and_selections_are_saved(whole):
         reference = Localization.load(out / files[("mathneuro", proportion, seed)])
         # `matched_to` means the same in the saved selection and in the results.
         row = next(r for r in rows if r["selection"] == relative)
-        assert json.loads(row["method_config"])["matched_to"] == matched.config["matched_to"]
-        assert matched.config["matched_to"] == "mathneuro"  # the label the suite matches
+        assert json.loads(row["method_config"])["matched_to"] == matched.matched_to
+        assert matched.matched_to == "mathneuro"  # the label the suite matches
         assert matched.counts() == reference.counts()
         assert matched.jaccard(reference) < 1
     mathneuro = [r for r in rows if r["label"] == "mathneuro"]

@@ -106,3 +106,26 @@ def test_a_kind_whose_identity_changed_is_computed_again(llama, tokenizer, tmp_p
         counter.handle.remove()
     name = next(iter(first.values["tokens"]))
     assert float(second.get("tokens", name)[0]) == 2 * float(first.get("tokens", name)[0])
+
+
+class CountingTokenizer:
+    """A real tokenizer that counts how often it encodes."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.calls = tokenizer, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_a_cache_miss_tokenizes_each_corpus_once(llama, tokenizer, tmp_path):
+    counting = CountingTokenizer(tokenizer)
+    missed = localize(llama, counting, controls=[CONTROL], cache_dir=tmp_path)
+    assert counting.calls == 2  # target and control, each once for the key and the pass
+    hit = localize(llama, counting, controls=[CONTROL], cache_dir=tmp_path)
+    assert counting.calls == 4 and hit.jaccard(missed) == 1.0
+    assert missed.jaccard(localize(llama, tokenizer, controls=[CONTROL])) == 1.0

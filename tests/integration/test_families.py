@@ -5,14 +5,15 @@ import copy
 
 import pytest
 import torch
+from locator_plugins.statistics import INPUT_NORM_SUM, INPUT_SQUARE_SUM, NEURON_ACTIVE_COUNT
 from torch import nn
 
 import locator
 from locator import LocatorError
 from locator.architecture import MlpLayout, mlp_layouts, mlp_neurons
 from locator.localizer import build_context, get_localizer, statistic_kinds
+from locator.passes import collect_statistics
 from locator.plugins import register_plugin, unregister_plugin
-from locator.stats import INPUT_NORM_SUM, INPUT_SQUARE_SUM, NEURON_ACTIVE_COUNT, collect_statistics
 from locator.testing import TINY_CONFIGS, sample_texts, tiny_model
 
 from . import reference
@@ -283,7 +284,7 @@ def test_a_plugin_cannot_replace_a_builtin_layout():
 
     register_plugin(Clash(), name="clash")
     try:
-        with pytest.raises(LocatorError, match="'gated' is built into locator"):
+        with pytest.raises(LocatorError, match="'gated' is registered twice"):
             mlp_layouts()
     finally:
         unregister_plugin("clash")

@@ -40,8 +40,10 @@ def test_mathneuro_matches_fp64_batch1_reference(model, tokenizer, num_controls,
 
 
 def test_mathneuro_many_proportions_equal_single_runs(llama, tokenizer):
+    from locator_plugins.statistics import INPUT_NORM_SUM
+
     from locator.localizer import build_context
-    from locator.stats import INPUT_NORM_SUM, collect_statistics
+    from locator.passes import collect_statistics
 
     stats = [
         collect_statistics(llama, tokenizer, t, kinds={INPUT_NORM_SUM}, progress=False)
@@ -93,7 +95,7 @@ def test_matched_random_copies_counts_per_matrix(model, tokenizer):
         progress=False,
     )
     assert matched.counts() == mathneuro.counts()
-    assert matched.config["matched_to"] == "mathneuro"
+    assert matched.matched_to == "mathneuro"
     assert matched.jaccard(mathneuro) < 0.5
 
 

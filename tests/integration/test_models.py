@@ -300,7 +300,9 @@ def _spread(model, tmp_path=None):
 
 
 def test_statistics_and_interventions_agree_on_a_spread_model(tokenizer):
-    from locator.stats import INPUT_NORM_SUM, NEURON_ACTIVE_COUNT, collect_statistics
+    from locator_plugins.statistics import INPUT_NORM_SUM, NEURON_ACTIVE_COUNT
+
+    from locator.passes import collect_statistics
     from locator.testing import tiny_model
 
     texts = sample_texts(5, seed=4)

@@ -6,15 +6,15 @@ import math
 
 import pytest
 import torch
-
-import locator
-from locator.stats import (
+from locator_plugins.statistics import (
     INPUT_SQUARE_SUM,
     NEURON_MEAN_SQUARE_SUM,
     NEURON_MEAN_SUM,
     WEIGHT_SALIENCY,
-    collect_statistics,
 )
+
+import locator
+from locator.passes import collect_statistics
 from locator.testing import LocalizerContract, sample_texts
 
 from . import reference

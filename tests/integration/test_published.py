@@ -155,9 +155,10 @@ def test_the_published_pass_of_an_fp32_model_equals_a_bf16_load(llama, saved_mod
     """The authors load the model with from_pretrained(torch_dtype=bfloat16), which casts the
     weights and leaves RoPE's fp32 inv_freq alone; the bf16 copy of an fp32 model must equal it
     bit for bit (a plain .to(bfloat16) rounds inv_freq and moves every activation)."""
+    from locator_plugins.mathneuro import INPUT_NORMS_BY_SAMPLE_BF16
     from transformers import AutoModelForCausalLM
 
-    from locator.stats import INPUT_NORMS_BY_SAMPLE_BF16, collect_statistics
+    from locator.passes import collect_statistics
     from plugins.lape import LAPE_PUBLISHED_COUNT
 
     loaded = AutoModelForCausalLM.from_pretrained(saved_model, dtype=torch.bfloat16)

@@ -4,9 +4,10 @@ import copy
 
 import pytest
 import torch
+from locator_plugins.statistics import INPUT_NORM_SUM, INPUT_SQUARE_SUM
 
 from locator import LocatorError
-from locator.stats import INPUT_NORM_SUM, INPUT_SQUARE_SUM, collect_statistics
+from locator.passes import collect_statistics
 from locator.testing import sample_texts
 
 from . import reference

@@ -7,12 +7,13 @@ import random
 import pytest
 import torch
 from click.testing import CliRunner
+from locator_plugins.statistics import INPUT_NORM_SUM, INPUT_SQUARE_SUM, NEURON_ACTIVE_COUNT
 
 import locator
 from locator import LocatorError
 from locator.cli import cli
 from locator.localizer import build_context
-from locator.stats import INPUT_NORM_SUM, INPUT_SQUARE_SUM, NEURON_ACTIVE_COUNT, collect_statistics
+from locator.passes import collect_statistics
 from locator.testing import LocalizerContract, sample_texts
 
 from . import reference
@@ -299,7 +300,7 @@ def test_neuron_level_random_matches_neurons_per_layer(model, tokenizer):
         for seed in (0, 0, 1)
     ]
     first = matched[0]
-    assert first.level == "neuron" and first.config["matched_to"] == "lape"
+    assert first.level == "neuron" and first.matched_to == "lape"
     assert {n: len(v) for n, v in first.neurons.items()} == {
         n: len(v) for n, v in lape.neurons.items()
     }

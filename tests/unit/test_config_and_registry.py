@@ -7,8 +7,9 @@ import pytest
 
 import locator
 from locator import LocatorError, UnknownNameError
-from locator.localizer import Localizer, make_config, top_count
+from locator.localizer import Localizer, make_config
 from locator.plugins import Registry
+from locator.ranking import top_count
 
 
 @dataclass(frozen=True, kw_only=True)

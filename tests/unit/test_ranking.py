@@ -2,7 +2,7 @@
 
 import torch
 
-from locator.localizer import top_cuts, top_indices
+from locator.ranking import top_cuts, top_indices
 
 
 def by_rule(values, count):
