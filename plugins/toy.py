@@ -149,7 +149,7 @@ def register_evaluators(register):  # type: ignore[no-untyped-def]
 
 @locator.hookimpl
 def register_commands(cli):  # type: ignore[no-untyped-def]
-    """Add ``locator toy train``, ``locator toy plant`` and ``locator toy ground-truth``."""
+    """Add ``locator toy train``, ``plant``, ``score`` and ``ground-truth``."""
 
     @cli.group()
     def toy() -> None:
@@ -232,10 +232,17 @@ def register_commands(cli):  # type: ignore[no-untyped-def]
         help="Where plantings are made and reused (default: OUT-plantings beside OUT).",
     )
     @click.option("--num-samples", default=200, show_default=True, type=int)
+    @click.option("--steps", default=300, show_default=True, type=int, help="Per planting.")
     @click.option("--workers", default=1, show_default=True, type=int, help="Processes.")
     @click.option("--force", is_flag=True, help="Replace a results folder this wrote.")
     def ground_truth(
-        out: str, seeds: int, plantings: str | None, num_samples: int, workers: int, force: bool
+        out: str,
+        seeds: int,
+        plantings: str | None,
+        num_samples: int,
+        steps: int,
+        workers: int,
+        force: bool,
     ) -> None:
         """Run every installed method on planted toy models and score it against S.
 
@@ -249,7 +256,25 @@ def register_commands(cli):  # type: ignore[no-untyped-def]
             seeds=seeds,
             plantings=plantings,
             num_samples=num_samples,
+            steps=steps,
             workers=workers,
             force=force,
         )
         click.echo((folder / MARKDOWN_FILE).read_text())
+
+    @toy.command()
+    @click.option(
+        "--planted", required=True, type=click.Path(file_okay=False), help="Planted model folder."
+    )
+    @click.argument("localizations", nargs=-1, type=click.Path(dir_okay=False))
+    def score(planted: str, localizations: tuple[str, ...]) -> None:
+        """Score localization files (one method's cuts) against a planted model's S:
+        precision and recall at |S|, AUPRC, and uniform random's |S|/N beside them."""
+        from locator.toy.ground_truth import score_files
+
+        found = score_files(planted, localizations)
+        click.echo(
+            f"{found.unit}s: |S| {found.truth_size:,} of {found.total:,}; cut of "
+            f"{found.selected:,}: precision {found.precision:.4f}, recall {found.recall:.4f}; "
+            f"AUPRC {found.auprc:.4f}; uniform random {found.chance:.4f}"
+        )

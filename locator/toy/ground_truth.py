@@ -201,12 +201,14 @@ def run_ground_truth(
     seeds: int = 3,
     plantings: str | Path | None = None,
     num_samples: int = 200,
+    steps: int = 300,
     workers: int = 1,
     force: bool = False,
 ) -> Path:
     """Run the benchmark for planting seeds ``0..seeds-1`` of each level and write the output
     folder `out_dir` (see the module docstring); plantings are kept in `plantings` (default:
-    ``plantings/`` beside the output folder) and reused. `workers` processes plant and score
+    ``<out>-plantings`` beside the output folder) and reused; each trains `steps` steps.
+    `workers` processes plant and score
     in parallel. The output folder appears whole or not at all."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
@@ -330,3 +332,16 @@ def ground_truth_section(records: Sequence[dict[str, Any]], rows: Sequence[dict[
 def _mean(rows: Sequence[dict[str, Any]], column: str) -> str:
     """The mean of one column over rows, three decimals."""
     return f"{statistics.fmean(float(r[column]) for r in rows):.3f}"
+
+
+def score_files(planted: str | Path, files: Sequence[str | Path]) -> Any:
+    """Score localization files (one method's cuts, for example a results folder's
+    ``selections/<planting>/<method>/``) against the ground truth of the planted model folder
+    `planted`, after checking the planted model; returns a `locator.recovery.Recovery`."""
+    from locator.localization import Localization
+    from locator.recovery import recovery
+
+    if not files:
+        raise LocatorError("give at least one localization file to score.")
+    model, _, truth, _ = load_planted(planted)
+    return recovery(truth, [Localization.load(path) for path in files], model)

@@ -266,14 +266,13 @@ def plant_model(
     from locator.localization import Localization
     from locator.provenance import model_identity
 
-    settings.check()
+    masks, neurons = planted_set(model, settings)  # checks the settings first
     before = skill_scores(model, tokenizer)
     if before["planted"] >= KNOWN_ACCURACY:
         raise LocatorError(
             f"the model already knows the planted skill (exact match {before['planted']:.2f} >= "
             f"{KNOWN_ACCURACY}); plant into a model without it, such as the shipped toy model."
         )
-    masks, neurons = planted_set(model, settings)
     base_identity = model_identity(model)
     named = dict(model.named_parameters())
     base = {name: parameter.detach().clone() for name, parameter in named.items()}
