@@ -276,6 +276,7 @@ def plant_model(
     base_identity = model_identity(model)
     named = dict(model.named_parameters())
     base = {name: parameter.detach().clone() for name, parameter in named.items()}
+    trainable = {name: parameter.requires_grad for name, parameter in named.items()}
     trained = [name for name, mask in masks.items() if bool(mask.any())]
     gates = {name: masks[name].to(named[name].dtype) for name in trained}
 
@@ -312,8 +313,8 @@ def plant_model(
             optimizer.step()
         wall = time.perf_counter() - started
     finally:
-        for parameter in named.values():
-            parameter.requires_grad_(True)
+        for name, parameter in named.items():
+            parameter.requires_grad_(trainable[name])
         torch.set_num_threads(previous_threads)
         torch.use_deterministic_algorithms(previous_deterministic)
     model.eval()
@@ -396,7 +397,7 @@ def plant(
     )
     model, tokenizer = load_toy_model(base)
     truth, record = plant_model(model, tokenizer, settings)
-    record["base"] = str(base) if base is not None else "shipped toy model"
+    record["base"] = str(Path(base).resolve()) if base is not None else None
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder)
@@ -413,10 +414,12 @@ def load_planted(
     """Load a planted model folder and check it: ``(model, tokenizer, truth, record)``.
 
     The ground truth must belong to this model (its recorded weights fingerprint), and every
-    weight outside S must equal the base model's (`base`, default the shipped toy model) bit
-    for bit; otherwise a one-line `LocatorError`.
+    weight outside S must equal the base model's bit for bit (`base`: default the folder the
+    record names, or the shipped toy model; it must be the model planted into, by its weights
+    fingerprint); otherwise a one-line `LocatorError`.
     """
     from locator.localization import Localization
+    from locator.provenance import model_identity
     from locator.recovery import spanned_masks
     from locator.toy import load_toy_model
 
@@ -430,7 +433,12 @@ def load_planted(
     record = json.loads((folder / PLANTING_FILE).read_text())
     model, tokenizer = load_toy_model(folder)
     truth.check(model, strict=True)
-    base_model, _ = load_toy_model(base)
+    base_model, _ = load_toy_model(base if base is not None else record.get("base"))
+    if model_identity(base_model)["fingerprint"] != record.get("base_fingerprint"):
+        raise LocatorError(
+            f"the base model given for {str(folder)!r} is not the one it was planted into "
+            "(another weights fingerprint); give the base model the planting started from."
+        )
     masks = spanned_masks(truth, model)
     check_outside(
         dict(model.named_parameters()),

@@ -314,3 +314,35 @@ def test_ground_truth_command_writes_csv_section_and_selections(tmp_path):
         ]
     )
     assert code == 0 and "AUPRC" in output
+
+
+def test_section_ranks_methods_by_mean_auprc_with_a_t_interval():
+    from locator.toy.ground_truth import ground_truth_section
+
+    record = {
+        "settings": {"level": "weight", "seed": 0},
+        "size": 10,
+        "before": {"planted": 0.05, "language_loss": 2.7},
+        "after": {"planted": 0.95, "arithmetic": 0.97, "language_loss": 2.71},
+        "wall_seconds": 30.0,
+    }
+    rows = []
+    for seed, (good, bad) in enumerate([(0.5, 0.1), (0.6, 0.2), (0.7, 0.0)]):
+        base = {"level": "weight", "planting_seed": seed, "unit": "entry", "chance": 0.01}
+        for method, auprc in (("bad", bad), ("good", good)):
+            rows.append(
+                {**base, "method": method, "auprc": auprc, "precision": auprc, "recall": auprc}
+                | {"planted_after_pruning": 0.5, "arithmetic_after_pruning": 0.9}
+            )
+        for method in ("(none)", "(S)"):
+            rows.append(
+                {**base, "method": method, "planted_after_pruning": 0.9}
+                | {"arithmetic_after_pruning": 0.9}
+            )
+    text = ground_truth_section([record], rows)
+    lines = [
+        line for line in text.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")
+    ]
+    # mean 0.6, sd 0.1: half-width 4.303 * 0.1 / sqrt(3) = 0.248
+    assert lines[0].startswith("| 1 | good | entry | 0.600 [0.352, 0.848] |")
+    assert lines[1].startswith("| 2 | bad | entry | 0.100 [-0.148, 0.348] |")
