@@ -99,7 +99,9 @@ class Matrix:
 class Standing:
     """One method's place on the leaderboard of one model, dtype and sample count: its score with
     95% interval (None without a matched baseline), the fewest draws of its baseline, and its
-    mean seconds per localization of statistics and of localization (from the rows' timings)."""
+    mean seconds per localization of statistics and of localization (from the rows' timings).
+    Without a matched baseline, or where a set's own skill was not measured, there is no score
+    (`note` says why)."""
 
     model: str
     dtype: str
@@ -118,6 +120,8 @@ class Standing:
         """Why the score is missing or weak, empty when it is neither."""
         if self.matched is None:
             return "no matched random baseline"
+        if self.score is None:
+            return "a set's own skill was not measured: no score"
         if self.draws < FEW_DRAWS:
             return f"baseline has {self.draws} draw{'s' if self.draws != 1 else ''} (< {FEW_DRAWS})"
         return ""
@@ -183,7 +187,8 @@ def _cell(
             f"{reference}; a matrix skill needs a nonzero unedited value to compare skills."
         )
     scale = (-1.0 if higher else 1.0) / abs(reference)  # relative harm: positive = worse
-    per_seed = {s: scale * (method[s]["value"] - random[s]["value"]) for s in seeds}
+    # + 0.0: no -0.0 where an accuracy did not move
+    per_seed = {s: scale * (method[s]["value"] - random[s]["value"]) + 0.0 for s in seeds}
     fraction = statistics.fmean(method[s]["selected_fraction"] for s in seeds)
     scores = [_item_scores(samples, side[s]) for side in (method, random) for s in seeds]
     n, count = len(seeds), bootstrap.replicates
@@ -376,7 +381,12 @@ def _standings(
             mine = [m for m in found if m.label == label]
             rows = configurations[(*experiment, label)].values()
             estimate = None
-            if effects[label] and any(e.fraction > 0 for e in effects[label]):
+            own = all(
+                (removed, removed) in cells[(*experiment, label, m.proportion)]
+                for m in mine
+                for removed, _ in cells[(*experiment, label, m.proportion)]
+            )
+            if own and any(e.fraction > 0 for e in effects[label]):
                 bounds = _bounds(label, mine, cells, experiment, low, high, replicates)
                 value = score(effects[label], label, low, high)
                 estimate = Estimate(value=value, low=bounds[0], high=bounds[1])
@@ -678,7 +688,7 @@ def matrix_section(document: Document, results: MatrixResults) -> None:
                     names,
                     heading,
                     document.out / stem,
-                    unit="harm beyond matched random (% of unedited)",
+                    unit="% of unedited, beyond random",
                 ),
                 f"{heading}: harm beyond matched random, % of the unedited value",
             )

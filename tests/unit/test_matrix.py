@@ -95,7 +95,7 @@ def rows() -> list[dict[str, Any]]:
     a method without a baseline, and a rescaling row (factor 2) the matrix must ignore."""
     found = []
     for proportion, scale in PROPORTIONS.items():
-        for (removed, measured), excesses in SPECIFIC.items():
+        for removed, measured in SPECIFIC:
             for seed in SEEDS:
                 base = RANDOM[measured][seed]
                 for label, table in (("specific", SPECIFIC), ("blunt", BLUNT)):
@@ -343,6 +343,22 @@ def test_sections_print_intervals_around_their_estimates(tmp_path: Path) -> None
         assert float(low) <= float(value) <= float(high)
     assert len(list(tmp_path.glob("matrix-*.png"))) == 2 * 2
     assert "<h2>Leaderboard</h2>" in document.html("report")
+
+
+def test_a_set_whose_own_skill_was_not_measured_gets_no_score() -> None:
+    """Without the diagonal there is neither a score nor a dominance, and the report says so."""
+    found = [
+        r
+        for r in rows()
+        if not (r["label"] == "specific" and r["task"] == "task-b" and r["target"] == "corpus-b")
+    ]
+    results = matrix.analyze(found, SKILLS, Samples({}), bootstrap=Bootstrap(replicates=50))
+    standing = next(s for s in results.standings if s.label == "specific")
+    assert standing.score is None
+    assert standing.note == "a set's own skill was not measured: no score"
+    specific = next(m for m in results.matrices if m.label == "specific")
+    assert specific.dominance is None and ("beta", "beta") not in specific.cells
+    assert specific.cells[("beta", "alpha")].value == 0.0  # median of 0.01, 0, 0
 
 
 @pytest.mark.parametrize(
