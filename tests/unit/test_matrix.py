@@ -371,3 +371,28 @@ def test_a_set_whose_own_skill_was_not_measured_gets_no_score() -> None:
 def test_bad_skills(skills: dict[str, matrix.Skill], message: str) -> None:
     with pytest.raises(LocatorError, match=message):
         matrix.analyze(rows(), skills, Samples({}))
+
+
+def test_matched_random_against_random_scores_about_zero() -> None:
+    """A "method" that is itself a random draw: its excess is a difference of two random draws,
+    so its score is about 0 and its interval holds 0."""
+    generator = np.random.default_rng(3)
+    found, scores = [], {}
+    for label in ("draw", "random-draw"):
+        for proportion in PROPORTIONS:
+            for seed in range(4):
+                for removed in SKILLS:
+                    for measured in SKILLS:
+                        extra = {"matched_to": "draw"} if label == "random-draw" else {}
+                        values = generator.normal(0.45 if measured == "beta" else 2.5, 0.2, 30)
+                        r = row(label, removed, measured, proportion, seed, values.mean(), **extra)
+                        r["config_hash"] += f"-{measured}"
+                        scores[(r["config_hash"], r["task"], r["metric"])] = ItemScores(
+                            items=np.arange(30), values=values, weights=np.ones(30)
+                        )
+                        found.append(r)
+    results = matrix.analyze(found, SKILLS, Samples(scores), bootstrap=Bootstrap(replicates=300))
+    (standing,) = results.standings
+    assert standing.score is not None
+    assert standing.score.low < 0 < standing.score.high
+    assert abs(standing.score.value) < 0.1
