@@ -283,6 +283,12 @@ def analyze(
         configurations[(*experiment, row["label"])][row["config_hash"]] = row
         if row["label"] not in baselines:
             order[(*experiment, row["label"], row["proportion"])] = None
+    if not order:
+        raise LocatorError(
+            "no pruning rows of these results belong to the matrix: none has a skill's corpus "
+            f"({', '.join(s.corpus for s in skills.values())}) as target and a skill's task and "
+            "metric."
+        )
     labels = {key[3]: None for key in order}  # first seen first
     ranks = {label: i for i, label in enumerate(labels)}
     matrices, found_cells = [], {}

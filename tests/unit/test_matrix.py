@@ -366,6 +366,13 @@ def test_a_set_whose_own_skill_was_not_measured_gets_no_score() -> None:
     [
         ({"alpha": SKILLS["alpha"]}, "at least two skills"),
         ({"alpha": SKILLS["alpha"], "gamma": SKILLS["alpha"]}, "share one corpus"),
+        (
+            {
+                "alpha": matrix.Skill(corpus="other", task="nll:other", metric="loss"),
+                "beta": matrix.Skill(corpus="corpus-b", task="task-b", metric="f1"),
+            },
+            "no pruning rows of these results belong to the matrix",
+        ),
     ],
 )
 def test_bad_skills(skills: dict[str, matrix.Skill], message: str) -> None:
