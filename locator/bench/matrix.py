@@ -662,14 +662,21 @@ def matrix_section(document: Document, results: MatrixResults) -> None:
         "The overlap table is the Jaccard overlap of the skills' sets (mean over seeds)."
     )
     names = results.skills
+    lacking = [m.label for m in results.matrices if m.matched is None]
+    if lacking:
+        document.text(
+            "Without a matched random baseline (at one K or more), so without a matrix there: "
+            + ", ".join(f"`{label}`" for label in dict.fromkeys(lacking))
+            + "."
+        )
     for matrix in results.matrices:
+        if matrix.matched is None and not matrix.jaccard:
+            continue
         heading = f"{matrix.label}, K = {matrix.proportion:g}"
         if len({(m.model, m.dtype, m.num_samples) for m in results.matrices}) > 1:
             heading += f" ({_title(matrix.model, matrix.dtype, matrix.num_samples)})"
         document.heading(3, heading)
-        if matrix.matched is None:
-            document.text(f"`{matrix.label}` has no matched random baseline: no matrix to show.")
-        else:
+        if matrix.matched is not None:
             fraction = "" if math.isnan(matrix.fraction) else f"{matrix.fraction:.3g}"
             note = (
                 f" The baseline has {matrix.draws} draw(s) only (fewer than {FEW_DRAWS})."
@@ -699,7 +706,7 @@ def matrix_section(document: Document, results: MatrixResults) -> None:
                 f"{heading}: harm beyond matched random, % of the unedited value",
             )
             document.table(
-                ["removed \\ measured", *names],
+                ["removed / measured", *names],
                 [[i, *(interval(matrix.cells.get((i, j))) for j in names)] for i in names],
             )
         if matrix.jaccard:

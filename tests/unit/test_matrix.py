@@ -335,7 +335,9 @@ def test_sections_print_intervals_around_their_estimates(tmp_path: Path) -> None
     matrix.matrix_section(document, results)
     text = document.markdown()
     assert text.index("## Leaderboard") < text.index("## Skill x skill matrix")
-    assert "no matched random baseline" in text
+    assert "no matched random baseline" in text.split("## Skill x skill matrix")[0]
+    assert "so without a matrix there: `lonely`." in text
+    assert "### lonely" not in text  # nothing to show: no matrix, no selection files
     number = r"([+-]\d+\.\d+)(%?)"
     printed = re.findall(rf"{number} \[{number}, {number}\]", text)
     assert len(printed) > 10
