@@ -78,7 +78,8 @@ class Matrix:
     sample count. `cells` maps (removed skill, measured skill) to the excess harm with its 95%
     interval (missing: not measured, or no matched baseline); `jaccard` maps a pair of removed
     skills to the overlap of their sets (empty without selection files); `draws` is the fewest
-    seeds the matched baseline has in any cell (0 without one)."""
+    seeds (draws of the matched baseline) any cell was measured at (0 without a baseline);
+    `items` says that every cell's interval resampled the evaluated items as well."""
 
     model: str
     dtype: str
@@ -170,7 +171,13 @@ def _item_scores(samples: Samples, row: Row) -> ItemScores | None:
 def _cell(
     method: Mapping[int, Row], random: Mapping[int, Row], samples: Samples, bootstrap: Bootstrap
 ) -> _Cell | None:
-    seeds = sorted(set(method) & set(random))
+    def measured(row: Row) -> bool:
+        return row["value"] is not None and not math.isnan(row["value"])
+
+    # a seed whose evaluation failed on either side is no draw of this cell
+    seeds = sorted(
+        s for s in set(method) & set(random) if measured(method[s]) and measured(random[s])
+    )
     if not seeds:
         return None
     first = method[seeds[0]]
@@ -323,10 +330,7 @@ def analyze(
                 dominance = dominance_interval([values], bootstrap=replicates)
             else:
                 dominance = Estimate(value=diagonal_dominance(values), low=math.nan, high=math.nan)
-        draws = [
-            len(sides[(*experiment, matched, proportion, removed, measured)])
-            for removed, measured in cells
-        ]
+        draws = [len(cell.per_seed) for cell in cells.values()]
         matrices.append(
             Matrix(
                 model=experiment[0],

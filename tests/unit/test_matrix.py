@@ -405,3 +405,19 @@ def test_matched_random_against_random_scores_about_zero() -> None:
     assert standing.score is not None
     assert standing.score.low < 0 < standing.score.high
     assert abs(standing.score.value) < 0.1
+
+
+def test_a_seed_without_a_value_is_no_draw() -> None:
+    found = rows()
+    for r in found:
+        if (r["label"], r["seed"], r["target"], r["task"]) == (
+            "random-specific",
+            2,
+            "corpus-a",
+            "nll:corpus-a",
+        ):
+            r["value"] = None
+    results = matrix.analyze(found, SKILLS, Samples({}), bootstrap=Bootstrap(replicates=50))
+    specific = next(m for m in results.matrices if m.label == "specific")
+    assert specific.cells[("alpha", "alpha")].value == pytest.approx((0.4 + 0.5) / 2)
+    assert specific.draws == 2  # the fewest draws of any cell
