@@ -192,6 +192,47 @@ class ModelRunner:
         """The dtype of the model's first floating-point parameter."""
         return next(p.dtype for p in self._model.parameters() if p.is_floating_point())
 
+    def neuron_budget(self, proportions: Sequence[float]) -> list[int]:
+        """How many neurons each proportion K selects of all N MLP neurons: ``floor(K * N)``; a
+        one-line `LocatorError` when a K selects none (call it before any pass)."""
+        from locator.localizer import top_count
+
+        total = sum(site.size for site in self.neurons.values())
+        counts = [top_count(proportion, total) for proportion in proportions]
+        for proportion, count in zip(proportions, counts, strict=True):
+            if count < 1:
+                raise LocatorError(
+                    f"proportion {proportion} selects no neuron of the model's {total}; give a "
+                    f"proportion of at least 1/{total} = {1 / total:.3g}."
+                )
+        return counts
+
+    def neuron_cuts(
+        self, scores: Mapping[str, Tensor], counts: Sequence[int]
+    ) -> list[dict[str, Tensor]]:
+        """Cut one ranking of all neurons at each count: `scores` maps each down-projection
+        name (every key of `neurons`) to ``[neurons]`` scores; the result, per count, maps each
+        name to the indices of its neurons among the `count` best of the whole model (score
+        descending, then model order). A neuron scored -inf is never selected, so a cut may
+        hold fewer."""
+        from locator.localizer import top_indices
+
+        names = list(self.neurons)
+        flat = torch.cat([scores[name].detach().to("cpu", torch.float64) for name in names])
+        ranked = top_indices(flat, max(counts))
+        starts = torch.tensor([0, *(self.neurons[name].size for name in names)]).cumsum(0)
+        cuts = []
+        for count in counts:
+            top = ranked[:count]
+            top = torch.sort(top[flat[top] > -torch.inf]).values
+            cuts.append(
+                {
+                    name: top[(top >= starts[i]) & (top < starts[i + 1])] - starts[i]
+                    for i, name in enumerate(names)
+                }
+            )
+        return cuts
+
     def generator(self, device: str | torch.device = "cpu") -> torch.Generator:
         """A fresh `torch.Generator` seeded with the run's seed."""
         return torch.Generator(device=device).manual_seed(self.seed)
