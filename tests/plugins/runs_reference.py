@@ -94,7 +94,10 @@ def attribution_patching(model, tokenizer, target, controls):
     for text in target:
         ids = ids_of(tokenizer, text)
         leaves = {n: a.requires_grad_(True) for n, a in activations(model, ids).items()}
-        loss = -run(model, ids, {n: (lambda x, n=n: leaves[n]) for n in leaves}).sum() / predicted
+        loss = (
+            -run(model, ids, {n: (lambda x, n=n, leaves=leaves: leaves[n]) for n in leaves}).sum()
+            / predicted
+        )
         grads = dict(zip(leaves, torch.autograd.grad(loss, list(leaves.values())), strict=True))
         for name, a in leaves.items():
             for t in range(a.shape[0]):
@@ -112,8 +115,10 @@ def integrated_gradients(model, ids, steps, groups=None):
         totals = {name: torch.zeros_like(clean[name]) for name in group}
         for k in range(1, steps + 1):
             leaves = {n: (clean[n] * k / steps).requires_grad_(True) for n in group}
-            f = run(model, ids, {n: (lambda x, n=n: leaves[n]) for n in group}).sum()
-            for name, grad in zip(group, torch.autograd.grad(f, list(leaves.values()))):
+            f = run(model, ids, {n: (lambda x, n=n, leaves=leaves: leaves[n]) for n in group}).sum()
+            for name, grad in zip(
+                group, torch.autograd.grad(f, list(leaves.values())), strict=True
+            ):
                 totals[name] += grad
         for name in group:
             result[name] = sum(clean[name][t] * totals[name][t] / steps for t in range(len(ids[0])))
@@ -142,7 +147,7 @@ def learned_mask(model, tokenizer, target, controls, count, steps, lr, penalty_s
                 s = torch.sigmoid((torch.log(u) - torch.log(1 - u) + log_alpha) / beta)
                 z = torch.clamp(s * (zeta - gamma) + gamma, 0, 1)
                 kept = dict(zip(names, (1 - z).split(sizes), strict=True))
-                edits = {n: (lambda x, n=n: x * kept[n]) for n in names}
+                edits = {n: (lambda x, n=n, kept=kept: x * kept[n]) for n in names}
                 log_probs = run(model, ids_of(tokenizer, text), edits)
                 if is_target:
                     term = sum(math.e**lp for lp in log_probs) / predicted

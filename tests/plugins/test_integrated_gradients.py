@@ -5,12 +5,12 @@ import math
 
 import pytest
 import torch
+from locator_plugins.integrated_gradients import sample_attributions
 from runs_reference import fp64, ids_of, integrated_gradients, run, sites, top_neurons
 
 import locator
 from locator.runs import ModelRunner
 from locator.testing import LocalizerContract, sample_texts
-from locator_plugins.integrated_gradients import sample_attributions
 
 TARGET = sample_texts(5, seed=41)
 STEPS = 4
