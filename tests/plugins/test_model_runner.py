@@ -205,3 +205,23 @@ def test_localizers_lists_the_methods():
         row["name"] for row in json.loads(CliRunner().invoke(cli, ["localizers", "--json"]).output)
     }
     assert set(METHODS) <= names
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_an_unknown_mlp_layout_fails_in_one_line_before_any_pass(llama, tokenizer, method):
+    model = copy.deepcopy(llama)
+    for layer in model.model.layers:  # a layout no table knows (and a forward that would fail)
+        layer.mlp.out_proj = layer.mlp.down_proj
+        del layer.mlp.down_proj
+    controls = [] if method == "integrated-gradients" else CONTROLS
+    with pytest.raises(locator.LocatorError, match="no recognizable MLP") as error:
+        locator.localize(
+            model,
+            tokenizer,
+            method=method,
+            target=TARGET,
+            controls=controls,
+            proportion=0.1,
+            progress=False,
+        )
+    assert "\n" not in str(error.value)
