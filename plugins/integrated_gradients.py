@@ -2,10 +2,12 @@
 ("Knowledge Neurons in Pretrained Transformers"), as a localizer.
 
 A neuron is channel i of the input of an MLP's down projection, with activation a_i(t) at token
-t of a sample x (its value in the unedited forward pass). F(x) = log p(x) is the sample's
-log-likelihood: the sum over its predicted tokens (every real token after the first) of the
-next token's log probability. With the neurons' activations replaced by alpha times their
-unedited values, the attribution of neuron i on sample x is the Riemann sum (m steps)
+t of a sample x (its value in the unedited forward pass). F(x) is the sample's log-likelihood
+log p(x), the sum over its predicted tokens (every real token after the first) of the next
+token's log probability (``objective = log_likelihood``, the default), or, closer to Dai et
+al.'s probability of the correct answer, the mean over those tokens of the next token's
+probability (``objective = probability``). With the neurons' activations replaced by alpha
+times their unedited values, the attribution of neuron i on sample x is the Riemann sum (m steps)
 
     IG_i(x) = sum over real tokens t of a_i(t) * (1/m) * sum_{k=1..m} dF / da_i(t) at alpha = k/m,
 
@@ -24,7 +26,7 @@ sample x when IG_i(x) > t * max_j IG_j(x) (Dai et al.: t = 0.2), and is a candid
 on more than a fraction p of the samples; the selection is then the top floor(K * N) candidates
 by score (fewer when fewer are candidates). Deviation: Dai et al. integrate the probability of
 one fill-in-the-blank answer at one position; here the target is a corpus of plain texts, so the
-integrand is its log-likelihood over all tokens.
+integrand covers all its tokens: their log-likelihood, or their mean probability.
 """
 
 from __future__ import annotations
@@ -45,11 +47,13 @@ from locator.runs import Batch, ModelRunner, record, replace
 @dataclass(frozen=True, kw_only=True)
 class IntegratedGradientsConfig:
     """`steps`: m, the Riemann steps; `scope`: ``all`` layers scaled together or one ``layer``
-    at a time; `threshold`: None, or Dai et al.'s per-sample t in [0, 1]; `share`: with a
+    at a time; `objective`: F, the sample's ``log_likelihood`` or its tokens' mean
+    ``probability``; `threshold`: None, or Dai et al.'s per-sample t in [0, 1]; `share`: with a
     threshold, the fraction p in [0, 1) of samples a neuron must be kept on (more than)."""
 
     steps: int = 20
     scope: Literal["all", "layer"] = "all"
+    objective: Literal["log_likelihood", "probability"] = "log_likelihood"
     threshold: float | None = None
     share: float = 0.0
 
@@ -58,6 +62,10 @@ class IntegratedGradientsConfig:
             raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}.")
         if self.scope not in ("all", "layer"):
             raise ValueError(f"scope must be 'all' or 'layer', got {self.scope!r}.")
+        if self.objective not in ("log_likelihood", "probability"):
+            raise ValueError(
+                f"objective must be 'log_likelihood' or 'probability', got {self.objective!r}."
+            )
         if self.threshold is not None and not 0 <= self.threshold <= 1:
             raise ValueError(f"threshold must be in [0, 1] or None, got {self.threshold!r}.")
         if not 0 <= self.share < 1:
@@ -86,7 +94,10 @@ class IntegratedGradientsLocalizer(Localizer):
         }
         kept = {name: torch.zeros_like(scores[name]) for name in names}
         threshold = self.config.threshold
-        for attributions in sample_attributions(runner, self.config.steps, self.config.scope):
+        config = self.config
+        for attributions in sample_attributions(
+            runner, config.steps, config.scope, config.objective
+        ):
             for name in names:
                 scores[name] += attributions[name].sum(0)
             if threshold is not None:
@@ -106,8 +117,14 @@ class IntegratedGradientsLocalizer(Localizer):
         ]
 
 
+Objective = Literal["log_likelihood", "probability"]
+
+
 def sample_attributions(
-    runner: ModelRunner, steps: int, scope: Literal["all", "layer"] = "all"
+    runner: ModelRunner,
+    steps: int,
+    scope: Literal["all", "layer"] = "all",
+    objective: Objective = "log_likelihood",
 ) -> Iterator[dict[str, Tensor]]:
     """IG_i(x) of every target sample, a batch at a time: per down-projection name, ``[batch,
     neurons]`` (fp64, CPU), in the batches' row order."""
@@ -121,9 +138,8 @@ def sample_attributions(
         real = batch[1].to(runner.device, torch.float64)[..., None]  # [batch, seq, 1]
         result = {}
         for group in groups:
-            mean_grads = _mean_gradients(
-                runner, batch, {name: clean[name] for name in group}, steps
-            )
+            sites = {name: clean[name] for name in group}
+            mean_grads = _mean_gradients(runner, batch, sites, steps, objective)
             for name in group:
                 a = clean[name].to(torch.float64)
                 result[name] = (a * mean_grads[name] * real).sum(1).cpu()
@@ -131,16 +147,22 @@ def sample_attributions(
 
 
 def _mean_gradients(
-    runner: ModelRunner, batch: Batch, clean: dict[str, Tensor], steps: int
+    runner: ModelRunner, batch: Batch, clean: dict[str, Tensor], steps: int, objective: Objective
 ) -> dict[str, Tensor]:
     """(1/m) sum_{k=1..m} dF/da at a = (k/m) x `clean` for the sites in `clean` (the others
-    computed normally), F the sum of the batch's log-likelihoods: each row's gradient is its
-    own sample's, rows being independent."""
+    computed normally), F summed over the batch's samples: each row's gradient is its own
+    sample's, rows being independent."""
+    real = batch[1][:, 1:].to(runner.device)  # [batch, seq - 1]: predicted tokens
     totals = {name: torch.zeros_like(a, dtype=torch.float64) for name, a in clean.items()}
     for k in range(1, steps + 1):
         values = {name: (a * (k / steps)).requires_grad_(True) for name, a in clean.items()}
         log_probs = runner.token_log_probs(batch, edit=replace(values), grad=True)
-        grads = torch.autograd.grad(log_probs.sum(), list(values.values()))
+        if objective == "log_likelihood":
+            f = log_probs.sum()
+        else:  # each sample's mean next-token probability
+            probs = log_probs.exp() * real
+            f = (probs.sum(1) / real.sum(1).clamp(min=1)).sum()
+        grads = torch.autograd.grad(f, list(values.values()))
         for name, grad in zip(values, grads, strict=True):
             totals[name] += grad.to(torch.float64)
     return {name: total / steps for name, total in totals.items()}

@@ -105,9 +105,10 @@ def attribution_patching(model, tokenizer, target, controls):
     return {name: score.abs() for name, score in scores.items()}
 
 
-def integrated_gradients(model, ids, steps, groups=None):
+def integrated_gradients(model, ids, steps, groups=None, objective="log_likelihood"):
     """{site: IG of each neuron for one text, [n]}: a * (1/m) sum_k dF/da at (k/m) a, F the
-    text's log-likelihood, the sites of each group (default: all together) scaled at once."""
+    text's log-likelihood (or its tokens' mean probability), the sites of each group (default:
+    all together) scaled at once."""
     clean = activations(model, ids)
     groups = groups or [list(clean)]
     result = {}
@@ -115,7 +116,8 @@ def integrated_gradients(model, ids, steps, groups=None):
         totals = {name: torch.zeros_like(clean[name]) for name in group}
         for k in range(1, steps + 1):
             leaves = {n: (clean[n] * k / steps).requires_grad_(True) for n in group}
-            f = run(model, ids, {n: (lambda x, n=n, leaves=leaves: leaves[n]) for n in group}).sum()
+            edits = {n: (lambda x, n=n, leaves=leaves: leaves[n]) for n in group}
+            f = objective_of(run(model, ids, edits), objective)
             for name, grad in zip(
                 group, torch.autograd.grad(f, list(leaves.values())), strict=True
             ):
@@ -123,6 +125,13 @@ def integrated_gradients(model, ids, steps, groups=None):
         for name in group:
             result[name] = sum(clean[name][t] * totals[name][t] / steps for t in range(len(ids[0])))
     return result
+
+
+def objective_of(log_probs, objective):
+    """F of one text from its next-token log probabilities."""
+    if objective == "log_likelihood":
+        return log_probs.sum()
+    return sum(lp.exp() for lp in log_probs) / len(log_probs)
 
 
 def learned_mask(model, tokenizer, target, controls, count, steps, lr, penalty_step, seed):

@@ -6,7 +6,15 @@ import math
 import pytest
 import torch
 from locator_plugins.integrated_gradients import sample_attributions
-from runs_reference import fp64, ids_of, integrated_gradients, run, sites, top_neurons
+from runs_reference import (
+    fp64,
+    ids_of,
+    integrated_gradients,
+    objective_of,
+    run,
+    sites,
+    top_neurons,
+)
 
 import locator
 from locator.runs import ModelRunner
@@ -16,49 +24,57 @@ TARGET = sample_texts(5, seed=41)
 STEPS = 4
 
 
-def reference_samples(model, tokenizer, scope="all"):
+def reference_samples(model, tokenizer, scope="all", objective="log_likelihood"):
     """Per target text, in corpus order: {site: IG [n]} (fp64, batch 1)."""
     model = fp64(model)
     groups = None if scope == "all" else [[name] for name in sites(model)]
-    return [integrated_gradients(model, ids_of(tokenizer, t), STEPS, groups) for t in TARGET]
+    return [
+        integrated_gradients(model, ids_of(tokenizer, t), STEPS, groups, objective) for t in TARGET
+    ]
 
 
-def method_samples(model, tokenizer, scope="all"):
+def method_samples(model, tokenizer, scope="all", objective="log_likelihood"):
     """The plugin's per-sample attributions, batch 1 so rows are in corpus order."""
     runner = ModelRunner.build(model, tokenizer, [("target", TARGET)], batch_size=1)
     runner.progress = False
     return [
         {name: a[0] for name, a in batch.items()}
-        for batch in sample_attributions(runner, STEPS, scope)
+        for batch in sample_attributions(runner, STEPS, scope, objective)
     ]
 
 
-@pytest.mark.parametrize("scope", ["all", "layer"])
-def test_attributions_equal_the_reference(model, tokenizer, scope):
-    wanted = reference_samples(model, tokenizer, scope)
+@pytest.mark.parametrize(
+    "scope, objective",
+    [("all", "log_likelihood"), ("layer", "log_likelihood"), ("all", "probability")],
+)
+def test_attributions_equal_the_reference(model, tokenizer, scope, objective):
+    wanted = reference_samples(model, tokenizer, scope, objective)
     # Batches are longest first: compare per text, matched by order of length.
     order = sorted(range(len(TARGET)), key=lambda i: -len(ids_of(tokenizer, TARGET[i])[0]))
-    got = method_samples(model, tokenizer, scope)
+    got = method_samples(model, tokenizer, scope, objective)
     for row, index in enumerate(order):
         for name, value in wanted[index].items():
             torch.testing.assert_close(got[row][name], value, rtol=1e-4, atol=1e-6)
 
 
-def test_completeness(llama, tokenizer):
-    """With many steps, one sample's attributions sum to log p(x) - log p(x | activations 0)."""
+@pytest.mark.parametrize("objective", ["log_likelihood", "probability"])
+def test_completeness(llama, tokenizer, objective):
+    """With many steps, one sample's attributions sum to F(x) - F(x | activations 0), F its
+    log-likelihood log p(x) (or its tokens' mean probability)."""
     model = fp64(llama)
     with torch.no_grad():  # a random tiny MLP barely matters: make it matter
         for module in [*sites(model).values(), model.lm_head]:
             module.weight.mul_(30)
     text = TARGET[0]
     runner = ModelRunner.build(model, tokenizer, [("target", [text])], progress=False)
-    (attributions,) = sample_attributions(runner, 400, "all")
+    (attributions,) = sample_attributions(runner, 400, "all", objective)
     total = sum(float(a.sum()) for a in attributions.values())
     ids = ids_of(tokenizer, text)
     with torch.no_grad():
-        clean = float(run(model, ids).sum())
-        zero = float(run(model, ids, {n: torch.zeros_like for n in sites(model)}).sum())
-    assert abs(clean - zero) > 1  # not a vacuous check
+        clean = float(objective_of(run(model, ids), objective))
+        zeroed = run(model, ids, {n: torch.zeros_like for n in sites(model)})
+        zero = float(objective_of(zeroed, objective))
+    assert abs(clean - zero) > 0.05 * abs(zero)  # not a vacuous check
     assert total == pytest.approx(clean - zero, rel=1e-2)
 
 
@@ -68,11 +84,14 @@ def test_completeness(llama, tokenizer):
         {"steps": STEPS},
         {"steps": STEPS, "threshold": 0.2, "share": 0.5},
         {"steps": STEPS, "scope": "layer"},
+        {"steps": STEPS, "objective": "probability"},
     ],
 )
 @pytest.mark.parametrize("proportion", [0.05, 0.3])
 def test_selection_equals_the_reference(model, tokenizer, options, proportion):
-    samples = reference_samples(model, tokenizer, options.get("scope", "all"))
+    samples = reference_samples(
+        model, tokenizer, options.get("scope", "all"), options.get("objective", "log_likelihood")
+    )
     scores = {name: sum(s[name] for s in samples) for name in samples[0]}
     if "threshold" in options:
         kept = {name: 0 for name in scores}
