@@ -225,3 +225,27 @@ def test_an_unknown_mlp_layout_fails_in_one_line_before_any_pass(llama, tokenize
             progress=False,
         )
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen2", "gemma2", "phi", "gpt_neox", "opt"])
+def test_every_family_runs_and_is_left_as_it_was(tokenizer, family):
+    """OPT flattens a batch's tokens around its MLP; Gemma 2 ties its head; all run."""
+    from locator.testing import tiny_model
+
+    model = tiny_model(family, vocab_size=len(tokenizer))
+    before = state(model)
+    for method, options in METHODS.items():
+        controls = [] if method == "integrated-gradients" else CONTROLS
+        found = locator.localize(
+            model,
+            tokenizer,
+            method=method,
+            options=options,
+            target=TARGET,
+            controls=controls,
+            proportion=0.05,
+            batch_size=2,
+            progress=False,
+        )
+        assert found.level == "neuron" and found.count() > 0
+    assert_as_before(model, before)
