@@ -195,7 +195,7 @@ class ModelRunner:
     def neuron_budget(self, proportions: Sequence[float]) -> list[int]:
         """How many neurons each proportion K selects of all N MLP neurons: ``floor(K * N)``; a
         one-line `LocatorError` when a K selects none (call it before any pass)."""
-        from locator.localizer import top_count
+        from locator.localizer import top_count  # here: locator.localizer imports this module
 
         total = sum(site.size for site in self.neurons.values())
         counts = [top_count(proportion, total) for proportion in proportions]
@@ -215,7 +215,7 @@ class ModelRunner:
         name to the indices of its neurons among the `count` best of the whole model (score
         descending, then model order). A neuron scored -inf is never selected, so a cut may
         hold fewer."""
-        from locator.localizer import top_indices
+        from locator.localizer import top_indices  # here: locator.localizer imports this module
 
         names = list(self.neurons)
         flat = torch.cat([scores[name].detach().to("cpu", torch.float64) for name in names])
