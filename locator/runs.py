@@ -282,6 +282,18 @@ class ModelRunner:
                 handle.remove()
 
 
+def require_runner(runner: ModelRunner | None, method: str) -> ModelRunner:
+    """`runner` (a context's), or a one-line `LocatorError` when a caller built the context of
+    a model-running method without one."""
+    if runner is None:
+        raise LocatorError(
+            f"method {method!r} runs the model, and its context has no runner: build one with "
+            "locator.runs.ModelRunner.build and pass it to build_context(runner=...) "
+            "(locator.localize and suites do)."
+        )
+    return runner
+
+
 def next_token_log_probs(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     """``log p(x[t + 1] | x[:t + 1])``, ``[batch, seq - 1]``, 0 where ``x[t + 1]`` is padding."""
     dtype = torch.promote_types(logits.dtype, torch.float32)

@@ -31,7 +31,7 @@ from torch import Tensor
 import locator
 from locator.localization import Localization
 from locator.localizer import LocalizationContext, Localizer
-from locator.runs import ModelRunner, record
+from locator.runs import ModelRunner, record, require_runner
 
 
 class AttributionPatchingLocalizer(Localizer):
@@ -46,10 +46,10 @@ class AttributionPatchingLocalizer(Localizer):
         self, context: LocalizationContext, proportions: Sequence[float]
     ) -> list[Localization]:
         """One score per neuron, cut at every proportion."""
-        assert context.runner is not None  # runs_model: the core always gives one
-        counts = context.runner.neuron_budget(proportions)
-        scores = attribution_scores(context.runner)
-        cuts = context.runner.neuron_cuts(scores, counts)
+        runner = require_runner(context.runner, self.name)
+        counts = runner.neuron_budget(proportions)
+        scores = attribution_scores(runner)
+        cuts = runner.neuron_cuts(scores, counts)
         return [
             self.neuron_localization(context, neurons, proportion)
             for neurons, proportion in zip(cuts, proportions, strict=True)

@@ -41,7 +41,7 @@ from torch import Tensor
 import locator
 from locator.localization import Localization
 from locator.localizer import LocalizationContext, Localizer
-from locator.runs import Batch, ModelRunner, record, replace
+from locator.runs import Batch, ModelRunner, record, replace, require_runner
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,8 +85,7 @@ class IntegratedGradientsLocalizer(Localizer):
     ) -> list[Localization]:
         """One score per neuron (with the threshold, -inf for non-candidates), cut at every
         proportion."""
-        runner = context.runner
-        assert runner is not None  # runs_model: the core always gives one
+        runner = require_runner(context.runner, self.name)
         counts = runner.neuron_budget(proportions)
         names = list(runner.neurons)
         scores = {

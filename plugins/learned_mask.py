@@ -40,7 +40,7 @@ from torch import Tensor
 import locator
 from locator.localization import Localization
 from locator.localizer import LocalizationContext, Localizer
-from locator.runs import ModelRunner, scale
+from locator.runs import ModelRunner, require_runner, scale
 
 BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1
 """HardConcrete's temperature and stretch (Louizos et al. 2018)."""
@@ -77,8 +77,7 @@ class LearnedMaskLocalizer(Localizer):
         self, context: LocalizationContext, proportions: Sequence[float]
     ) -> list[Localization]:
         """One mask trained per proportion, its k most surely removed neurons selected."""
-        runner = context.runner
-        assert runner is not None  # runs_model: the core always gives one
+        runner = require_runner(context.runner, self.name)
         counts = runner.neuron_budget(proportions)
         results = []
         for count, proportion in zip(counts, proportions, strict=True):

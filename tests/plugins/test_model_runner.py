@@ -249,3 +249,62 @@ def test_every_family_runs_and_is_left_as_it_was(tokenizer, family):
         )
         assert found.level == "neuron" and found.count() > 0
     assert_as_before(model, before)
+
+
+def test_a_context_without_a_runner_is_a_one_line_error(llama, tokenizer):
+    from locator.localizer import build_context
+    from locator.stats import collect_statistics
+
+    stats = collect_statistics(llama, tokenizer, TARGET, kinds=set(), progress=False)
+    context = build_context(llama, stats)
+    method = locator.get_localizer("integrated-gradients")
+    with pytest.raises(locator.LocatorError, match="runs the model, and its context has no runner"):
+        method.localize(context, 0.1)
+
+
+def test_a_suite_runs_the_methods_and_a_baseline_matched_to_one(tmp_path):
+    from locator.toy import checkpoint_path
+
+    suite = tmp_path / "suite.toml"
+    suite.write_text(
+        f"""
+name = "runs"
+proportions = [0.05]
+factors = [0.0]
+seeds = [0]
+num_samples = [16]
+
+[[models]]
+path = "{checkpoint_path()}"
+
+[[corpora]]
+target = "toy-arithmetic"
+controls = ["toy-language"]
+
+[[methods]]
+name = "attribution-patching"
+
+[[methods]]
+name = "integrated-gradients"
+options = {{ steps = 2 }}
+
+[[methods]]
+name = "learned-mask"
+options = {{ steps = 2 }}
+
+[[methods]]
+name = "random"
+match = "learned-mask"
+
+[[tasks]]
+name = "toy-language"
+limit = 8
+"""
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["bench", str(suite), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    import pyarrow.parquet as pq
+
+    labels = {row["label"] for row in pq.read_table(out).to_pylist()}
+    assert labels == {*METHODS, "random-matched-learned-mask"}
