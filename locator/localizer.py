@@ -32,6 +32,7 @@ from locator.plugins import Registry, registry
 from locator.provenance import model_identity, with_provenance
 from locator.ranking import top_count, top_cuts
 from locator.rows import check_max_length
+from locator.runs import ModelRunner, running
 from locator.stats import ActivationStats
 
 
@@ -58,6 +59,7 @@ class LocalizationContext:
     seed: int
     reference: Localization | None = None
     reference_label: str | None = None
+    runner: ModelRunner | None = None  # for methods that run the model (`runs_model`)
 
     def matrix(self, name: str) -> Tensor:
         """The weight of `name` as ``[d_out, d_in]`` (a view, no copy)."""
@@ -86,7 +88,8 @@ class Localizer:
     do not check them again. `scores_head`: True for a method that scores the untied output
     head too (its context's `parameters` then include it; see `build_context`). `statistics`
     and `scores_head` are read from the instance, so a method whose needs depend on its config
-    sets them in ``__init__``.
+    sets them in ``__init__``. `runs_model`: True for a method that runs the model itself
+    (its context then carries a `locator.runs.ModelRunner`, see that module).
     """
 
     name: ClassVar[str]
@@ -96,6 +99,7 @@ class Localizer:
     min_controls: ClassVar[int] = 0
     uses_controls: ClassVar[bool] = True
     scores_head: bool = False
+    runs_model: ClassVar[bool] = False
 
     def __init__(self, config: Any = None) -> None:
         self.config = self.Config() if config is None else config
@@ -386,6 +390,7 @@ def build_context(
     reference: Localization | None = None,
     reference_label: str | None = None,
     head: bool = False,
+    runner: ModelRunner | None = None,
 ) -> LocalizationContext:
     """The context for localizing on `model` from already collected statistics; a matched
     baseline's `reference` is recorded as `reference_label` (default: its method name); with
@@ -405,6 +410,7 @@ def build_context(
         seed=seed,
         reference=reference,
         reference_label=reference_label,
+        runner=runner,
     )
 
 
@@ -485,6 +491,18 @@ def localize(
         )
         for label, texts in corpora
     ]
+    runner = None
+    if localizer.runs_model:
+        runner = ModelRunner.build(
+            model,
+            tokenizer,
+            corpora,
+            batch_size=batch_size,
+            max_length=max_length,
+            pack=pack,
+            seed=seed,
+            progress=progress,
+        )
     context = build_context(
         model,
         collected[0],
@@ -492,9 +510,12 @@ def localize(
         seed=seed,
         reference=reference,
         head=localizer.scores_head,
+        runner=runner,
     )
+    with running(model, f"method {localizer.name!r}"):
+        found = localizer.localize(context, proportion)
     return with_provenance(
-        localizer.localize(context, proportion),
+        found,
         model=model_identity(model),
         corpora=corpora,
         max_length=max_length,

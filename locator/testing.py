@@ -211,7 +211,8 @@ class LocalizerContract:
     """Subclass in a plugin's tests, setting `method` (and `options`), to check the contract:
     config round-trip, determinism under a seed, selections keyed by real parameter names with
     matching shapes, no more than the proportion's budget for parameter methods, weights
-    unchanged, and no hooks left behind."""
+    unchanged, and no hooks or parameter gradients left behind (methods that run the model
+    included)."""
 
     method: str = ""
     options: dict[str, Any] = {}
@@ -278,6 +279,7 @@ class LocalizerContract:
                     )
             for name, parameter in model.named_parameters():
                 assert torch.equal(parameter, before[name]), f"{self.method} edited {name}"
+                assert parameter.grad is None, f"{self.method} left a gradient on {name}"
             assert _hook_count(model) == hooks_before, "hooks left behind"
 
     def test_deterministic_under_seed(self) -> None:

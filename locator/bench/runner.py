@@ -345,10 +345,10 @@ class Bench:
         for corpora, configurations in groupby(todo, key=lambda c: c.corpora):
             batch = list(configurations)
             names = (corpora.target, *corpora.controls)
-            localized = self.localize(corpora, batch, statistics, localizers)
             used = [
                 (name, self.texts(texts[(name, first.num_samples, first.seed)])) for name in names
             ]
+            localized = self.localize(corpora, batch, statistics, localizers, used)
             for configuration in batch:
                 localization, localize_seconds = localized[
                     (configuration.method.label, configuration.proportion)
@@ -372,10 +372,14 @@ class Bench:
         todo: list[Configuration],
         statistics: dict[str, Any],
         localizers: dict[str, Any],
+        used: list[tuple[str, Sequence[str]]],
     ) -> dict[tuple[str, float], tuple[Any, float]]:
         """(label, proportion) -> (localization, seconds of the ranking that produced it), for
         every method the configurations need, references before the baselines matched to them."""
+        import dataclasses
+
         from locator.localizer import build_context
+        from locator.runs import ModelRunner, running
 
         seed = todo[0].seed
         target = statistics[corpora.target]
@@ -399,7 +403,20 @@ class Bench:
             if method.match is None:
                 start = time.perf_counter()
                 context = contexts[localizers[label].scores_head]
-                found = localizers[label].localize_many(context, proportions)
+                if localizers[label].runs_model:
+                    runner = ModelRunner.build(
+                        self.model,
+                        self.tokenizer,
+                        used,
+                        batch_size=self.suite.batch_size,
+                        max_length=self.suite.max_length,
+                        pack=self.suite.pack,
+                        seed=seed,
+                        progress=False,
+                    )
+                    context = dataclasses.replace(context, runner=runner)
+                with running(self.model, f"method {label!r}"):
+                    found = localizers[label].localize_many(context, proportions)
                 seconds = time.perf_counter() - start
                 localized.update(
                     {(label, p): (f, seconds) for p, f in zip(proportions, found, strict=True)}

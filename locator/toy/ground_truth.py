@@ -120,7 +120,7 @@ def score_planting(
     from locator.localizer import build_context, check_request, get_localizer, list_localizers
     from locator.provenance import model_identity, with_provenance
     from locator.recovery import recovery
-    from locator.stats import collect_statistics
+    from locator.passes import collect_statistics
 
     model, tokenizer, truth, record = load_planted(folder)
     settings = record["settings"]

@@ -1,0 +1,143 @@
+"""Integrated gradients against the slow fp64 batch-1 reference of METHODS.md, completeness,
+the published threshold and sharing rule, bad options, and its contract."""
+
+import math
+
+import pytest
+import torch
+from locator_plugins.integrated_gradients import sample_attributions
+from runs_reference import (
+    fp64,
+    ids_of,
+    integrated_gradients,
+    objective_of,
+    run,
+    sites,
+    top_neurons,
+)
+
+import locator
+from locator.runs import ModelRunner
+from locator.testing import LocalizerContract, sample_texts
+
+TARGET = sample_texts(5, seed=41)
+STEPS = 4
+
+
+def reference_samples(model, tokenizer, scope="all", objective="log_likelihood"):
+    """Per target text, in corpus order: {site: IG [n]} (fp64, batch 1)."""
+    model = fp64(model)
+    groups = None if scope == "all" else [[name] for name in sites(model)]
+    return [
+        integrated_gradients(model, ids_of(tokenizer, t), STEPS, groups, objective) for t in TARGET
+    ]
+
+
+def method_samples(model, tokenizer, scope="all", objective="log_likelihood"):
+    """The plugin's per-sample attributions, batch 1 so rows are in corpus order."""
+    runner = ModelRunner.build(model, tokenizer, [("target", TARGET)], batch_size=1)
+    runner.progress = False
+    return [
+        {name: a[0] for name, a in batch.items()}
+        for batch in sample_attributions(runner, STEPS, scope, objective)
+    ]
+
+
+@pytest.mark.parametrize(
+    "scope, objective",
+    [("all", "log_likelihood"), ("layer", "log_likelihood"), ("all", "probability")],
+)
+def test_attributions_equal_the_reference(model, tokenizer, scope, objective):
+    wanted = reference_samples(model, tokenizer, scope, objective)
+    # Batches are longest first: compare per text, matched by order of length.
+    order = sorted(range(len(TARGET)), key=lambda i: -len(ids_of(tokenizer, TARGET[i])[0]))
+    got = method_samples(model, tokenizer, scope, objective)
+    for row, index in enumerate(order):
+        for name, value in wanted[index].items():
+            torch.testing.assert_close(got[row][name], value, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["log_likelihood", "probability"])
+def test_completeness(llama, tokenizer, objective):
+    """With many steps, one sample's attributions sum to F(x) - F(x | activations 0), F its
+    log-likelihood log p(x) (or its tokens' mean probability)."""
+    model = fp64(llama)
+    with torch.no_grad():  # a random tiny MLP barely matters: make it matter
+        for module in [*sites(model).values(), model.lm_head]:
+            module.weight.mul_(30)
+    text = TARGET[0]
+    runner = ModelRunner.build(model, tokenizer, [("target", [text])], progress=False)
+    (attributions,) = sample_attributions(runner, 400, "all", objective)
+    total = sum(float(a.sum()) for a in attributions.values())
+    ids = ids_of(tokenizer, text)
+    with torch.no_grad():
+        clean = float(objective_of(run(model, ids), objective))
+        zeroed = run(model, ids, {n: torch.zeros_like for n in sites(model)})
+        zero = float(objective_of(zeroed, objective))
+    assert abs(clean - zero) > 0.05 * abs(zero)  # not a vacuous check
+    assert total == pytest.approx(clean - zero, rel=1e-2)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"steps": STEPS},
+        {"steps": STEPS, "threshold": 0.2, "share": 0.5},
+        {"steps": STEPS, "scope": "layer"},
+        {"steps": STEPS, "objective": "probability"},
+    ],
+)
+@pytest.mark.parametrize("proportion", [0.05, 0.3])
+def test_selection_equals_the_reference(model, tokenizer, options, proportion):
+    samples = reference_samples(
+        model, tokenizer, options.get("scope", "all"), options.get("objective", "log_likelihood")
+    )
+    scores = {name: sum(s[name] for s in samples) for name in samples[0]}
+    if "threshold" in options:
+        kept = {name: 0 for name in scores}
+        for sample in samples:
+            top = max(float(a.max()) for a in sample.values())
+            for name, a in sample.items():
+                kept[name] = kept[name] + (a > options["threshold"] * top).double()
+        scores = {
+            name: torch.where(kept[name] > options["share"] * len(samples), s, -math.inf)
+            for name, s in scores.items()
+        }
+    found = locator.localize(
+        model,
+        tokenizer,
+        method="integrated-gradients",
+        options=options,
+        target=TARGET,
+        proportion=proportion,
+        batch_size=2,
+        progress=False,
+    )
+    wanted = top_neurons(scores, proportion)
+    assert {name: found.neurons.get(name, torch.empty(0)).tolist() for name in wanted} == wanted
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"steps": 0}, "steps must be an integer >= 1"),
+        ({"threshold": 1.5}, "threshold must be in [0, 1]"),
+        ({"share": 1.0}, "share must be in [0, 1)"),
+    ],
+)
+def test_bad_options_are_one_line(options, message):
+    with pytest.raises(locator.LocatorError) as error:
+        locator.get_localizer("integrated-gradients", options)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_proportion_below_one_neuron_fails_before_any_pass(llama, tokenizer):
+    with pytest.raises(locator.LocatorError, match="selects no neuron of the model's 96"):
+        locator.localize(
+            llama, tokenizer, method="integrated-gradients", target=TARGET, proportion=0.001
+        )
+
+
+class TestIntegratedGradientsContract(LocalizerContract):
+    method = "integrated-gradients"
+    options = {"steps": 3}
