@@ -3,11 +3,11 @@
 import pytest
 import torch
 from locator_plugins.attribution_patching import attribution_scores
-from runs_reference import attribution_patching, fp64, top_neurons
 
 import locator
 from locator.runs import ModelRunner
 from locator.testing import LocalizerContract, sample_texts
+from tests.plugins.runs_reference import attribution_patching, fp64, top_neurons
 
 TARGET = sample_texts(7, seed=31)  # lengths 3..24 words: padded batches
 CONTROLS = [sample_texts(5, seed=32), sample_texts(4, seed=33)]

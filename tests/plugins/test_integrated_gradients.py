@@ -6,7 +6,11 @@ import math
 import pytest
 import torch
 from locator_plugins.integrated_gradients import sample_attributions
-from runs_reference import (
+
+import locator
+from locator.runs import ModelRunner
+from locator.testing import LocalizerContract, sample_texts
+from tests.plugins.runs_reference import (
     fp64,
     ids_of,
     integrated_gradients,
@@ -15,10 +19,6 @@ from runs_reference import (
     sites,
     top_neurons,
 )
-
-import locator
-from locator.runs import ModelRunner
-from locator.testing import LocalizerContract, sample_texts
 
 TARGET = sample_texts(5, seed=41)
 STEPS = 4

@@ -4,11 +4,11 @@ training, one text at a time), determinism under the seed, bad options, and its 
 import pytest
 import torch
 from locator_plugins.learned_mask import LearnedMaskConfig, train_log_alpha
-from runs_reference import fp64, learned_mask, top_neurons
 
 import locator
 from locator.runs import ModelRunner
 from locator.testing import LocalizerContract, sample_texts
+from tests.plugins.runs_reference import fp64, learned_mask, top_neurons
 
 TARGET = sample_texts(5, seed=51)
 CONTROLS = [sample_texts(4, seed=52)]

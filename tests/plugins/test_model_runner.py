@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from runs_reference import fp64, run, sites
 
 import locator
 from locator.cli import cli
 from locator.localizer import Localizer
-from locator.runs import ModelRunner, compose, record, replace, scale
 from locator.rows import token_rows
+from locator.runs import ModelRunner, compose, record, replace, scale
 from locator.testing import sample_texts
+from tests.plugins.runs_reference import fp64, run, sites
 
 TARGET = sample_texts(5, seed=61)
 CONTROLS = [sample_texts(4, seed=62)]
