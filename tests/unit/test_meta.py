@@ -1,4 +1,5 @@
-"""Meta-tests: the core knows no method by name; every hook is documented and used."""
+"""Meta-tests: the core knows no method by name; every hook is documented and used; every plugin
+module has its tests."""
 
 import ast
 import inspect
@@ -8,6 +9,7 @@ from locator.plugins import HookSpecs
 
 CORE = Path(__file__).resolve().parents[2] / "locator"
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+PLUGIN_TESTS = Path(__file__).resolve().parents[1] / "plugins"
 
 
 def test_core_imports_no_plugin():
@@ -42,3 +44,11 @@ def test_builtin_plugins_are_entry_points():
     for path in PLUGINS.glob("*.py"):
         if path.stem != "__init__" and "hookimpl" in path.read_text():
             assert entry_points.get(path.stem) == f"locator_plugins.{path.stem}", path.stem
+
+
+def test_every_plugin_module_has_its_test_file():
+    """tests/plugins/ mirrors plugins/: plugins/<module>.py is tested by
+    tests/plugins/test_<module>.py."""
+    modules = {path.stem for path in PLUGINS.glob("*.py") if path.stem != "__init__"}
+    missing = sorted(m for m in modules if not (PLUGIN_TESTS / f"test_{m}.py").is_file())
+    assert not missing, f"plugins without tests/plugins/test_<module>.py: {missing}"
