@@ -3,6 +3,7 @@ module has its tests."""
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 from locator.plugins import HookSpecs
@@ -52,3 +53,14 @@ def test_every_plugin_module_has_its_test_file():
     modules = {path.stem for path in PLUGINS.glob("*.py") if path.stem != "__init__"}
     missing = sorted(m for m in modules if not (PLUGIN_TESTS / f"test_{m}.py").is_file())
     assert not missing, f"plugins without tests/plugins/test_<module>.py: {missing}"
+
+
+def test_the_readme_stays_short_and_its_links_resolve():
+    """The README is a newcomer's page (the rest is the site under docs/, which `mkdocs build
+    --strict` checks); its relative links, and CONTRIBUTING's, name files that exist."""
+    root = CORE.parent
+    assert len((root / "README.md").read_text().splitlines()) <= 200
+    for page in ("README.md", "CONTRIBUTING.md", "benchmarks/README.md"):
+        text = (root / page).read_text()
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+            assert (root / page).parent.joinpath(target).exists(), (page, target)
