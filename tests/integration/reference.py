@@ -413,7 +413,7 @@ DOWN_PROJECTION = {family: down for family, (down, _) in ACTIVATIONS.items()}
 
 
 def family_of(model):
-    """"gpt2" or "llama", the two families the method tests run on."""
+    """The family of a tiny test model: "gpt2" or "llama"."""
     return "gpt2" if type(model).__name__.startswith("GPT2") else "llama"
 
 
