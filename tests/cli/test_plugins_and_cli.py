@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,94 +13,8 @@ from click.testing import CliRunner
 
 from locator.cli import cli
 
-THIRD_PARTY_METHOD = '''
-"""A third-party method: the largest-magnitude weights of each matrix."""
-from dataclasses import dataclass
-
-import locator
-from locator.localization import Selection
-from locator.localizer import Localizer
-from locator.ranking import top_count, top_indices
-
-
-@dataclass(frozen=True, kw_only=True)
-class MagnitudeConfig:
-    power: float = 1.0
-
-
-class MagnitudeLocalizer(Localizer):
-    """Largest |W| per matrix."""
-
-    name = "magnitude"
-    Config = MagnitudeConfig
-
-    def localize(self, context, proportion):
-        selections = {}
-        for name, parameter in context.parameters.items():
-            scores = context.weights[name].abs() ** self.config.power
-            chosen = top_indices(scores, top_count(proportion, parameter.numel))
-            selections[name] = Selection.from_indices(chosen, parameter.shape)
-        return self.localization(context, selections, proportion)
-
-
-@locator.hookimpl
-def register_localizers(register):
-    register(MagnitudeLocalizer)
-'''
-
-
-THIRD_PARTY_STATISTIC = '''
-"""A third-party method with its own statistic: |W| x the largest |input| seen per channel."""
-from dataclasses import dataclass
-
-import torch
-
-import locator
-from locator.localization import Selection
-from locator.localizer import Localizer
-from locator.ranking import top_count, top_indices
-from locator.stats import StatisticKind
-
-
-@dataclass(frozen=True, kw_only=True)
-class InputAbsMax(StatisticKind):
-    def batch(self, observed):
-        real = observed.wide().abs() * observed.real()  # [batch, seq, d_in], padding 0
-        return real.amax(dim=(0, 1)).double()
-
-    def merge(self, total, value):
-        return value if total is None else torch.maximum(total, value)
-
-
-class AbsMaxLocalizer(Localizer):
-    """Top-K of |W| x max |x_j| per matrix."""
-
-    name = "absmax"
-    statistics = frozenset({"input_abs_max"})
-    uses_controls = False
-
-    def localize(self, context, proportion):
-        selections = {}
-        for name, parameter in context.parameters.items():
-            peak = context.target.get("input_abs_max", name).float()  # [d_in]
-            scores = context.matrix(name).abs() * peak
-            top = top_indices(scores, top_count(proportion, parameter.numel))
-            selections[name] = Selection.from_indices(
-                context.stored_indices(name, top), parameter.shape
-            )
-        return self.localization(context, selections, proportion)
-
-
-@locator.hookimpl
-def register_statistics(register):
-    register(InputAbsMax(name="input_abs_max", site="linear_input",
-                         description="per input channel, the largest |x| on a real token"))
-
-
-@locator.hookimpl
-def register_localizers(register):
-    register(AbsMaxLocalizer)
-'''
+# The example packages the documentation includes (docs/plugins.md), installed here for real.
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
 ABSMAX_SUITE = """
 name = "absmax"
@@ -150,11 +65,12 @@ def _package(root, name, module_source, entry_point):
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """Two packages installed with pip into a folder: a good plugin and a broken one."""
+    """Packages installed with pip into a folder: the two documented examples and a broken one."""
     root = tmp_path_factory.mktemp("plugins")
     target = root / "site"
-    good = _package(root, "locator_magnitude", THIRD_PARTY_METHOD, "magnitude")
-    statistic = _package(root, "locator_absmax", THIRD_PARTY_STATISTIC, "absmax")
+    # Copies: building in place would leave build/ and *.egg-info in docs/examples.
+    good = shutil.copytree(EXAMPLES / "locator-magnitude", root / "locator-magnitude")
+    statistic = shutil.copytree(EXAMPLES / "locator-absmax", root / "locator-absmax")
     broken = _package(
         root, "locator_broken", "raise ImportError('missing dependency xyz')\n", "broken"
     )
@@ -294,7 +210,7 @@ def test_plugins_command_lists_distributions_and_hooks(installed):
     result = _run(installed, "plugins", "--json")
     plugins = {p["name"]: p for p in json.loads(result.stdout)}
     assert plugins["magnitude"]["distribution"] == "locator-magnitude"
-    assert plugins["magnitude"]["version"] == "0.3"
+    assert plugins["magnitude"]["version"] == "0.1.0"
     assert plugins["mathneuro"]["hooks"] == ["register_localizers", "register_statistics"]
     assert "broken" not in plugins
 

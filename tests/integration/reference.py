@@ -403,3 +403,35 @@ def mathneuro_published(model, tokenizer, target, controls, proportion):
             ties |= near(control[name].float(), control_boundary, tolerance=0)
         result[name] = (chosen, ties)
     return result
+
+
+# Helpers of the method tests (tests/plugins/): where each tiny family keeps its MLP modules.
+
+# Down projection and activation module names (inside an MLP) of the two test families.
+ACTIVATIONS = {"llama": ("mlp.down_proj", "mlp.act_fn"), "gpt2": ("mlp.c_proj", "mlp.act")}
+DOWN_PROJECTION = {family: down for family, (down, _) in ACTIVATIONS.items()}
+
+
+def family_of(model):
+    """The family of a tiny test model: "gpt2" or "llama"."""
+    return "gpt2" if type(model).__name__.startswith("GPT2") else "llama"
+
+
+def activation_modules(model, family):
+    """{down-projection parameter name: path of that MLP's activation module}."""
+    down, activation = ACTIVATIONS[family]
+    return {
+        f"{path}.weight": path.removesuffix(down) + activation
+        for path, _ in model.named_modules()
+        if path.endswith("." + down) and ".mlp." in path + "."
+    }
+
+
+def matrix_indices(found, model):
+    """{parameter name: selected flat indices into the [d_out, d_in] matrix}."""
+    modules = dict(model.named_modules())
+    result = {}
+    for name, mask in found.masks.items():
+        module = modules[name.removesuffix(".weight")]
+        result[name] = set(as_matrix(module, mask).flatten().nonzero()[:, 0].tolist())
+    return result

@@ -1,13 +1,16 @@
-"""Meta-tests: the core knows no method by name; every hook is documented and used."""
+"""Meta-tests: the core knows no method by name; every hook is documented and used; every plugin
+module has its tests."""
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 from locator.plugins import HookSpecs
 
 CORE = Path(__file__).resolve().parents[2] / "locator"
 PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
+PLUGIN_TESTS = Path(__file__).resolve().parents[1] / "plugins"
 
 
 def test_core_imports_no_plugin():
@@ -42,3 +45,22 @@ def test_builtin_plugins_are_entry_points():
     for path in PLUGINS.glob("*.py"):
         if path.stem != "__init__" and "hookimpl" in path.read_text():
             assert entry_points.get(path.stem) == f"locator_plugins.{path.stem}", path.stem
+
+
+def test_every_plugin_module_has_its_test_file():
+    """tests/plugins/ mirrors plugins/: plugins/<module>.py is tested by
+    tests/plugins/test_<module>.py."""
+    modules = {path.stem for path in PLUGINS.glob("*.py") if path.stem != "__init__"}
+    missing = sorted(m for m in modules if not (PLUGIN_TESTS / f"test_{m}.py").is_file())
+    assert not missing, f"plugins without tests/plugins/test_<module>.py: {missing}"
+
+
+def test_the_readme_stays_short_and_its_links_resolve():
+    """The README is a newcomer's page (the rest is the site under docs/, which `mkdocs build
+    --strict` checks); its relative links, and CONTRIBUTING's, name files that exist."""
+    root = CORE.parent
+    assert len((root / "README.md").read_text().splitlines()) <= 200
+    for page in ("README.md", "CONTRIBUTING.md", "benchmarks/README.md"):
+        text = (root / page).read_text()
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+            assert (root / page).parent.joinpath(target).exists(), (page, target)

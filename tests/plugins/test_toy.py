@@ -1,4 +1,9 @@
-"""The toy testbed through locator's plugin paths: corpora, evaluation tasks, the CLI."""
+"""The toy testbed through locator's plugin paths: corpora, evaluation tasks, the CLI, the
+tutorial."""
+
+import re
+import runpy
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -62,3 +67,15 @@ def test_toy_train_command_writes_a_loadable_model(tmp_path):
     assert "arithmetic exact match" in result.output
     model, _ = load_toy_model(tmp_path)
     assert sum(p.numel() for p in model.parameters()) > 300_000
+
+
+def test_the_tutorials_first_localization_runs_as_documented(capsys):
+    """docs/getting-started.md includes docs/examples/first_localization.py: run it as is."""
+    script = Path(__file__).resolve().parents[2] / "docs" / "examples" / "first_localization.py"
+    runpy.run_path(str(script), run_name="__main__")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("selected ") and "of the scored weights" in lines[0]
+    arithmetic = re.fullmatch(r"toy-arithmetic exact_match: (\S+) unedited, (\S+) pruned", lines[1])
+    assert float(arithmetic[1]) >= 0.95 and float(arithmetic[2]) < 0.7
+    language = re.fullmatch(r"toy-language loss: (\S+) unedited, (\S+) pruned", lines[2])
+    assert float(language[2]) <= language_optimum() + 0.1

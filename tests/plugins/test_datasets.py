@@ -15,7 +15,7 @@ needs_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason="the shared local dataset copies are absent"
 )
 
-# What every text of each dataset looks like (the MathNeuro-style formats in README.md).
+# What every text of each dataset looks like (the MathNeuro-style formats in docs/datasets.md).
 FORMATS = {
     "gsm8k": r"Question: .+\nAnswer: .+\n#### .+",
     "math": r"Problem: .+\nSolution: .*\\boxed.*",

@@ -1,13 +1,13 @@
-"""Wanda and LAPE against slow fp64 references; neuron-level localizations and random; errors."""
+"""LAPE (plugins/lape.py) against the slow fp64 batch-1 reference, its published mode against
+LAPE.py's behaviour; neuron-level localizations; its errors and contract."""
 
 import copy
-import math
 import random
 
 import pytest
 import torch
 from click.testing import CliRunner
-from locator_plugins.statistics import INPUT_NORM_SUM, INPUT_SQUARE_SUM, NEURON_ACTIVE_COUNT
+from locator_plugins.statistics import NEURON_ACTIVE_COUNT
 
 import locator
 from locator import LocatorError
@@ -16,23 +16,10 @@ from locator.localizer import build_context
 from locator.passes import collect_statistics
 from locator.testing import LocalizerContract, sample_texts
 
-from . import reference
+from ..integration import reference
+from ..integration.reference import activation_modules, family_of
 
 TARGET = sample_texts(6, seed=21)
-CONTROLS = [sample_texts(5, seed=22), sample_texts(4, seed=23, max_words=40)]
-
-# Down projection and activation module names (inside an MLP) of the two test families.
-ACTIVATIONS = {"llama": ("mlp.down_proj", "mlp.act_fn"), "gpt2": ("mlp.c_proj", "mlp.act")}
-
-
-def activation_modules(model, family):
-    """{down-projection parameter name: path of that MLP's activation module}."""
-    down, activation = ACTIVATIONS[family]
-    return {
-        f"{path}.weight": path.removesuffix(down) + activation
-        for path, _ in model.named_modules()
-        if path.endswith("." + down) and ".mlp." in path + "."
-    }
 
 
 def themed_texts(words, count, seed):
@@ -42,101 +29,15 @@ def themed_texts(words, count, seed):
 
 
 MATH = "one two three four five plus minus times equals number sum product answer".split()
+
+
 PROSE = "the a cat cats dog dogs bird sees runs eats red blue small big".split()
+
+
 LOGIC = "and or but if then so because question solve compute total is are".split()
+
+
 LAPE_CORPORA = [themed_texts(MATH, 6, 1), themed_texts(PROSE, 5, 2), themed_texts(LOGIC, 4, 3)]
-
-
-def family_of(model):
-    return "gpt2" if type(model).__name__.startswith("GPT2") else "llama"
-
-
-# Wanda
-
-
-@pytest.mark.parametrize(
-    "norm, group", [("pooled", "row"), ("pooled", "matrix"), ("per_sample", "row")]
-)
-@pytest.mark.parametrize("proportion", [0.1, 0.5])
-def test_wanda_matches_fp64_batch1_reference(model, tokenizer, norm, group, proportion):
-    model64 = copy.deepcopy(model).double()
-    expected = reference.wanda(model64, tokenizer, TARGET, proportion, norm=norm, group=group)
-    for candidate in (model, model64):  # the fp32 model batched and padded, and the fp64 one
-        result = locator.localize(
-            candidate,
-            tokenizer,
-            method="wanda",
-            target=TARGET,
-            proportion=proportion,
-            batch_size=4,
-            progress=False,
-            options={"norm": norm, "group": group},
-        )
-        assert set(result.selections) == set(expected)
-        for name, mask in result.masks.items():
-            wanted, tied = expected[name]  # entries tied at a cut may go either way
-            assert torch.equal(mask & ~tied, wanted & ~tied), name
-
-
-def test_wanda_row_takes_floor_k_of_every_output_row(model, tokenizer):
-    result = locator.localize(
-        model, tokenizer, method="wanda", target=TARGET, proportion=0.3, progress=False
-    )
-    parameters = locator.scored_parameters(model)
-    for name, mask in result.masks.items():
-        matrix = mask.t() if parameters[name].transposed else mask  # [d_out, d_in]
-        assert (matrix.sum(dim=1) == math.floor(0.3 * matrix.shape[1])).all(), name
-
-
-@pytest.mark.parametrize("proportion", [0.05, 0.3])
-def test_wanda_original_count_keeps_what_the_reference_code_keeps(llama, tokenizer, proportion):
-    stats = collect_statistics(llama, tokenizer, TARGET, kinds={INPUT_SQUARE_SUM}, progress=False)
-    context = build_context(llama, stats)
-    floor = locator.get_localizer("wanda").localize(context, proportion)
-    original = locator.get_localizer("wanda", {"count": "original"}).localize(context, proportion)
-    for name, mask in original.masks.items():
-        d_in = mask.shape[1]  # Llama: [d_out, d_in]
-        kept = d_in - int(d_in * (1 - proportion))  # the reference prunes int(d_in * sparsity)
-        assert (mask.sum(dim=1) == kept).all(), name
-        assert (mask | floor.masks[name]).equal(mask), name  # one ranking: floor's is a prefix
-
-
-def test_wanda_declares_only_the_statistic_its_config_needs():
-    assert locator.get_localizer("wanda").statistics == {INPUT_SQUARE_SUM}
-    assert locator.get_localizer("wanda", {"norm": "per_sample"}).statistics == {INPUT_NORM_SUM}
-
-
-def test_wanda_ignores_controls_and_its_ablation_variant_is_mathneuro_without_controls(
-    llama, tokenizer
-):
-    kinds = {INPUT_NORM_SUM, INPUT_SQUARE_SUM}
-    target, control = (
-        collect_statistics(llama, tokenizer, texts, kinds=kinds, batch_size=3, progress=False)
-        for texts in (TARGET, CONTROLS[0])
-    )
-    alone, with_control = build_context(llama, target), build_context(llama, target, [control])
-    wanda = locator.get_localizer("wanda")
-    assert wanda.localize(alone, 0.1).jaccard(wanda.localize(with_control, 0.1)) == 1.0
-    ablation = locator.get_localizer("wanda", {"norm": "per_sample", "group": "matrix"})
-    mathneuro = locator.get_localizer("mathneuro")
-    assert ablation.localize(alone, 0.1).jaccard(mathneuro.localize(alone, 0.1)) == 1.0
-
-
-@pytest.mark.parametrize("method, options", [("wanda", {}), ("wanda", {"group": "matrix"})])
-def test_many_proportions_equal_single_runs(llama, tokenizer, method, options):
-    stats = collect_statistics(
-        llama, tokenizer, TARGET, kinds={INPUT_SQUARE_SUM}, batch_size=4, progress=False
-    )
-    context = build_context(llama, stats)
-    localizer = locator.get_localizer(method, options)
-    proportions = [0.001, 0.01, 0.05, 0.1, 0.5]
-    for many, proportion in zip(
-        localizer.localize_many(context, proportions), proportions, strict=True
-    ):
-        assert many.jaccard(localizer.localize(context, proportion)) == 1.0
-
-
-# LAPE
 
 
 @pytest.mark.parametrize(
@@ -284,31 +185,6 @@ def test_neuron_localization_checks_its_input(gpt2):
         locator.Localization(selections={}, method="x", proportion=None, level="neuron")
 
 
-def test_neuron_level_random_matches_neurons_per_layer(model, tokenizer):
-    lape = lape_localization(model, tokenizer)
-    matched = [
-        locator.localize(
-            model,
-            tokenizer,
-            method="random",
-            target=TARGET,
-            proportion=0.5,
-            reference=lape,
-            seed=seed,
-            progress=False,
-        )
-        for seed in (0, 0, 1)
-    ]
-    first = matched[0]
-    assert first.level == "neuron" and first.matched_to == "lape"
-    assert {n: len(v) for n, v in first.neurons.items()} == {
-        n: len(v) for n, v in lape.neurons.items()
-    }
-    assert first.counts() == lape.counts()
-    assert first.jaccard(matched[1]) == 1.0 and first.jaccard(matched[2]) < 1.0
-    assert first.jaccard(lape) < 1.0
-
-
 def test_lape_needs_a_control_corpus(llama, tokenizer):
     with pytest.raises(LocatorError, match="'lape' needs at least 1 control corpus"):
         locator.localize(
@@ -353,15 +229,103 @@ def test_cli_bad_lape_input_is_one_line_and_exit_code_2(saved_model, tmp_path, e
     assert "Loading" not in result.output  # both fail before the model loads
 
 
-class TestWandaContract(LocalizerContract):
-    method = "wanda"
-    controls = 0
+# LAPE.py of the MathNeuro repository: only each dataset's last text counts, line by line. The
+# control's last text is one long line (its padded blank line counts too) and the target's many
+# short ones, so that the set LAPE.py applies, the first dataset's, is not empty.
+LAPE_CONTROL = [*sample_texts(3, seed=41), " ".join(sample_texts(8, seed=42, min_words=6))]
 
 
-class TestWandaAblationContract(LocalizerContract):
-    method = "wanda"
-    options = {"norm": "per_sample", "group": "matrix"}
-    controls = 0
+LAPE_TARGET = [
+    *sample_texts(3, seed=43),
+    "\n".join(sample_texts(4, seed=44, max_words=4)) + "\r\none two\rthree",
+]
+
+
+def lape_neurons(model, tokenizer, proportion, filter_rate, bar, controls=(LAPE_CONTROL,)):
+    result = locator.localize(
+        model,
+        tokenizer,
+        method="lape",
+        options={"mode": "published", "filter_rate": filter_rate, "activation_bar_ratio": bar},
+        target=LAPE_TARGET,
+        controls=list(controls),
+        proportion=proportion,
+        progress=False,
+    )
+    assert result.level == "neuron"
+    return {name: set(neurons.tolist()) for name, neurons in result.neurons.items()}
+
+
+@pytest.mark.parametrize(
+    "top_rate, filter_rate, bar", [(0.05, 0.95, 0.95), (0.3, 0.8, 0.9), (0.6, 0.5, 0.5)]
+)
+def test_published_lape_matches_the_scripts_behaviour(
+    model, tokenizer, tmp_path, top_rate, filter_rate, bar
+):
+    activations = activation_modules(model, family_of(model))
+    datasets = [LAPE_CONTROL, LAPE_TARGET]  # LAPE.py: calibration datasets, then the train set
+    expected, ties = reference.lape_published(
+        model, tokenizer, datasets, activations, top_rate, filter_rate, bar, tmp_path
+    )
+    found = lape_neurons(model, tokenizer, top_rate, filter_rate, bar)
+    assert set(found) == set(expected)
+    for name, neurons in found.items():
+        assert {j for j in neurons if (name, j) not in ties} == {
+            j for j in expected[name] if (name, j) not in ties
+        }, name
+    if top_rate == 0.6:  # not vacuous: the first dataset's set is not empty here
+        assert sum(1 for n, js in expected.items() for j in js if (n, j) not in ties) > 5
+
+
+def test_published_lape_applies_the_first_controls_neurons_not_the_targets(llama, tokenizer):
+    faithful = locator.localize(
+        llama,
+        tokenizer,
+        method="lape",
+        target=LAPE_TARGET,
+        controls=[LAPE_CONTROL],
+        proportion=0.6,
+        progress=False,
+    )
+    published = lape_neurons(llama, tokenizer, 0.6, 0.5, 0.5)
+    swapped = lape_neurons(llama, tokenizer, 0.6, 0.5, 0.5, controls=(LAPE_TARGET, LAPE_CONTROL))
+    assert published != swapped  # which dataset comes first decides the set applied
+    assert published != {n: set(js.tolist()) for n, js in faithful.neurons.items()}
+
+
+def test_published_lape_adds_a_pad_token_on_copies(llama, tokenizer):
+    """A tokenizer without a pad token gets "[PAD]" and the model a resized embedding, as
+    LAPE.py does, but on copies: the caller's model and tokenizer are unchanged."""
+    no_pad = copy.deepcopy(tokenizer)
+    no_pad.pad_token = None
+    rows = llama.get_input_embeddings().num_embeddings
+    before = copy.deepcopy(llama.state_dict())
+    first = lape_neurons(llama, no_pad, 0.6, 0.5, 0.5)
+    assert first == lape_neurons(llama, no_pad, 0.6, 0.5, 0.5)  # the resize is seeded
+    assert no_pad.pad_token is None and llama.get_input_embeddings().num_embeddings == rows
+    assert all(torch.equal(before[k], v) for k, v in llama.state_dict().items())
+
+
+def test_the_published_pass_of_an_fp32_model_equals_a_bf16_load(llama, saved_model, tokenizer):
+    """The authors load the model with from_pretrained(torch_dtype=bfloat16), which casts the
+    weights and leaves RoPE's fp32 inv_freq alone; the bf16 copy of an fp32 model must equal it
+    bit for bit (a plain .to(bfloat16) rounds inv_freq and moves every activation)."""
+    from locator_plugins.mathneuro import INPUT_NORMS_BY_SAMPLE_BF16
+    from transformers import AutoModelForCausalLM
+
+    from locator.passes import collect_statistics
+    from plugins.lape import LAPE_PUBLISHED_COUNT
+
+    loaded = AutoModelForCausalLM.from_pretrained(saved_model, dtype=torch.bfloat16)
+    kinds = {INPUT_NORMS_BY_SAMPLE_BF16, LAPE_PUBLISHED_COUNT}
+    stats = [
+        collect_statistics(m, tokenizer, LAPE_TARGET, kinds=kinds, progress=False)
+        for m in (llama, loaded)
+    ]
+    for kind in kinds:
+        for name in stats[0].names(kind):
+            assert torch.equal(stats[0].get(kind, name), stats[1].get(kind, name)), (kind, name)
+    assert next(llama.parameters()).dtype == torch.float32  # the caller's model is untouched
 
 
 class TestLapeContract(LocalizerContract):

@@ -1,0 +1,34 @@
+"""A third-party method: the largest-magnitude weights of each matrix."""
+
+from dataclasses import dataclass
+
+import locator
+
+
+@dataclass(frozen=True, kw_only=True)
+class MagnitudeConfig:
+    """The options: `-o power 2` on the command line, `options = { power = 2 }` in a suite."""
+
+    power: float = 1.0
+
+
+class MagnitudeLocalizer(locator.Localizer):
+    """Top-K of |W| ** power per matrix."""
+
+    name = "magnitude"
+    Config = MagnitudeConfig
+    uses_controls = False  # reads the weights alone: control corpora are refused
+
+    def localize(self, context, proportion):
+        selections = {}
+        for name, parameter in context.parameters.items():
+            scores = context.weights[name].abs() ** self.config.power
+            chosen = locator.top_indices(scores, locator.top_count(proportion, parameter.numel))
+            selections[name] = locator.Selection.from_indices(chosen, parameter.shape)
+        return self.localization(context, selections, proportion)
+
+
+@locator.hookimpl
+def register_localizers(register):
+    """Make the method known to locator."""
+    register(MagnitudeLocalizer)
