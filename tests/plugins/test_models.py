@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from locator.io import WRITTEN
 from locator.models import resolve_model
 
 
@@ -42,4 +43,4 @@ def test_gemma3_is_assembled_once_into_the_cache(monkeypatch, tmp_path):
     assert builtin.assemble_gemma3(found) == found and found.read_bytes() == b"GGUF"
     assert builtin.assemble_gemma3(found) == found
     assert len(calls) == 1 and calls[0].parent != found.parent  # built aside, then renamed
-    assert sorted(p.name for p in found.parent.iterdir()) == [builtin.GEMMA3_FILE]
+    assert sorted(p.name for p in found.parent.iterdir()) == [WRITTEN, builtin.GEMMA3_FILE]
