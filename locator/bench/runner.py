@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from locator.bench import results
-from locator.bench.suite import CorporaSpec, MethodSpec, ModelSpec, Suite, TaskSpec
+from locator.bench.suite import CorporaSpec, MethodSpec, Suite, TaskSpec
 from locator.data import Corpus
 from locator.errors import LocatorError
+from locator.models import ModelOptions
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,7 +46,7 @@ class Configuration:
     part files (`parts`: task name -> part name); `selection_key` names its localization,
     shared by every factor. `tasks` are the suite's tasks evaluated in this cell."""
 
-    model: ModelSpec
+    model: ModelOptions
     corpora: CorporaSpec
     num_samples: int
     seed: int
@@ -63,7 +64,7 @@ class Configuration:
         return {task.name: results.part_name(self.key, task.identity()) for task in self.tasks}
 
     @property
-    def group(self) -> tuple[ModelSpec, int, int]:
+    def group(self) -> tuple[ModelOptions, int, int]:
         """What one statistics pass per corpus serves: (model, num_samples, seed)."""
         return (self.model, self.num_samples, self.seed)
 
@@ -97,6 +98,7 @@ def plan(suite: Suite) -> list[Configuration]:
     """Every configuration of the suite's grid, in a fixed order (models outermost, factors
     innermost), with its stable hashes."""
     identities = {m.label: _method_identity(suite, m) for m in suite.methods}
+    calibration = suite.calibration
     configurations = []
     for model in suite.models:
         for num_samples in suite.num_samples:
@@ -118,13 +120,13 @@ def plan(suite: Suite) -> list[Configuration]:
                                 "target": corpora.target,
                                 "controls": list(corpora.controls),
                                 "num_samples": num_samples,
-                                "with_replacement": suite.with_replacement,
+                                "with_replacement": calibration.with_replacement,
                                 "seed": seed,
                                 "proportion": proportion,
-                                "max_length": suite.max_length,
+                                "max_length": calibration.max_length,
                                 # only when set, so that older suites keep their hashes
-                                **({"chat_template": True} if suite.chat_template else {}),
-                                **({"pack": suite.pack} if suite.pack is not None else {}),
+                                **({"chat_template": True} if calibration.chat_template else {}),
+                                **({"pack": calibration.pack} if calibration.pack else {}),
                             }
                             for factor in suite.factors:
                                 key = {**selection, "factor": factor}
@@ -258,17 +260,9 @@ class _Run:
 
     def _check_models(self, todo: Iterable[Configuration]) -> None:
         """Every model check `load_model` makes, for every model, before any work."""
-        from locator.models import check_model
-
         for spec in dict.fromkeys(c.model for c in todo):
             try:
-                check_model(
-                    spec.location(self.suite.base),
-                    revision=spec.revision,
-                    dtype=spec.dtype,
-                    device=spec.device,
-                    device_map=spec.device_map,
-                )
+                self.suite.located(spec).check()
             except LocatorError as error:
                 raise LocatorError(f"{self.suite.path}: models {spec.path!r}: {error}") from None
 
@@ -288,36 +282,28 @@ class _Run:
                 name,
                 num_samples=num_samples,
                 seed=seed,
-                replace=self.suite.with_replacement,
+                replace=self.suite.calibration.with_replacement,
                 data_dir=self.suite.data_path(),
             )
             for name, num_samples, seed in needed
         }
         for (name, num_samples, seed), drawn in texts.items():
             key = {"dataset": name, "num_samples": num_samples, "seed": seed}
-            key["with_replacement"] = self.suite.with_replacement
+            key["with_replacement"] = self.suite.calibration.with_replacement
             results.check_identity(self.out, "corpus", key, {"sha256": texts_hash(drawn.texts)})
         return texts
 
     def _run_model(
         self,
-        spec: ModelSpec,
+        spec: ModelOptions,
         todo: list[Configuration],
         texts: dict[tuple[str, int, int], Corpus],
     ) -> None:
         from locator.cache import model_fingerprint
-        from locator.models import load_model
         from locator.provenance import model_identity
 
         self.bar.set_postfix_str(f"loading {spec.path}")
-        model, tokenizer = load_model(
-            spec.location(self.suite.base),
-            revision=spec.revision,
-            dtype=spec.dtype,
-            device=spec.device,
-            device_map=spec.device_map,
-            trust_remote_code=spec.trust_remote_code,
-        )
+        model, tokenizer = self.suite.located(spec).load()
         self.model, self.tokenizer, self.model_spec = model, tokenizer, spec
         self.fingerprint = model_fingerprint(model)
         self.identity = model_identity(model)
@@ -336,10 +322,12 @@ class _Run:
         from locator.data import render_chat
 
         return (
-            render_chat(self.tokenizer, corpus).texts if self.suite.chat_template else corpus.texts
+            render_chat(self.tokenizer, corpus).texts
+            if self.suite.calibration.chat_template
+            else corpus.texts
         )
 
-    def _baseline(self, spec: ModelSpec) -> _Evaluation:
+    def _baseline(self, spec: ModelOptions) -> _Evaluation:
         """The unedited model's evaluation per task, read from ``_baselines/`` (metrics) and
         ``_samples/baseline-<hash>.parquet`` (per-item scores) or evaluated once."""
         baseline = _Evaluation(metrics={}, seconds={}, higher_is_better={}, items={})
@@ -391,19 +379,15 @@ class _Run:
     def _evaluate(self, tasks: Sequence[TaskSpec]) -> _Evaluation:
         """Evaluate the model as currently edited, one call per task (each task has its own
         limit and options, and its time is recorded), with per-item scores."""
-        from locator.evaluation import check_evaluation, run_evaluation
+        from locator.evaluation import run_evaluation
 
         evaluation = _Evaluation(metrics={}, seconds={}, higher_is_better={}, items={})
         for task in tasks:
             start = time.perf_counter()
-            request = check_evaluation(
-                [task.name],
-                limit=task.limit,
+            request = task.request(
                 data_dir=self.suite.data_path(),
                 batch_size=self.suite.eval_batch_size,
-                max_new_tokens=task.max_new_tokens,
                 log_samples=True,
-                **task.options(),
             )
             output = run_evaluation(self.model, self.tokenizer, request)
             evaluation.seconds[task.name] = time.perf_counter() - start
@@ -451,9 +435,9 @@ class _Run:
                 self._texts(texts[(name, first.num_samples, first.seed)]),
                 kinds=kinds[name],
                 cache_dir=self.out / "_statistics",
-                batch_size=self.suite.batch_size,
-                max_length=self.suite.max_length,
-                pack=self.suite.pack,
+                batch_size=self.suite.calibration.batch_size,
+                max_length=self.suite.calibration.max_length,
+                pack=self.suite.calibration.pack,
                 corpus=name,
                 progress=False,
                 model_key=self.fingerprint,
@@ -479,7 +463,7 @@ class _Run:
                         localization,
                         model=self.identity,
                         corpora=used if localization.controls else used[:1],
-                        max_length=self.suite.max_length,
+                        max_length=self.suite.calibration.max_length,
                     )
                 timings = {
                     "statistics_seconds": sum(seconds[name] for name in names),

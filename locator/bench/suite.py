@@ -35,46 +35,23 @@ Example::
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from locator.data import CalibrationOptions
 from locator.errors import LocatorError, UnknownNameError
+from locator.evaluation import EvaluationOptions, EvaluationRequest, check_evaluation
+from locator.models import ModelOptions
+from locator.options import parse, unknown_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-
-from locator.models import DEVICE_MAPS, DTYPES
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelSpec:
-    """A model: `path` is a short name, hub id, folder or .gguf file (relative to the suite
-    file), loaded as `locator.models.load_model` does with the other fields."""
-
-    path: str
-    revision: str | None = None
-    dtype: str = "auto"
-    device: str | None = None
-    device_map: str | None = None
-    trust_remote_code: bool = False
-
-    def location(self, base: Path) -> str:
-        """What to load: the file or folder relative to `base` if it exists, else `path` as
-        written (a short name or hub id)."""
-        local = base / self.path
-        return str(local.resolve()) if local.exists() else self.path
-
-    def identity(self) -> dict[str, str]:
-        """What makes this model's results differ (placement does not): path, dtype and the
-        revision when one is given."""
-        revision = {} if self.revision is None else {"revision": self.revision}
-        return {"path": self.path, "dtype": self.dtype, **revision}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,18 +84,11 @@ class MethodSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TaskSpec:
-    """An evaluation task, how many of its examples to use and how many tokens a generation
-    task may generate (None: all examples; the task's own setting), and the lm-eval prompt
-    options (see `locator.evaluation.EvaluationRequest`)."""
+class TaskSpec(EvaluationOptions):
+    """An evaluation task of a suite: its name, its `EvaluationOptions`, and the proportions
+    and factors of the cells that evaluate it (None: all)."""
 
     name: str
-    limit: int | None = None
-    max_new_tokens: int | None = None
-    num_fewshot: int | None = None
-    apply_chat_template: bool = False
-    fewshot_as_multiturn: bool = False
-    system_instruction: str | None = None
     proportions: tuple[float, ...] | None = None
     factors: tuple[float, ...] | None = None
 
@@ -130,20 +100,17 @@ class TaskSpec:
             self.factors is None or factor in self.factors
         )
 
-    def options(self) -> dict[str, Any]:
-        """The prompt options set to other than their defaults."""
-        defaults = TaskSpec(name=self.name)
-        return {
-            key: getattr(self, key)
-            for key in _PROMPT_KEYS
-            if getattr(self, key) != getattr(defaults, key)
-        }
-
     def identity(self) -> list[Any]:
         """What the task contributes to a configuration's hash: name, limit, token cap and
         any prompt option set (a suite without them keeps the hashes it had)."""
-        options = self.options()
+        options = self.prompt_options()
         return [self.name, self.limit, self.max_new_tokens, *([options] if options else [])]
+
+    def request(self, **run: Any) -> EvaluationRequest:
+        """The checked `EvaluationRequest` of this task alone; `run` says how to run it
+        (`batch_size`, `data_dir`, `log_samples`)."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(EvaluationOptions)}
+        return check_evaluation([self.name], **options, **run)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +119,7 @@ class Suite:
 
     name: str
     path: Path
-    models: tuple[ModelSpec, ...]
+    models: tuple[ModelOptions, ...]
     corpora: tuple[CorporaSpec, ...]
     methods: tuple[MethodSpec, ...]
     tasks: tuple[TaskSpec, ...]
@@ -160,13 +127,10 @@ class Suite:
     factors: tuple[float, ...]
     seeds: tuple[int, ...]
     num_samples: tuple[int, ...]
-    with_replacement: bool = False
+    calibration: CalibrationOptions = CalibrationOptions()
+    """How corpora are drawn and read (its `num_samples` is each cell's, from the grid)."""
     data_dir: str | None = None
-    batch_size: int = 8
-    max_length: int | None = None
     eval_batch_size: int | Literal["auto"] = 16
-    chat_template: bool = False
-    pack: int | None = None
 
     @property
     def base(self) -> Path:
@@ -176,6 +140,12 @@ class Suite:
     def data_path(self) -> str | None:
         """The data directory resolved against the suite file, or None."""
         return None if self.data_dir is None else str((self.base / self.data_dir).resolve())
+
+    def located(self, model: ModelOptions) -> ModelOptions:
+        """`model` as it loads: its path resolved against the suite file if that exists,
+        else as written (a short name or hub id)."""
+        local = self.base / model.path
+        return dataclasses.replace(model, path=str(local.resolve())) if local.exists() else model
 
     def method(self, label: str) -> MethodSpec:
         """The method entry with this label."""
@@ -192,30 +162,19 @@ class Suite:
         return CorporaSpec(target=corpora.target, controls=controls)
 
 
-_TOP = {
-    "name": "suite name (default: the file name)",
-    "description": "free text",
-    "data_dir": "folder of local dataset files, relative to the suite file",
-    "batch_size": "statistics batch size",
-    "max_length": "truncate calibration texts to this many tokens",
-    "pack": "read each corpus as one token stream cut into rows of this many tokens",
-    "chat_template": "render calibration texts through each model's chat template",
-    "eval_batch_size": 'evaluation batch size (an integer, or "auto": lm-eval\'s)',
+_GRID = {
     "proportions": "list of K in (0, 1]",
     "factors": "list of intervention factors (0 prunes, 1.1 scales)",
     "seeds": "list of seeds (repeats)",
     "num_samples": "list of calibration sample counts per corpus",
-    "with_replacement": "draw calibration texts with replacement (the paper's draw)",
-    "models": "[[models]] tables",
-    "corpora": "[[corpora]] tables",
-    "methods": "[[methods]] tables",
-    "tasks": "[[tasks]] tables",
 }
-_MODEL_KEYS = ("path", "revision", "dtype", "device", "device_map", "trust_remote_code")
+_CALIBRATION = [f.name for f in dataclasses.fields(CalibrationOptions) if f.name != "num_samples"]
+_TOP = [
+    "name", "description", "data_dir", "eval_batch_size", *_GRID, *_CALIBRATION,
+    "models", "corpora", "methods", "tasks",
+]  # fmt: skip
 _CORPORA_KEYS = ("target", "controls")
 _METHOD_KEYS = ("name", "label", "options", "match", "controls")
-_PROMPT_KEYS = ("num_fewshot", "apply_chat_template", "fewshot_as_multiturn", "system_instruction")
-_TASK_KEYS = ("name", "limit", "max_new_tokens", *_PROMPT_KEYS, "proportions", "factors")
 
 
 class _Checker:
@@ -227,19 +186,17 @@ class _Checker:
     def fail(self, key: str, message: str) -> LocatorError:
         return LocatorError(f"{self.path}: {key}: {message}")
 
-    def unknown(self, key: str, kind: str, name: str, choices: Iterable[str]) -> LocatorError:
-        choices = sorted(choices)
-        message = f"unknown {kind} {name!r}."
-        close = difflib.get_close_matches(name, choices, n=1)
-        if close:
-            message += f" Did you mean {close[0]!r}?"
-        return self.fail(key, f"{message} Valid: {', '.join(choices) or '(none)'}.")
+    def unknown(self, key: str, kind: str, name: str, choices: Any) -> LocatorError:
+        return self.fail(key, unknown_problem(kind, name, choices))
 
-    def keys(self, where: str, table: Mapping[str, Any], valid: Iterable[str]) -> None:
-        valid = list(valid)
+    def keys(self, where: str, table: Mapping[str, Any], valid: Any) -> None:
         for key in table:
             if key not in valid:
-                raise self.unknown(f"{where}{key}" if where else key, "key", key, valid)
+                raise self.unknown(f"{where}{key}", "key", key, valid)
+
+    def parse(self, cls: type, values: Mapping[str, Any], where: str = "") -> Any:
+        """`locator.options.parse` of a table, with errors naming the file and key."""
+        return parse(cls, values, f"{self.path}: {where}", kind="key")
 
     def tables(self, data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
         value = data.get(key)
@@ -271,7 +228,7 @@ class _Checker:
         value = data.get(key)
         name = f"{where}{key}"
         if value is None:
-            raise self.fail(name, f"missing; give a list ({_TOP[key]}).")
+            raise self.fail(name, f"missing; give a list ({_GRID[key]}).")
         if not isinstance(value, list):
             raise self.fail(name, f"must be a list, e.g. {key} = [{value!r}].")
         if not value:
@@ -337,17 +294,7 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
             raise check.fail(
                 "data_dir", f"{data_dir!r} is not a folder (paths are relative to the suite file)."
             )
-    max_length = data.get("max_length")
-    pack = data.get("pack")
-    if pack is not None:
-        check.integer("pack", pack, 1)
-        if max_length is not None:
-            raise check.fail("pack", "give either max_length or pack, not both.")
-    with_replacement = data.get("with_replacement", False)
-    chat_template = data.get("chat_template", False)
-    for key, flag in (("with_replacement", with_replacement), ("chat_template", chat_template)):
-        if not isinstance(flag, bool):
-            raise check.fail(key, f"must be true or false, got {flag!r}.")
+    calibration = check.parse(CalibrationOptions, {k: data[k] for k in _CALIBRATION if k in data})
     suite = Suite(
         name=name,
         path=path,
@@ -359,12 +306,8 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
         factors=check.values(data, "factors", lambda k, v: _factor(check, k, v)),
         seeds=check.values(data, "seeds", lambda k, v: _seed(check, k, v)),
         num_samples=check.values(data, "num_samples", lambda k, v: check.integer(k, v, 1)),
-        with_replacement=with_replacement,
-        chat_template=chat_template,
+        calibration=calibration,
         data_dir=data_dir,
-        batch_size=check.integer("batch_size", data.get("batch_size", 8), 1),
-        max_length=None if max_length is None else check.integer("max_length", max_length, 1),
-        pack=pack,
         eval_batch_size=_eval_batch_size(check, data.get("eval_batch_size", 16)),
     )
     _check_unique(check, "models", [(m.path, m.dtype) for m in suite.models])
@@ -380,32 +323,11 @@ def _check_unique(check: _Checker, key: str, items: list[Any]) -> None:
             raise check.fail(f"{key}[{i}]", f"repeats {key}[{items.index(item)}].")
 
 
-def _model(check: _Checker, index: int, table: Mapping[str, Any]) -> ModelSpec:
+def _model(check: _Checker, index: int, table: Mapping[str, Any]) -> ModelOptions:
     where = f"models[{index}]."
-    check.keys(where, table, _MODEL_KEYS)
     if "path" not in table:
         raise check.fail(f"{where}path", "missing: a short name, hub id, folder or .gguf file.")
-    dtype = table.get("dtype", "auto")
-    if dtype not in DTYPES:
-        raise check.unknown(f"{where}dtype", "dtype", str(dtype), DTYPES)
-    device_map = table.get("device_map")
-    if device_map is not None and device_map not in DEVICE_MAPS:
-        raise check.unknown(f"{where}device_map", "device map", str(device_map), DEVICE_MAPS)
-    trust = table.get("trust_remote_code", False)
-    if not isinstance(trust, bool):
-        raise check.fail(f"{where}trust_remote_code", f"must be true or false, got {trust!r}.")
-    optional = {
-        key: check.string(f"{where}{key}", table[key])
-        for key in ("revision", "device")
-        if key in table
-    }
-    return ModelSpec(
-        path=check.string(f"{where}path", table["path"]),
-        dtype=dtype,
-        device_map=device_map,
-        trust_remote_code=trust,
-        **optional,
-    )
+    return check.parse(ModelOptions, table, where)  # type: ignore[no-any-return]
 
 
 def _corpora(check: _Checker, index: int, table: Mapping[str, Any]) -> CorporaSpec:
@@ -475,32 +397,18 @@ def _eval_batch_size(check: _Checker, value: Any) -> int | Literal["auto"]:
 
 def _task(check: _Checker, index: int, table: Mapping[str, Any]) -> TaskSpec:
     where = f"tasks[{index}]."
-    check.keys(where, table, _TASK_KEYS)
     if "name" not in table:
         raise check.fail(f"{where}name", "missing: an evaluation task.")
-    from locator.evaluation import check_options
-
-    options = {
-        key: table[key] for key in ("limit", "max_new_tokens", *_PROMPT_KEYS) if key in table
-    }
-    try:  # the checks `locator.evaluate` makes (the task name is checked with the others)
-        check_options(**options)
-    except LocatorError as error:
-        key, _, message = str(error).partition(" ")  # the message starts with the option
-        raise check.fail(f"{where}{key}", message) from None
-    proportions = factors = None
+    values = dict(table)
     if "proportions" in table:
-        proportions = check.values(
+        values["proportions"] = check.values(
             table, "proportions", lambda k, v: _proportion(check, k, v), where=where
         )
     if "factors" in table:
-        factors = check.values(table, "factors", lambda k, v: _factor(check, k, v), where=where)
-    return TaskSpec(
-        name=check.string(f"{where}name", table["name"]),
-        proportions=proportions,
-        factors=factors,
-        **options,
-    )
+        values["factors"] = check.values(
+            table, "factors", lambda k, v: _factor(check, k, v), where=where
+        )
+    return check.parse(TaskSpec, values, where)  # type: ignore[no-any-return]
 
 
 def _method_config(check: _Checker, where: str, name: str, options: Mapping[str, Any]) -> Any:

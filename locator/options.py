@@ -1,0 +1,247 @@
+"""Options: the one parser of every option set (model, calibration, evaluation, method configs).
+
+An option set is a frozen keyword-only dataclass whose fields are declared with `option`, which
+keeps the field's help. `parse` builds one from Python values, TOML values or command-line
+strings, converting each by its field's type; an unknown key is an `UnknownNameError` with a
+did-you-mean. A class checks its own values once, in ``__post_init__`` (`check_types` does the
+type checks every class shares), raising `OptionError`, which names the key, so a suite can say
+``tasks[0].limit: must be ...`` and the Python API ``limit must be ...``. `click_options` turns
+the fields into command-line options and `describe` into rows for listings and docs, so no
+option is declared twice.
+
+Example::
+
+    @dataclass(frozen=True, kw_only=True)
+    class SketchConfig:
+        rank: int = option(8, help="Rank of the sketch.")
+
+    parse(SketchConfig, {"rank": "16"}, text=True)  # SketchConfig(rank=16)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+from locator.errors import LocatorError, UnknownNameError
+
+T = TypeVar("T")
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str = "", flag: str | None = None) -> Any:
+    """A dataclass field with a `help` text (for ``--help``, listings and docs); `flag` is its
+    command-line flag where it is not ``--`` and the name with dashes."""
+    metadata = {"help": help, **({"flag": flag} if flag else {})}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+class OptionError(LocatorError):
+    """A bad value of option `key`; `problem` says what is wrong, in words that follow the key
+    (``must be ...``). The message is `message` when given, else the key and the problem."""
+
+    def __init__(self, key: str, problem: str, message: str | None = None) -> None:
+        super().__init__(message or f"{key} {problem}")
+        self.key, self.problem = key, problem
+
+
+def unknown_problem(kind: str, name: str, choices: Iterable[str]) -> str:
+    """What is wrong with an unknown name, in words that follow its key: ``unknown dtype 'x'.
+    Did you mean 'y'? Valid: ...`` (an `UnknownNameError`'s did-you-mean)."""
+    message = str(UnknownNameError(kind, name, choices)).replace(" Installed: ", " Valid: ")
+    return message[0].lower() + message[1:]
+
+
+def check_choice(key: str, value: Any, choices: Iterable[str], kind: str) -> None:
+    """Raise an `OptionError` with a did-you-mean unless `value` is one of `choices`."""
+    choices = list(choices)
+    if value not in choices:
+        message = str(UnknownNameError(kind, str(value), choices))
+        raise OptionError(key, unknown_problem(kind, str(value), choices), message)
+
+
+def _type_name(kind: Any) -> str:
+    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Literal:
+        return " | ".join(repr(a) if isinstance(a, str) else str(a) for a in arguments)
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in arguments)
+    if origin is tuple:
+        return f"list of {_type_name(arguments[0])}"
+    return "None" if kind is type(None) else getattr(kind, "__name__", str(kind))
+
+
+_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string"}
+
+
+def convert(kind: Any, value: Any, *, text: bool = False) -> Any:
+    """`value` as a value of type `kind`, or a `ValueError` saying what it must be. With
+    `text`, strings are parsed (``"4"`` -> 4, ``"true"``, ``"none"``); without, a value must
+    already have the type (a TOML or Python value), but an int is a float."""
+    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Literal:
+        for choice in arguments:
+            if value == choice or (text and isinstance(value, str) and value == str(choice)):
+                return choice
+        raise ValueError(f"must be one of {list(arguments)}, got {value!r}.")
+    if origin in (Union, types.UnionType):
+        if type(None) in arguments and (
+            value is None or (text and isinstance(value, str) and value.lower() == "none")
+        ):
+            return None
+        for argument in arguments:
+            if argument is not type(None):
+                try:
+                    return convert(argument, value, text=text)
+                except ValueError:
+                    pass
+        words = " or ".join(_WORDS.get(a, _type_name(a)) for a in arguments if a is not type(None))
+        none = " or None" if type(None) in arguments else ""
+        raise ValueError(f"must be {words}{none}, got {value!r}.")
+    if origin is tuple and isinstance(value, (list, tuple)):
+        return tuple(convert(arguments[0], item, text=text) for item in value)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if text and isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+    elif kind is int:
+        if text and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+        elif text and isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind is float:
+        if text and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str) and value:
+            return value
+    elif kind is Path:
+        if isinstance(value, (str, Path)) and str(value):
+            return Path(value)
+    elif origin is None and not isinstance(kind, type):
+        return value
+    elif origin is None and isinstance(value, kind):
+        return value
+    raise ValueError(f"must be {_WORDS.get(kind, _type_name(kind))}, got {value!r}.")
+
+
+def check_types(instance: Any) -> None:
+    """Check every field of a dataclass `instance` against its type (an `OptionError` naming
+    the first bad one) and store it converted (a float field given an int holds a float); an
+    option class calls it first in ``__post_init__``."""
+    hints = typing.get_type_hints(type(instance))
+    for field in dataclasses.fields(instance):
+        try:
+            value = convert(hints[field.name], getattr(instance, field.name))
+        except ValueError as error:
+            raise OptionError(field.name, str(error)) from None
+        object.__setattr__(instance, field.name, value)
+
+
+def parse(
+    cls: type[T],
+    values: Mapping[str, Any],
+    where: str = "",
+    *,
+    text: bool = False,
+    kind: str = "option",
+) -> T:
+    """Build option class `cls` from `values`, converted by each field's type (strings parsed
+    with `text`) and checked by the class. Errors are one line: an unknown key is an
+    `UnknownNameError` ("Unknown `kind` ..."), a bad value an `OptionError`; with `where` (the
+    place the values come from, ``"suite.toml: tasks[0]."``), both become
+    ``"<where><key>: <problem>"``."""
+    hints = typing.get_type_hints(cls)
+    names = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for key in values:
+        if key not in names:
+            if not where:
+                raise UnknownNameError(kind, key, names)
+            raise LocatorError(f"{where}{key}: {unknown_problem(kind, key, names)}")
+    try:
+        converted = {}
+        for key, value in values.items():
+            try:
+                converted[key] = convert(hints[key], value, text=text)
+            except ValueError as error:
+                raise OptionError(key, str(error)) from None
+        return cls(**converted)
+    except OptionError as error:
+        if not where:
+            raise
+        raise LocatorError(f"{where}{error.key}: {error.problem}") from None
+
+
+def describe(cls: type) -> list[dict[str, Any]]:
+    """The fields of an option class as rows: name, type, default (None when required) and
+    help, for listings (``locator localizers``) and the docs."""
+    hints = typing.get_type_hints(cls)
+    return [
+        {
+            "name": field.name,
+            "type": _type_name(hints[field.name]),
+            "default": None if field.default is dataclasses.MISSING else field.default,
+            "help": field.metadata.get("help", ""),
+        }
+        for field in dataclasses.fields(cls)
+    ]
+
+
+def click_options(
+    cls: type, into: str, *, skip: Iterable[str] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator that declares one click option per field of option class `cls` (flag, help
+    and default from the field; fields in `skip` are declared by the command) and hands the
+    command one `cls` built by `parse` from their values, as argument `into`."""
+    import click
+
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    options = []
+    for field in fields:
+        if field.name in skip:
+            continue
+        kind, default = hints[field.name], field.default
+        flag = field.metadata.get("flag") or f"--{field.name.replace('_', '-')}"
+        settings: dict[str, Any] = {"help": field.metadata.get("help") or None}
+        if kind is bool:
+            settings["is_flag"] = True
+        elif typing.get_origin(kind) is tuple:
+            settings["multiple"] = True
+        else:
+            # An int, float or str (or None) is click's own type; other values come as text.
+            plain = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+            settings["type"] = plain[0] if len(plain) == 1 and plain[0] in (int, float) else str
+            settings["default"] = None if default is dataclasses.MISSING else default
+            settings["show_default"] = default not in (None, dataclasses.MISSING)
+        settings["required"] = default is dataclasses.MISSING
+        options.append(click.option(flag, field.name, **settings))
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def build(**kwargs: Any) -> Any:
+            given = {f.name: kwargs.pop(f.name) for f in fields if f.name in kwargs}
+            values = {key: value for key, value in given.items() if value is not None}
+            return command(**{into: parse(cls, values, text=True)}, **kwargs)
+
+        for declare in reversed(options):
+            build = declare(build)
+        return build
+
+    return decorate
