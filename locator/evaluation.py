@@ -109,10 +109,11 @@ class EvaluationRequest(EvaluationOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.tasks:
-            raise LocatorError("no evaluation task given.")
+            raise OptionError("tasks", "is empty: give a task.", "no evaluation task given.")
         repeated = sorted({task for task in self.tasks if self.tasks.count(task) > 1})
         if repeated:
-            raise LocatorError(f"evaluation task {repeated[0]!r} is given more than once.")
+            twice = f"evaluation task {repeated[0]!r} is given more than once."
+            raise OptionError("tasks", twice, twice)
         if self.batch_size != "auto" and self.batch_size < 1:
             raise OptionError(
                 "batch_size", f"must be a positive integer or 'auto', got {self.batch_size!r}."

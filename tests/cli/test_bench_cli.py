@@ -236,7 +236,7 @@ def test_shipped_suites_parse_and_plan():
     assert [t.name for t in paper.tasks][0] == "gsm8k_cot" and paper.tasks[0].limit == 200
     assert len(runner.plan(paper)) == 2 * 5 * 2 * 8 * 2
     smoke = load_suite(BENCHMARKS / "smoke.toml")
-    assert Path(smoke.models[0].location(smoke.base)).is_dir()  # a local model: no download
+    assert Path(smoke.located(smoke.models[0]).path).is_dir()  # a local model: no download
     published = load_suite(BENCHMARKS / "as-published-real.toml")
     labels = {method.label: method.config for method in published.methods}
     assert {labels[k].mode for k in ("mathneuro-published", "lape-published")} == {"published"}
@@ -287,7 +287,7 @@ def test_the_main_job_suite_covers_every_method_and_baseline():
     assert {m.name for m in suite.methods} == set(locator.list_localizers())
     assert any(m.match == "mathneuro" for m in suite.methods)
     assert suite.factors == (0.0, 1.1) and len(suite.seeds) == 3
-    assert Path(suite.models[0].location(suite.base)).is_dir()
+    assert Path(suite.located(suite.models[0]).path).is_dir()
 
 
 @pytest.mark.slow
