@@ -10,6 +10,7 @@ import dataclasses
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,21 +83,30 @@ model_options = click_options(ModelOptions, "model")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
+def _echo_rows(rows: list[dict[str, Any]], as_json: bool, lines: Callable[..., Any]) -> None:
+    """Print a listing: as JSON, or each row as the lines `lines` makes of it."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        for line in lines(row):
+            click.echo(line)
+
+
 @cli.command()
 @json_option
 def localizers(as_json: bool) -> None:
     """List the installed localization methods and their options."""
     from locator.listings import localizer_rows
 
-    rows = localizer_rows()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, default=str))
-        return
-    for row in rows:
-        click.echo(f"{row['name']}: {row['description']}  [plugin: {row['plugin']}]")
-        for key, default in row["options"].items():
-            help = f": {row['help'][key]}" if key in row["help"] else ""
-            click.echo(f"  -o {key} (default {default!r}){help}")
+    def lines(row: dict[str, Any]) -> list[str]:
+        help = {key: f": {text}" for key, text in row["help"].items()}
+        return [f"{row['name']}: {row['description']}  [plugin: {row['plugin']}]"] + [
+            f"  -o {key} (default {default!r}){help.get(key, '')}"
+            for key, default in row["options"].items()
+        ]
+
+    _echo_rows(localizer_rows(), as_json, lines)
 
 
 @cli.command()
@@ -105,12 +115,11 @@ def statistics(as_json: bool) -> None:
     """List the statistic kinds methods can declare: site, dtype, what each computes."""
     from locator.listings import statistic_rows
 
-    rows = statistic_rows()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(f"{row['name']} ({row['site']}, {row['dtype']}): {row['description']}")
+    _echo_rows(
+        statistic_rows(),
+        as_json,
+        lambda row: [f"{row['name']} ({row['site']}, {row['dtype']}): {row['description']}"],
+    )
 
 
 @cli.command()
@@ -119,13 +128,14 @@ def plugins(as_json: bool) -> None:
     """List the loaded plugins: distribution, version and hooks."""
     from locator.listings import plugin_rows
 
-    rows = plugin_rows()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        hooks = ", ".join(row["hooks"])
-        click.echo(f"{row['name']}  {row['distribution']} {row['version']}  hooks: {hooks}")
+    _echo_rows(
+        plugin_rows(),
+        as_json,
+        lambda row: [
+            f"{row['name']}  {row['distribution']} {row['version']}  "
+            f"hooks: {', '.join(row['hooks'])}"
+        ],
+    )
 
 
 @cli.command()
@@ -225,16 +235,15 @@ def datasets(as_json: bool) -> None:
     """List the installed datasets: splits, calibration split, evaluation task, source."""
     from locator.listings import dataset_rows
 
-    rows = dataset_rows()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(f"{row['name']}: {row['description']}  [plugin: {row['plugin']}]")
-        click.echo(
+    _echo_rows(
+        dataset_rows(),
+        as_json,
+        lambda row: [
+            f"{row['name']}: {row['description']}  [plugin: {row['plugin']}]",
             f"  splits: {', '.join(row['splits'])} (calibration: {row['calibration_split']}); "
-            f"task: {row['task'] or '-'}; source: {row['source']}"
-        )
+            f"task: {row['task'] or '-'}; source: {row['source']}",
+        ],
+    )
 
 
 @cli.command()
@@ -371,17 +380,15 @@ def models(ctx: click.Context, as_json: bool) -> None:
         return
     from locator.listings import model_rows
 
-    rows = model_rows()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(f"{row['name']}: {row['description']}  [{row['size']}, hub {row['hub_id']}]")
+    def lines(row: dict[str, Any]) -> list[str]:
         if row["source"] == "hub":
-            click.echo(f"  source: hub (offline: install with {row['install']})")
+            where = f"  source: hub (offline: install with {row['install']})"
         else:
-            built = Path(row["source"]).exists()
-            click.echo(f"  source: {row['source']}{'' if built else ' (built on first load)'}")
+            built = "" if Path(row["source"]).exists() else " (built on first load)"
+            where = f"  source: {row['source']}{built}"
+        return [f"{row['name']}: {row['description']}  [{row['size']}, hub {row['hub_id']}]", where]
+
+    _echo_rows(model_rows(), as_json, lines)
 
 
 @models.command()

@@ -285,7 +285,7 @@ class CalibrationOptions:
     token stream cut into rows of N tokens (LAPE's original input; `locator.stats.token_rows`).
     """
 
-    num_samples: int = option(500, help="Texts drawn from a named dataset.")
+    num_samples: int = option(500, help="Texts drawn from a named dataset.", minimum=1)
     with_replacement: bool = option(
         False, help="Draw dataset texts with replacement (the paper).", flag="--replace"
     )
@@ -293,30 +293,19 @@ class CalibrationOptions:
         False,
         help="Render calibration texts through the tokenizer's chat template (instruct models).",
     )
-    batch_size: int = option(8, help="Texts per batch of a statistics pass.")
-    max_length: int | None = option(None, help="Truncate texts to this many tokens (>= 1).")
+    batch_size: int = option(8, help="Texts per batch of a statistics pass.", minimum=1)
+    max_length: int | None = option(
+        None, help="Truncate texts to this many tokens (>= 1).", minimum=1
+    )
     pack: int | None = option(
         None,
         help="Read each corpus as one token stream cut into rows of this many tokens (LAPE's "
         "original input) instead of one row per text.",
+        minimum=1,
     )
 
     def __post_init__(self) -> None:
         check_types(self)
-        if self.num_samples < 1:
-            raise OptionError("num_samples", f"must be a positive integer, got {self.num_samples}.")
-        if self.batch_size < 1:
-            raise OptionError("batch_size", f"must be at least 1, got {self.batch_size}.")
-        if self.max_length is not None and self.max_length < 1:
-            raise OptionError(
-                "max_length",
-                "must be an integer >= 1 (tokens per text) or None for no truncation, "
-                f"got {self.max_length}.",
-            )
-        if self.pack is not None and self.pack < 1:
-            raise OptionError(
-                "pack", f"must be a row length in tokens (an int >= 1), got {self.pack}."
-            )
         if self.pack is not None and self.max_length is not None:
             both = (
                 f"give either max_length ({self.max_length}) or pack ({self.pack}), not both: "

@@ -34,10 +34,14 @@ class EvaluationOptions:
     """How a task is evaluated, as far as it changes the numbers: a suite's ``[[tasks]]``
     table, the CLI's and `evaluate`'s options (see lm-eval for the prompt options)."""
 
-    limit: int | None = option(None, help="Examples per task (per subtask of a group: mmlu).")
-    max_new_tokens: int | None = option(None, help="Cap on generated tokens (generation tasks).")
+    limit: int | None = option(
+        None, help="Examples per task (per subtask of a group: mmlu).", minimum=1
+    )
+    max_new_tokens: int | None = option(
+        None, help="Cap on generated tokens (generation tasks).", minimum=1
+    )
     num_fewshot: int | None = option(
-        None, help="Few-shot examples per prompt (default: the task's)."
+        None, help="Few-shot examples per prompt (default: the task's).", minimum=0
     )
     apply_chat_template: bool = option(
         False, help="Render prompts with the tokenizer's chat template."
@@ -49,25 +53,13 @@ class EvaluationOptions:
 
     def __post_init__(self) -> None:
         check_types(self)
-        for key in ("limit", "max_new_tokens"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise OptionError(
-                    key, f"must be a positive integer or None, got {getattr(self, key)!r}."
-                )
-        if self.num_fewshot is not None and self.num_fewshot < 0:
-            raise OptionError(
-                "num_fewshot", f"must be an integer >= 0 or None, got {self.num_fewshot!r}."
-            )
         if self.fewshot_as_multiturn and not self.apply_chat_template:
             raise OptionError(
                 "fewshot_as_multiturn",
                 "needs apply_chat_template: few-shot examples become chat turns.",
             )
         if self.system_instruction is not None and not self.system_instruction.strip():
-            raise OptionError(
-                "system_instruction",
-                f"must be a non-empty string or None, got {self.system_instruction!r}.",
-            )
+            raise OptionError("system_instruction", "must not be blank.")
 
     def prompt_options(self) -> dict[str, Any]:
         """The prompt options (all but `limit` and `max_new_tokens`) set to other than their
@@ -99,7 +91,9 @@ class EvaluationRequest(EvaluationOptions):
     tasks: tuple[str, ...] = option(
         help="Evaluation task (lm-eval name or YAML file, toy task), repeatable.", flag="--task"
     )
-    batch_size: int | Literal["auto"] = option(8, help="An integer, or 'auto' (lm-eval's).")
+    batch_size: int | Literal["auto"] = option(
+        8, help="An integer, or 'auto' (lm-eval's).", minimum=1
+    )
     data_dir: Path | None = option(None, help="Folder of local copies of the data.")
     log_samples: bool = option(
         False,
@@ -114,10 +108,6 @@ class EvaluationRequest(EvaluationOptions):
         if repeated:
             twice = f"evaluation task {repeated[0]!r} is given more than once."
             raise OptionError("tasks", twice, twice)
-        if self.batch_size != "auto" and self.batch_size < 1:
-            raise OptionError(
-                "batch_size", f"must be a positive integer or 'auto', got {self.batch_size!r}."
-            )
         if self.data_dir is not None and not self.data_dir.exists():
             raise OptionError("data_dir", f"{str(self.data_dir)!r} does not exist.")
 

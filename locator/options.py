@@ -8,14 +8,6 @@ type checks every class shares), raising `OptionError`, which names the key, so 
 ``tasks[0].limit: must be ...`` and the Python API ``limit must be ...``. `click_options` turns
 the fields into command-line options and `describe` into rows for listings and docs, so no
 option is declared twice.
-
-Example::
-
-    @dataclass(frozen=True, kw_only=True)
-    class SketchConfig:
-        rank: int = option(8, help="Rank of the sketch.")
-
-    parse(SketchConfig, {"rank": "16"}, text=True)  # SketchConfig(rank=16)
 """
 
 from __future__ import annotations
@@ -34,10 +26,17 @@ T = TypeVar("T")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str = "", flag: str | None = None) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str = "",
+    flag: str | None = None,
+    minimum: int | None = None,
+) -> Any:
     """A dataclass field with a `help` text (for ``--help``, listings and docs); `flag` is its
-    command-line flag where it is not ``--`` and the name with dashes."""
-    metadata = {"help": help, **({"flag": flag} if flag else {})}
+    command-line flag where it is not ``--`` and the name with dashes; an int field's values
+    must be at least `minimum` (`check_types`)."""
+    metadata = {"help": help, "flag": flag, "minimum": minimum}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -79,6 +78,19 @@ def _type_name(kind: Any) -> str:
 _WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string"}
 
 
+def _expected(kind: Any, minimum: int | None = None) -> str:
+    """What a value of type `kind` must be, in words: ``a positive integer or None``."""
+    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Literal:
+        return repr(arguments[0]) if len(arguments) == 1 else f"one of {list(arguments)}"
+    if origin in (Union, types.UnionType):
+        words = [_expected(a, minimum) for a in arguments if a is not type(None)]
+        return " or ".join(words + ["None"] * (type(None) in arguments))
+    if kind is int and minimum is not None:
+        return "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    return _WORDS.get(kind, _type_name(kind))
+
+
 def convert(kind: Any, value: Any, *, text: bool = False) -> Any:
     """`value` as a value of type `kind`, or a `ValueError` saying what it must be. With
     `text`, strings are parsed (``"4"`` -> 4, ``"true"``, ``"none"``); without, a value must
@@ -88,57 +100,39 @@ def convert(kind: Any, value: Any, *, text: bool = False) -> Any:
         for choice in arguments:
             if value == choice or (text and isinstance(value, str) and value == str(choice)):
                 return choice
-        raise ValueError(f"must be one of {list(arguments)}, got {value!r}.")
-    if origin in (Union, types.UnionType):
-        if type(None) in arguments and (
-            value is None or (text and isinstance(value, str) and value.lower() == "none")
-        ):
-            return None
+    elif origin in (Union, types.UnionType):
+        if value is None or (text and isinstance(value, str) and value.lower() == "none"):
+            if type(None) in arguments:
+                return None
         for argument in arguments:
-            if argument is not type(None):
-                try:
-                    return convert(argument, value, text=text)
-                except ValueError:
-                    pass
-        words = " or ".join(_WORDS.get(a, _type_name(a)) for a in arguments if a is not type(None))
-        none = " or None" if type(None) in arguments else ""
-        raise ValueError(f"must be {words}{none}, got {value!r}.")
-    if origin is tuple and isinstance(value, (list, tuple)):
-        return tuple(convert(arguments[0], item, text=text) for item in value)
-    if kind is bool:
+            try:
+                return convert(argument, value, text=text)
+            except ValueError:
+                pass
+    elif origin is tuple:
+        if isinstance(value, (list, tuple)):
+            return tuple(convert(arguments[0], item, text=text) for item in value)
+    elif kind is bool:
         if isinstance(value, bool):
             return value
         if text and isinstance(value, str) and value.lower() in _TRUE | _FALSE:
             return value.lower() in _TRUE
-    elif kind is int:
+    elif kind in (int, float):
         if text and isinstance(value, str):
             try:
-                return int(value)
-            except ValueError:
-                pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            return value
-        elif text and isinstance(value, float) and value.is_integer():
-            return int(value)
-    elif kind is float:
-        if text and isinstance(value, str):
-            try:
-                return float(value)
+                return kind(value)
             except ValueError:
                 pass
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif kind is str:
-        if isinstance(value, str) and value:
-            return value
-    elif kind is Path:
-        if isinstance(value, (str, Path)) and str(value):
-            return Path(value)
-    elif origin is None and not isinstance(kind, type):
+            # an int is a float; a float is an int only when written as text ("-o steps 4.0")
+            if kind is float or isinstance(value, int) or (text and float(value).is_integer()):
+                return kind(value)
+    elif kind in (str, Path):
+        if isinstance(value, (str, Path)) and str(value) and (kind is Path or type(value) is str):
+            return kind(value)
+    elif not isinstance(kind, type) or isinstance(value, kind):
         return value
-    elif origin is None and isinstance(value, kind):
-        return value
-    raise ValueError(f"must be {_WORDS.get(kind, _type_name(kind))}, got {value!r}.")
+    raise ValueError(f"must be {_expected(kind)}, got {value!r}.")
 
 
 def check_types(instance: Any) -> None:
@@ -147,8 +141,11 @@ def check_types(instance: Any) -> None:
     option class calls it first in ``__post_init__``."""
     hints = typing.get_type_hints(type(instance))
     for field in dataclasses.fields(instance):
+        value, minimum = getattr(instance, field.name), field.metadata.get("minimum")
         try:
-            value = convert(hints[field.name], getattr(instance, field.name))
+            value = convert(hints[field.name], value)
+            if minimum is not None and isinstance(value, int) and value < minimum:
+                raise ValueError(f"must be {_expected(hints[field.name], minimum)}, got {value!r}.")
         except ValueError as error:
             raise OptionError(field.name, str(error)) from None
         object.__setattr__(instance, field.name, value)

@@ -230,7 +230,7 @@ def test_shipped_suites_parse_and_plan():
     paper = load_suite(BENCHMARKS / "mathneuro-llama-3.2-1b.toml")
     assert paper.proportions == (0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15)
     assert paper.factors == (0.0, 1.1) and paper.seeds == (0, 1, 2, 3, 4)
-    assert paper.num_samples == (500,) and paper.with_replacement
+    assert paper.num_samples == (500,) and paper.calibration.with_replacement
     assert paper.models[0].path == "meta-llama/Llama-3.2-1B-Instruct"
     assert paper.models[0].dtype == "bfloat16" and paper.models[0].device_map == "auto"
     assert [t.name for t in paper.tasks][0] == "gsm8k_cot" and paper.tasks[0].limit == 200
