@@ -43,6 +43,7 @@ _LAZY = {
     "scored_parameters": "locator.architecture",
     "list_plugins": "locator.plugins",
     "register_plugin": "locator.plugins",
+    "CalibrationOptions": "locator.data",
     "Corpus": "locator.data",
     "Dataset": "locator.data",
     "get_dataset": "locator.data",
@@ -51,21 +52,26 @@ _LAZY = {
     "render_chat": "locator.data",
     "sample_corpus": "locator.data",
     "Evaluation": "locator.evaluation",
+    "EvaluationOptions": "locator.evaluation",
     "EvaluationRequest": "locator.evaluation",
     "Evaluator": "locator.evaluation",
     "evaluate": "locator.evaluation",
     "list_evaluators": "locator.evaluation",
     "list_tasks": "locator.evaluation",
+    "ModelOptions": "locator.models",
     "ModelSource": "locator.models",
     "list_models": "locator.models",
     "load_model": "locator.models",
+    "option": "locator.options",
 }
 
 __all__ = [
     "ActivationStats",
+    "CalibrationOptions",
     "Corpus",
     "Dataset",
     "Evaluation",
+    "EvaluationOptions",
     "EvaluationRequest",
     "Evaluator",
     "Localization",
@@ -73,6 +79,7 @@ __all__ = [
     "Localizer",
     "LocatorError",
     "LocatorWarning",
+    "ModelOptions",
     "ModelSource",
     "NoConfig",
     "Selection",
@@ -97,6 +104,7 @@ __all__ = [
     "load_corpus",
     "load_model",
     "localize",
+    "option",
     "register_plugin",
     "render_chat",
     "sample_corpus",
@@ -107,6 +115,7 @@ __all__ = [
 if TYPE_CHECKING:
     from locator.architecture import scored_parameters
     from locator.data import (
+        CalibrationOptions,
         Corpus,
         Dataset,
         get_dataset,
@@ -117,6 +126,7 @@ if TYPE_CHECKING:
     )
     from locator.evaluation import (
         Evaluation,
+        EvaluationOptions,
         EvaluationRequest,
         Evaluator,
         evaluate,
@@ -135,7 +145,8 @@ if TYPE_CHECKING:
         localize,
         statistic_kinds,
     )
-    from locator.models import ModelSource, list_models, load_model
+    from locator.models import ModelOptions, ModelSource, list_models, load_model
+    from locator.options import option
     from locator.plugins import list_plugins, register_plugin
     from locator.stats import ActivationStats, StatisticKind, collect_statistics, list_statistics
 

@@ -126,10 +126,10 @@ def statistics(as_json: bool) -> None:
 @json_option
 def plugins(as_json: bool) -> None:
     """List the loaded plugins: distribution, version and hooks."""
-    from locator.listings import plugin_rows
+    from locator.plugins import list_plugins
 
     _echo_rows(
-        plugin_rows(),
+        [dataclasses.asdict(info) for info in list_plugins()],
         as_json,
         lambda row: [
             f"{row['name']}  {row['distribution']} {row['version']}  "

@@ -297,20 +297,12 @@ def run_evaluation(model: Any, tokenizer: Any, request: EvaluationRequest) -> Ev
     )
 
 
-def evaluate(
-    model: Any,
-    tokenizer: Any,
-    tasks: str | Sequence[str],
-    **options: Any,
-) -> Results:
+def evaluate(model: Any, tokenizer: Any, tasks: str | Sequence[str], **options: Any) -> Results:
     """Evaluate `model` (as currently edited) on `tasks`: ``{task: {metric: value}}``.
 
-    Options (see `EvaluationRequest`): `limit` caps the examples of each task (for an lm-eval
-    group, of each of its subtasks: ``mmlu`` with ``limit=10`` scores 10 questions in each of
-    57 subjects); `data_dir` points at local copies of the data (see each evaluator's docs);
-    `batch_size` (default 8, or ``"auto"``); `max_new_tokens` caps generated tokens;
-    `num_fewshot`, `apply_chat_template`, `fewshot_as_multiturn` and `system_instruction` as
-    in lm-eval. `run_evaluation` also returns per-item scores.
+    `options` are the other fields of `EvaluationRequest` (`limit` caps the examples of each
+    task, of each subtask of an lm-eval group: ``mmlu`` with ``limit=10`` scores 10 questions
+    in each of 57 subjects). `run_evaluation` also returns per-item scores.
 
     Example::
 

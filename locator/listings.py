@@ -1,43 +1,36 @@
 """Listings: what is installed, as rows of plain data (JSON-ready dicts).
 
-The ``locator localizers``, ``statistics``, ``plugins``, ``datasets`` and ``models`` commands
-print these rows as text or JSON; the library builds them, so a notebook or another tool gets
-the same data without the command line.
+The ``locator localizers``, ``statistics``, ``datasets`` and ``models`` commands print these
+rows (and ``locator plugins`` `locator.plugins.list_plugins`) as text or JSON; a notebook or
+another tool gets the same data without the command line.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-Row = dict[str, Any]
 
-
-def localizer_rows() -> list[Row]:
+def localizer_rows() -> list[dict[str, Any]]:
     """Each installed method: name, plugin, first line of its docstring, statistic kinds, its
     options with their defaults, and the help of those that have one."""
     from locator.localizer import localizers
     from locator.options import describe
 
-    registry = localizers()
-    rows = []
+    registry, rows = localizers(), []
     for name in registry.names():
         cls = registry.get(name)
         fields = describe(cls.Config)
         doc = (cls.__doc__ or "").strip().splitlines()
-        rows.append(
-            {
-                "name": name,
-                "plugin": registry.source(name),
-                "description": doc[0] if doc else "",
-                "statistics": sorted(cls.statistics),
-                "options": {field["name"]: field["default"] for field in fields},
-                "help": {field["name"]: field["help"] for field in fields if field["help"]},
-            }
-        )
+        rows.append({
+            "name": name, "plugin": registry.source(name), "description": doc[0] if doc else "",
+            "statistics": sorted(cls.statistics),
+            "options": {field["name"]: field["default"] for field in fields},
+            "help": {field["name"]: field["help"] for field in fields if field["help"]},
+        })  # fmt: skip
     return rows
 
 
-def statistic_rows() -> list[Row]:
+def statistic_rows() -> list[dict[str, Any]]:
     """Each statistic kind methods can declare: name, site, dtype and what it computes."""
     from locator.stats import statistics
 
@@ -48,50 +41,30 @@ def statistic_rows() -> list[Row]:
     ]  # fmt: skip
 
 
-def plugin_rows() -> list[Row]:
-    """Each loaded plugin: name, distribution, version and hooks."""
-    from locator.plugins import list_plugins
-
-    return [dict(info.__dict__) for info in list_plugins()]
-
-
-def dataset_rows() -> list[Row]:
+def dataset_rows() -> list[dict[str, Any]]:
     """Each installed dataset: plugin, splits, calibration split, evaluation task, source."""
     from locator.data import datasets
 
     registry = datasets()
     return [
-        {
-            "name": name,
-            "plugin": registry.source(name),
-            "description": dataset.description,
-            "splits": list(dataset.splits),
-            "calibration_split": dataset.calibration_split,
-            "task": dataset.task,
-            "source": dataset.source(),
-        }
+        {"name": name, "plugin": registry.source(name), "description": dataset.description,
+         "splits": list(dataset.splits), "calibration_split": dataset.calibration_split,
+         "task": dataset.task, "source": dataset.source()}
         for name in registry.names()
         for dataset in [registry.get(name)]
-    ]
+    ]  # fmt: skip
 
 
-def model_rows() -> list[Row]:
+def model_rows() -> list[dict[str, Any]]:
     """Each model known by short name: hub id, where its local copy is (``hub`` when none),
     size, description and how to install it."""
     from locator.models import get_model_source, list_models
 
-    rows = []
-    for name in list_models():
-        source = get_model_source(name)
-        found = source.find()
-        rows.append(
-            {
-                "name": name,
-                "hub_id": source.hub_id,
-                "source": "hub" if found is None else str(found),
-                "size": source.size,
-                "description": source.description,
-                "install": source.install_hint(),
-            }
-        )
-    return rows
+    return [
+        {"name": name, "hub_id": source.hub_id, "source": "hub" if found is None else str(found),
+         "size": source.size, "description": source.description,
+         "install": source.install_hint()}
+        for name in list_models()
+        for source in [get_model_source(name)]
+        for found in [source.find()]
+    ]  # fmt: skip

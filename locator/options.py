@@ -49,30 +49,20 @@ class OptionError(LocatorError):
         self.key, self.problem = key, problem
 
 
-def unknown_problem(kind: str, name: str, choices: Iterable[str]) -> str:
-    """What is wrong with an unknown name, in words that follow its key: ``unknown dtype 'x'.
-    Did you mean 'y'? Valid: ...`` (an `UnknownNameError`'s did-you-mean)."""
-    message = str(UnknownNameError(kind, name, choices)).replace(" Installed: ", " Valid: ")
-    return message[0].lower() + message[1:]
+class UnknownOptionError(UnknownNameError, OptionError):
+    """A key, or a value of option `key`, that is not among the valid choices (did-you-mean)."""
+
+    def __init__(self, key: str, kind: str, name: str, choices: Iterable[str]) -> None:
+        UnknownNameError.__init__(self, kind, name, choices)
+        message = str(self).replace(" Installed: ", " Valid: ")
+        self.key, self.problem = key, message[0].lower() + message[1:]
 
 
 def check_choice(key: str, value: Any, choices: Iterable[str], kind: str) -> None:
-    """Raise an `OptionError` with a did-you-mean unless `value` is one of `choices`."""
+    """Raise an `UnknownOptionError` unless `value` is one of `choices`."""
     choices = list(choices)
     if value not in choices:
-        message = str(UnknownNameError(kind, str(value), choices))
-        raise OptionError(key, unknown_problem(kind, str(value), choices), message)
-
-
-def _type_name(kind: Any) -> str:
-    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
-    if origin is Literal:
-        return " | ".join(repr(a) if isinstance(a, str) else str(a) for a in arguments)
-    if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in arguments)
-    if origin is tuple:
-        return f"list of {_type_name(arguments[0])}"
-    return "None" if kind is type(None) else getattr(kind, "__name__", str(kind))
+        raise UnknownOptionError(key, kind, str(value), choices)
 
 
 _WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string"}
@@ -86,9 +76,11 @@ def _expected(kind: Any, minimum: int | None = None) -> str:
     if origin in (Union, types.UnionType):
         words = [_expected(a, minimum) for a in arguments if a is not type(None)]
         return " or ".join(words + ["None"] * (type(None) in arguments))
+    if origin is tuple:
+        return f"a list, each {_expected(arguments[0])}"
     if kind is int and minimum is not None:
         return "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-    return _WORDS.get(kind, _type_name(kind))
+    return _WORDS.get(kind, getattr(kind, "__name__", str(kind)))
 
 
 def convert(kind: Any, value: Any, *, text: bool = False) -> Any:
@@ -161,17 +153,14 @@ def parse(
 ) -> T:
     """Build option class `cls` from `values`, converted by each field's type (strings parsed
     with `text`) and checked by the class. Errors are one line: an unknown key is an
-    `UnknownNameError` ("Unknown `kind` ..."), a bad value an `OptionError`; with `where` (the
-    place the values come from, ``"suite.toml: tasks[0]."``), both become
+    `UnknownOptionError` ("Unknown `kind` ..."), a bad value an `OptionError`; with `where`
+    (the place the values come from, ``"suite.toml: tasks[0]."``), both become
     ``"<where><key>: <problem>"``."""
     hints = typing.get_type_hints(cls)
     names = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    for key in values:
-        if key not in names:
-            if not where:
-                raise UnknownNameError(kind, key, names)
-            raise LocatorError(f"{where}{key}: {unknown_problem(kind, key, names)}")
     try:
+        for key in values:
+            check_choice(key, key, names, kind)
         converted = {}
         for key, value in values.items():
             try:
@@ -186,13 +175,13 @@ def parse(
 
 
 def describe(cls: type) -> list[dict[str, Any]]:
-    """The fields of an option class as rows: name, type, default (None when required) and
-    help, for listings (``locator localizers``) and the docs."""
+    """The fields of an option class as rows: name, type (what a value must be, in words),
+    default (None when required) and help, for listings (``locator localizers``) and docs."""
     hints = typing.get_type_hints(cls)
     return [
         {
             "name": field.name,
-            "type": _type_name(hints[field.name]),
+            "type": _expected(hints[field.name], field.metadata.get("minimum")),
             "default": None if field.default is dataclasses.MISSING else field.default,
             "help": field.metadata.get("help", ""),
         }

@@ -37,16 +37,17 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from locator.data import CalibrationOptions
-from locator.errors import LocatorError, UnknownNameError
+from locator.errors import LocatorError
 from locator.evaluation import EvaluationOptions, EvaluationRequest, check_evaluation
 from locator.models import ModelOptions
-from locator.options import parse, unknown_problem
+from locator.options import UnknownOptionError, parse
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -187,12 +188,20 @@ class _Checker:
         return LocatorError(f"{self.path}: {key}: {message}")
 
     def unknown(self, key: str, kind: str, name: str, choices: Any) -> LocatorError:
-        return self.fail(key, unknown_problem(kind, name, choices))
+        return self.fail(key, UnknownOptionError(key, kind, name, choices).problem)
 
     def keys(self, where: str, table: Mapping[str, Any], valid: Any) -> None:
         for key in table:
             if key not in valid:
                 raise self.unknown(f"{where}{key}", "key", key, valid)
+
+    @contextmanager
+    def at(self, key: str) -> Iterator[None]:
+        """Name the file and `key` in a `LocatorError` raised inside."""
+        try:
+            yield
+        except LocatorError as error:
+            raise self.fail(key, str(error)) from None
 
     def parse(self, cls: type, values: Mapping[str, Any], where: str = "") -> Any:
         """`locator.options.parse` of a table, with errors naming the file and key."""
@@ -239,33 +248,27 @@ class _Checker:
         return items
 
 
-def _proportion(checker: _Checker, key: str, value: Any) -> float:
+def _proportion(check: _Checker, key: str, value: Any) -> float:
     from locator.localizer import check_request
 
-    try:
+    with check.at(key):
         check_request(proportions=[value])
-    except LocatorError as error:
-        raise checker.fail(key, str(error)) from None
     return float(value)
 
 
-def _seed(checker: _Checker, key: str, value: Any) -> int:
+def _seed(check: _Checker, key: str, value: Any) -> int:
     from locator.localizer import check_request
 
-    try:
+    with check.at(key):
         check_request(seed=value)
-    except LocatorError as error:
-        raise checker.fail(key, str(error)) from None
     return int(value)
 
 
-def _factor(checker: _Checker, key: str, value: Any) -> float:
+def _factor(check: _Checker, key: str, value: Any) -> float:
     from locator.intervention import check_factor
 
-    try:
+    with check.at(key):
         return check_factor(value)
-    except LocatorError as error:
-        raise checker.fail(key, str(error)) from None
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -415,13 +418,10 @@ def _method_config(check: _Checker, where: str, name: str, options: Mapping[str,
     """The method must be installed and take its options; its parsed config."""
     from locator.localizer import localizer_class, make_config
 
-    try:
-        return make_config(localizer_class(name), options)
-    except UnknownNameError as error:
-        key = f"{where}.name" if error.kind == "localizer" else f"{where}.options"
-        raise check.fail(key, str(error)) from None
-    except LocatorError as error:
-        raise check.fail(f"{where}.options", str(error)) from None
+    with check.at(f"{where}.name"):
+        localizer = localizer_class(name)
+    with check.at(f"{where}.options"):
+        return make_config(localizer, options)
 
 
 def _check_names(check: _Checker, suite: Suite) -> None:
@@ -439,30 +439,21 @@ def _check_names(check: _Checker, suite: Suite) -> None:
         for key, name in [("target", corpora.target)] + [
             (f"controls[{i}]", c) for i, c in enumerate(corpora.controls)
         ]:
-            try:
+            with check.at(f"{where}.{key}"):
                 get_dataset(name)
-            except UnknownNameError as error:
-                raise check.fail(f"{where}.{key}", str(error)) from None
     from locator.localizer import check_request
 
     for index, method in enumerate(suite.methods):
         localizer = method.localizer()
-        try:  # the requests it will get: a reference if it matches, each corpora's controls
+        # The requests it will get: a reference if it matches, each corpora's controls.
+        with check.at(f"methods[{index}].match"):
             check_request(localizer, reference=method.match is not None)
-        except LocatorError as error:
-            raise check.fail(f"methods[{index}].match", str(error)) from None
         for corpora_index, corpora in enumerate(suite.corpora):
             # A corpora entry is shared by every method: target-only methods leave its controls.
             used = suite.corpora_of(method, corpora).controls
             controls = len(used) if localizer.uses_controls else 0
-            try:
+            with check.at(f"corpora[{corpora_index}].controls: {method.label!r}"):
                 check_request(localizer, controls=controls)
-            except LocatorError as error:
-                raise check.fail(
-                    f"corpora[{corpora_index}].controls", f"{method.label!r}: {error}"
-                ) from None
     for index, task in enumerate(suite.tasks):
-        try:
+        with check.at(f"tasks[{index}].name"):
             route([task.name])  # the evaluator that serves it, or a did-you-mean
-        except UnknownNameError as error:
-            raise check.fail(f"tasks[{index}].name", str(error)) from None

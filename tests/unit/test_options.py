@@ -76,16 +76,18 @@ def test_describe_gives_name_type_default_and_help():
     rows = {row["name"]: row for row in describe(Sketch)}
     assert rows["rank"] == {
         "name": "rank",
-        "type": "int",
+        "type": "an integer",
         "default": 8,
         "help": "Rank of the sketch.",
     }
-    assert rows["mode"]["type"] == "'fast' | 'exact'"
-    assert rows["label"] == {"name": "label", "type": "str | None", "default": None, "help": ""}
-    assert rows["tags"]["type"] == "list of str"
+    assert rows["mode"]["type"] == "one of ['fast', 'exact']"
+    assert rows["label"]["type"] == "a non-empty string or None" and rows["label"]["help"] == ""
+    assert rows["tags"]["type"] == "a list, each a non-empty string"
+    limit = next(row for row in describe(EvaluationOptions) if row["name"] == "limit")
+    assert limit["type"] == "a positive integer or None"
     assert describe(ModelOptions)[0] == {
         "name": "path",
-        "type": "str",
+        "type": "a non-empty string",
         "default": None,
         "help": "Short name (`locator models`), hub id, model folder or .gguf file.",
     }
@@ -118,18 +120,30 @@ def test_click_options_declare_each_field_once_and_build_the_class():
         (ModelOptions, {"path": "m", "device": "cpu", "device_map": "auto"}, "not both"),
         (ModelOptions, {"path": "m", "trust_remote_code": "yes"}, "must be true or false"),
         (ModelOptions, {"path": ""}, "path must be a non-empty string"),
-        (CalibrationOptions, {"max_length": 0}, "max_length must be a positive integer or None, got 0."),
+        (
+            CalibrationOptions,
+            {"max_length": 0},
+            "max_length must be a positive integer or None, got 0.",
+        ),
         (CalibrationOptions, {"batch_size": 0}, "batch_size must be a positive integer, got 0."),
         (CalibrationOptions, {"num_samples": -1}, "num_samples must be a positive integer"),
         (CalibrationOptions, {"pack": 0}, "pack must be a positive integer or None, got 0."),
         (CalibrationOptions, {"pack": 8, "max_length": 4}, "give either max_length (4) or pack"),
         (EvaluationOptions, {"limit": 0}, "limit must be a positive integer or None, got 0."),
-        (EvaluationOptions, {"num_fewshot": -1}, "num_fewshot must be an integer >= 0 or None, got -1."),
+        (
+            EvaluationOptions,
+            {"num_fewshot": -1},
+            "num_fewshot must be an integer >= 0 or None, got -1.",
+        ),
         (EvaluationOptions, {"fewshot_as_multiturn": True}, "needs apply_chat_template"),
         (EvaluationOptions, {"system_instruction": " "}, "system_instruction must not be blank"),
         (EvaluationRequest, {"tasks": []}, "no evaluation task given."),
         (EvaluationRequest, {"tasks": ["a", "a"]}, "task 'a' is given more than once."),
-        (EvaluationRequest, {"tasks": ["a"], "batch_size": 0}, "must be a positive integer or 'auto', got 0."),
+        (
+            EvaluationRequest,
+            {"tasks": ["a"], "batch_size": 0},
+            "must be a positive integer or 'auto', got 0.",
+        ),
         (EvaluationRequest, {"tasks": ["a"], "batch_size": "max"}, "an integer or 'auto'"),
         (EvaluationRequest, {"tasks": ["a"], "data_dir": "/no/such/dir"}, "does not exist"),
     ],
