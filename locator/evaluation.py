@@ -59,7 +59,8 @@ class EvaluationOptions:
                 "needs apply_chat_template: few-shot examples become chat turns.",
             )
         if self.system_instruction is not None and not self.system_instruction.strip():
-            raise OptionError("system_instruction", "must not be blank.")
+            blank = f"must be a non-empty string or None, got {self.system_instruction!r}."
+            raise OptionError("system_instruction", blank)
 
     def prompt_options(self) -> dict[str, Any]:
         """The prompt options (all but `limit` and `max_new_tokens`) set to other than their

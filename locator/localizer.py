@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from locator.architecture import ScoredParameter, scored_parameters
 from locator.data import CalibrationOptions, Corpus, resolve_corpus
-from locator.errors import LocatorError
+from locator.errors import LocatorError, UnknownNameError
 from locator.localization import Localization, Selection
 from locator.options import OptionError, parse
 from locator.plugins import Registry, registry
@@ -192,6 +192,8 @@ def make_config(localizer: type[Localizer], options: Mapping[str, Any]) -> Any:
     type: `locator.options.parse`)."""
     try:
         return parse(localizer.Config, options, text=True, kind=f"option of {localizer.name}")
+    except UnknownNameError:
+        raise
     except OptionError as error:
         raise LocatorError(f"option {error.key!r} of {localizer.name} {error.problem}") from None
     except (TypeError, ValueError) as error:

@@ -53,9 +53,11 @@ class UnknownOptionError(UnknownNameError, OptionError):
     """A key, or a value of option `key`, that is not among the valid choices (did-you-mean)."""
 
     def __init__(self, key: str, kind: str, name: str, choices: Iterable[str]) -> None:
-        UnknownNameError.__init__(self, kind, name, choices)
-        message = str(self).replace(" Installed: ", " Valid: ")
-        self.key, self.problem = key, message[0].lower() + message[1:]
+        unknown = UnknownNameError(kind, name, choices)
+        message = str(unknown)
+        problem = message[0].lower() + message[1:].replace(" Installed: ", " Valid: ")
+        OptionError.__init__(self, key, problem, message)  # UnknownNameError's takes others
+        self.kind, self.name, self.choices = unknown.kind, unknown.name, unknown.choices
 
 
 def check_choice(key: str, value: Any, choices: Iterable[str], kind: str) -> None:
@@ -83,10 +85,11 @@ def _expected(kind: Any, minimum: int | None = None) -> str:
     return _WORDS.get(kind, getattr(kind, "__name__", str(kind)))
 
 
-def convert(kind: Any, value: Any, *, text: bool = False) -> Any:
-    """`value` as a value of type `kind`, or a `ValueError` saying what it must be. With
-    `text`, strings are parsed (``"4"`` -> 4, ``"true"``, ``"none"``); without, a value must
-    already have the type (a TOML or Python value), but an int is a float."""
+def convert(kind: Any, value: Any, *, text: bool = False, minimum: int | None = None) -> Any:
+    """`value` as a value of type `kind` (a number at least `minimum`), or a `ValueError`
+    saying what it must be. With `text`, strings are parsed (``"4"`` -> 4, ``"true"``,
+    ``"none"``); without, a value must already have the type (a TOML or Python value), but an
+    int is a float."""
     origin, arguments = typing.get_origin(kind), typing.get_args(kind)
     if origin is Literal:
         for choice in arguments:
@@ -98,7 +101,7 @@ def convert(kind: Any, value: Any, *, text: bool = False) -> Any:
                 return None
         for argument in arguments:
             try:
-                return convert(argument, value, text=text)
+                return convert(argument, value, text=text, minimum=minimum)
             except ValueError:
                 pass
     elif origin is tuple:
@@ -110,21 +113,24 @@ def convert(kind: Any, value: Any, *, text: bool = False) -> Any:
         if text and isinstance(value, str) and value.lower() in _TRUE | _FALSE:
             return value.lower() in _TRUE
     elif kind in (int, float):
+        number = None
         if text and isinstance(value, str):
             try:
-                return kind(value)
+                number = kind(value)
             except ValueError:
                 pass
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             # an int is a float; a float is an int only when written as text ("-o steps 4.0")
             if kind is float or isinstance(value, int) or (text and float(value).is_integer()):
-                return kind(value)
+                number = kind(value)
+        if number is not None and (minimum is None or number >= minimum):
+            return number
     elif kind in (str, Path):
         if isinstance(value, (str, Path)) and str(value) and (kind is Path or type(value) is str):
             return kind(value)
     elif not isinstance(kind, type) or isinstance(value, kind):
         return value
-    raise ValueError(f"must be {_expected(kind)}, got {value!r}.")
+    raise ValueError(f"must be {_expected(kind, minimum)}, got {value!r}.")
 
 
 def check_types(instance: Any) -> None:
@@ -135,9 +141,7 @@ def check_types(instance: Any) -> None:
     for field in dataclasses.fields(instance):
         value, minimum = getattr(instance, field.name), field.metadata.get("minimum")
         try:
-            value = convert(hints[field.name], value)
-            if minimum is not None and isinstance(value, int) and value < minimum:
-                raise ValueError(f"must be {_expected(hints[field.name], minimum)}, got {value!r}.")
+            value = convert(hints[field.name], value, minimum=minimum)
         except ValueError as error:
             raise OptionError(field.name, str(error)) from None
         object.__setattr__(instance, field.name, value)
@@ -157,14 +161,15 @@ def parse(
     (the place the values come from, ``"suite.toml: tasks[0]."``), both become
     ``"<where><key>: <problem>"``."""
     hints = typing.get_type_hints(cls)
-    names = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = {field.name: field for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
     try:
         for key in values:
-            check_choice(key, key, names, kind)
+            check_choice(key, key, fields, kind)
         converted = {}
         for key, value in values.items():
             try:
-                converted[key] = convert(hints[key], value, text=text)
+                minimum = fields[key].metadata.get("minimum")
+                converted[key] = convert(hints[key], value, text=text, minimum=minimum)
             except ValueError as error:
                 raise OptionError(key, str(error)) from None
         return cls(**converted)

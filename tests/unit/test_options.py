@@ -136,7 +136,7 @@ def test_click_options_declare_each_field_once_and_build_the_class():
             "num_fewshot must be an integer >= 0 or None, got -1.",
         ),
         (EvaluationOptions, {"fewshot_as_multiturn": True}, "needs apply_chat_template"),
-        (EvaluationOptions, {"system_instruction": " "}, "system_instruction must not be blank"),
+        (EvaluationOptions, {"system_instruction": " "}, "system_instruction must be a non-empty"),
         (EvaluationRequest, {"tasks": []}, "no evaluation task given."),
         (EvaluationRequest, {"tasks": ["a", "a"]}, "task 'a' is given more than once."),
         (
@@ -144,7 +144,11 @@ def test_click_options_declare_each_field_once_and_build_the_class():
             {"tasks": ["a"], "batch_size": 0},
             "must be a positive integer or 'auto', got 0.",
         ),
-        (EvaluationRequest, {"tasks": ["a"], "batch_size": "max"}, "an integer or 'auto'"),
+        (
+            EvaluationRequest,
+            {"tasks": ["a"], "batch_size": "max"},
+            "a positive integer or 'auto', got 'max'.",
+        ),
         (EvaluationRequest, {"tasks": ["a"], "data_dir": "/no/such/dir"}, "does not exist"),
     ],
 )
