@@ -149,7 +149,8 @@ def test_plan_covers_the_grid_with_stable_distinct_keys():
 def test_keys_depend_on_what_changes_results_only():
     base = {c.key for c in runner.plan(_suite())}
     assert {c.key for c in runner.plan(_suite(name="renamed", eval_batch_size=3))} == base
-    assert {c.key for c in runner.plan(_suite(calibration=CalibrationOptions(max_length=64)))}.isdisjoint(base)
+    truncated = _suite(calibration=CalibrationOptions(max_length=64))
+    assert {c.key for c in runner.plan(truncated)}.isdisjoint(base)
     # Where a model runs changes nothing; which revision it is does.
     placed = ModelOptions(path="model", device="cpu", device_map=None, trust_remote_code=True)
     assert {c.key for c in runner.plan(_suite(models=(placed,)))} == base
