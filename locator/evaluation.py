@@ -67,18 +67,11 @@ class EvaluationOptions:
         defaults."""
         defaults = EvaluationOptions()
         return {
-            key: getattr(self, key)
-            for key in _PROMPT_OPTIONS
-            if getattr(self, key) != getattr(defaults, key)
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(EvaluationOptions)
+            if f.name not in ("limit", "max_new_tokens")
+            and getattr(self, f.name) != getattr(defaults, f.name)
         }
-
-
-_PROMPT_OPTIONS = (
-    "num_fewshot",
-    "apply_chat_template",
-    "fewshot_as_multiturn",
-    "system_instruction",
-)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -287,8 +287,7 @@ def load_model(name: str, **options: Any) -> tuple[Any, Any]:
         path = str(location.source.prepare(Path(path)))
     shared = {"revision": request.revision, "trust_remote_code": request.trust_remote_code}
     dtype = request.dtype if request.dtype == "auto" else getattr(torch, request.dtype)
-    placement = request.device_map if request.device_map is not None else request.device
-    model_options = {"dtype": dtype, "device_map": placement}
+    model_options = {"dtype": dtype, "device_map": request.device_map or request.device}
     target, tokenizer_target = path, path
     tokenizer_options: dict[str, Any] = dict(shared)
     if location.kind == "gguf":

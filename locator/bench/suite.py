@@ -47,7 +47,7 @@ from locator.data import CalibrationOptions
 from locator.errors import LocatorError
 from locator.evaluation import EvaluationOptions, EvaluationRequest, check_evaluation
 from locator.models import ModelOptions
-from locator.options import UnknownOptionError, parse
+from locator.options import UnknownOptionError, convert, parse
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -217,15 +217,12 @@ class _Checker:
             raise self.fail(key, "is empty: the grid has no cells.")
         return value
 
-    def string(self, key: str, value: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, f"must be a non-empty string, got {value!r}.")
-        return value
-
-    def integer(self, key: str, value: Any, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(key, f"must be an integer >= {minimum}, got {value!r}.")
-        return value
+    def value(self, key: str, value: Any, kind: Any = str, minimum: int | None = None) -> Any:
+        """`value` as a `kind` (`locator.options.convert`; a non-empty string by default)."""
+        try:
+            return convert(kind, value, minimum=minimum)
+        except ValueError as error:
+            raise self.fail(key, str(error)) from None
 
     def values(
         self,
@@ -287,12 +284,12 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
     """Check parsed TOML `data` (from file `path`) and build the `Suite`."""
     check = _Checker(path)
     check.keys("", data, _TOP)
-    name = check.string("name", data.get("name", path.stem))
+    name = check.value("name", data.get("name", path.stem))
     if "description" in data:
-        check.string("description", data["description"])
+        check.value("description", data["description"])
     data_dir = data.get("data_dir")
     if data_dir is not None:
-        check.string("data_dir", data_dir)
+        check.value("data_dir", data_dir)
         if not (path.resolve().parent / data_dir).is_dir():
             raise check.fail(
                 "data_dir", f"{data_dir!r} is not a folder (paths are relative to the suite file)."
@@ -308,10 +305,12 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
         proportions=check.values(data, "proportions", lambda k, v: _proportion(check, k, v)),
         factors=check.values(data, "factors", lambda k, v: _factor(check, k, v)),
         seeds=check.values(data, "seeds", lambda k, v: _seed(check, k, v)),
-        num_samples=check.values(data, "num_samples", lambda k, v: check.integer(k, v, 1)),
+        num_samples=check.values(data, "num_samples", lambda k, v: check.value(k, v, int, 1)),
         calibration=calibration,
         data_dir=data_dir,
-        eval_batch_size=_eval_batch_size(check, data.get("eval_batch_size", 16)),
+        eval_batch_size=check.value(
+            "eval_batch_size", data.get("eval_batch_size", 16), int | Literal["auto"], 1
+        ),
     )
     _check_unique(check, "models", [(m.path, m.dtype) for m in suite.models])
     _check_unique(check, "corpora", [(c.target, c.controls) for c in suite.corpora])
@@ -339,14 +338,14 @@ def _corpora(check: _Checker, index: int, table: Mapping[str, Any]) -> CorporaSp
     if "target" not in table:
         raise check.fail(f"{where}target", "missing: the dataset that shows the skill.")
     names = _names(check, f"{where}controls", table.get("controls", []))
-    return CorporaSpec(target=check.string(f"{where}target", table["target"]), controls=names)
+    return CorporaSpec(target=check.value(f"{where}target", table["target"]), controls=names)
 
 
 def _names(check: _Checker, key: str, value: Any) -> tuple[str, ...]:
     """A list of dataset names without repeats."""
     if not isinstance(value, list):
         raise check.fail(key, f"must be a list of dataset names, got {value!r}.")
-    names = tuple(check.string(f"{key}[{i}]", name) for i, name in enumerate(value))
+    names = tuple(check.value(f"{key}[{i}]", name) for i, name in enumerate(value))
     if len(set(names)) != len(names):
         raise check.fail(key, f"has duplicates: {list(names)}.")
     return names
@@ -359,15 +358,15 @@ def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSp
         check.keys(where, table, _METHOD_KEYS)
         if "name" not in table:
             raise check.fail(f"{where}name", "missing: a method (see `locator localizers`).")
-        name = check.string(f"{where}name", table["name"])
+        name = check.value(f"{where}name", table["name"])
         match = table.get("match")
         if match is not None:
-            check.string(f"{where}match", match)
+            check.value(f"{where}match", match)
         default_label = name if match is None else f"{name}-matched-{match}"
         options = table.get("options", {})
         if not isinstance(options, dict):
             raise check.fail(f"{where}options", f"must be a table, got {options!r}.")
-        label = check.string(f"{where}label", table.get("label", default_label))
+        label = check.value(f"{where}label", table.get("label", default_label))
         if label in {m.label for m in methods}:
             raise check.fail(f"{where}label", f"{label!r} is used twice; give each a label.")
         config = _method_config(check, f"methods[{index}]", name, options)
@@ -392,10 +391,6 @@ def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSp
                 f"a matched baseline uses the controls of {method.match!r}; drop this key.",
             )
     return tuple(methods)
-
-
-def _eval_batch_size(check: _Checker, value: Any) -> int | Literal["auto"]:
-    return "auto" if value == "auto" else check.integer("eval_batch_size", value, 1)
 
 
 def _task(check: _Checker, index: int, table: Mapping[str, Any]) -> TaskSpec:

@@ -90,7 +90,10 @@ VALID = {
             "tasks[0].fewshot_as_multiturn: needs apply_chat_template",
         ),
         ({"tasks": [{"name": "x", "num_fewshot": "5"}]}, "tasks[0].num_fewshot: must be an"),
-        ({"eval_batch_size": "max"}, "eval_batch_size: must be an integer >= 1, got 'max'."),
+        (
+            {"eval_batch_size": "max"},
+            "eval_batch_size: must be a positive integer or 'auto', got 'max'.",
+        ),
         (
             {"methods": [{"name": "random", "match": "nothing"}]},
             "methods[0].match: unknown method label 'nothing'.",
