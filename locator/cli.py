@@ -100,7 +100,7 @@ def localizers(as_json: bool) -> None:
     from locator.listings import localizer_rows
 
     def lines(row: dict[str, Any]) -> list[str]:
-        help = {key: f": {text}" for key, text in row["help"].items()}
+        help = {key: f": {text}" for key, text in row.get("help", {}).items()}
         return [f"{row['name']}: {row['description']}  [plugin: {row['plugin']}]"] + [
             f"  -o {key} (default {default!r}){help.get(key, '')}"
             for key, default in row["options"].items()

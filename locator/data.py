@@ -285,14 +285,6 @@ class CalibrationOptions:
     token stream cut into rows of N tokens (LAPE's original input; `locator.stats.token_rows`).
     """
 
-    num_samples: int = option(500, help="Texts drawn from a named dataset.", minimum=1)
-    with_replacement: bool = option(
-        False, help="Draw dataset texts with replacement (the paper).", flag="--replace"
-    )
-    chat_template: bool = option(
-        False,
-        help="Render calibration texts through the tokenizer's chat template (instruct models).",
-    )
     batch_size: int = option(8, help="Texts per batch of a statistics pass.", minimum=1)
     max_length: int | None = option(
         None, help="Truncate texts to this many tokens (>= 1).", minimum=1
@@ -302,6 +294,14 @@ class CalibrationOptions:
         help="Read each corpus as one token stream cut into rows of this many tokens (LAPE's "
         "original input) instead of one row per text.",
         minimum=1,
+    )
+    num_samples: int = option(500, help="Texts drawn from a named dataset.", minimum=1)
+    with_replacement: bool = option(
+        False, help="Draw dataset texts with replacement (the paper).", flag="--replace"
+    )
+    chat_template: bool = option(
+        False,
+        help="Render calibration texts through the tokenizer's chat template (instruct models).",
     )
 
     def __post_init__(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 def localizer_rows() -> list[dict[str, Any]]:
     """Each installed method: name, plugin, first line of its docstring, statistic kinds, its
-    options with their defaults, and the help of those that have one."""
+    options with their defaults, and (`help`, where the plugin gives any) their help."""
     from locator.localizer import localizers
     from locator.options import describe
 
@@ -25,8 +25,9 @@ def localizer_rows() -> list[dict[str, Any]]:
             "name": name, "plugin": registry.source(name), "description": doc[0] if doc else "",
             "statistics": sorted(cls.statistics),
             "options": {field["name"]: field["default"] for field in fields},
-            "help": {field["name"]: field["help"] for field in fields if field["help"]},
         })  # fmt: skip
+        if any(field["help"] for field in fields):  # (a key only then: older output unchanged)
+            rows[-1]["help"] = {field["name"]: field["help"] for field in fields if field["help"]}
     return rows
 
 

@@ -205,7 +205,9 @@ def click_options(
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
     options = []
-    for field in fields:
+    for field in sorted(
+        fields, key=lambda f: f.default is not dataclasses.MISSING
+    ):  # required first
         if field.name in skip:
             continue
         kind, default = hints[field.name], field.default
