@@ -2,9 +2,10 @@
 
 An option set is a frozen keyword-only dataclass whose fields are declared with `option`, which
 keeps the field's help. `parse` builds one from Python values, TOML values or command-line
-strings, converting each by its field's type; an unknown key is an `UnknownNameError` with a
-did-you-mean. A class checks its own values once, in ``__post_init__`` (`check_types` does the
-type checks every class shares), raising `OptionError`, which names the key, so a suite can say
+strings, converting each by its field's type; an unknown key is an `UnknownOptionError` (an
+`UnknownNameError` with a did-you-mean). A class checks its own values once, in
+``__post_init__`` (`check_types` does the type and bound checks every class shares), raising
+`OptionError`, which names the key, so a suite can say
 ``tasks[0].limit: must be ...`` and the Python API ``limit must be ...``. `click_options` turns
 the fields into command-line options and `describe` into rows for listings and docs, so no
 option is declared twice.
