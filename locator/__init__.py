@@ -56,6 +56,7 @@ _LAZY = {
     "scored_parameters": "locator.architecture",
     "list_plugins": "locator.plugins",
     "register_plugin": "locator.plugins",
+    "CalibrationOptions": "locator.data",
     "Corpus": "locator.data",
     "Dataset": "locator.data",
     "get_dataset": "locator.data",
@@ -64,22 +65,27 @@ _LAZY = {
     "render_chat": "locator.data",
     "sample_corpus": "locator.data",
     "Evaluation": "locator.evaluation",
+    "EvaluationOptions": "locator.evaluation",
     "EvaluationRequest": "locator.evaluation",
     "Evaluator": "locator.evaluation",
     "evaluate": "locator.evaluation",
     "list_evaluators": "locator.evaluation",
     "list_tasks": "locator.evaluation",
+    "ModelOptions": "locator.models",
     "ModelSource": "locator.models",
     "list_models": "locator.models",
     "load_model": "locator.models",
+    "option": "locator.options",
 }
 
 __all__ = [
     "ActivationStats",
     "Activations",
+    "CalibrationOptions",
     "Corpus",
     "Dataset",
     "Evaluation",
+    "EvaluationOptions",
     "EvaluationRequest",
     "Evaluator",
     "Feed",
@@ -90,6 +96,7 @@ __all__ = [
     "LocatorError",
     "LocatorWarning",
     "MlpLayout",
+    "ModelOptions",
     "ModelSource",
     "NoConfig",
     "ScoredParameter",
@@ -117,6 +124,7 @@ __all__ = [
     "load_corpus",
     "load_model",
     "localize",
+    "option",
     "register_plugin",
     "render_chat",
     "sample_corpus",
@@ -130,6 +138,7 @@ __all__ = [
 if TYPE_CHECKING:
     from locator.architecture import MlpLayout, ScoredParameter, scored_parameters
     from locator.data import (
+        CalibrationOptions,
         Corpus,
         Dataset,
         get_dataset,
@@ -140,6 +149,7 @@ if TYPE_CHECKING:
     )
     from locator.evaluation import (
         Evaluation,
+        EvaluationOptions,
         EvaluationRequest,
         Evaluator,
         evaluate,
@@ -159,7 +169,8 @@ if TYPE_CHECKING:
         localize,
         statistic_kinds,
     )
-    from locator.models import ModelSource, list_models, load_model
+    from locator.models import ModelOptions, ModelSource, list_models, load_model
+    from locator.options import option
     from locator.passes import collect_statistics
     from locator.plugins import list_plugins, register_plugin
     from locator.ranking import top_count, top_cuts, top_indices

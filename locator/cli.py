@@ -7,17 +7,20 @@ the ``register_commands`` hook.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
+from locator.data import CalibrationOptions
 from locator.errors import LocatorError, LocatorWarning
+from locator.evaluation import EvaluationRequest
+from locator.models import ModelOptions
+from locator.options import click_options
 from locator.provenance import DISTRIBUTION
 
 
@@ -30,9 +33,6 @@ def _show_warning(message: Any, category: Any, *args: Any, **kwargs: Any) -> Non
 
 
 _python_show_warning = warnings.showwarning
-
-if TYPE_CHECKING:
-    from locator.models import ModelRequest
 
 
 class _Group(click.Group):
@@ -64,11 +64,6 @@ def cli() -> None:
     """locator: find, compare and edit the parameters of a language model that carry a skill."""
 
 
-NUM_SAMPLES_HELP = "Texts drawn from a named dataset."
-DATA_DIR_HELP = "Folder of local dataset copies (<dir>/gsm8k/train.jsonl ...), for offline use."
-TASK_HELP = "Evaluation task (lm-eval name or YAML file, toy task), repeatable."
-MODEL_HELP = "Short name (`locator models`), hub id, model folder or .gguf file."
-
 option_pairs = click.option(
     "-o",
     "--option",
@@ -78,120 +73,69 @@ option_pairs = click.option(
     metavar="KEY VALUE",
     help="A method option, repeatable: -o norm per_sample.",
 )
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(),
+    help="Folder of local dataset copies (<dir>/gsm8k/train.jsonl ...), for offline use.",
+)
+model_options = click_options(ModelOptions, "model")
+"""The options that name and place a model; the command receives one `ModelOptions`."""
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
-def model_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the options that name and place a model (--model, --revision, --dtype, --device,
-    --device-map, --trust-remote-code); the command receives them as one `ModelRequest`
-    argument `model`."""
-    from locator.models import DEVICE_MAPS, DTYPES, ModelRequest
-
-    @functools.wraps(command)
-    def with_model(
-        *,
-        model: str,
-        revision: str | None,
-        dtype: str,
-        device: str | None,
-        device_map: str | None,
-        trust_remote_code: bool,
-        **kwargs: Any,
-    ) -> Any:
-        request = ModelRequest(
-            name=model,
-            revision=revision,
-            dtype=dtype,
-            device=device,
-            device_map=device_map,
-            trust_remote_code=trust_remote_code,
-        )
-        return command(model=request, **kwargs)
-
-    options = [
-        click.option("--model", required=True, help=MODEL_HELP),
-        click.option("--revision", help="Hub revision (branch, tag or commit) of a hub id."),
-        click.option("--dtype", default="auto", show_default=True, help=" | ".join(DTYPES)),
-        click.option("--device", help="Put the model on this device: cpu, cuda, cuda:1, mps."),
-        click.option(
-            "--device-map",
-            help=f"Let accelerate spread the model over the devices: {' | '.join(DEVICE_MAPS)}.",
-        ),
-        click.option(
-            "--trust-remote-code", is_flag=True, help="Run model code from the hub (off: safe)."
-        ),
-    ]
-    for option in reversed(options):
-        with_model = option(with_model)
-    return with_model
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def localizers(as_json: bool) -> None:
-    """List the installed localization methods and their options."""
-    import dataclasses
-
-    from locator.localizer import localizers as localizer_registry
-
-    registry = localizer_registry()
-    rows: list[dict[str, Any]] = []
-    for name in registry.names():
-        cls = registry.get(name)
-        options = {
-            f.name: (f.default if f.default is not dataclasses.MISSING else None)
-            for f in dataclasses.fields(cls.Config)
-        }
-        doc = (cls.__doc__ or "").strip().splitlines()
-        rows.append(
-            {
-                "name": name,
-                "plugin": registry.source(name),
-                "description": doc[0] if doc else "",
-                "statistics": sorted(cls.statistics),
-                "options": options,
-            }
-        )
+def _echo_rows(rows: list[dict[str, Any]], as_json: bool, lines: Callable[..., Any]) -> None:
+    """Print a listing: as JSON, or each row as the lines `lines` makes of it."""
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
     for row in rows:
-        click.echo(f"{row['name']}: {row['description']}  [plugin: {row['plugin']}]")
-        for key, default in row["options"].items():
-            click.echo(f"  -o {key} (default {default!r})")
+        for line in lines(row):
+            click.echo(line)
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
+def localizers(as_json: bool) -> None:
+    """List the installed localization methods and their options."""
+    from locator.listings import localizer_rows
+
+    def lines(row: dict[str, Any]) -> list[str]:
+        help = {key: f": {text}" for key, text in row.get("help", {}).items()}
+        return [f"{row['name']}: {row['description']}  [plugin: {row['plugin']}]"] + [
+            f"  -o {key} (default {default!r}){help.get(key, '')}"
+            for key, default in row["options"].items()
+        ]
+
+    _echo_rows(localizer_rows(), as_json, lines)
+
+
+@cli.command()
+@json_option
 def statistics(as_json: bool) -> None:
     """List the statistic kinds methods can declare: site, dtype, what each computes."""
-    from locator.stats import statistics as statistic_kinds
+    from locator.listings import statistic_rows
 
-    rows = [
-        {"name": k.name, "site": k.site, "dtype": str(k.dtype).removeprefix("torch."),
-         "description": k.description}
-        for k in statistic_kinds().values()
-    ]  # fmt: skip
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(f"{row['name']} ({row['site']}, {row['dtype']}): {row['description']}")
+    _echo_rows(
+        statistic_rows(),
+        as_json,
+        lambda row: [f"{row['name']} ({row['site']}, {row['dtype']}): {row['description']}"],
+    )
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def plugins(as_json: bool) -> None:
     """List the loaded plugins: distribution, version and hooks."""
     from locator.plugins import list_plugins
 
-    infos = list_plugins()
-    if as_json:
-        click.echo(json.dumps([info.__dict__ for info in infos], indent=2))
-        return
-    for info in infos:
-        click.echo(
-            f"{info.name}  {info.distribution} {info.version}  hooks: {', '.join(info.hooks)}"
-        )
+    _echo_rows(
+        [dataclasses.asdict(info) for info in list_plugins()],
+        as_json,
+        lambda row: [
+            f"{row['name']}  {row['distribution']} {row['version']}  "
+            f"hooks: {', '.join(row['hooks'])}"
+        ],
+    )
 
 
 @cli.command()
@@ -206,43 +150,21 @@ def plugins(as_json: bool) -> None:
 @click.option("--proportion", required=True, type=float, help="K, in (0, 1].")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output file.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--batch-size", default=8, show_default=True, type=int)
-@click.option(
-    "--max-length", default=None, type=int, help="Truncate texts to this many tokens (>= 1)."
-)
-@click.option(
-    "--pack",
-    default=None,
-    type=int,
-    help="Read each corpus as one token stream cut into rows of this many tokens (LAPE's "
-    "original input) instead of one row per text.",
-)
 @click.option("--reference", type=click.Path(dir_okay=False), help="Localization to match.")
-@click.option("--num-samples", default=500, show_default=True, type=int, help=NUM_SAMPLES_HELP)
-@click.option("--replace", is_flag=True, help="Draw dataset texts with replacement (the paper).")
-@click.option("--data-dir", type=click.Path(), help=DATA_DIR_HELP)
-@click.option(
-    "--chat-template",
-    is_flag=True,
-    help="Render calibration texts through the tokenizer's chat template (instruct models).",
-)
+@click_options(CalibrationOptions, "calibration")
+@data_dir_option
 @option_pairs
 def localize(
-    model: ModelRequest,
+    model: ModelOptions,
     method: str,
     target: str,
     controls: tuple[str, ...],
     proportion: float,
     out: str,
     seed: int,
-    batch_size: int,
-    max_length: int | None,
-    pack: int | None,
     reference: str | None,
-    num_samples: int,
-    replace: bool,
+    calibration: CalibrationOptions,
     data_dir: str | None,
-    chat_template: bool,
     options: tuple[tuple[str, str], ...],
 ) -> None:
     """Localize a skill in a model and save the selection (safetensors).
@@ -253,24 +175,16 @@ def localize(
     from locator.data import read_texts, render_chat, sample_corpus
     from locator.io import check_output_file
     from locator.localization import Localization, is_localization_file
-    from locator.localizer import check_request, get_localizer
+    from locator.localizer import checked_localizer
     from locator.localizer import localize as run_localize
     from locator.provenance import file_hash
-    from locator.rows import check_batch_size, check_max_length, check_rows
 
     # Fail on bad options, a bad request, an unwritable output or a bad model before loading
     # anything; the parsed method is the one used.
-    localizer = get_localizer(method, dict(options))
-    check_request(
-        localizer,
-        proportions=[proportion],
-        seed=seed,
-        controls=len(controls),
-        reference=reference is not None,
-    )
-    check_max_length(max_length)
-    check_rows(max_length, pack)
-    check_batch_size(batch_size)
+    localizer = checked_localizer(
+        method, dict(options), proportion=proportion, seed=seed, controls=controls,
+        reference=reference,
+    )  # fmt: skip
     check_output_file(out, overwrite=is_localization_file)
     model.check()
     files = {}
@@ -282,12 +196,16 @@ def localize(
         else:
             corpora.append(
                 sample_corpus(
-                    value, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
+                    value,
+                    num_samples=calibration.num_samples,
+                    seed=seed,
+                    replace=calibration.with_replacement,
+                    data_dir=data_dir,
                 )
             )
     reference_localization = Localization.load(reference) if reference else None
     loaded, tokenizer = model.load()
-    if chat_template:
+    if calibration.chat_template:
         corpora = [render_chat(tokenizer, corpus) for corpus in corpora]
     result = run_localize(
         loaded,
@@ -297,9 +215,9 @@ def localize(
         controls=corpora[1:],
         proportion=proportion,
         seed=seed,
-        batch_size=batch_size,
-        max_length=max_length,
-        pack=pack,
+        batch_size=calibration.batch_size,
+        max_length=calibration.max_length,
+        pack=calibration.pack,
         reference=reference_localization,
     )
     described = [dict(c, **files.get(i, {})) for i, c in enumerate(result.provenance["corpora"])]
@@ -312,91 +230,38 @@ def localize(
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def datasets(as_json: bool) -> None:
     """List the installed datasets: splits, calibration split, evaluation task, source."""
-    from locator.data import datasets as dataset_registry
+    from locator.listings import dataset_rows
 
-    registry = dataset_registry()
-    rows: list[dict[str, Any]] = [
-        {
-            "name": name,
-            "plugin": registry.source(name),
-            "description": dataset.description,
-            "splits": list(dataset.splits),
-            "calibration_split": dataset.calibration_split,
-            "task": dataset.task,
-            "source": dataset.source(),
-        }
-        for name in registry.names()
-        for dataset in [registry.get(name)]
-    ]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(f"{row['name']}: {row['description']}  [plugin: {row['plugin']}]")
-        click.echo(
+    _echo_rows(
+        dataset_rows(),
+        as_json,
+        lambda row: [
+            f"{row['name']}: {row['description']}  [plugin: {row['plugin']}]",
             f"  splits: {', '.join(row['splits'])} (calibration: {row['calibration_split']}); "
-            f"task: {row['task'] or '-'}; source: {row['source']}"
-        )
-
-
-def _batch_size(value: str) -> int | str:
-    """``--batch-size``: a positive integer or ``auto``."""
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise LocatorError(
-            f"--batch-size must be a positive integer or 'auto', got {value!r}."
-        ) from None
+            f"task: {row['task'] or '-'}; source: {row['source']}",
+        ],
+    )
 
 
 @cli.command()
 @model_options
-@click.option("--task", "tasks", required=True, multiple=True, help=TASK_HELP)
-@click.option("--limit", type=int, help="Examples per task (per subtask of a group: mmlu).")
-@click.option("--data-dir", type=click.Path(), help=DATA_DIR_HELP)
-@click.option(
-    "--batch-size", default="8", show_default=True, help="An integer, or 'auto' (lm-eval's)."
-)
-@click.option("--max-new-tokens", type=int, help="Cap on generated tokens (generation tasks).")
-@click.option("--num-fewshot", type=int, help="Few-shot examples per prompt (default: the task's).")
-@click.option(
-    "--apply-chat-template", is_flag=True, help="Render prompts with the tokenizer's chat template."
-)
-@click.option(
-    "--fewshot-as-multiturn", is_flag=True, help="Few-shot examples as chat turns (chat template)."
-)
-@click.option("--system-instruction", help="A system prompt put before every prompt.")
+@click_options(EvaluationRequest, "request", skip=("data_dir",))
+@data_dir_option
 @click.option(
     "--output",
     type=click.Path(dir_okay=False),
     help="Write the metrics here (JSON); with --log-samples, per-item records beside it.",
 )
-@click.option(
-    "--log-samples",
-    is_flag=True,
-    help="Also write every item's prompt, response and scores (OUTPUT's .samples.jsonl).",
-)
 @click.option("--localization", type=click.Path(dir_okay=False), help="Edit before evaluating.")
 @click.option("--factor", type=float, help="Scale of the localized entries (0 prunes).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def evaluate(
-    model: ModelRequest,
-    tasks: tuple[str, ...],
-    limit: int | None,
-    data_dir: str | None,
-    batch_size: str,
-    max_new_tokens: int | None,
-    num_fewshot: int | None,
-    apply_chat_template: bool,
-    fewshot_as_multiturn: bool,
-    system_instruction: str | None,
+    model: ModelOptions,
+    request: EvaluationRequest,
     output: str | None,
-    log_samples: bool,
     localization: str | None,
     factor: float | None,
     as_json: bool,
@@ -405,7 +270,7 @@ def evaluate(
     from contextlib import nullcontext
 
     from locator.bench.results import write_json, write_lines
-    from locator.evaluation import check_evaluation, run_evaluation
+    from locator.evaluation import run_evaluation
     from locator.intervention import check_factor, intervene
     from locator.io import check_output_file
     from locator.localization import Localization
@@ -414,25 +279,14 @@ def evaluate(
         raise LocatorError("--localization and --factor go together: give both or neither.")
     if factor is not None:
         check_factor(factor)
-    if log_samples and output is None:
+    if request.log_samples and output is None:
         raise LocatorError("--log-samples writes beside the metrics: give --output PATH too.")
     paths = [] if output is None else [Path(output)]
-    if output is not None and log_samples:
+    if output is not None and request.log_samples:
         paths.append(samples_file(Path(output)))
     for path in paths:
         check_output_file(path)  # never over an existing file
-    request = check_evaluation(
-        tasks,
-        limit=limit,
-        data_dir=data_dir,
-        batch_size=_batch_size(batch_size),
-        max_new_tokens=max_new_tokens,
-        num_fewshot=num_fewshot,
-        apply_chat_template=apply_chat_template,
-        fewshot_as_multiturn=fewshot_as_multiturn,
-        system_instruction=system_instruction,
-        log_samples=log_samples,
-    )  # unknown tasks and bad options fail before the model loads
+    request.check()  # unknown tasks fail before the model loads
     model.check()
     found = Localization.load(localization) if localization is not None else None
     loaded, tokenizer = model.load()
@@ -442,7 +296,7 @@ def evaluate(
     results = evaluation.metrics
     if output is not None:
         write_json(Path(output), results)
-    if output is not None and log_samples:
+    if output is not None and request.log_samples:
         records = [record for task in results for record in evaluation.samples.get(task, [])]
         write_lines(samples_file(Path(output)), [json.dumps(r) for r in records])
     if as_json:
@@ -470,7 +324,7 @@ def samples_file(output: Path) -> Path:
 @click.option("--factor", required=True, type=float, help="Scale of the entries (0 prunes).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New model folder.")
 @click.option("--force", is_flag=True, help="Replace a model folder that `locator edit` wrote.")
-def edit(model: ModelRequest, localization: str, factor: float, out: str, force: bool) -> None:
+def edit(model: ModelOptions, localization: str, factor: float, out: str, force: bool) -> None:
     """Scale a localization's entries and save the model as a normal HF folder.
 
     The folder records the edit in `locator_edit.json` and in config.json (`locator_edit`):
@@ -496,7 +350,7 @@ def edit(model: ModelRequest, localization: str, factor: float, out: str, force:
         "count": found.count(),
         "localization": Path(localization).name,
         "localization_hash": found.content_hash(),
-        "base_model": model.name,
+        "base_model": model.path,
         "provenance": dict(found.provenance),
     }
     loaded.config.locator_edit = {k: v for k, v in record.items() if k != "provenance"}
@@ -518,38 +372,23 @@ EDIT_FILE = "locator_edit.json"
 
 
 @cli.group(invoke_without_command=True)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @click.pass_context
 def models(ctx: click.Context, as_json: bool) -> None:
     """List the models known by short name: hub id, where a local copy is, size."""
     if ctx.invoked_subcommand is not None:
         return
-    from locator.models import get_model_source, list_models
+    from locator.listings import model_rows
 
-    rows = []
-    for name in list_models():
-        source = get_model_source(name)
-        found = source.find()
-        rows.append(
-            {
-                "name": name,
-                "hub_id": source.hub_id,
-                "source": "hub" if found is None else str(found),
-                "size": source.size,
-                "description": source.description,
-                "install": source.install_hint(),
-            }
-        )
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    for row in rows:
-        click.echo(f"{row['name']}: {row['description']}  [{row['size']}, hub {row['hub_id']}]")
+    def lines(row: dict[str, Any]) -> list[str]:
         if row["source"] == "hub":
-            click.echo(f"  source: hub (offline: install with {row['install']})")
+            where = f"  source: hub (offline: install with {row['install']})"
         else:
-            built = Path(row["source"]).exists()
-            click.echo(f"  source: {row['source']}{'' if built else ' (built on first load)'}")
+            built = "" if Path(row["source"]).exists() else " (built on first load)"
+            where = f"  source: {row['source']}{built}"
+        return [f"{row['name']}: {row['description']}  [{row['size']}, hub {row['hub_id']}]", where]
+
+    _echo_rows(model_rows(), as_json, lines)
 
 
 @models.command()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, overload
 
 from locator.errors import LocatorError, UnknownNameError
+from locator.options import OptionError, check_types, option
 from locator.plugins import Registry, registry
 
 LOCAL_SUFFIXES = (".jsonl", ".parquet", ".csv")
@@ -276,6 +277,43 @@ class Corpus:
         return f"{self.dataset}:{self.split}:n={self.num_samples}:seed={self.seed}{draw}{chat}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class CalibrationOptions:
+    """How calibration texts are drawn from a named dataset and read by a statistics pass: the
+    CLI's ``localize`` options, a suite's top-level keys and `locator.localize`'s arguments.
+    Each corpus is read one row per text (`max_length` truncates), or with `pack` = N as one
+    token stream cut into rows of N tokens (LAPE's original input; `locator.stats.token_rows`).
+    """
+
+    batch_size: int = option(8, help="Texts per batch of a statistics pass.", minimum=1)
+    max_length: int | None = option(
+        None, help="Truncate texts to this many tokens (>= 1).", minimum=1
+    )
+    pack: int | None = option(
+        None,
+        help="Read each corpus as one token stream cut into rows of this many tokens (LAPE's "
+        "original input) instead of one row per text.",
+        minimum=1,
+    )
+    num_samples: int = option(500, help="Texts drawn from a named dataset.", minimum=1)
+    with_replacement: bool = option(
+        False, help="Draw dataset texts with replacement (the paper).", flag="--replace"
+    )
+    chat_template: bool = option(
+        False,
+        help="Render calibration texts through the tokenizer's chat template (instruct models).",
+    )
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.pack is not None and self.max_length is not None:
+            both = (
+                f"give either max_length ({self.max_length}) or pack ({self.pack}), not both: "
+                "packed rows are cut to the pack length."
+            )
+            raise OptionError("pack", both, both)
+
+
 def sample_corpus(
     name: str,
     *,
@@ -292,8 +330,7 @@ def sample_corpus(
     the MathNeuro paper did (500 samples). The same arguments give the same texts.
     """
     dataset = get_dataset(name)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise LocatorError(f"num_samples must be a positive integer, got {num_samples!r}.")
+    CalibrationOptions(num_samples=num_samples, with_replacement=replace)
     directory = None if data_dir is None else Path(data_dir)
     if directory is not None and not directory.exists():
         raise LocatorError(f"data directory {str(directory)!r} does not exist.")
@@ -361,20 +398,9 @@ def render_chat(tokenizer: Any, corpus: Corpus | Sequence[str]) -> Corpus | list
     return [render(text, "") for text in corpus]
 
 
-def load_corpus(
-    name: str,
-    *,
-    split: str | None = None,
-    num_samples: int,
-    seed: int = 0,
-    replace: bool = False,
-    data_dir: str | Path | None = None,
-) -> list[str]:
+def load_corpus(name: str, **options: Any) -> list[str]:
     """The texts of `sample_corpus` (same arguments), as a list."""
-    corpus = sample_corpus(
-        name, split=split, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
-    )
-    return list(corpus.texts)
+    return list(sample_corpus(name, **options).texts)
 
 
 def resolve_corpus(

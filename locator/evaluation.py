@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from locator.errors import LocatorError, UnknownNameError
+from locator.options import OptionError, check_types, option, parse
 from locator.plugins import Registry, registry
 
 Results = dict[str, dict[str, float]]
@@ -29,29 +30,86 @@ LISTED_TASKS = 25
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvaluationRequest:
-    """What to evaluate and how; built and checked by `check_evaluation`.
+class EvaluationOptions:
+    """How a task is evaluated, as far as it changes the numbers: a suite's ``[[tasks]]``
+    table, the CLI's and `evaluate`'s options (see lm-eval for the prompt options)."""
 
-    `tasks` in request order; `limit` caps the examples per task (None: all); `data_dir` holds
-    local copies of the data; `batch_size` is an int or ``"auto"`` (the backend's automatic
-    batch size; evaluators without one use their default); `max_new_tokens` caps generation
-    (None: the task's own setting); `num_fewshot` overrides the tasks' few-shot count;
-    `apply_chat_template` renders prompts through the tokenizer's chat template, with few-shot
-    examples as turns of a conversation if `fewshot_as_multiturn`, after `system_instruction`
-    if given; `log_samples` asks for per-item scores and records (`Evaluation.items`,
-    `Evaluation.samples`).
-    """
+    limit: int | None = option(
+        None, help="Examples per task (per subtask of a group: mmlu).", minimum=1
+    )
+    max_new_tokens: int | None = option(
+        None, help="Cap on generated tokens (generation tasks).", minimum=1
+    )
+    num_fewshot: int | None = option(
+        None, help="Few-shot examples per prompt (default: the task's).", minimum=0
+    )
+    apply_chat_template: bool = option(
+        False, help="Render prompts with the tokenizer's chat template."
+    )
+    fewshot_as_multiturn: bool = option(
+        False, help="Few-shot examples as chat turns (chat template)."
+    )
+    system_instruction: str | None = option(None, help="A system prompt put before every prompt.")
 
-    tasks: tuple[str, ...]
-    limit: int | None = None
-    data_dir: Path | None = None
-    batch_size: int | Literal["auto"] = 8
-    max_new_tokens: int | None = None
-    num_fewshot: int | None = None
-    apply_chat_template: bool = False
-    fewshot_as_multiturn: bool = False
-    system_instruction: str | None = None
-    log_samples: bool = False
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.fewshot_as_multiturn and not self.apply_chat_template:
+            raise OptionError(
+                "fewshot_as_multiturn",
+                "needs apply_chat_template: few-shot examples become chat turns.",
+            )
+        if self.system_instruction is not None and not self.system_instruction.strip():
+            blank = f"must be a non-empty string or None, got {self.system_instruction!r}."
+            raise OptionError("system_instruction", blank)
+
+    def prompt_options(self) -> dict[str, Any]:
+        """The prompt options (all but `limit` and `max_new_tokens`) set to other than their
+        defaults."""
+        defaults = EvaluationOptions()
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(EvaluationOptions)
+            if f.name not in ("limit", "max_new_tokens")
+            and getattr(self, f.name) != getattr(defaults, f.name)
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationRequest(EvaluationOptions):
+    """What to evaluate and how: the tasks in request order, their `EvaluationOptions`, and how
+    to run them, which changes no number: `batch_size` (an int, or ``"auto"``: the backend's
+    automatic batch size; evaluators without one use their default), `data_dir` (local copies
+    of the data) and `log_samples` (per-item scores and records: `Evaluation.items`,
+    `Evaluation.samples`). Built and checked by `check_evaluation`."""
+
+    tasks: tuple[str, ...] = option(
+        help="Evaluation task (lm-eval name or YAML file, toy task), repeatable.", flag="--task"
+    )
+    batch_size: int | Literal["auto"] = option(
+        8, help="An integer, or 'auto' (lm-eval's).", minimum=1
+    )
+    data_dir: Path | None = option(None, help="Folder of local copies of the data.")
+    log_samples: bool = option(
+        False,
+        help="Also write every item's prompt, response and scores (OUTPUT's .samples.jsonl).",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.tasks:
+            raise OptionError("tasks", "is empty: give a task.", "no evaluation task given.")
+        repeated = sorted({task for task in self.tasks if self.tasks.count(task) > 1})
+        if repeated:
+            twice = f"evaluation task {repeated[0]!r} is given more than once."
+            raise OptionError("tasks", twice, twice)
+        if self.data_dir is not None and not self.data_dir.exists():
+            raise OptionError("data_dir", f"{str(self.data_dir)!r} does not exist.")
+
+    def check(self) -> None:
+        """Route the tasks (an unknown task fails here, with a did-you-mean) and let each
+        evaluator check its share of the request, before any model loads."""
+        for evaluator, names in route(self.tasks):
+            evaluator.check(dataclasses.replace(self, tasks=tuple(names)))
 
 
 @dataclass(frozen=True)
@@ -181,76 +239,13 @@ def route(tasks: Sequence[str]) -> list[tuple[Evaluator, list[str]]]:
     return [(get_evaluator(name), names) for name, names in routed.items()]
 
 
-def _positive(what: str, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise LocatorError(f"{what} must be a positive integer or None, got {value!r}.")
-
-
-def check_options(
-    *,
-    limit: int | None = None,
-    data_dir: str | Path | None = None,
-    batch_size: int | str = 8,
-    max_new_tokens: int | None = None,
-    num_fewshot: int | None = None,
-    apply_chat_template: bool = False,
-    fewshot_as_multiturn: bool = False,
-    system_instruction: str | None = None,
-    log_samples: bool = False,
-) -> None:
-    """Check evaluation options (the fields of `EvaluationRequest` but the tasks); each error
-    message starts with the option's name."""
-    _positive("limit", limit)
-    _positive("max_new_tokens", max_new_tokens)
-    if batch_size != "auto" and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise LocatorError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}.")
-    if num_fewshot is not None and (
-        isinstance(num_fewshot, bool) or not isinstance(num_fewshot, int) or num_fewshot < 0
-    ):
-        raise LocatorError(f"num_fewshot must be an integer >= 0 or None, got {num_fewshot!r}.")
-    for what, flag in (
-        ("apply_chat_template", apply_chat_template),
-        ("fewshot_as_multiturn", fewshot_as_multiturn),
-        ("log_samples", log_samples),
-    ):
-        if not isinstance(flag, bool):
-            raise LocatorError(f"{what} must be true or false, got {flag!r}.")
-    if fewshot_as_multiturn and not apply_chat_template:
-        raise LocatorError(
-            "fewshot_as_multiturn needs apply_chat_template: few-shot examples become chat turns."
-        )
-    if system_instruction is not None and (
-        not isinstance(system_instruction, str) or not system_instruction.strip()
-    ):
-        raise LocatorError(
-            f"system_instruction must be a non-empty string or None, got {system_instruction!r}."
-        )
-    if data_dir is not None and not Path(data_dir).exists():
-        raise LocatorError(f"data_dir {str(data_dir)!r} does not exist.")
-
-
 def check_evaluation(tasks: str | Sequence[str], **options: Any) -> EvaluationRequest:
-    """Check an evaluation (before any model loads) and build its request: the one place
-    evaluation options are checked (`evaluate`, the CLI and suites call it). `options` are the
-    fields of `EvaluationRequest`. It also routes the tasks (an unknown task fails here, with
-    a did-you-mean) and lets each evaluator check its share of the request.
-    """
-    if isinstance(tasks, str):
-        tasks = [tasks]
-    tasks = list(tasks)
-    if not tasks:
-        raise LocatorError("no evaluation task given.")
-    repeated = sorted({task for task in tasks if tasks.count(task) > 1})
-    if repeated:
-        raise LocatorError(f"evaluation task {repeated[0]!r} is given more than once.")
-    check_options(**options)
-    if options.get("data_dir") is not None:
-        options["data_dir"] = Path(options["data_dir"])
-    request = EvaluationRequest(tasks=tuple(tasks), **options)
-    for evaluator, names in route(request.tasks):
-        evaluator.check(dataclasses.replace(request, tasks=tuple(names)))
+    """Check an evaluation (before any model loads) and build its request: `options` are the
+    other fields of `EvaluationRequest`. It also routes the tasks and lets each evaluator check
+    its share of the request (`EvaluationRequest.check`)."""
+    names = [tasks] if isinstance(tasks, str) else list(tasks)
+    request = parse(EvaluationRequest, {"tasks": names, **options}, kind="evaluation option")
+    request.check()
     return request
 
 
@@ -294,20 +289,12 @@ def run_evaluation(model: Any, tokenizer: Any, request: EvaluationRequest) -> Ev
     )
 
 
-def evaluate(
-    model: Any,
-    tokenizer: Any,
-    tasks: str | Sequence[str],
-    **options: Any,
-) -> Results:
+def evaluate(model: Any, tokenizer: Any, tasks: str | Sequence[str], **options: Any) -> Results:
     """Evaluate `model` (as currently edited) on `tasks`: ``{task: {metric: value}}``.
 
-    Options (see `EvaluationRequest`): `limit` caps the examples of each task (for an lm-eval
-    group, of each of its subtasks: ``mmlu`` with ``limit=10`` scores 10 questions in each of
-    57 subjects); `data_dir` points at local copies of the data (see each evaluator's docs);
-    `batch_size` (default 8, or ``"auto"``); `max_new_tokens` caps generated tokens;
-    `num_fewshot`, `apply_chat_template`, `fewshot_as_multiturn` and `system_instruction` as
-    in lm-eval. `run_evaluation` also returns per-item scores.
+    `options` are the other fields of `EvaluationRequest` (`limit` caps the examples of each
+    task, of each subtask of an lm-eval group: ``mmlu`` with ``limit=10`` scores 10 questions
+    in each of 57 subjects). `run_evaluation` also returns per-item scores.
 
     Example::
 

@@ -12,26 +12,25 @@ cut many proportions from one ranking (`locator.ranking`) override `localize_man
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from locator.architecture import ScoredParameter, scored_parameters
-from locator.data import Corpus, resolve_corpus
+from locator.data import CalibrationOptions, Corpus, resolve_corpus
 from locator.errors import LocatorError, UnknownNameError
 from locator.localization import Localization, Selection
+from locator.options import OptionError, parse
 from locator.passes import collect_statistics
 from locator.plugins import Registry, registry
 from locator.provenance import model_identity, with_provenance
 from locator.ranking import top_count, top_cuts
-from locator.rows import check_max_length
 from locator.runs import ModelRunner, running
 from locator.stats import ActivationStats
 
@@ -239,65 +238,16 @@ def check_choices(config: Any) -> None:
 
 
 def make_config(localizer: type[Localizer], options: Mapping[str, Any]) -> Any:
-    """Build `localizer.Config` from options; strings are parsed by the field's type."""
-    config_class = localizer.Config
-    fields = {f.name: f for f in dataclasses.fields(config_class)}
-    hints = typing.get_type_hints(config_class)
-    values = {}
-    for key, value in options.items():
-        if key not in fields:
-            raise UnknownNameError(f"option of {localizer.name}", key, fields)
-        values[key] = _convert(f"option {key!r} of {localizer.name}", hints[key], value)
+    """Build `localizer.Config` from options (Python values or strings, parsed by the field's
+    type: `locator.options.parse`)."""
     try:
-        return config_class(**values)
+        return parse(localizer.Config, options, text=True, kind=f"option of {localizer.name}")
+    except UnknownNameError:
+        raise
+    except OptionError as error:
+        raise LocatorError(f"option {error.key!r} of {localizer.name} {error.problem}") from None
     except (TypeError, ValueError) as error:
         raise LocatorError(f"invalid options for {localizer.name}: {error}") from None
-
-
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-
-
-def _convert(what: str, kind: Any, value: Any) -> Any:
-    origin, arguments = typing.get_origin(kind), typing.get_args(kind)
-    if origin is Literal:
-        for choice in arguments:
-            if value == choice or (isinstance(value, str) and value == str(choice)):
-                return choice
-        raise LocatorError(f"{what} must be one of {list(arguments)}, got {value!r}.")
-    if origin in (Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() == "none"):
-            if type(None) in arguments:
-                return None
-        errors = []
-        for argument in arguments:
-            if argument is type(None):
-                continue
-            try:
-                return _convert(what, argument, value)
-            except LocatorError as error:
-                errors.append(str(error))
-        raise LocatorError(errors[0] if errors else f"{what}: bad value {value!r}.")
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
-    elif kind in (int, float):
-        if isinstance(value, str):
-            try:
-                return kind(value)
-            except ValueError:
-                pass
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            if kind is float or float(value).is_integer():
-                return kind(value)
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-    else:
-        return value
-    name = getattr(kind, "__name__", str(kind))
-    raise LocatorError(f"{what} must be {name}, got {value!r}.")
 
 
 def check_request(
@@ -414,6 +364,35 @@ def build_context(
     )
 
 
+def checked_localizer(
+    method: str | Localizer,
+    options: Mapping[str, Any] | None,
+    *,
+    proportion: float,
+    seed: int,
+    controls: Sequence[object],
+    reference: object | None,
+) -> Localizer:
+    """The configured method of a `localize` call, with every check of its request made
+    (`check_request`): the one place `localize` and the CLI check a request."""
+    if isinstance(method, Localizer):
+        if options is not None:
+            raise LocatorError("give options either in the Localizer or in options=, not both.")
+        localizer = method
+    else:
+        localizer = get_localizer(method, options)
+    if isinstance(controls, str):
+        raise LocatorError("controls must be a list of corpora, e.g. controls=['race'].")
+    check_request(
+        localizer,
+        proportions=[proportion],
+        seed=seed,
+        controls=len(controls),
+        reference=reference is not None,
+    )
+    return localizer
+
+
 def localize(
     model: nn.Module,
     tokenizer: Any,
@@ -448,22 +427,16 @@ def localize(
     `cache_dir`, statistics are read from and written to an on-disk cache, so a repeated call
     with another method, proportion or option runs no pass over the model.
     """
-    if isinstance(method, Localizer):
-        if options is not None:
-            raise LocatorError("give options either in the Localizer or in options=, not both.")
-        localizer = method
-    else:
-        localizer = get_localizer(method, options)
-    if isinstance(controls, str):
-        raise LocatorError("controls must be a list of corpora, e.g. controls=['race'].")
-    check_request(
-        localizer,
-        proportions=[proportion],
-        seed=seed,
-        controls=len(controls),
-        reference=reference is not None,
+    localizer = checked_localizer(
+        method, options, proportion=proportion, seed=seed, controls=controls, reference=reference
     )
-    check_max_length(max_length)
+    calibration = CalibrationOptions(
+        num_samples=num_samples,
+        with_replacement=replace,
+        batch_size=batch_size,
+        max_length=max_length,
+        pack=pack,
+    )
     corpora = [
         resolve_corpus(
             corpus, role, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
@@ -483,9 +456,9 @@ def localize(
             tokenizer,
             texts,
             kinds=localizer.statistics,
-            batch_size=batch_size,
-            max_length=max_length,
-            pack=pack,
+            batch_size=calibration.batch_size,
+            max_length=calibration.max_length,
+            pack=calibration.pack,
             corpus=label,
             progress=progress,
         )

@@ -4,13 +4,15 @@ A model is named by a short registry name (``locator models``), a hub id ``owner
 optional revision), a local Hugging Face folder (``config.json`` and weights), a ``.gguf`` file,
 or a folder holding exactly one ``.gguf`` file. Model plugins register `ModelSource` entries
 through the ``register_models`` hook; a short name resolves to the installed copy when there is
-one (always offline), else to its hub id. `resolve_model` and `check_device` do every check
-without loading anything, so bad input fails before the expensive work. GGUF weights are
-dequantized to float by transformers (they need the ``gguf`` package: ``skill-locator[real]``).
+one (always offline), else to its hub id. `ModelOptions` checks its values, and its `check`
+makes every other check without loading anything, so bad input fails before the expensive
+work. GGUF weights are dequantized to float by transformers (they need the ``gguf`` package:
+``skill-locator[real]``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import importlib.util
 import os
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from locator.errors import LocatorError, UnknownNameError
+from locator.options import OptionError, check_choice, check_types, option, parse
 from locator.plugins import Registry, registry
 
 DTYPES = ("auto", "float32", "float16", "bfloat16", "float64")
@@ -196,19 +199,10 @@ def _in_hub_cache(hub_id: str, revision: str | None) -> bool:
     return isinstance(found, str)
 
 
-def check_device(device: str | None, device_map: str | None) -> None:
-    """Fail, in one line, on a device this machine does not have or a device map accelerate
-    does not compute; both at once is an error too."""
+def check_device(device: str) -> None:
+    """Fail, in one line, on a device this machine does not have."""
     import torch
 
-    if device is not None and device_map is not None:
-        raise LocatorError(
-            "give a device or a device map, not both: a device map places the model itself."
-        )
-    if device_map is not None and device_map not in DEVICE_MAPS:
-        raise UnknownNameError("device map", device_map, DEVICE_MAPS)
-    if device is None:
-        return
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError):
@@ -228,88 +222,74 @@ def check_device(device: str | None, device_map: str | None) -> None:
         )
 
 
-def check_model(
-    name: str,
-    *,
-    revision: str | None = None,
-    dtype: str = "auto",
-    device: str | None = None,
-    device_map: str | None = None,
-) -> ModelLocation:
-    """Every check `load_model` makes before it loads: the dtype, the device (or device map)
-    and where the model comes from. Returns the location."""
-    if dtype not in DTYPES:
-        raise UnknownNameError("dtype", dtype, DTYPES)
-    check_device(device, device_map)
-    return resolve_model(name, revision=revision)
-
-
 @dataclass(frozen=True, kw_only=True)
-class ModelRequest:
-    """A model and how to load it, as the CLI's model options give it: `check` fails on bad
-    input before any expensive work, `load` loads (see `load_model`)."""
+class ModelOptions:
+    """A model and how to load it: the CLI's model flags, a suite's ``[[models]]`` table and
+    `load_model`'s arguments. `path` is a short name (``locator models``), hub id, model folder
+    or .gguf file. Values are checked on construction; `check` makes every check that needs the
+    machine or the files, before any expensive work, and `load` loads."""
 
-    name: str
-    revision: str | None = None
-    dtype: str = "auto"
-    device: str | None = None
-    device_map: str | None = None
-    trust_remote_code: bool = False
+    path: str = option(
+        help="Short name (`locator models`), hub id, model folder or .gguf file.", flag="--model"
+    )
+    revision: str | None = option(None, help="Hub revision (branch, tag or commit) of a hub id.")
+    dtype: str = option("auto", help=" | ".join(DTYPES))
+    device: str | None = option(None, help="Put the model on this device: cpu, cuda, cuda:1, mps.")
+    device_map: str | None = option(
+        None, help=f"Let accelerate spread the model over the devices: {' | '.join(DEVICE_MAPS)}."
+    )
+    trust_remote_code: bool = option(False, help="Run model code from the hub (off: safe).")
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        check_choice("dtype", self.dtype, DTYPES, "dtype")
+        if self.device is not None and self.device_map is not None:
+            both = "give a device or a device map, not both: a device map places the model itself."
+            raise OptionError("device_map", both, both)
+        if self.device_map is not None:
+            check_choice("device_map", self.device_map, DEVICE_MAPS, "device map")
+
+    def identity(self) -> dict[str, str]:
+        """What makes this model's results differ (placement does not): path, dtype and the
+        revision when one is given."""
+        revision = {} if self.revision is None else {"revision": self.revision}
+        return {"path": self.path, "dtype": self.dtype, **revision}
 
     def check(self) -> ModelLocation:
-        """`check_model` on this request."""
-        return check_model(
-            self.name,
-            revision=self.revision,
-            dtype=self.dtype,
-            device=self.device,
-            device_map=self.device_map,
-        )
+        """Every check `load` makes before it loads: the device exists, and where the model
+        comes from (`resolve_model`). Returns the location."""
+        if self.device is not None:
+            check_device(self.device)
+        return resolve_model(self.path, revision=self.revision)
 
     def load(self) -> tuple[Any, Any]:
-        """`load_model` on this request."""
-        return load_model(
-            self.name,
-            revision=self.revision,
-            dtype=self.dtype,
-            device=self.device,
-            device_map=self.device_map,
-            trust_remote_code=self.trust_remote_code,
-        )
+        """``(model, tokenizer)`` in eval mode: `load_model` with these options."""
+        options = dataclasses.asdict(self)
+        return load_model(options.pop("path"), **options)
 
 
-def load_model(
-    name: str,
-    *,
-    revision: str | None = None,
-    dtype: str = "auto",
-    device: str | None = None,
-    device_map: str | None = None,
-    trust_remote_code: bool = False,
-) -> tuple[Any, Any]:
+def load_model(name: str, **options: Any) -> tuple[Any, Any]:
     """``(model, tokenizer)`` in eval mode, from a short name, hub id, HF folder or GGUF file.
 
-    `device` puts the whole model on one device (``cuda:1``); `device_map` (``auto``,
-    ``balanced``, ``sequential``) lets accelerate spread it over the devices there are.
-    GGUF weights are dequantized to float; a GGUF's tokenizer comes from tokenizer files next
-    to it when there are any, else from the GGUF itself. Code from the hub runs only with
-    `trust_remote_code`.
+    `options` are the other fields of `ModelOptions`: `revision`; `dtype`; `device` puts the
+    whole model on one device (``cuda:1``); `device_map` (``auto``, ``balanced``,
+    ``sequential``) lets accelerate spread it over the devices there are. GGUF weights are
+    dequantized to float; a GGUF's tokenizer comes from tokenizer files next to it when there
+    are any, else from the GGUF itself. Code from the hub runs only with `trust_remote_code`.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    location = check_model(
-        name, revision=revision, dtype=dtype, device=device, device_map=device_map
-    )
+    request = parse(ModelOptions, {"path": name, **options})
+    location = request.check()
     path = location.path
     if location.source is not None and location.kind != "hub":
         path = str(location.source.prepare(Path(path)))
-    shared: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
-    placement = device_map if device_map is not None else device
-    model_options = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
-    model_options["device_map"] = placement
+    shared = {"revision": request.revision, "trust_remote_code": request.trust_remote_code}
+    dtype = request.dtype if request.dtype == "auto" else getattr(torch, request.dtype)
+    model_options = {"dtype": dtype, "device_map": request.device_map or request.device}
     target, tokenizer_target = path, path
-    tokenizer_options = dict(shared)
+    tokenizer_options: dict[str, Any] = dict(shared)
     if location.kind == "gguf":
         target = tokenizer_target = str(Path(path).parent)
         model_options["gguf_file"] = Path(path).name

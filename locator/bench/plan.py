@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
-from locator.bench.suite import CorporaSpec, MethodSpec, ModelSpec, Suite, TaskSpec
+from locator.bench.suite import CorporaSpec, MethodSpec, Suite, TaskSpec
 from locator.errors import LocatorError
+from locator.models import ModelOptions
 
 
 def stable_hash(value: Any, length: int = 16) -> str:
@@ -40,7 +41,7 @@ class Configuration:
     part files (`parts`: task name -> part name); `selection_key` names its localization,
     shared by every factor. `tasks` are the suite's tasks evaluated in this cell."""
 
-    model: ModelSpec
+    model: ModelOptions
     corpora: CorporaSpec
     num_samples: int
     seed: int
@@ -58,7 +59,7 @@ class Configuration:
         return {task.name: part_name(self.key, task.identity()) for task in self.tasks}
 
     @property
-    def group(self) -> tuple[ModelSpec, int, int]:
+    def group(self) -> tuple[ModelOptions, int, int]:
         """What one statistics pass per corpus serves: (model, num_samples, seed)."""
         return (self.model, self.num_samples, self.seed)
 
@@ -97,13 +98,13 @@ def plan(suite: Suite) -> list[Configuration]:
                         "target": corpora.target,
                         "controls": list(corpora.controls),
                         "num_samples": num_samples,
-                        "with_replacement": suite.with_replacement,
+                        "with_replacement": suite.calibration.with_replacement,
                         "seed": seed,
                         "proportion": proportion,
-                        "max_length": suite.max_length,
+                        "max_length": suite.calibration.max_length,
                         # only when set, so that older suites keep their hashes
-                        **({"chat_template": True} if suite.chat_template else {}),
-                        **({"pack": suite.pack} if suite.pack is not None else {}),
+                        **({"chat_template": True} if suite.calibration.chat_template else {}),
+                        **({"pack": suite.calibration.pack} if suite.calibration.pack else {}),
                     }
                     configurations += [
                         Configuration(

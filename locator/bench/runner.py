@@ -42,9 +42,10 @@ from locator.bench.plan import (
     shard,
     stable_hash,
 )
-from locator.bench.suite import CorporaSpec, ModelSpec, Suite, TaskSpec
+from locator.bench.suite import CorporaSpec, Suite, TaskSpec
 from locator.data import Corpus
 from locator.errors import LocatorError
+from locator.models import ModelOptions
 
 __all__ = ["Bench", "RunSummary", "parse_shard", "plan", "run_suite", "shard"]
 
@@ -154,11 +155,9 @@ class Bench:
 
     def check_models(self, todo: Iterable[Configuration]) -> None:
         """Every model check `load_model` makes, for every model, before any work."""
-        from locator.models import check_model
-
         for spec in dict.fromkeys(c.model for c in todo):
             try:
-                check_model(spec.location(self.suite.base), **_placement(spec))
+                self.suite.located(spec).check()
             except LocatorError as error:
                 raise LocatorError(f"{self.suite.path}: models {spec.path!r}: {error}") from None
 
@@ -173,7 +172,7 @@ class Bench:
             for c in todo
             for name in (c.corpora.target, *c.corpora.controls)
         )
-        replace = self.suite.with_replacement
+        replace = self.suite.calibration.with_replacement
         texts = {
             (name, num_samples, seed): sample_corpus(
                 name,
@@ -190,19 +189,14 @@ class Bench:
             results.check_identity(self.out, "corpus", key, {"sha256": texts_hash(drawn.texts)})
         return texts
 
-    def load(self, spec: ModelSpec) -> None:
+    def load(self, spec: ModelOptions) -> None:
         """Load the model (checked against the weights the folder's results came from) and
         its baseline."""
         from locator.cache import model_fingerprint
-        from locator.models import load_model
         from locator.provenance import model_identity
 
         self.bar.set_postfix_str(f"loading {spec.path}")
-        self.model, self.tokenizer = load_model(
-            spec.location(self.suite.base),
-            **_placement(spec),
-            trust_remote_code=spec.trust_remote_code,
-        )
+        self.model, self.tokenizer = self.suite.located(spec).load()
         self.spec = spec
         self.fingerprint = model_fingerprint(self.model)
         self.identity = model_identity(self.model)
@@ -254,17 +248,11 @@ class Bench:
     def evaluate(self, task: TaskSpec) -> _Scores:
         """Evaluate the model as currently edited on one task (each task has its own limit and
         options, and its time is recorded), with per-item scores."""
-        from locator.evaluation import check_evaluation, run_evaluation
+        from locator.evaluation import run_evaluation
 
         start = time.perf_counter()
-        request = check_evaluation(
-            [task.name],
-            limit=task.limit,
-            data_dir=self.suite.data_path(),
-            batch_size=self.suite.eval_batch_size,
-            max_new_tokens=task.max_new_tokens,
-            log_samples=True,
-            **task.options(),
+        request = task.request(
+            data_dir=self.suite.data_path(), batch_size=self.suite.eval_batch_size, log_samples=True
         )
         output = run_evaluation(self.model, self.tokenizer, request)
         return _Scores(
@@ -311,9 +299,9 @@ class Bench:
                 self.texts(texts[(name, first.num_samples, first.seed)]),
                 kinds=kinds[name],
                 cache_dir=self.out / "_statistics",
-                batch_size=self.suite.batch_size,
-                max_length=self.suite.max_length,
-                pack=self.suite.pack,
+                batch_size=self.suite.calibration.batch_size,
+                max_length=self.suite.calibration.max_length,
+                pack=self.suite.calibration.pack,
                 corpus=name,
                 progress=False,
                 model_key=self.fingerprint,
@@ -326,7 +314,9 @@ class Bench:
         from locator.data import render_chat
 
         return (
-            render_chat(self.tokenizer, corpus).texts if self.suite.chat_template else corpus.texts
+            render_chat(self.tokenizer, corpus).texts
+            if self.suite.calibration.chat_template
+            else corpus.texts
         )
 
     def run_group(
@@ -358,7 +348,7 @@ class Bench:
                         localization,
                         model=self.identity,
                         corpora=used if localization.controls else used[:1],
-                        max_length=self.suite.max_length,
+                        max_length=self.suite.calibration.max_length,
                     )
                 timings = {
                     "statistics_seconds": sum(seconds[name] for name in names),
@@ -408,9 +398,9 @@ class Bench:
                         self.model,
                         self.tokenizer,
                         used,
-                        batch_size=self.suite.batch_size,
-                        max_length=self.suite.max_length,
-                        pack=self.suite.pack,
+                        batch_size=self.suite.calibration.batch_size,
+                        max_length=self.suite.calibration.max_length,
+                        pack=self.suite.calibration.pack,
                         seed=seed,
                         progress=False,
                     )
@@ -530,16 +520,6 @@ class Bench:
             )
             for metric, value in scored.metrics.items()
         ]
-
-
-def _placement(spec: ModelSpec) -> dict[str, Any]:
-    """The options `check_model` and `load_model` take from a suite's model entry."""
-    return {
-        "revision": spec.revision,
-        "dtype": spec.dtype,
-        "device": spec.device,
-        "device_map": spec.device_map,
-    }
 
 
 def _numbers(metrics: Any) -> Iterable[tuple[str, float]]:

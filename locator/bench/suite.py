@@ -35,46 +35,24 @@ Example::
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from locator.errors import LocatorError, UnknownNameError
+from locator.data import CalibrationOptions
+from locator.errors import LocatorError
+from locator.evaluation import EvaluationOptions, EvaluationRequest, check_evaluation
+from locator.models import ModelOptions
+from locator.options import UnknownOptionError, convert, parse
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
-
-from locator.models import DEVICE_MAPS, DTYPES
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelSpec:
-    """A model: `path` is a short name, hub id, folder or .gguf file (relative to the suite
-    file), loaded as `locator.models.load_model` does with the other fields."""
-
-    path: str
-    revision: str | None = None
-    dtype: str = "auto"
-    device: str | None = None
-    device_map: str | None = None
-    trust_remote_code: bool = False
-
-    def location(self, base: Path) -> str:
-        """What to load: the file or folder relative to `base` if it exists, else `path` as
-        written (a short name or hub id)."""
-        local = base / self.path
-        return str(local.resolve()) if local.exists() else self.path
-
-    def identity(self) -> dict[str, str]:
-        """What makes this model's results differ (placement does not): path, dtype and the
-        revision when one is given."""
-        revision = {} if self.revision is None else {"revision": self.revision}
-        return {"path": self.path, "dtype": self.dtype, **revision}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,18 +85,11 @@ class MethodSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TaskSpec:
-    """An evaluation task, how many of its examples to use and how many tokens a generation
-    task may generate (None: all examples; the task's own setting), and the lm-eval prompt
-    options (see `locator.evaluation.EvaluationRequest`)."""
+class TaskSpec(EvaluationOptions):
+    """An evaluation task of a suite: its name, its `EvaluationOptions`, and the proportions
+    and factors of the cells that evaluate it (None: all)."""
 
     name: str
-    limit: int | None = None
-    max_new_tokens: int | None = None
-    num_fewshot: int | None = None
-    apply_chat_template: bool = False
-    fewshot_as_multiturn: bool = False
-    system_instruction: str | None = None
     proportions: tuple[float, ...] | None = None
     factors: tuple[float, ...] | None = None
 
@@ -130,20 +101,17 @@ class TaskSpec:
             self.factors is None or factor in self.factors
         )
 
-    def options(self) -> dict[str, Any]:
-        """The prompt options set to other than their defaults."""
-        defaults = TaskSpec(name=self.name)
-        return {
-            key: getattr(self, key)
-            for key in _PROMPT_KEYS
-            if getattr(self, key) != getattr(defaults, key)
-        }
-
     def identity(self) -> list[Any]:
         """What the task contributes to a configuration's hash: name, limit, token cap and
         any prompt option set (a suite without them keeps the hashes it had)."""
-        options = self.options()
+        options = self.prompt_options()
         return [self.name, self.limit, self.max_new_tokens, *([options] if options else [])]
+
+    def request(self, **run: Any) -> EvaluationRequest:
+        """The checked `EvaluationRequest` of this task alone; `run` says how to run it
+        (`batch_size`, `data_dir`, `log_samples`)."""
+        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(EvaluationOptions)}
+        return check_evaluation([self.name], **options, **run)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +120,7 @@ class Suite:
 
     name: str
     path: Path
-    models: tuple[ModelSpec, ...]
+    models: tuple[ModelOptions, ...]
     corpora: tuple[CorporaSpec, ...]
     methods: tuple[MethodSpec, ...]
     tasks: tuple[TaskSpec, ...]
@@ -160,13 +128,10 @@ class Suite:
     factors: tuple[float, ...]
     seeds: tuple[int, ...]
     num_samples: tuple[int, ...]
-    with_replacement: bool = False
+    calibration: CalibrationOptions = CalibrationOptions()
+    """How corpora are drawn and read (its `num_samples` is each cell's, from the grid)."""
     data_dir: str | None = None
-    batch_size: int = 8
-    max_length: int | None = None
     eval_batch_size: int | Literal["auto"] = 16
-    chat_template: bool = False
-    pack: int | None = None
 
     @property
     def base(self) -> Path:
@@ -176,6 +141,12 @@ class Suite:
     def data_path(self) -> str | None:
         """The data directory resolved against the suite file, or None."""
         return None if self.data_dir is None else str((self.base / self.data_dir).resolve())
+
+    def located(self, model: ModelOptions) -> ModelOptions:
+        """`model` as it loads: its path resolved against the suite file if that exists,
+        else as written (a short name or hub id)."""
+        local = self.base / model.path
+        return dataclasses.replace(model, path=str(local.resolve())) if local.exists() else model
 
     def method(self, label: str) -> MethodSpec:
         """The method entry with this label."""
@@ -192,30 +163,19 @@ class Suite:
         return CorporaSpec(target=corpora.target, controls=controls)
 
 
-_TOP = {
-    "name": "suite name (default: the file name)",
-    "description": "free text",
-    "data_dir": "folder of local dataset files, relative to the suite file",
-    "batch_size": "statistics batch size",
-    "max_length": "truncate calibration texts to this many tokens",
-    "pack": "read each corpus as one token stream cut into rows of this many tokens",
-    "chat_template": "render calibration texts through each model's chat template",
-    "eval_batch_size": 'evaluation batch size (an integer, or "auto": lm-eval\'s)',
+_GRID = {
     "proportions": "list of K in (0, 1]",
     "factors": "list of intervention factors (0 prunes, 1.1 scales)",
     "seeds": "list of seeds (repeats)",
     "num_samples": "list of calibration sample counts per corpus",
-    "with_replacement": "draw calibration texts with replacement (the paper's draw)",
-    "models": "[[models]] tables",
-    "corpora": "[[corpora]] tables",
-    "methods": "[[methods]] tables",
-    "tasks": "[[tasks]] tables",
 }
-_MODEL_KEYS = ("path", "revision", "dtype", "device", "device_map", "trust_remote_code")
+_CALIBRATION = [f.name for f in dataclasses.fields(CalibrationOptions) if f.name != "num_samples"]
+_TOP = [
+    "name", "description", "data_dir", "eval_batch_size", *_GRID, *_CALIBRATION,
+    "models", "corpora", "methods", "tasks",
+]  # fmt: skip
 _CORPORA_KEYS = ("target", "controls")
 _METHOD_KEYS = ("name", "label", "options", "match", "controls")
-_PROMPT_KEYS = ("num_fewshot", "apply_chat_template", "fewshot_as_multiturn", "system_instruction")
-_TASK_KEYS = ("name", "limit", "max_new_tokens", *_PROMPT_KEYS, "proportions", "factors")
 
 
 class _Checker:
@@ -227,19 +187,25 @@ class _Checker:
     def fail(self, key: str, message: str) -> LocatorError:
         return LocatorError(f"{self.path}: {key}: {message}")
 
-    def unknown(self, key: str, kind: str, name: str, choices: Iterable[str]) -> LocatorError:
-        choices = sorted(choices)
-        message = f"unknown {kind} {name!r}."
-        close = difflib.get_close_matches(name, choices, n=1)
-        if close:
-            message += f" Did you mean {close[0]!r}?"
-        return self.fail(key, f"{message} Valid: {', '.join(choices) or '(none)'}.")
+    def unknown(self, key: str, kind: str, name: str, choices: Any) -> LocatorError:
+        return self.fail(key, UnknownOptionError(key, kind, name, choices).problem)
 
-    def keys(self, where: str, table: Mapping[str, Any], valid: Iterable[str]) -> None:
-        valid = list(valid)
+    def keys(self, where: str, table: Mapping[str, Any], valid: Any) -> None:
         for key in table:
             if key not in valid:
-                raise self.unknown(f"{where}{key}" if where else key, "key", key, valid)
+                raise self.unknown(f"{where}{key}", "key", key, valid)
+
+    @contextmanager
+    def at(self, key: str) -> Iterator[None]:
+        """Name the file and `key` in a `LocatorError` raised inside."""
+        try:
+            yield
+        except LocatorError as error:
+            raise self.fail(key, str(error)) from None
+
+    def parse(self, cls: type, values: Mapping[str, Any], where: str = "") -> Any:
+        """`locator.options.parse` of a table, with errors naming the file and key."""
+        return parse(cls, values, f"{self.path}: {where}", kind="key")
 
     def tables(self, data: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:
         value = data.get(key)
@@ -251,15 +217,12 @@ class _Checker:
             raise self.fail(key, "is empty: the grid has no cells.")
         return value
 
-    def string(self, key: str, value: Any) -> str:
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, f"must be a non-empty string, got {value!r}.")
-        return value
-
-    def integer(self, key: str, value: Any, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(key, f"must be an integer >= {minimum}, got {value!r}.")
-        return value
+    def value(self, key: str, value: Any, kind: Any = str, minimum: int | None = None) -> Any:
+        """`value` as a `kind` (`locator.options.convert`; a non-empty string by default)."""
+        try:
+            return convert(kind, value, minimum=minimum)
+        except ValueError as error:
+            raise self.fail(key, str(error)) from None
 
     def values(
         self,
@@ -271,7 +234,7 @@ class _Checker:
         value = data.get(key)
         name = f"{where}{key}"
         if value is None:
-            raise self.fail(name, f"missing; give a list ({_TOP[key]}).")
+            raise self.fail(name, f"missing; give a list ({_GRID[key]}).")
         if not isinstance(value, list):
             raise self.fail(name, f"must be a list, e.g. {key} = [{value!r}].")
         if not value:
@@ -282,33 +245,27 @@ class _Checker:
         return items
 
 
-def _proportion(checker: _Checker, key: str, value: Any) -> float:
+def _proportion(check: _Checker, key: str, value: Any) -> float:
     from locator.localizer import check_request
 
-    try:
+    with check.at(key):
         check_request(proportions=[value])
-    except LocatorError as error:
-        raise checker.fail(key, str(error)) from None
     return float(value)
 
 
-def _seed(checker: _Checker, key: str, value: Any) -> int:
+def _seed(check: _Checker, key: str, value: Any) -> int:
     from locator.localizer import check_request
 
-    try:
+    with check.at(key):
         check_request(seed=value)
-    except LocatorError as error:
-        raise checker.fail(key, str(error)) from None
     return int(value)
 
 
-def _factor(checker: _Checker, key: str, value: Any) -> float:
+def _factor(check: _Checker, key: str, value: Any) -> float:
     from locator.intervention import check_factor
 
-    try:
+    with check.at(key):
         return check_factor(value)
-    except LocatorError as error:
-        raise checker.fail(key, str(error)) from None
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -327,27 +284,17 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
     """Check parsed TOML `data` (from file `path`) and build the `Suite`."""
     check = _Checker(path)
     check.keys("", data, _TOP)
-    name = check.string("name", data.get("name", path.stem))
+    name = check.value("name", data.get("name", path.stem))
     if "description" in data:
-        check.string("description", data["description"])
+        check.value("description", data["description"])
     data_dir = data.get("data_dir")
     if data_dir is not None:
-        check.string("data_dir", data_dir)
+        check.value("data_dir", data_dir)
         if not (path.resolve().parent / data_dir).is_dir():
             raise check.fail(
                 "data_dir", f"{data_dir!r} is not a folder (paths are relative to the suite file)."
             )
-    max_length = data.get("max_length")
-    pack = data.get("pack")
-    if pack is not None:
-        check.integer("pack", pack, 1)
-        if max_length is not None:
-            raise check.fail("pack", "give either max_length or pack, not both.")
-    with_replacement = data.get("with_replacement", False)
-    chat_template = data.get("chat_template", False)
-    for key, flag in (("with_replacement", with_replacement), ("chat_template", chat_template)):
-        if not isinstance(flag, bool):
-            raise check.fail(key, f"must be true or false, got {flag!r}.")
+    calibration = check.parse(CalibrationOptions, {k: data[k] for k in _CALIBRATION if k in data})
     suite = Suite(
         name=name,
         path=path,
@@ -358,14 +305,12 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
         proportions=check.values(data, "proportions", lambda k, v: _proportion(check, k, v)),
         factors=check.values(data, "factors", lambda k, v: _factor(check, k, v)),
         seeds=check.values(data, "seeds", lambda k, v: _seed(check, k, v)),
-        num_samples=check.values(data, "num_samples", lambda k, v: check.integer(k, v, 1)),
-        with_replacement=with_replacement,
-        chat_template=chat_template,
+        num_samples=check.values(data, "num_samples", lambda k, v: check.value(k, v, int, 1)),
+        calibration=calibration,
         data_dir=data_dir,
-        batch_size=check.integer("batch_size", data.get("batch_size", 8), 1),
-        max_length=None if max_length is None else check.integer("max_length", max_length, 1),
-        pack=pack,
-        eval_batch_size=_eval_batch_size(check, data.get("eval_batch_size", 16)),
+        eval_batch_size=check.value(
+            "eval_batch_size", data.get("eval_batch_size", 16), int | Literal["auto"], 1
+        ),
     )
     _check_unique(check, "models", [(m.path, m.dtype) for m in suite.models])
     _check_unique(check, "corpora", [(c.target, c.controls) for c in suite.corpora])
@@ -380,32 +325,11 @@ def _check_unique(check: _Checker, key: str, items: list[Any]) -> None:
             raise check.fail(f"{key}[{i}]", f"repeats {key}[{items.index(item)}].")
 
 
-def _model(check: _Checker, index: int, table: Mapping[str, Any]) -> ModelSpec:
+def _model(check: _Checker, index: int, table: Mapping[str, Any]) -> ModelOptions:
     where = f"models[{index}]."
-    check.keys(where, table, _MODEL_KEYS)
     if "path" not in table:
         raise check.fail(f"{where}path", "missing: a short name, hub id, folder or .gguf file.")
-    dtype = table.get("dtype", "auto")
-    if dtype not in DTYPES:
-        raise check.unknown(f"{where}dtype", "dtype", str(dtype), DTYPES)
-    device_map = table.get("device_map")
-    if device_map is not None and device_map not in DEVICE_MAPS:
-        raise check.unknown(f"{where}device_map", "device map", str(device_map), DEVICE_MAPS)
-    trust = table.get("trust_remote_code", False)
-    if not isinstance(trust, bool):
-        raise check.fail(f"{where}trust_remote_code", f"must be true or false, got {trust!r}.")
-    optional = {
-        key: check.string(f"{where}{key}", table[key])
-        for key in ("revision", "device")
-        if key in table
-    }
-    return ModelSpec(
-        path=check.string(f"{where}path", table["path"]),
-        dtype=dtype,
-        device_map=device_map,
-        trust_remote_code=trust,
-        **optional,
-    )
+    return check.parse(ModelOptions, table, where)  # type: ignore[no-any-return]
 
 
 def _corpora(check: _Checker, index: int, table: Mapping[str, Any]) -> CorporaSpec:
@@ -414,14 +338,14 @@ def _corpora(check: _Checker, index: int, table: Mapping[str, Any]) -> CorporaSp
     if "target" not in table:
         raise check.fail(f"{where}target", "missing: the dataset that shows the skill.")
     names = _names(check, f"{where}controls", table.get("controls", []))
-    return CorporaSpec(target=check.string(f"{where}target", table["target"]), controls=names)
+    return CorporaSpec(target=check.value(f"{where}target", table["target"]), controls=names)
 
 
 def _names(check: _Checker, key: str, value: Any) -> tuple[str, ...]:
     """A list of dataset names without repeats."""
     if not isinstance(value, list):
         raise check.fail(key, f"must be a list of dataset names, got {value!r}.")
-    names = tuple(check.string(f"{key}[{i}]", name) for i, name in enumerate(value))
+    names = tuple(check.value(f"{key}[{i}]", name) for i, name in enumerate(value))
     if len(set(names)) != len(names):
         raise check.fail(key, f"has duplicates: {list(names)}.")
     return names
@@ -434,15 +358,15 @@ def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSp
         check.keys(where, table, _METHOD_KEYS)
         if "name" not in table:
             raise check.fail(f"{where}name", "missing: a method (see `locator localizers`).")
-        name = check.string(f"{where}name", table["name"])
+        name = check.value(f"{where}name", table["name"])
         match = table.get("match")
         if match is not None:
-            check.string(f"{where}match", match)
+            check.value(f"{where}match", match)
         default_label = name if match is None else f"{name}-matched-{match}"
         options = table.get("options", {})
         if not isinstance(options, dict):
             raise check.fail(f"{where}options", f"must be a table, got {options!r}.")
-        label = check.string(f"{where}label", table.get("label", default_label))
+        label = check.value(f"{where}label", table.get("label", default_label))
         if label in {m.label for m in methods}:
             raise check.fail(f"{where}label", f"{label!r} is used twice; give each a label.")
         config = _method_config(check, f"methods[{index}]", name, options)
@@ -469,51 +393,30 @@ def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSp
     return tuple(methods)
 
 
-def _eval_batch_size(check: _Checker, value: Any) -> int | Literal["auto"]:
-    return "auto" if value == "auto" else check.integer("eval_batch_size", value, 1)
-
-
 def _task(check: _Checker, index: int, table: Mapping[str, Any]) -> TaskSpec:
     where = f"tasks[{index}]."
-    check.keys(where, table, _TASK_KEYS)
     if "name" not in table:
         raise check.fail(f"{where}name", "missing: an evaluation task.")
-    from locator.evaluation import check_options
-
-    options = {
-        key: table[key] for key in ("limit", "max_new_tokens", *_PROMPT_KEYS) if key in table
-    }
-    try:  # the checks `locator.evaluate` makes (the task name is checked with the others)
-        check_options(**options)
-    except LocatorError as error:
-        key, _, message = str(error).partition(" ")  # the message starts with the option
-        raise check.fail(f"{where}{key}", message) from None
-    proportions = factors = None
+    values = dict(table)
     if "proportions" in table:
-        proportions = check.values(
+        values["proportions"] = check.values(
             table, "proportions", lambda k, v: _proportion(check, k, v), where=where
         )
     if "factors" in table:
-        factors = check.values(table, "factors", lambda k, v: _factor(check, k, v), where=where)
-    return TaskSpec(
-        name=check.string(f"{where}name", table["name"]),
-        proportions=proportions,
-        factors=factors,
-        **options,
-    )
+        values["factors"] = check.values(
+            table, "factors", lambda k, v: _factor(check, k, v), where=where
+        )
+    return check.parse(TaskSpec, values, where)  # type: ignore[no-any-return]
 
 
 def _method_config(check: _Checker, where: str, name: str, options: Mapping[str, Any]) -> Any:
     """The method must be installed and take its options; its parsed config."""
     from locator.localizer import localizer_class, make_config
 
-    try:
-        return make_config(localizer_class(name), options)
-    except UnknownNameError as error:
-        key = f"{where}.name" if error.kind == "localizer" else f"{where}.options"
-        raise check.fail(key, str(error)) from None
-    except LocatorError as error:
-        raise check.fail(f"{where}.options", str(error)) from None
+    with check.at(f"{where}.name"):
+        localizer = localizer_class(name)
+    with check.at(f"{where}.options"):
+        return make_config(localizer, options)
 
 
 def _check_names(check: _Checker, suite: Suite) -> None:
@@ -531,30 +434,21 @@ def _check_names(check: _Checker, suite: Suite) -> None:
         for key, name in [("target", corpora.target)] + [
             (f"controls[{i}]", c) for i, c in enumerate(corpora.controls)
         ]:
-            try:
+            with check.at(f"{where}.{key}"):
                 get_dataset(name)
-            except UnknownNameError as error:
-                raise check.fail(f"{where}.{key}", str(error)) from None
     from locator.localizer import check_request
 
     for index, method in enumerate(suite.methods):
         localizer = method.localizer()
-        try:  # the requests it will get: a reference if it matches, each corpora's controls
+        # The requests it will get: a reference if it matches, each corpora's controls.
+        with check.at(f"methods[{index}].match"):
             check_request(localizer, reference=method.match is not None)
-        except LocatorError as error:
-            raise check.fail(f"methods[{index}].match", str(error)) from None
         for corpora_index, corpora in enumerate(suite.corpora):
             # A corpora entry is shared by every method: target-only methods leave its controls.
             used = suite.corpora_of(method, corpora).controls
             controls = len(used) if localizer.uses_controls else 0
-            try:
+            with check.at(f"corpora[{corpora_index}].controls: {method.label!r}"):
                 check_request(localizer, controls=controls)
-            except LocatorError as error:
-                raise check.fail(
-                    f"corpora[{corpora_index}].controls", f"{method.label!r}: {error}"
-                ) from None
     for index, task in enumerate(suite.tasks):
-        try:
+        with check.at(f"tasks[{index}].name"):
             route([task.name])  # the evaluator that serves it, or a did-you-mean
-        except UnknownNameError as error:
-            raise check.fail(f"tasks[{index}].name", str(error)) from None

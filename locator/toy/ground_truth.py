@@ -118,9 +118,9 @@ def score_planting(
     from locator.data import resolve_corpus
     from locator.intervention import intervene
     from locator.localizer import build_context, check_request, get_localizer, list_localizers
+    from locator.passes import collect_statistics
     from locator.provenance import model_identity, with_provenance
     from locator.recovery import recovery
-    from locator.passes import collect_statistics
 
     model, tokenizer, truth, record = load_planted(folder)
     settings = record["settings"]

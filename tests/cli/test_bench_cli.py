@@ -210,13 +210,13 @@ def test_shipped_suites_parse_and_plan():
     paper = load_suite(BENCHMARKS / "mathneuro-llama-3.2-1b.toml")
     assert paper.proportions == (0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15)
     assert paper.factors == (0.0, 1.1) and paper.seeds == (0, 1, 2, 3, 4)
-    assert paper.num_samples == (500,) and paper.with_replacement
+    assert paper.num_samples == (500,) and paper.calibration.with_replacement
     assert paper.models[0].path == "meta-llama/Llama-3.2-1B-Instruct"
     assert paper.models[0].dtype == "bfloat16" and paper.models[0].device_map == "auto"
     assert [t.name for t in paper.tasks][0] == "gsm8k_cot" and paper.tasks[0].limit == 200
     assert len(plan.plan(paper)) == 2 * 5 * 2 * 8 * 2
     smoke = load_suite(BENCHMARKS / "smoke.toml")
-    assert Path(smoke.models[0].location(smoke.base)).is_dir()  # a local model: no download
+    assert Path(smoke.located(smoke.models[0]).path).is_dir()  # a local model: no download
     published = load_suite(BENCHMARKS / "as-published-real.toml")
     labels = {method.label: method.config for method in published.methods}
     assert {labels[k].mode for k in ("mathneuro-published", "lape-published")} == {"published"}
@@ -267,7 +267,7 @@ def test_the_main_job_suite_covers_every_method_and_baseline():
     assert {m.name for m in suite.methods} == set(locator.list_localizers())
     assert any(m.match == "mathneuro" for m in suite.methods)
     assert suite.factors == (0.0, 1.1) and len(suite.seeds) == 3
-    assert Path(suite.models[0].location(suite.base)).is_dir()
+    assert Path(suite.located(suite.models[0]).path).is_dir()
 
 
 @pytest.mark.slow

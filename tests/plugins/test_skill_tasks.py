@@ -321,7 +321,7 @@ def test_cli_writes_metrics_and_per_item_records(saved_model, data_dir, tmp_path
     [
         (["--log-samples"], "give --output PATH too"),
         (["--apply-chat-template"], "has no chat template"),
-        (["--batch-size", "many"], "--batch-size must be a positive integer or 'auto'"),
+        (["--batch-size", "many"], "batch_size must be a positive integer or 'auto'"),
         (["--fewshot-as-multiturn"], "needs apply_chat_template"),
     ],
 )

@@ -13,16 +13,18 @@ import torch
 from locator.bench import plan as planning
 from locator.bench import results
 from locator.bench.report import summary_table, write_report
-from locator.bench.suite import CorporaSpec, MethodSpec, ModelSpec, Suite, TaskSpec, parse_suite
+from locator.bench.suite import CorporaSpec, MethodSpec, Suite, TaskSpec, parse_suite
+from locator.data import CalibrationOptions
 from locator.errors import LocatorError
 from locator.localization import Localization
+from locator.models import ModelOptions
 
 
 def _suite(**changes):
     values = dict(
         name="unit",
         path=Path("/nowhere/unit.toml"),
-        models=(ModelSpec(path="model"),),
+        models=(ModelOptions(path="model"),),
         corpora=(
             CorporaSpec(target="gsm8k", controls=("race",)),
             CorporaSpec(target="gsm8k", controls=("mmlu",)),
@@ -89,7 +91,10 @@ VALID = {
             "tasks[0].fewshot_as_multiturn: needs apply_chat_template",
         ),
         ({"tasks": [{"name": "x", "num_fewshot": "5"}]}, "tasks[0].num_fewshot: must be an"),
-        ({"eval_batch_size": "max"}, "eval_batch_size: must be an integer >= 1, got 'max'."),
+        (
+            {"eval_batch_size": "max"},
+            "eval_batch_size: must be a positive integer or 'auto', got 'max'.",
+        ),
         (
             {"methods": [{"name": "random", "match": "nothing"}]},
             "methods[0].match: unknown method label 'nothing'.",
@@ -148,11 +153,12 @@ def test_plan_covers_the_grid_with_stable_distinct_keys():
 def test_keys_depend_on_what_changes_results_only():
     base = {c.key for c in planning.plan(_suite())}
     assert {c.key for c in planning.plan(_suite(name="renamed", eval_batch_size=3))} == base
-    assert {c.key for c in planning.plan(_suite(max_length=64))}.isdisjoint(base)
+    truncated = _suite(calibration=CalibrationOptions(max_length=64))
+    assert {c.key for c in planning.plan(truncated)}.isdisjoint(base)
     # Where a model runs changes nothing; which revision it is does.
-    placed = ModelSpec(path="model", device="cpu", device_map=None, trust_remote_code=True)
+    placed = ModelOptions(path="model", device="cpu", device_map=None, trust_remote_code=True)
     assert {c.key for c in planning.plan(_suite(models=(placed,)))} == base
-    revised = ModelSpec(path="model", revision="v2")
+    revised = ModelOptions(path="model", revision="v2")
     assert {c.key for c in planning.plan(_suite(models=(revised,)))}.isdisjoint(base)
     # A config equal to the defaults gives the same configuration.
     from locator.localizer import NoConfig

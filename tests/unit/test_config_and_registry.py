@@ -50,9 +50,9 @@ def test_strings_are_parsed_by_field_type():
     [
         ({"nrom": "pooled"}, "Unknown option of example 'nrom'. Did you mean 'norm'?"),
         ({"norm": "both"}, "must be one of ['pooled', 'per_sample']"),
-        ({"steps": "many"}, "must be int"),
-        ({"steps": 1.5}, "must be int"),
-        ({"exact": "maybe"}, "must be bool"),
+        ({"steps": "many"}, "option 'steps' of example must be an integer, got 'many'."),
+        ({"steps": 1.5}, "must be an integer"),
+        ({"exact": "maybe"}, "must be true or false"),
     ],
 )
 def test_bad_options_give_one_line(options, message):
