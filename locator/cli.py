@@ -177,6 +177,7 @@ def localize(
     from locator.localization import Localization, is_localization_file
     from locator.localizer import checked_localizer
     from locator.localizer import localize as run_localize
+    from locator.models import check_calibration
     from locator.provenance import file_hash
 
     # Fail on bad options, a bad request, an unwritable output or a bad model before loading
@@ -203,6 +204,7 @@ def localize(
                     data_dir=data_dir,
                 )
             )
+    check_calibration(model, corpora, calibration)  # before the model loads
     reference_localization = Localization.load(reference) if reference else None
     loaded, tokenizer = model.load()
     if calibration.chat_template:
@@ -222,7 +224,7 @@ def localize(
     )
     described = [dict(c, **files.get(i, {})) for i, c in enumerate(result.provenance["corpora"])]
     result = dataclasses.replace(result, provenance={**result.provenance, "corpora": described})
-    path = result.save(out)
+    path = result.save(out, overwrite=True)  # check_output_file allowed a localization file
     click.echo(
         f"{method}: selected {result.count():,} of {result.numel():,} scored entries "
         f"({result.fraction():.4%}) -> {path}"

@@ -45,7 +45,7 @@ from locator.bench.plan import (
 from locator.bench.suite import CorporaSpec, Suite, TaskSpec
 from locator.data import Corpus
 from locator.errors import LocatorError
-from locator.models import ModelOptions
+from locator.models import ModelOptions, check_calibration
 
 __all__ = ["Bench", "RunSummary", "parse_shard", "plan", "run_suite", "shard"]
 
@@ -144,6 +144,11 @@ class Bench:
 
         self.check_models(todo)
         texts = self.draw(todo)  # before any model: a missing file fails fast
+        for c in {(c.model, c.corpora, c.num_samples, c.seed): c for c in todo}.values():
+            drawn = [
+                texts[(t, c.num_samples, c.seed)] for t in (c.corpora.target, *c.corpora.controls)
+            ]
+            check_calibration(self.suite.located(c.model), drawn, self.suite.calibration)
         self.bar = tqdm(total=len(todo), desc="bench", unit="config", disable=not self.progress)
         try:
             for spec, configurations in groupby(todo, key=lambda c: c.model):
@@ -325,6 +330,7 @@ class Bench:
         """All configurations of one (model, num_samples, seed): one pass per corpus, one
         ranking per method and corpora, then each configuration."""
         from locator.provenance import with_provenance
+        from locator.rows import model_positions
 
         first = todo[0]
         statistics, seconds, localizers = self.statistics(todo, texts)
@@ -349,6 +355,9 @@ class Bench:
                         model=self.identity,
                         corpora=used if localization.controls else used[:1],
                         max_length=self.suite.calibration.max_length,
+                        pack=self.suite.calibration.pack,
+                        batch_size=self.suite.calibration.batch_size,
+                        positions=model_positions(self.model),
                     )
                 timings = {
                     "statistics_seconds": sum(seconds[name] for name in names),
@@ -450,7 +459,7 @@ class Bench:
             if tasks:
                 selection = Path("_selections") / f"{configuration.selection_key}.safetensors"
                 if not (self.out / selection).is_file():
-                    localization.save(self.out / selection)
+                    localization.save(self.out / selection, overwrite=True)
                 if localization.count() == 0:
                     # Nothing selected: the model is the unedited one, its scores the baseline's.
                     scores = self.baseline

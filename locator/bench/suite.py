@@ -46,8 +46,10 @@ from typing import Any, Literal
 from locator.data import CalibrationOptions
 from locator.errors import LocatorError
 from locator.evaluation import EvaluationOptions, EvaluationRequest, check_evaluation
+from locator.io import read_text
 from locator.models import ModelOptions
 from locator.options import UnknownOptionError, convert, parse
+from locator.rows import check_corpus_names
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -274,7 +276,7 @@ def load_suite(path: str | Path) -> Suite:
     if not path.is_file():
         raise LocatorError(f"suite file {str(path)!r} does not exist.")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(path, "suite file"))  # not UTF-8: one line
     except tomllib.TOMLDecodeError as error:
         raise LocatorError(f"{path}: not valid TOML: {error}") from None
     return parse_suite(data, path)
@@ -431,6 +433,8 @@ def _check_names(check: _Checker, suite: Suite) -> None:
         if m.controls is not None
     ]
     for where, corpora in named:
+        with check.at(f"{where}.controls"):
+            check_corpus_names(corpora.target, corpora.controls)
         for key, name in [("target", corpora.target)] + [
             (f"controls[{i}]", c) for i, c in enumerate(corpora.controls)
         ]:
@@ -443,6 +447,9 @@ def _check_names(check: _Checker, suite: Suite) -> None:
         # The requests it will get: a reference if it matches, each corpora's controls.
         with check.at(f"methods[{index}].match"):
             check_request(localizer, reference=method.match is not None)
+        if method.controls is not None:  # its own controls: the rule of the CLI and the API
+            with check.at(f"methods[{index}].controls"):
+                check_request(localizer, controls=len(method.controls))
         for corpora_index, corpora in enumerate(suite.corpora):
             # A corpora entry is shared by every method: target-only methods leave its controls.
             used = suite.corpora_of(method, corpora).controls
