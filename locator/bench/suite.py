@@ -49,7 +49,6 @@ from locator.evaluation import EvaluationOptions, EvaluationRequest, check_evalu
 from locator.io import read_text
 from locator.models import ModelOptions
 from locator.options import UnknownOptionError, convert, parse
-from locator.rows import check_corpus_names
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -432,6 +431,8 @@ def _check_names(check: _Checker, suite: Suite) -> None:
         for index, m in enumerate(suite.methods)
         if m.controls is not None
     ]
+    from locator.rows import check_corpus_names
+
     for where, corpora in named:
         with check.at(f"{where}.controls"):
             check_corpus_names(corpora.target, corpora.controls)
