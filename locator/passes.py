@@ -10,6 +10,10 @@ backward, logits ``[batch, seq, vocab]``; lower `batch_size` for long texts and 
 vocabularies) plus one weight-sized accumulator per scored matrix and gradient kind, but no
 weight gradients or optimizer state.
 
+A row never exceeds the model's positions (`locator.rows.corpus_rows` cuts longer texts to them
+and refuses a longer `pack`), so what a pass holds is bounded by its batch, never by the longest
+text.
+
 Padding never counts: rows are right-padded (`locator.rows.batches`), so under the causal mask a
 real token never sees a pad; every observation exposes only each row's real tokens and padded
 positions carry no loss. Kinds whose `Forward` differs (a dtype, a batch size, a `Feed`) get a

@@ -146,6 +146,19 @@ def test_two_different_selections_never_carry_identical_provenance(llama, tokeni
     assert found["base"].content_hash() != found["pack"].content_hash()
 
 
+def test_drawing_options_are_in_the_provenance(llama, tokenizer):
+    base = {"method": "wanda", "target": "toy-arithmetic", "proportion": 0.05, "num_samples": 4}
+    variants = {"base": {}, "num_samples": {"num_samples": 3}, "replace": {"replace": True}}
+    found = {
+        name: locator.localize(llama, tokenizer, progress=False, **{**base, **change})
+        for name, change in variants.items()
+    }
+    for first in found:
+        for second in found:
+            if first < second and found[first].content_hash() != found[second].content_hash():
+                assert _identity(found[first]) != _identity(found[second]), (first, second)
+
+
 def test_a_matched_baseline_records_its_reference(llama, tokenizer):
     texts = sample_texts(4)
     references = [
