@@ -355,8 +355,8 @@ def _effect_table(document: Document, found: Sequence[Change]) -> None:
                 [
                     (
                         c.value,
-                        clip(c.metric, c.baseline + c.unedited.low),
-                        clip(c.metric, c.baseline + c.unedited.high),
+                        _clip(c.metric, c.baseline + c.unedited.low),
+                        _clip(c.metric, c.baseline + c.unedited.high),
                     )
                     if c is not None
                     else (math.nan, math.nan, math.nan)  # a part without this measure
@@ -370,14 +370,21 @@ def _effect_table(document: Document, found: Sequence[Change]) -> None:
     document.table(header, [line + [c[i] for c in columns] for i, line in enumerate(body)])
 
 
+def _clip(metric: str, value: float) -> float:
+    """`clip`, but an interval bound that cannot be computed stays NaN (clipping would turn it
+    into 0 and print an interval where there is none)."""
+    return value if math.isnan(value) else clip(metric, value)
+
+
 def _intervals(values: Sequence[tuple[float, float, float]], *, sign: bool = False) -> list[str]:
     """``mean [low, high]`` with one number of decimals for the whole column, chosen from the
-    means (the differences a column is about)."""
+    means (the differences a column is about). Only an interval that exists and holds its
+    estimate is printed: with one seed and no per-item scores there is none to print."""
     places = decimals([mean for mean, _, _ in values])
     found = []
     for mean, low, high in values:
         text = fixed(mean, places, sign=sign)
-        if not (math.isnan(low) or math.isnan(high)):
+        if low <= mean <= high:  # False for any NaN
             text += f" [{fixed(low, places, sign=sign)}, {fixed(high, places, sign=sign)}]"
         found.append(text)
     return found

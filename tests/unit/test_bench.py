@@ -217,9 +217,9 @@ def _localization(seed, fraction):
     return Localization.from_masks(masks, method="m", proportion=fraction, seed=seed)
 
 
-def _write_synthetic(directory):
+def _write_synthetic(directory, **suite):
     """A results folder as the runner writes it, with made-up values and real selection files."""
-    plan = planning.plan(_suite(num_samples=(8, 16)))
+    plan = planning.plan(_suite(**{"num_samples": (8, 16), **suite}))
     provenance = results.provenance()
     baseline = {("gsm8k", "exact_match"): 0.5, ("race", "acc"): 0.4, ("race", "acc_stderr"): 0.01}
     for configuration in plan:
@@ -422,6 +422,22 @@ def test_report_writes_markdown_with_readable_plots(synthetic):
     import pandas as pd
 
     assert len(pd.read_parquet(directory)) == len(results.read_results(directory))
+
+
+@pytest.mark.parametrize("seeds", [(0,), (0, 1, 2)])
+def test_every_printed_interval_holds_its_estimate(tmp_path, seeds):
+    # One seed and no per-item scores: no interval can be computed, so none is printed (a NaN
+    # bound once printed as 0.00).
+    _write_synthetic(tmp_path, seeds=seeds, num_samples=(8,))
+    text = write_report(tmp_path).read_text()
+    number = r"([+-]?\d+(?:\.\d+)?)"
+    found = re.findall(number + r" \[" + number + ", " + number + r"\]", text)
+    for estimate, low, high in found:
+        assert float(low) <= float(estimate) <= float(high), (estimate, low, high)
+    if seeds == (0,):
+        assert not found and "[0.00, 0.00]" not in text
+    else:
+        assert found
 
 
 def test_matched_to_is_the_label_of_the_matched_entry():
