@@ -74,9 +74,31 @@ def method_identity(suite: Suite, method: MethodSpec) -> dict[str, Any]:
     return identity
 
 
+def check_cells(suite: Suite) -> None:
+    """Refuse a task whose `proportions` or `factors` match no cell of the grid: it would never
+    be evaluated, and a run would finish with none of its rows."""
+    for task in suite.tasks:
+        if any(task.applies(p, f) for p in suite.proportions for f in suite.factors):
+            continue
+        restricted = {
+            name: list(values)
+            for name, values in (("proportions", task.proportions), ("factors", task.factors))
+            if values is not None
+        }
+        grid = f"proportions {list(suite.proportions)}, factors {list(suite.factors)}"
+        raise LocatorError(
+            f"{suite.path}: tasks {task.name!r}: "
+            + " and ".join(f"{name} = {values}" for name, values in restricted.items())
+            + f" match no cell of the grid ({grid}); list values the grid has, or drop them to "
+            "evaluate the task in every cell."
+        )
+
+
 def plan(suite: Suite) -> list[Configuration]:
     """Every configuration of the suite's grid, in a fixed order (models outermost, factors
-    innermost), with its stable hashes."""
+    innermost), with its stable hashes; a task that applies to no cell is refused
+    (`check_cells`)."""
+    check_cells(suite)
     identities = {m.label: method_identity(suite, m) for m in suite.methods}
     configurations = []
     for model, num_samples, seed in product(suite.models, suite.num_samples, suite.seeds):

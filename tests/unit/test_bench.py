@@ -466,3 +466,22 @@ def test_a_methods_own_controls_and_a_tasks_cells_shape_the_plan():
     alone = planning.plan(_suite(methods=(own, matched), tasks=(TaskSpec(name="gsm8k"),)))
     assert [c.key for c in alone] == [c.key for c in plan]
     assert all(c.parts["gsm8k"] == a.parts["gsm8k"] for c, a in zip(plan, alone, strict=True))
+
+
+@pytest.mark.parametrize(
+    "cells, named",
+    [
+        ({"proportions": (0.5,)}, "proportions = [0.5]"),
+        ({"factors": (3.0,)}, "factors = [3.0]"),
+        ({"proportions": (0.05,), "factors": (2.0,)}, "proportions = [0.05] and factors = [2.0]"),
+    ],
+)
+def test_a_task_on_no_cell_of_the_grid_is_refused_in_one_line(cells, named):
+    suite = _suite(tasks=(TaskSpec(name="gsm8k"), TaskSpec(name="race", **cells)))
+    with pytest.raises(LocatorError) as error:
+        planning.plan(suite)
+    message = str(error.value)
+    assert "\n" not in message and "tasks 'race'" in message and named in message
+    assert (
+        "match no cell of the grid (proportions [0.01, 0.05, 0.1], factors [0.0, 1.1])" in message
+    )
