@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from locator.bench import claims
 from locator.bench.plan import stable_hash
 from locator.errors import LocatorError
 from locator.io import atomic_write
@@ -271,9 +272,21 @@ def _corrupt_part(files: Sequence[str], error: Exception) -> LocatorError:
     return LocatorError(f"cannot read the results: {str(error).strip().splitlines()[0]}")
 
 
+_IN_PROGRESS = re.compile(r"\.(probe|_suite\.json)\.\d+\.[0-9a-f]+\.tmp")
+"""The files a run starting on a fresh folder writes before its ``_suite.json`` is whole: the
+writability probe and the manifest's temporary (`locator.io.atomic_write`)."""
+
+
 def is_results_folder(directory: Path) -> bool:
-    """Whether `directory` is a results folder written by `locator bench` (has `_suite.json`)."""
-    return (directory / "_suite.json").is_file()
+    """Whether `directory` is a results folder written by `locator bench`: it has a
+    ``_suite.json``, or holds only what runs starting on it at the same moment (a job array)
+    write before theirs is whole."""
+    if (directory / "_suite.json").exists():
+        return True
+    return all(
+        _IN_PROGRESS.fullmatch(entry.name) or entry.name == claims.FOLDER
+        for entry in directory.iterdir()
+    )
 
 
 def check_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> None:
@@ -317,81 +330,3 @@ def check_identity(
             )
         return
     write_json(path, {"key": dict(key), "value": dict(value)})
-
-
-# Claims: two runs sharing a folder never compute the same configuration.
-
-
-def _claim_path(directory: str | Path, name: str) -> Path:
-    return Path(directory) / "_claims" / f"{name}.lock"
-
-
-def _claim_record() -> dict[str, Any]:
-    import socket
-    from datetime import datetime, timezone
-
-    return {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _stale(path: Path) -> bool:
-    """A claim is stale when its process is gone (or is this one): only checkable on its host."""
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        return True
-    except ValueError:
-        return True  # locks appear whole (see `claim`): an unreadable one is damaged
-    except OSError:
-        return False
-    mine = _claim_record()
-    if record.get("host") != mine["host"]:
-        return False
-    pid = record.get("pid")
-    if pid == mine["pid"]:
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, TypeError, ValueError):
-        return False
-    return False
-
-
-def claim(directory: str | Path, name: str) -> bool:
-    """Claim the work called `name` (a configuration hash) for this process; False when another
-    live process holds it. The lock file holds pid, host and time; it is hard-linked into place
-    from a written temporary file, so it appears whole or not at all (a run killed while
-    claiming leaves no empty lock). A claim whose process died on this host is stale and taken
-    over. Release it with `release`."""
-    path = _claim_path(directory, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps(_claim_record()))
-    try:
-        for _ in range(3):
-            try:
-                os.link(temporary, path)  # atomic, and fails when the lock exists
-                return True
-            except FileExistsError:
-                if not _stale(path):
-                    return False
-                path.unlink(missing_ok=True)  # a dead run's claim: take it over
-        return False
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def release(directory: str | Path, name: str) -> None:
-    """Remove this process's claim on `name` (another process's claim is left alone)."""
-    path = _claim_path(directory, name)
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    if record.get("pid") == os.getpid() and record.get("host") == _claim_record()["host"]:
-        path.unlink(missing_ok=True)

@@ -17,8 +17,9 @@ step by step. Work is shared wherever the result is the same:
 A configuration whose part file exists is skipped, which makes a killed run resumable: part
 files are written atomically after the configuration's last evaluation, just after its per-item
 scores (``_samples/<configuration hash>.parquet``). Runs sharing a folder claim each
-configuration (and each baseline) before computing it (`results.claim`), so none is computed
-twice.
+configuration (and each baseline) before computing it (`locator.bench.claims`), so none is
+computed twice; a run waits for the configurations others hold while their heartbeat is fresh,
+and takes over those whose holder died, so it never ends with a configuration left to nobody.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from locator.bench import results
+from locator.bench import claims, results
 from locator.bench.plan import (
     Configuration,
     manifest,
@@ -48,10 +49,15 @@ from locator.errors import LocatorError
 
 __all__ = ["Bench", "RunSummary", "parse_shard", "plan", "run_suite", "shard"]
 
+POLL_SECONDS = 2.0
+"""How often a run waiting for another's claimed work looks again."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunSummary:
-    """What a run did: grid size, this shard's share, configurations skipped and run."""
+    """What a run did: grid size, this shard's share, configurations finished before it
+    started (`skipped`), computed by it (`ran`) and by another run sharing the folder while it
+    waited (`busy`); together they are the whole shard."""
 
     planned: int
     in_shard: int
@@ -60,7 +66,7 @@ class RunSummary:
     seconds: float
     out: Path
     busy: int = 0
-    """Configurations left to another live run sharing the folder (claimed by it)."""
+    """Configurations another run sharing the folder computed (this one waited for them)."""
 
 
 def run_suite(
@@ -98,17 +104,18 @@ def run_suite(
         f"{suite.name}: {len(configurations)} configurations{where}; "
         f"{len(mine) - len(todo)} finished, {len(todo)} to run -> {out}"
     )
-    bench = Bench(suite, out, progress=progress)
+    bench = Bench(suite, out, progress=progress, echo=echo)
     if todo:
         bench.run(todo)
+        bench.wait_for_others()
     return RunSummary(
         planned=len(configurations),
         in_shard=len(mine),
         skipped=len(mine) - len(todo),
-        ran=len(todo) - bench.busy,
+        ran=bench.ran,
         seconds=time.perf_counter() - start,
         out=out,
-        busy=bench.busy,
+        busy=len(todo) - bench.ran,
     )
 
 
@@ -127,14 +134,56 @@ class Bench:
     """One run of planned configurations into the results folder `out`, step by step.
 
     `run` does every step in order; each is a method of its own. The state it carries: the
-    versions written into every row, the number of configurations left to another run sharing
-    the folder (`busy`), and, once `load` has run, the model, its identity and its baseline
-    (each task's scores unedited)."""
+    versions written into every row, the configurations it computed (`ran`) and those another
+    run sharing the folder had claimed (`left`, for `wait_for_others`), and, once `load` has
+    run, the model, its identity and its baseline (each task's scores unedited)."""
 
-    def __init__(self, suite: Suite, out: Path, *, progress: bool = True) -> None:
-        self.suite, self.out, self.progress = suite, out, progress
+    def __init__(
+        self,
+        suite: Suite,
+        out: Path,
+        *,
+        progress: bool = True,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        self.suite, self.out, self.progress, self.echo = suite, out, progress, echo
         self.provenance: dict[str, Any] = results.provenance()  # the versions in every row
-        self.busy = 0
+        self.ran = 0
+        self.left: list[Configuration] = []
+        self._said = ""
+
+    def wait_for_others(self) -> None:
+        """Wait for the configurations another run claimed (`left`) until their part files
+        exist; one whose claim went stale (its holder died, on any host) or was released
+        unfinished is taken over and computed here."""
+        while self.left:
+            done = results.finished(self.out)
+            pending = [c for c in self.left if not set(c.parts.values()) <= done]
+            holders = {c.key: claims.holder(self.out, c.key) for c in pending}
+            free = [
+                c
+                for c in pending
+                if (found := holders[c.key]) is None or claims.is_stale(found, claims.STALE_SECONDS)
+            ]
+            self.left = [c for c in pending if c not in free]
+            if free:
+                self.run(free)  # what is claimed again meanwhile goes back to `left`
+            elif self.left:
+                ages = [h for c in self.left if (h := holders[c.key]) is not None]
+                freshest = min(ages, key=lambda h: h.age)
+                self.waiting(f"{len(self.left)} configuration(s)", freshest)
+                time.sleep(POLL_SECONDS)
+
+    def waiting(self, what: str, found: claims.Holder | None) -> None:
+        """Say, once per thing waited for, what this run waits for and whose claim holds it."""
+        who = "a claim just released" if found is None else found.describe()
+        said = f"waiting for {what} claimed by another run sharing {str(self.out)!r}"
+        if said != self._said:
+            self._said = said
+            self.echo(
+                f"{said} ({who}); a claim is taken over once its heartbeat is older than "
+                f"{claims.STALE_SECONDS:.0f} s."
+            )
 
     def run(self, todo: list[Configuration]) -> None:
         """Check the models and draw the corpora before any work, then run the configurations
@@ -222,11 +271,12 @@ class Bench:
         path = self.out / "_baselines" / f"{name}.json"
         samples = f"baseline-{name}"
         while not path.is_file():  # another run may be evaluating it: wait for its file
-            if not results.claim(self.out, samples):
-                self.bar.set_postfix_str(f"waiting for another run's baseline {task.name}")
-                time.sleep(1.0)
+            held = claims.claim(self.out, samples, stale_after=claims.STALE_SECONDS)
+            if held is None:
+                self.waiting(f"the baseline of {task.name}", claims.holder(self.out, samples))
+                time.sleep(POLL_SECONDS)
                 continue
-            try:
+            with held:
                 if not path.is_file():
                     self.bar.set_postfix_str(f"baseline {task.name}")
                     scores = self.evaluate(task)
@@ -238,8 +288,6 @@ class Bench:
                         "seconds": scores.seconds,
                     }
                     results.write_json(path, {**key, **record})
-            finally:
-                results.release(self.out, samples)
         stored = results.read_json(path)
         items = []
         if results.samples_path(self.out, samples).is_file():
@@ -429,11 +477,11 @@ class Bench:
         claimed it first."""
         import locator
 
-        if not results.claim(self.out, configuration.key):
-            self.busy += 1
-            self.bar.update(1)
+        held = claims.claim(self.out, configuration.key, stale_after=claims.STALE_SECONDS)
+        if held is None:
+            self.left.append(configuration)  # see `wait_for_others`
             return
-        try:
+        with held:
             parts = configuration.parts
             tasks = [
                 task
@@ -462,8 +510,7 @@ class Bench:
                     )
                     rows = self.rows(configuration, task, localization, selection, timings, scores)
                     results.write_part(self.out, parts[task.name], rows)
-        finally:
-            results.release(self.out, configuration.key)
+                self.ran += 1
         self.bar.update(1)
 
     def rows(

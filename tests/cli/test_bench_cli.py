@@ -295,28 +295,80 @@ def test_the_main_job_shows_the_paper_claim(tmp_path):
     assert mean("wanda", "loss") - baseline["loss"] > 0.1
 
 
-def test_a_configuration_claimed_by_a_live_run_is_left_to_it(write_suite, tmp_path):
+def test_a_run_waits_for_a_claim_while_its_heartbeat_is_fresh_then_takes_it_over(
+    write_suite, tmp_path, monkeypatch
+):
     import json
-    import socket
-    import subprocess
+    import os
+    import threading
+    import time
 
+    from locator.bench import claims, runner
+
+    monkeypatch.setattr(claims, "STALE_SECONDS", 2.0)
+    monkeypatch.setattr(runner, "POLL_SECONDS", 0.1)
     path, out = write_suite(), tmp_path / "results"
     suite = load_suite(path)
     first = plan.plan(suite)[0]
-    claimed = first.key
-    (out / "_claims").mkdir(parents=True)
-    other = subprocess.Popen(["sleep", "120"])
+    lock = claims.lock_path(out, first.key)
+    lock.parent.mkdir(parents=True)
+    # A live run on another node: its pid cannot be checked from here, only its heartbeat.
+    lock.write_text(json.dumps({"pid": 4242, "host": "node-17", "token": "x"}))
+    results.check_manifest(out, plan.manifest(suite, plan.plan(suite), path.read_text()))
+    stop = threading.Event()
+
+    def heartbeat():  # the holder's heartbeat, for 8 s; then it dies
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and not stop.wait(0.2):
+            os.utime(lock)
+
+    beating = threading.Thread(target=heartbeat)
+    beating.start()
     try:
-        lock = out / "_claims" / f"{claimed}.lock"
-        lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
-        results.check_manifest(out, plan.manifest(suite, plan.plan(suite), path.read_text()))
         result = CliRunner().invoke(
             cli, ["bench", str(path), "--out", str(out), "--no-progress", "--shard", "1/4"]
         )
-        assert result.exit_code == 0, result.output
-        assert "ran 3 configurations, 0 already finished, 1 left to another run" in result.output
-        assert not set(first.parts.values()) & results.finished(out) and lock.exists()
-        assert not [p for p in (out / "_claims").iterdir() if p != lock]  # ours released
     finally:
-        other.kill()
-        other.wait()
+        stop.set()
+        beating.join()
+    assert result.exit_code == 0, result.output
+    waits = [line for line in result.output.splitlines() if "waiting for" in line]
+    assert len(waits) == 1, result.output  # said once, with --no-progress too
+    assert "1 configuration(s) claimed by another run" in waits[0]
+    assert "node-17:4242, heartbeat 0 s ago" in waits[0] and "older than 2 s" in waits[0]
+    # Once its heartbeat went stale the run took it over: nothing is left to a dead run.
+    assert "ran 4 configurations, 0 already finished, in" in result.output
+    assert set(first.parts.values()) <= results.finished(out)
+    assert not list(lock.parent.iterdir())
+
+
+def test_runs_started_at_once_on_a_fresh_folder_all_proceed_and_share_the_grid(
+    write_suite, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    path, out = write_suite(), tmp_path / "results"
+    script = Path(bench_plugin.__file__)
+    command = [sys.executable, str(script), "bench", str(path), "--out", str(out), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(3)
+    ]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], outputs
+    planned = plan.plan(load_suite(path))
+    ran = skipped = 0
+    for output in outputs:
+        assert "Traceback" not in output
+        line = next(line for line in output.splitlines() if line.startswith("ran "))
+        counts = [int(word) for word in line.replace(",", "").split() if word.isdigit()]
+        ran, skipped = ran + counts[0], skipped + counts[1]
+    assert ran == len(planned)  # each configuration computed exactly once, by one of them
+    assert len(results.finished(out)) == sum(len(c.parts) for c in planned)
+    assert not list((out / "_claims").iterdir())
+    assert not [p for p in out.rglob(".*") if p.name.endswith(".tmp")]

@@ -1,6 +1,5 @@
 """The benchmark harness without a model: suite checks, planning, shards, the schema, the report."""
 
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -338,38 +337,6 @@ def test_a_folder_grows_but_refuses_another_schema_or_changed_content(tmp_path):
     results.check_identity(tmp_path, "model", key, {"fingerprint": "a"})
     with pytest.raises(LocatorError, match="changed since the results"):
         results.check_identity(tmp_path, "model", key, {"fingerprint": "b"})
-
-
-def test_claims_are_exclusive_and_a_dead_runs_claim_is_taken_over(tmp_path):
-    import json
-    import socket
-    import subprocess
-
-    assert results.claim(tmp_path, "abc")
-    lock = tmp_path / "_claims" / "abc.lock"
-    record = json.loads(lock.read_text())
-    assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
-    results.release(tmp_path, "abc")
-    assert not lock.exists()
-    # A live process on this host holds it: refused.
-    alive = subprocess.Popen(["sleep", "30"])
-    try:
-        lock.write_text(json.dumps({"pid": alive.pid, "host": socket.gethostname()}))
-        assert not results.claim(tmp_path, "abc")
-    finally:
-        alive.kill()
-        alive.wait()
-    assert results.claim(tmp_path, "abc")  # its process is gone: stale, taken over
-    assert json.loads(lock.read_text())["pid"] == os.getpid()
-    # Another host's claim cannot be checked: left alone.
-    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
-    assert not results.claim(tmp_path, "abc")
-    results.release(tmp_path, "abc")
-    assert lock.exists()
-    # A run killed while claiming leaves no half-written lock; a damaged one is taken over.
-    lock.write_text("")
-    assert results.claim(tmp_path, "abc")
-    assert [p.name for p in lock.parent.iterdir()] == ["abc.lock"]  # no temporary left
 
 
 # The report.
