@@ -94,11 +94,38 @@ def check_cells(suite: Suite) -> None:
         )
 
 
+def check_methods(suite: Suite) -> None:
+    """Refuse two method entries that compute the same configuration under different labels:
+    configurations are named by what they compute, not by label, so one label's rows would be
+    dropped (and a baseline matched to it orphaned)."""
+    seen: dict[str, str] = {}
+    for method in suite.methods:
+        same = stable_hash([method_identity(suite, method), method.controls])
+        if same in seen:
+            raise LocatorError(
+                f"{suite.path}: methods {seen[same]!r} and {method.label!r} compute the same "
+                "configuration (same method, options and controls), so their rows could not be "
+                "told apart; remove one of them (or make their options differ)."
+            )
+        seen[same] = method.label
+
+
+def calibration(suite: Suite) -> dict[str, Any]:
+    """The suite-wide options that change every selection but are no column of the results."""
+    return {
+        "max_length": suite.max_length,
+        "with_replacement": suite.with_replacement,
+        "chat_template": suite.chat_template,
+        "pack": suite.pack,
+    }
+
+
 def plan(suite: Suite) -> list[Configuration]:
     """Every configuration of the suite's grid, in a fixed order (models outermost, factors
     innermost), with its stable hashes; a task that applies to no cell is refused
     (`check_cells`)."""
     check_cells(suite)
+    check_methods(suite)
     identities = {m.label: method_identity(suite, m) for m in suite.methods}
     configurations = []
     for model, num_samples, seed in product(suite.models, suite.num_samples, suite.seeds):
@@ -166,13 +193,19 @@ def shard(configurations: Sequence[Configuration], index: int, count: int) -> li
 
 def manifest(suite: Suite, configurations: Sequence[Configuration], source: str) -> dict[str, Any]:
     """What a results folder records about the grid it holds (``_suite.json``, where
-    `locator.bench.results.check_manifest` adds the schema): `source` is the suite file's
-    text."""
+    `locator.bench.results.check_manifest` adds the schema and keeps the labels and tasks of
+    earlier suites): `source` is the suite file's text; ``labels`` is what each label names
+    (the method's identity, with the matched reference's, and the calibration options), so that
+    a label never names two configurations in one folder."""
+    calibrated = calibration(suite)
     return {
         "suite": suite.name,
         "grid": stable_hash([c.key for c in configurations]),
         "configurations": len(configurations),
         "tasks": [t.identity() for t in suite.tasks],
+        "labels": {
+            m.label: {**method_identity(suite, m), "calibration": calibrated} for m in suite.methods
+        },
         "source": source,
     }
 

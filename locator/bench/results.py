@@ -289,28 +289,106 @@ def is_results_folder(directory: Path) -> bool:
     )
 
 
+def read_record(path: Path, advice: str) -> dict[str, Any]:
+    """The JSON object in `path`, a file locator wrote; a file that is missing, not a file,
+    unreadable, not JSON or not an object is a one-line `LocatorError` naming it, with
+    `advice` (what to do about it)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problem = "is missing"
+    except IsADirectoryError:
+        problem = "is a folder, not a file"
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        problem = f"is damaged ({reason})"
+    else:
+        if isinstance(record, dict):
+            return record
+        problem = f"holds a JSON {type(record).__name__}, not the object locator writes"
+    raise LocatorError(f"{str(path)!r} {problem}; {advice}")
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict of dotted keys (``config.mode``)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, inner in value.items():
+        flat.update(_flat(inner, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _changed(then: Any, now: Any) -> str:
+    """The first key whose value differs between two records: ``key = then (now: now)``."""
+    old, new = _flat(then), _flat(now)
+    key = next(k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k))
+    return f"{key} = {json.dumps(old.get(key))} there, {json.dumps(new.get(key))} now"
+
+
+def _task_record(identity: Any) -> dict[str, Any]:
+    """A task's identity (`TaskSpec.identity`: name, limit, token cap, options) as a dict."""
+    name, limit, max_new_tokens, *options = identity
+    return {"limit": limit, "max_new_tokens": max_new_tokens, **(options[0] if options else {})}
+
+
 def check_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> None:
     """Record the suite a results folder was last run with (`manifest`, from
     `locator.bench.plan.manifest`, with this schema version added), or refuse a folder of
-    another schema.
+    another schema, or a suite that gives an existing label or task another configuration.
 
-    A folder grows: a changed suite (more proportions, methods, seeds) run into it computes only
-    the configurations whose part file is missing, since each part is named by the hash of its
-    configuration. What must not change under its rows, the model's weights and the corpora's
-    texts, is checked by `check_identity` when they are loaded.
+    A folder grows: a changed suite (more proportions, methods, seeds, tasks) run into it
+    computes only the configurations whose part file is missing, since each part is named by
+    the hash of its configuration. But rows are summarized and compared by label and task, so
+    a label (a task) names one configuration for good: a changed config, matched reference or
+    calibration option under an existing label, or a changed limit or option of an existing
+    task, is refused (as git refuses to clobber) rather than mixed with the rows already there.
+    The labels and tasks of every suite run into the folder are kept. What must not change
+    under its rows, the model's weights and the corpora's texts, is checked by `check_identity`
+    when they are loaded.
     """
     path = Path(directory) / "_suite.json"
-    if path.is_file():
-        try:
-            existing = read_json(path)
-        except (OSError, ValueError) as error:
-            raise LocatorError(f"{str(path)!r} is unreadable ({error}); delete it.") from None
+    # As read back from JSON (tuples become lists), to compare with what the folder recorded.
+    labels: dict[str, Any] = json.loads(json.dumps(manifest.get("labels", {})))
+    tasks = {identity[0]: identity for identity in json.loads(json.dumps(manifest["tasks"]))}
+    if path.exists():
+        advice = (
+            "it records which suite the folder's results come from: restore it, or pass a new "
+            "--out folder."
+        )
+        existing = read_record(path, advice)
         if existing.get("schema") != SCHEMA_VERSION:
             raise LocatorError(
                 f"{str(directory)!r} holds results of schema {existing.get('schema')!r}, this "
                 f"locator writes {SCHEMA_VERSION!r}; pass a new --out folder."
             )
-    write_json(path, {**manifest, "schema": SCHEMA_VERSION})
+        before, listed = existing.get("labels", {}), existing.get("tasks", [])
+        if not isinstance(before, dict) or not isinstance(listed, list):
+            raise LocatorError(f"{str(path)!r} is not a manifest locator wrote; {advice}")
+        for label, identity in before.items():
+            if label in labels and labels[label] != identity:
+                raise LocatorError(
+                    f"{str(directory)!r} holds rows labelled {label!r} computed with "
+                    f"{_changed(identity, labels[label])}: a label names one configuration; "
+                    + (
+                        "this option changes every method's rows: pass a new --out folder."
+                        if _changed(identity, labels[label]).startswith("calibration.")
+                        else "give the changed method entry a new label, or pass a new --out "
+                        "folder."
+                    )
+                )
+        for identity in listed:
+            name = identity[0] if isinstance(identity, list) and identity else None
+            if name in tasks and tasks[name] != identity:
+                raise LocatorError(
+                    f"{str(directory)!r} holds rows of task {name!r} computed with "
+                    f"{_changed(_task_record(identity), _task_record(tasks[name]))}: its rows "
+                    "would be mixed; keep the task's settings, or pass a new --out folder."
+                )
+        labels = {**before, **labels}
+        tasks = {**{i[0]: i for i in listed if isinstance(i, list) and i}, **tasks}
+    record = {**manifest, "labels": labels, "tasks": list(tasks.values())}
+    write_json(path, {**record, "schema": SCHEMA_VERSION})
 
 
 def check_identity(

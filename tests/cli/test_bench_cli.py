@@ -372,3 +372,31 @@ def test_runs_started_at_once_on_a_fresh_folder_all_proceed_and_share_the_grid(
     assert len(results.finished(out)) == sum(len(c.parts) for c in planned)
     assert not list((out / "_claims").iterdir())
     assert not [p for p in out.rglob(".*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "old, new, named",
+    [
+        (
+            'name = "mathneuro"\n',
+            'name = "mathneuro"\noptions = { mode = "published" }\n',
+            "config.mode",
+        ),
+        ("limit = 8", "limit = 4", "task 'loss-short' computed with limit = 8 there, 4 now"),
+        ("max_length = 32", "max_length = 16", "calibration.max_length = 32 there, 16 now"),
+    ],
+)
+def test_growing_a_folder_with_another_configuration_under_a_label_is_refused(
+    write_suite, tmp_path, old, new, named
+):
+    one = {"proportions = [0.05, 0.3]": "proportions = [0.05]", "seeds = [0, 1]": "seeds = [0]"}
+    path, out = write_suite(**one), tmp_path / "results"
+    first = CliRunner().invoke(cli, ["bench", str(path), "--out", str(out), "--no-progress"])
+    assert first.exit_code == 0, first.output
+    rows = len(results.read_results(out))
+    path.write_text(path.read_text().replace(old, new))
+    again = CliRunner().invoke(cli, ["bench", str(path), "--out", str(out), "--no-progress"])
+    assert again.exit_code == 2, again.output
+    line = again.output.strip()
+    assert "\n" not in line and named in line and "Traceback" not in again.output
+    assert len(results.read_results(out)) == rows  # nothing added

@@ -452,3 +452,68 @@ def test_a_task_on_no_cell_of_the_grid_is_refused_in_one_line(cells, named):
     assert (
         "match no cell of the grid (proportions [0.01, 0.05, 0.1], factors [0.0, 1.1])" in message
     )
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (
+            {"methods": (MethodSpec(name="mathneuro", label="mathneuro", config=None),)},
+            None,  # the same configuration, spelled out: grows
+        ),
+        ({"max_length": 64}, "calibration.max_length = null there, 64 now"),
+        ({"pack": 128}, "calibration.pack = null there, 128 now"),
+        ({"tasks": (TaskSpec(name="gsm8k", limit=6),)}, "task 'gsm8k' computed with limit = 5"),
+        (
+            {"tasks": (TaskSpec(name="gsm8k", limit=5, num_fewshot=3),)},
+            "task 'gsm8k' computed with num_fewshot = null there, 3 now",
+        ),
+    ],
+)
+def test_a_label_or_task_names_one_configuration_in_a_folder(tmp_path, change, named):
+    suite = _suite()
+    results.check_manifest(tmp_path, planning.manifest(suite, planning.plan(suite), "s"))
+    other = _suite(**change)
+    manifest = planning.manifest(other, planning.plan(other), "s")
+    if named is None:
+        results.check_manifest(tmp_path, manifest)
+        return
+    with pytest.raises(LocatorError) as error:
+        results.check_manifest(tmp_path, manifest)
+    assert named in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_changed_method_config_or_matched_reference_under_a_label_is_refused(tmp_path):
+    from locator.localizer import localizer_class, make_config
+
+    suite = _suite()
+    results.check_manifest(tmp_path, planning.manifest(suite, planning.plan(suite), "s"))
+    # A new label and a removed one grow the folder; the labels of both suites are kept.
+    renamed = MethodSpec(name="wanda", label="wanda")
+    grown = _suite(methods=(renamed,))
+    results.check_manifest(tmp_path, planning.manifest(grown, planning.plan(grown), "s"))
+    assert set(results.read_json(tmp_path / "_suite.json")["labels"]) == {
+        "mathneuro",
+        "random-matched",
+        "wanda",
+    }
+    config = make_config(localizer_class("mathneuro"), {"mode": "published"})
+    published = MethodSpec(name="mathneuro", label="mathneuro", config=config)
+    changed = _suite(methods=(published, _suite().methods[1]))
+    with pytest.raises(LocatorError) as error:
+        results.check_manifest(tmp_path, planning.manifest(changed, planning.plan(changed), "s"))
+    message = str(error.value)
+    # mathneuro's own rows, or its matched baseline's (whose reference changed): either names
+    # the label and the key.
+    assert "config.mode" in message and "a new label" in message
+    assert "rows labelled 'mathneuro'" in message or "rows labelled 'random-matched'" in message
+
+
+def test_two_labels_for_one_configuration_are_refused():
+    twin = MethodSpec(name="mathneuro", label="mathneuro-again")
+    with pytest.raises(LocatorError, match="methods 'mathneuro' and 'mathneuro-again' compute"):
+        planning.plan(_suite(methods=(*_suite().methods, twin)))
+    # A baseline matched to each: refused as well (at the methods they match).
+    other = MethodSpec(name="random", label="random-again", match="mathneuro-again")
+    with pytest.raises(LocatorError, match="compute the same configuration"):
+        planning.plan(_suite(methods=(*_suite().methods, twin, other)))
