@@ -100,11 +100,12 @@ def check_methods(suite: Suite) -> None:
     dropped (and a baseline matched to it orphaned)."""
     seen: dict[str, str] = {}
     for method in suite.methods:
-        same = stable_hash([method_identity(suite, method), method.controls])
+        corpora = [dataclasses.asdict(suite.corpora_of(method, e)) for e in suite.corpora]
+        same = stable_hash([method_identity(suite, method), corpora])
         if same in seen:
             raise LocatorError(
                 f"{suite.path}: methods {seen[same]!r} and {method.label!r} compute the same "
-                "configuration (same method, options and controls), so their rows could not be "
+                "configuration (same method, options and corpora), so their rows could not be "
                 "told apart; remove one of them (or make their options differ)."
             )
         seen[same] = method.label

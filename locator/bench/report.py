@@ -57,6 +57,7 @@ from locator.bench.specificity import (
     skill_task,
     specific,
 )
+from locator.errors import LocatorError
 from locator.io import atomic_write
 
 Row = Mapping[str, Any]
@@ -190,10 +191,14 @@ def write_report(
     all_tasks = list(dict.fromkeys(r["task"] for r in rows))
     if skill is not None:
         skill_task(rows[0]["target"], all_tasks, skill)  # a wrong name fails before any work
-    out.mkdir(parents=True, exist_ok=True)
+    # Every file the report reads is checked before it writes anything: a report that fails
+    # half-way would leave a folder without report.md, which no later report may replace.
     samples = read_samples(directory)
+    load = _Selections(directory)
+    for relative in dict.fromkeys(r["selection"] for r in rows):
+        load.check(relative)
+    out.mkdir(parents=True, exist_ok=True)
     bootstrap = Bootstrap()
-    load = Selections(directory)
     suites = sorted({r["suite"] for r in rows})
     first = rows[0]
     document = Document(out)
@@ -225,6 +230,38 @@ def write_report(
     _write_csv(out / "specificity.csv", table)
     atomic_write(out / "report.html", document.html(f"Benchmark report: {', '.join(suites)}"))
     return atomic_write(out / "report.md", document.markdown())
+
+
+class _Selections(Selections):
+    """`Selections` whose damaged file is an error saying how to have it saved again."""
+
+    def __call__(self, relative: str) -> Any:
+        try:
+            return super().__call__(relative)
+        except LocatorError as error:
+            raise self._damaged(relative, str(error)) from None
+
+    def check(self, relative: str) -> None:
+        """Refuse a selection file that is missing or whose header is not a localization's
+        (reads the header only)."""
+        from safetensors import SafetensorError, safe_open
+
+        path = self.directory / relative
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                found = "locator" in (handle.metadata() or {})
+        except (SafetensorError, OSError) as error:
+            raise self._damaged(
+                relative, f"{str(path)!r} is not a safetensors file: {error}"
+            ) from None
+        if not found:
+            raise self._damaged(relative, f"{str(path)!r} is not a localization file")
+
+    def _damaged(self, relative: str, problem: str) -> LocatorError:
+        return LocatorError(
+            f"{problem.rstrip('.')}; delete {relative} and rerun `locator bench` into "
+            f"{str(self.directory)!r} to save it again, then rerun the report."
+        )
 
 
 def _experiment_sections(

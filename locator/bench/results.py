@@ -185,9 +185,20 @@ def part_path(directory: str | Path, name: str) -> Path:
     return Path(directory) / f"part-{name}.parquet"
 
 
+def slot(path: Path) -> Path:
+    """`path`, where locator writes a file; a folder found there is a one-line error (it is
+    not removed: it is not locator's)."""
+    if path.is_dir():
+        raise LocatorError(
+            f"{str(path)!r} is a folder where locator keeps a file; move it away and rerun "
+            "(locator recomputes the file)."
+        )
+    return path
+
+
 def write_part(directory: str | Path, name: str, rows: Sequence[Row]) -> Path:
     """Write one part's rows atomically."""
-    return atomic_write(part_path(directory, name), _parquet(rows, SCHEMA))
+    return atomic_write(slot(part_path(directory, name)), _parquet(rows, SCHEMA))
 
 
 def _parquet(rows: Sequence[Any], schema: pa.Schema) -> bytes:
@@ -203,7 +214,9 @@ def finished(directory: str | Path) -> set[str]:
     folder = Path(directory)
     if not folder.is_dir():
         return set()
-    return {p.stem.removeprefix("part-") for p in folder.glob("part-*.parquet")}
+    return {
+        p.stem.removeprefix("part-") for p in folder.glob("part-*.parquet") if p.is_file()
+    }  # a folder in a part's place is no part: its configuration is run (and `slot` refuses)
 
 
 def read_results(directory: str | Path) -> pa.Table:
@@ -214,12 +227,14 @@ def read_results(directory: str | Path) -> pa.Table:
     folder = Path(directory)
     if not folder.is_dir():
         raise LocatorError(f"results folder {str(folder)!r} does not exist.")
-    files = sorted(str(p) for p in folder.glob("part-*.parquet"))
+    files = sorted(str(p) for p in folder.glob("part-*.parquet") if p.is_file())
     if not files:
         raise LocatorError(
             f"{str(folder)!r} holds no results (no part-*.parquet files); "
             "write some with `locator bench SUITE --out DIR`."
         )
+    for file in files:
+        _check_part(file)
     try:
         table = ds.dataset(files, schema=SCHEMA, format="parquet").to_table()
     except (pa.ArrowException, OSError) as error:
@@ -235,17 +250,24 @@ def samples_path(directory: str | Path, name: str) -> Path:
 
 def write_samples(directory: str | Path, name: str, rows: Sequence[Sample]) -> Path:
     """Write per-item scores atomically."""
-    return atomic_write(samples_path(directory, name), _parquet(rows, SAMPLES_SCHEMA))
+    return atomic_write(slot(samples_path(directory, name)), _parquet(rows, SAMPLES_SCHEMA))
 
 
-def read_samples(directory: str | Path, name: str) -> pa.Table:
-    """The per-item scores written by `write_samples`."""
-    return pq.read_table(samples_path(directory, name), schema=SAMPLES_SCHEMA)
+def read_samples(directory: str | Path, name: str) -> pa.Table | None:
+    """The per-item scores written by `write_samples`; None when they are missing or the file
+    is damaged or of another schema (the caller recomputes them)."""
+    path = samples_path(directory, name)
+    try:
+        if pq.read_schema(path).remove_metadata() != SAMPLES_SCHEMA.remove_metadata():
+            return None
+        return pq.read_table(path, schema=SAMPLES_SCHEMA)
+    except (pa.ArrowException, OSError):
+        return None
 
 
 def write_json(path: Path, value: Any) -> Path:
     """Write JSON atomically."""
-    return atomic_write(path, json.dumps(value, indent=2, sort_keys=True))
+    return atomic_write(slot(path), json.dumps(value, indent=2, sort_keys=True))
 
 
 def write_lines(path: Path, lines: Sequence[str]) -> Path:
@@ -256,6 +278,24 @@ def write_lines(path: Path, lines: Sequence[str]) -> Path:
 def read_json(path: Path) -> Any:
     """Read a JSON file written by `write_json`."""
     return json.loads(path.read_text())
+
+
+def _check_part(file: str) -> None:
+    """Refuse a part file that is not one of this schema's (truncated, empty, or another
+    table): read from its footer only."""
+    advice = (
+        "delete it and rerun `locator bench` into the same folder to recompute that configuration."
+    )
+    try:
+        found = pq.read_schema(file)
+    except (pa.ArrowException, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise LocatorError(f"results part {file!r} is corrupt ({first}); {advice}") from None
+    if found.remove_metadata() != SCHEMA.remove_metadata():
+        raise LocatorError(
+            f"results part {file!r} holds other columns than the results of "
+            f"{SCHEMA_VERSION!r} (not written by this locator); {advice}"
+        )
 
 
 def _corrupt_part(files: Sequence[str], error: Exception) -> LocatorError:
@@ -359,7 +399,7 @@ def check_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> None:
         existing = read_record(path, advice)
         if existing.get("schema") != SCHEMA_VERSION:
             raise LocatorError(
-                f"{str(directory)!r} holds results of schema {existing.get('schema')!r}, this "
+                f"{str(path)!r} records results of schema {existing.get('schema')!r}, this "
                 f"locator writes {SCHEMA_VERSION!r}; pass a new --out folder."
             )
         before, listed = existing.get("labels", {}), existing.get("tasks", [])
@@ -398,8 +438,13 @@ def check_identity(
     first results: `key` names it (model path and dtype; dataset, samples, seed), `value` is
     what it holds (weights fingerprint; texts hash). The first call records `value`."""
     path = Path(directory) / "_identity" / f"{kind}-{stable_hash(dict(key))}.json"
-    if path.is_file():
-        recorded = read_json(path)
+    if path.exists():
+        recorded = read_record(
+            path,
+            f"it records the {kind} the folder's results were computed from: restore it, or "
+            f"delete it to record the current {kind} (only if it did not change since), or pass "
+            "a new --out folder.",
+        )
         if recorded.get("value") != dict(value):
             raise LocatorError(
                 f"{kind} {dict(key)} changed since the results in {str(directory)!r} were "

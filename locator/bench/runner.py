@@ -98,7 +98,13 @@ def run_suite(
         out, manifest(suite, configurations, suite.path.read_text(encoding="utf-8"))
     )
     done = results.finished(out)
-    todo = [c for c in mine if not set(c.parts.values()) <= done]
+    # A configuration whose selection is missing (deleted as damaged) runs again to save it.
+    todo = [
+        c
+        for c in mine
+        if not set(c.parts.values()) <= done
+        or not (out / "_selections" / f"{c.selection_key}.safetensors").is_file()
+    ]
     where = "" if shard_spec == (1, 1) else f", shard {shard_spec[0]}/{shard_spec[1]}: {len(mine)}"
     echo(
         f"{suite.name}: {len(configurations)} configurations{where}; "
@@ -265,19 +271,20 @@ class Bench:
 
     def evaluate_baseline(self, task: TaskSpec) -> _Scores:
         """The unedited model's scores on `task`, read from ``_baselines/`` (metrics) and
-        ``_samples/baseline-<hash>.parquet`` (per-item scores) or evaluated once."""
+        ``_samples/baseline-<hash>.parquet`` (per-item scores) or evaluated once (again when
+        either file is missing or damaged)."""
         key = {"model": self.spec.identity(), "task": task.identity()}
         name = stable_hash(key)
         path = self.out / "_baselines" / f"{name}.json"
         samples = f"baseline-{name}"
-        while not path.is_file():  # another run may be evaluating it: wait for its file
+        while (stored := self.stored_baseline(path, samples)) is None:
             held = claims.claim(self.out, samples, stale_after=claims.STALE_SECONDS)
-            if held is None:
+            if held is None:  # another run is evaluating it: wait for its files
                 self.waiting(f"the baseline of {task.name}", claims.holder(self.out, samples))
                 time.sleep(POLL_SECONDS)
                 continue
             with held:
-                if not path.is_file():
+                if self.stored_baseline(path, samples) is None:
                     self.bar.set_postfix_str(f"baseline {task.name}")
                     scores = self.evaluate(task)
                     rows = self.samples("baseline", scores)
@@ -288,16 +295,29 @@ class Bench:
                         "seconds": scores.seconds,
                     }
                     results.write_json(path, {**key, **record})
-        stored = results.read_json(path)
-        items = []
-        if results.samples_path(self.out, samples).is_file():
-            table = results.read_samples(self.out, samples)
-            items = table.select(["task", "metric", "item", "value", "weight"]).to_pylist()
-        return _Scores(
-            metrics=stored["metrics"],
-            higher_is_better=stored.get("higher_is_better", {}),
-            items=items,
-        )
+        return stored
+
+    def stored_baseline(self, path: Path, samples: str) -> _Scores | None:
+        """The baseline kept in `path` and the per-item scores `samples`, or None when either
+        is missing, damaged or not what locator writes there."""
+        try:
+            stored = results.read_record(path, "")
+        except LocatorError:
+            return None
+        metrics, directions = stored.get("metrics"), stored.get("higher_is_better", {})
+        if not (
+            isinstance(metrics, dict)
+            and isinstance(directions, dict)
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()
+            )
+        ):
+            return None
+        table = results.read_samples(self.out, samples)
+        if table is None:
+            return None
+        items = table.select(["task", "metric", "item", "value", "weight"]).to_pylist()
+        return _Scores(metrics=metrics, higher_is_better=directions, items=items)
 
     def evaluate(self, task: TaskSpec) -> _Scores:
         """Evaluate the model as currently edited on one task (each task has its own limit and
@@ -483,15 +503,15 @@ class Bench:
             return
         with held:
             parts = configuration.parts
+            selection = Path("_selections") / f"{configuration.selection_key}.safetensors"
+            if not (self.out / selection).is_file():  # missing, or deleted as damaged
+                localization.save(results.slot(self.out / selection))
             tasks = [
                 task
                 for task in configuration.tasks
                 if not results.part_path(self.out, parts[task.name]).is_file()  # done meanwhile?
             ]
             if tasks:
-                selection = Path("_selections") / f"{configuration.selection_key}.safetensors"
-                if not (self.out / selection).is_file():
-                    localization.save(self.out / selection)
                 if localization.count() == 0:
                     # Nothing selected: the model is the unedited one, its scores the baseline's.
                     scores = self.baseline

@@ -2,6 +2,7 @@
 its summary table, resume and shards from the command line, the report with its plots, and the
 shipped suites."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -400,3 +401,106 @@ def test_growing_a_folder_with_another_configuration_under_a_label_is_refused(
     line = again.output.strip()
     assert "\n" not in line and named in line and "Traceback" not in again.output
     assert len(results.read_results(out)) == rows  # nothing added
+
+
+# Damaged results folders: every file locator keeps there, damaged every way, gives a one-line
+# error whose advice works when followed, or is recomputed to the same rows.
+
+DAMAGED_FILES = {
+    "manifest": "_suite.json",
+    "model identity": "_identity/model-*.json",
+    "corpus identity": "_identity/corpus-*.json",
+    "baseline": "_baselines/*.json",
+    "baseline scores": "_samples/baseline-*.parquet",
+    "scores": "_samples/[!b]*.parquet",
+    "selection": "_selections/*.safetensors",
+    "part": "part-*.parquet",
+}
+DAMAGES = ("truncated", "empty", "wrong type", "folder", "foreign")
+
+
+def _damage(path, damage):
+    import shutil
+
+    data = path.read_bytes()
+    if damage == "folder":
+        path.unlink()
+        path.mkdir()
+        (path / "inside").write_text("x")
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "wrong type":
+        path.write_text("[1, 2]" if path.suffix == ".json" else "null")
+    elif path.suffix == ".json":  # foreign: another program's JSON object
+        path.write_text('{"schema": "other/1", "value": 3}')
+    elif path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"a": [1, 2]}), path)
+    else:
+        shutil.copy(Path(__file__), path)
+
+
+def _rows(out):
+    keep = (*results.KEY_COLUMNS, "label", "value", "baseline_value", "config_hash")
+    return sorted(tuple(row[k] for k in keep) for row in results.read_results(out).to_pylist())
+
+
+@pytest.fixture(scope="module")
+def finished_folder(tmp_path_factory, saved_model):
+    folder = tmp_path_factory.mktemp("finished")
+    text = SUITE.replace("{model}", str(saved_model))
+    text = text.replace("proportions = [0.05, 0.3]", "proportions = [0.3]")
+    text = text.replace("seeds = [0, 1]", "seeds = [0]").replace(
+        "factors = [0.0, 2.0]", "factors = [0.0]"
+    )
+    path = folder / "suite.toml"
+    path.write_text(text)
+    out = folder / "results"
+    done = CliRunner().invoke(cli, ["bench", str(path), "--out", str(out), "--no-progress"])
+    assert done.exit_code == 0, done.output
+    assert CliRunner().invoke(cli, ["report", str(out)]).exit_code == 0
+    return path, out, _rows(out)
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("kind", DAMAGED_FILES)
+def test_a_damaged_file_in_a_results_folder_is_one_line_or_recomputed(
+    finished_folder, tmp_path, kind, damage
+):
+    import shutil
+
+    suite, original, rows = finished_folder
+    out = tmp_path / "results"
+    shutil.copytree(original, out)
+    shutil.rmtree(out / "_report")
+    damaged = sorted(out.glob(DAMAGED_FILES[kind]))[0]
+    _damage(damaged, damage)
+
+    def run():
+        bench = CliRunner().invoke(cli, ["bench", str(suite), "--out", str(out), "--no-progress"])
+        if bench.exit_code != 0:
+            return bench
+        return CliRunner().invoke(cli, ["report", str(out)])
+
+    result = run()
+    assert "Traceback" not in result.output and result.exit_code in (0, 2), result.output
+    if result.exit_code == 2:
+        lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert len(lines) == 1 and damaged.name in lines[0], result.output
+        if not ("delete" in lines[0] or "move it away" in lines[0]):
+            assert "--out" in lines[0]  # the folder's record of its suite: a new folder helps
+            return
+        # Follow the advice: delete (or move away) what it names, and rerun.
+        if damaged.is_dir():
+            shutil.rmtree(damaged)
+        else:
+            damaged.unlink()
+        for name in re.findall(r"part-[0-9a-f-]+\.parquet", lines[0]):
+            (out / name).unlink(missing_ok=True)
+        result = run()
+        assert result.exit_code == 0, result.output
+    assert _rows(out) == rows
