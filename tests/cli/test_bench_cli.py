@@ -504,3 +504,42 @@ def test_a_damaged_file_in_a_results_folder_is_one_line_or_recomputed(
         result = run()
         assert result.exit_code == 0, result.output
     assert _rows(out) == rows
+
+
+@pytest.mark.parametrize("damage", ["claims folder is a file", *DAMAGES])
+def test_a_damaged_claim_is_taken_over_or_one_line(finished_folder, tmp_path, monkeypatch, damage):
+    import os
+    import shutil
+    import time
+
+    from locator.bench import claims, runner
+
+    monkeypatch.setattr(claims, "STALE_SECONDS", 1.0)
+    monkeypatch.setattr(runner, "POLL_SECONDS", 0.1)
+    suite, original, rows = finished_folder
+    out = tmp_path / "results"
+    shutil.copytree(original, out)
+    first = plan.plan(load_suite(suite))[0]
+    for name in first.parts.values():
+        results.part_path(out, name).unlink()  # left to compute, under a damaged claim
+    lock = claims.lock_path(out, first.key)
+    if damage == "claims folder is a file":
+        shutil.rmtree(lock.parent, ignore_errors=True)
+        lock.parent.write_text("x")
+        damaged = lock.parent
+    else:
+        lock.parent.mkdir(exist_ok=True)
+        lock.write_text('{"pid": 1, "host": "elsewhere", "token": "t"}')
+        _damage(lock, damage)
+        stamp = time.time() - 5  # no heartbeat for 5 s: stale
+        os.utime(lock, (stamp, stamp))
+        damaged = lock
+    result = CliRunner().invoke(cli, ["bench", str(suite), "--out", str(out), "--no-progress"])
+    assert "Traceback" not in result.output and result.exit_code in (0, 2), result.output
+    if result.exit_code == 2:
+        lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert len(lines) == 1 and damaged.name in lines[0] and "move it away" in lines[0]
+        shutil.rmtree(damaged) if damaged.is_dir() else damaged.unlink()
+        result = CliRunner().invoke(cli, ["bench", str(suite), "--out", str(out), "--no-progress"])
+        assert result.exit_code == 0, result.output
+    assert _rows(out) == rows
