@@ -111,6 +111,14 @@ def check_methods(suite: Suite) -> None:
         seen[same] = method.label
 
 
+def _own_controls(suite: Suite, method: MethodSpec) -> list[str] | None:
+    """The controls a method (or the method it matches) gives itself, or None."""
+    controls = method.controls
+    if controls is None and method.match is not None:
+        controls = suite.method(method.match).controls
+    return None if controls is None else list(controls)
+
+
 def calibration(suite: Suite) -> dict[str, Any]:
     """The suite-wide options that change every selection but are no column of the results."""
     return {
@@ -197,7 +205,8 @@ def manifest(suite: Suite, configurations: Sequence[Configuration], source: str)
     `locator.bench.results.check_manifest` adds the schema and keeps the labels and tasks of
     earlier suites): `source` is the suite file's text; ``labels`` is what each label names
     (the method's identity, with the matched reference's, and the calibration options), so that
-    a label never names two configurations in one folder."""
+    a label never names two configurations in one folder; ``own_controls`` the controls a
+    method gives itself, so that two labels computing the same configuration are found."""
     calibrated = calibration(suite)
     return {
         "suite": suite.name,
@@ -207,6 +216,7 @@ def manifest(suite: Suite, configurations: Sequence[Configuration], source: str)
         "labels": {
             m.label: {**method_identity(suite, m), "calibration": calibrated} for m in suite.methods
         },
+        "own_controls": {m.label: _own_controls(suite, m) for m in suite.methods},
         "source": source,
     }
 

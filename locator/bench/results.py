@@ -366,6 +366,16 @@ def _changed(then: Any, now: Any) -> str:
     return f"{key} = {json.dumps(old.get(key))} there, {json.dumps(new.get(key))} now"
 
 
+def _is_task(identity: Any) -> bool:
+    """Whether a manifest's entry is a task's identity (`TaskSpec.identity`)."""
+    return (
+        isinstance(identity, list)
+        and len(identity) in (3, 4)
+        and isinstance(identity[0], str)
+        and (len(identity) == 3 or isinstance(identity[3], dict))
+    )
+
+
 def _task_record(identity: Any) -> dict[str, Any]:
     """A task's identity (`TaskSpec.identity`: name, limit, token cap, options) as a dict."""
     name, limit, max_new_tokens, *options = identity
@@ -403,7 +413,12 @@ def check_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> None:
                 f"locator writes {SCHEMA_VERSION!r}; pass a new --out folder."
             )
         before, listed = existing.get("labels", {}), existing.get("tasks", [])
-        if not isinstance(before, dict) or not isinstance(listed, list):
+        if not (
+            isinstance(before, dict)
+            and isinstance(existing.get("own_controls", {}), dict)
+            and isinstance(listed, list)
+            and all(_is_task(identity) for identity in listed)
+        ):
             raise LocatorError(f"{str(path)!r} is not a manifest locator wrote; {advice}")
         for label, identity in before.items():
             if label in labels and labels[label] != identity:
@@ -418,15 +433,35 @@ def check_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> None:
                     )
                 )
         for identity in listed:
-            name = identity[0] if isinstance(identity, list) and identity else None
+            name = identity[0]
             if name in tasks and tasks[name] != identity:
                 raise LocatorError(
                     f"{str(directory)!r} holds rows of task {name!r} computed with "
                     f"{_changed(_task_record(identity), _task_record(tasks[name]))}: its rows "
                     "would be mixed; keep the task's settings, or pass a new --out folder."
                 )
+        controls = {**existing.get("own_controls", {}), **manifest.get("own_controls", {})}
+        for label, identity in labels.items():
+            twin = next(
+                (
+                    other
+                    for other, known in before.items()
+                    if other != label
+                    and other not in labels
+                    and known == identity
+                    and controls.get(other) == controls.get(label)
+                ),
+                None,
+            )
+            if twin is not None:
+                raise LocatorError(
+                    f"{str(directory)!r} holds the rows of label {twin!r}, the same "
+                    f"configuration as label {label!r} now: they would be skipped as finished "
+                    f"under {twin!r}; keep the label {twin!r} for it, or pass a new --out folder."
+                )
         labels = {**before, **labels}
-        tasks = {**{i[0]: i for i in listed if isinstance(i, list) and i}, **tasks}
+        tasks = {**{i[0]: i for i in listed}, **tasks}
+        manifest = {**manifest, "own_controls": controls}
     record = {**manifest, "labels": labels, "tasks": list(tasks.values())}
     write_json(path, {**record, "schema": SCHEMA_VERSION})
 

@@ -517,3 +517,34 @@ def test_two_labels_for_one_configuration_are_refused():
     other = MethodSpec(name="random", label="random-again", match="mathneuro-again")
     with pytest.raises(LocatorError, match="compute the same configuration"):
         planning.plan(_suite(methods=(*_suite().methods, twin, other)))
+
+
+def test_a_renamed_label_for_a_configuration_already_in_the_folder_is_refused(tmp_path):
+    suite = _suite()
+    results.check_manifest(tmp_path, planning.manifest(suite, planning.plan(suite), "s"))
+    # The same method with its own controls is another configuration: the folder grows.
+    own = MethodSpec(name="mathneuro", label="mathneuro-c", controls=("c",))
+    grown = _suite(methods=(own,))
+    results.check_manifest(tmp_path, planning.manifest(grown, planning.plan(grown), "s"))
+    # The same configuration under a new label would be skipped as finished: refused.
+    renamed = _suite(methods=(MethodSpec(name="mathneuro", label="mn"),))
+    with pytest.raises(LocatorError) as error:
+        results.check_manifest(tmp_path, planning.manifest(renamed, planning.plan(renamed), "s"))
+    assert "label 'mathneuro', the same configuration as label 'mn'" in str(error.value)
+    assert "keep the label 'mathneuro'" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        "[]",
+        '{"schema": "locator.bench/2", "tasks": [["x"]]}',
+        '{"schema": "locator.bench/2", "labels": 3}',
+    ],
+)
+def test_a_manifest_not_written_by_locator_is_one_line(tmp_path, manifest):
+    (tmp_path / "_suite.json").write_text(manifest)
+    suite = _suite()
+    with pytest.raises(LocatorError) as error:
+        results.check_manifest(tmp_path, planning.manifest(suite, planning.plan(suite), "s"))
+    assert "_suite.json" in str(error.value) and "--out" in str(error.value)
