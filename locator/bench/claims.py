@@ -166,8 +166,15 @@ def claim(
         "token": token,
     }
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{token}")
-    temporary.write_text(json.dumps(record), encoding="utf-8")
     try:
+        try:  # inside the `finally`: a full disk leaves no partial temporary behind
+            temporary.write_text(json.dumps(record), encoding="utf-8")
+        except OSError as error:
+            raise LocatorError(
+                f"cannot write a claim in {str(path.parent)!r} "
+                f"({error.strerror or type(error).__name__}); free some space or make the "
+                "folder writable, then rerun."
+            ) from None
         for _ in range(3):
             try:
                 os.link(temporary, path)  # atomic, and fails when the lock exists

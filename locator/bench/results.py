@@ -4,9 +4,9 @@ A results folder is one Parquet dataset: one ``part-<configuration hash>-<task h
 file per configuration and task (see `locator.bench.plan.part_name`), in long format (one `Row`
 per metric; `SCHEMA` is derived from its fields).
 Everything else the runner keeps lives under names starting with ``_`` (``_suite.json``,
-``_baselines/``, ``_samples/``, ``_selections/``, ``_statistics/``, ``_report/``), which Parquet
-readers skip, so ``pandas.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)``, polars and DuckDB
-(``DIR/*.parquet``) read the folder as is.
+``_identity/``, ``_claims/``, ``_baselines/``, ``_samples/``, ``_selections/``, ``_statistics/``,
+``_report/``), which Parquet readers skip, so ``pandas.read_parquet(DIR)``,
+``pyarrow.dataset.dataset(DIR)``, polars and DuckDB (``DIR/*.parquet``) read the folder as is.
 
 Every file is written with `locator.io.atomic_write` (a hidden temporary name in the same folder,
 fsync, `os.replace`), so a reader, or a run resumed after SIGKILL, sees a file whole or not at
