@@ -248,6 +248,14 @@ def samples_path(directory: str | Path, name: str) -> Path:
     return Path(directory) / "_samples" / f"{name}.parquet"
 
 
+def has_columns(found: pa.Schema, schema: pa.Schema) -> bool:
+    """Whether a file's schema `found` has every column of `schema`, of its type."""
+    return all(
+        found.get_field_index(field.name) >= 0 and found.field(field.name).type == field.type
+        for field in schema
+    )
+
+
 def write_samples(directory: str | Path, name: str, rows: Sequence[Sample]) -> Path:
     """Write per-item scores atomically."""
     return atomic_write(slot(samples_path(directory, name)), _parquet(rows, SAMPLES_SCHEMA))
@@ -258,7 +266,7 @@ def read_samples(directory: str | Path, name: str) -> pa.Table | None:
     is damaged or of another schema (the caller recomputes them)."""
     path = samples_path(directory, name)
     try:
-        if pq.read_schema(path).remove_metadata() != SAMPLES_SCHEMA.remove_metadata():
+        if not has_columns(pq.read_schema(path), SAMPLES_SCHEMA):
             return None
         return pq.read_table(path, schema=SAMPLES_SCHEMA)
     except (pa.ArrowException, OSError):
@@ -291,7 +299,7 @@ def _check_part(file: str) -> None:
     except (pa.ArrowException, OSError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise LocatorError(f"results part {file!r} is corrupt ({first}); {advice}") from None
-    if found.remove_metadata() != SCHEMA.remove_metadata():
+    if not has_columns(found, SCHEMA):
         raise LocatorError(
             f"results part {file!r} holds other columns than the results of "
             f"{SCHEMA_VERSION!r} (not written by this locator); {advice}"

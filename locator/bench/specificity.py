@@ -109,7 +109,7 @@ def _read_scores(path: Path) -> dict[str, list[Any]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from locator.bench.results import SAMPLES_SCHEMA
+    from locator.bench.results import SAMPLES_SCHEMA, has_columns
 
     if path.stem.startswith("baseline-"):
         advice = (
@@ -121,7 +121,7 @@ def _read_scores(path: Path) -> dict[str, list[Any]]:
             "to recompute them."
         )
     try:
-        if pq.read_schema(path).remove_metadata() == SAMPLES_SCHEMA.remove_metadata():
+        if has_columns(pq.read_schema(path), SAMPLES_SCHEMA):
             return pq.read_table(path, schema=SAMPLES_SCHEMA).to_pydict()
         problem = "holds other columns than per-item scores"
     except (pa.ArrowException, OSError) as error:
