@@ -122,11 +122,12 @@ def _own_controls(suite: Suite, method: MethodSpec) -> list[str] | None:
 
 def calibration(suite: Suite) -> dict[str, Any]:
     """The suite-wide options that change every selection but are no column of the results."""
+    options = suite.calibration
     return {
-        "max_length": suite.max_length,
-        "with_replacement": suite.with_replacement,
-        "chat_template": suite.chat_template,
-        "pack": suite.pack,
+        "max_length": options.max_length,
+        "with_replacement": options.with_replacement,
+        "chat_template": options.chat_template,
+        "pack": options.pack,
     }
 
 
