@@ -467,8 +467,11 @@ def test_a_task_on_no_cell_of_the_grid_is_refused_in_one_line(cells, named):
             {"methods": (MethodSpec(name="mathneuro", label="mathneuro", config=None),)},
             None,  # the same configuration, spelled out: grows
         ),
-        ({"max_length": 64}, "calibration.max_length = null there, 64 now"),
-        ({"pack": 128}, "calibration.pack = null there, 128 now"),
+        (
+            {"calibration": CalibrationOptions(max_length=64)},
+            "calibration.max_length = null there, 64 now",
+        ),
+        ({"calibration": CalibrationOptions(pack=128)}, "calibration.pack = null there, 128 now"),
         ({"tasks": (TaskSpec(name="gsm8k", limit=6),)}, "task 'gsm8k' computed with limit = 5"),
         (
             {"tasks": (TaskSpec(name="gsm8k", limit=5, num_fewshot=3),)},
