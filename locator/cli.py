@@ -442,7 +442,7 @@ def bench(suite: str, out: str, shard: str | None, no_progress: bool) -> None:
         return  # a shard beyond the grid: nothing to do is success (run_suite said so)
     if finished(out):
         click.echo(summary_table(read_results(out).to_pylist()))
-    busy = f", {summary.busy} left to another run sharing the folder" if summary.busy else ""
+    busy = f", {summary.busy} computed by another run sharing the folder" if summary.busy else ""
     click.echo(
         f"ran {summary.ran} configurations, {summary.skipped} already finished{busy}, "
         f"in {summary.seconds:.1f} s -> {out}"

@@ -284,7 +284,7 @@ class CalibrationOptions:
     """How calibration texts are drawn from a named dataset and read by a statistics pass: the
     CLI's ``localize`` options, a suite's top-level keys and `locator.localize`'s arguments.
     Each corpus is read one row per text (`max_length` truncates), or with `pack` = N as one
-    token stream cut into rows of N tokens (LAPE's original input; `locator.stats.token_rows`).
+    token stream cut into rows of N tokens (LAPE's original input; `locator.rows.token_rows`).
     """
 
     batch_size: int = option(8, help="Texts per batch of a statistics pass.", minimum=1)

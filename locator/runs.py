@@ -3,7 +3,7 @@
 A method that sets ``runs_model = True`` (see `locator.localizer.Localizer`) finds a
 `ModelRunner` in its context's ``runner``. The runner holds the target and control corpora as
 padded batches with their masks, made of the same token rows statistics use
-(`locator.stats.token_rows`, `locator.stats.batches`), and runs forward or forward+backward
+(`locator.rows.token_rows`, `locator.rows.batches`), and runs forward or forward+backward
 passes with an `Edit` applied at named sites:
 
 - ``neuron_activation``: the input ``[batch, seq, neurons]`` of each MLP's down projection (the

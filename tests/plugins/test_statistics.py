@@ -10,7 +10,7 @@ from locator import LocatorError
 from locator.passes import collect_statistics
 from locator.testing import sample_texts
 
-from . import reference
+from ..integration import reference
 
 
 def test_batched_padded_statistics_equal_the_fp64_reference(model, tokenizer):
