@@ -11,13 +11,14 @@ of its own (`Feed`: a published code's input, reproduced).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from locator.errors import LocatorError
+from locator.errors import LocatorError, LocatorWarning
 
 
 def check_batch_size(batch_size: object) -> None:
@@ -132,12 +133,24 @@ def check_positions(positions: int | None, pack: int | None) -> None:
         )
 
 
-def fit_positions(rows: list[list[int]], positions: int | None) -> list[list[int]]:
+def fit_positions(
+    rows: list[list[int]], positions: int | None, corpus: str = ""
+) -> list[list[int]]:
     """`rows` with every row longer than `positions` cut to its first `positions` tokens (the
-    rule `max_length` = `positions` applies; recorded in a localization's provenance)."""
+    rule `max_length` = `positions` applies; recorded in a localization's provenance), with a
+    `LocatorWarning` saying how many were cut."""
     if positions is None:
         return rows
-    return [row[:positions] if len(row) > positions else row for row in rows]
+    cut = sum(1 for row in rows if len(row) > positions)
+    if cut:
+        warnings.warn(
+            f"corpus {corpus or '(unnamed)'}: {cut} of {len(rows)} texts are longer than the "
+            f"model's {positions} positions and are cut to their first {positions} tokens "
+            "(recorded in the provenance; give max_length to cut them shorter).",
+            LocatorWarning,
+            stacklevel=2,
+        )
+    return [row[:positions] for row in rows]
 
 
 def check_texts(texts: Sequence[str], corpus: str = "") -> None:
@@ -195,7 +208,7 @@ def corpus_rows(
     check_rows(max_length, pack)
     check_positions(positions, pack)
     check_texts(texts, corpus)
-    rows = fit_positions(token_rows(tokenizer, texts, max_length, pack), positions)
+    rows = fit_positions(token_rows(tokenizer, texts, max_length, pack), positions, label)
     if not any(rows):
         unit = "" if pack is None else f" in rows of {pack} (a shorter tail is dropped)"
         raise LocatorError(f"corpus {label} has no tokens after tokenization{unit}.")

@@ -41,7 +41,10 @@ def test_a_text_longer_than_the_positions_is_cut_to_them(family, tokenizer, requ
     long = _long_text(tokenizer, 4 * POSITIONS)
     texts = [long, *sample_texts(3)]
     kinds = {"input_square_sum"}
-    found = collect_statistics(model, tokenizer, texts, kinds=kinds, batch_size=2, progress=False)
+    with pytest.warns(locator.LocatorWarning, match="1 of 4 texts are longer than the model's 128"):
+        found = collect_statistics(
+            model, tokenizer, texts, kinds=kinds, batch_size=2, progress=False
+        )
     cut = collect_statistics(
         model, tokenizer, texts, kinds=kinds, batch_size=2, max_length=POSITIONS, progress=False
     )  # the stated rule: max_length = the model's positions
@@ -336,3 +339,17 @@ def test_a_suite_refuses_controls_on_a_target_only_method(folder, tmp_path):
     )
     with pytest.raises(LocatorError, match=r"methods\[0\]\.controls.*reads the target alone"):
         load_suite(path)
+
+
+def test_the_cli_cuts_a_long_text_says_so_and_records_it(folder, tokenizer, tmp_path):
+    long = _long_text(tokenizer, 2 * POSITIONS)
+    (tmp_path / "long.jsonl").write_text(json.dumps({"text": long}) + "\n")
+    out = tmp_path / "found.safetensors"
+    argv = ["localize", "--model", str(folder / "model"), "--method", "wanda", "--target"]
+    argv += [str(tmp_path / "long.jsonl"), "--proportion", "0.1", "--out", str(out)]
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 0, result.output
+    assert "cut to their first 128 tokens" in result.output
+    assert Localization.load(out).provenance["positions"] == POSITIONS
+    again = CliRunner().invoke(cli, argv)  # a localization file locator wrote is replaced
+    assert again.exit_code == 0, again.output
