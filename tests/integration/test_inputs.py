@@ -55,7 +55,8 @@ def test_a_text_longer_than_the_positions_is_cut_to_them(family, tokenizer, requ
 
 def test_the_model_runner_cuts_the_same_rows(gpt2, tokenizer):
     long = _long_text(tokenizer, 2 * POSITIONS)
-    runner = ModelRunner.build(gpt2, tokenizer, [("target", [long, "a cat"])], progress=False)
+    with pytest.warns(locator.LocatorWarning, match="1 of 2 texts are longer"):
+        runner = ModelRunner.build(gpt2, tokenizer, [("target", [long, "a cat"])], progress=False)
     assert max(len(row) for row in runner.target.rows) == POSITIONS
     assert [list(r) for r in runner.target.rows] == corpus_rows(
         tokenizer, [long, "a cat"], POSITIONS, None
@@ -72,9 +73,10 @@ def test_a_pack_longer_than_the_positions_is_refused(gpt2, tokenizer):
 
 def test_gpt2_localizes_a_long_text_and_records_the_cut(gpt2, tokenizer):
     long = _long_text(tokenizer, 4 * POSITIONS)
-    found = locator.localize(
-        gpt2, tokenizer, method="wanda", target=[long], proportion=0.1, progress=False
-    )
+    with pytest.warns(locator.LocatorWarning, match="cut to their first 128 tokens"):
+        found = locator.localize(
+            gpt2, tokenizer, method="wanda", target=[long], proportion=0.1, progress=False
+        )
     assert found.provenance["positions"] == POSITIONS
 
 
