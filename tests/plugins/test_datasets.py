@@ -99,7 +99,7 @@ def test_default_splits_follow_the_local_copies():
     assert split("mmlu") == "validation"  # val.jsonl
     # the only split of the local MATH copy, less the fifth nll:math holds out
     assert split("math") == "test-calibration"
-    assert split("race") == "race_1000"
+    assert split("race") == "race_1000-calibration"
     assert split("wikitext") == "train"  # raw_train_sample.jsonl
     corpus = locator.sample_corpus("gsm8k", num_samples=5, seed=2, data_dir=SHARED_DATA)
     assert corpus.label == "gsm8k:train:n=5:seed=2"
