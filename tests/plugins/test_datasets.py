@@ -93,16 +93,18 @@ def test_formats_are_built_from_the_right_fields():
 @needs_shared_data
 def test_default_splits_follow_the_local_copies():
     def split(name):
-        return locator.sample_corpus(name, num_samples=1, data_dir=SHARED_DATA).split
+        return sample_split(name, split=None, num_samples=1, data_dir=SHARED_DATA).split
 
     assert split("gsm8k") == "train"
     assert split("mmlu") == "validation"  # val.jsonl
-    # the only split of the local MATH copy, less the fifth nll:math holds out
-    assert split("math") == "test-calibration"
-    assert split("race") == "race_1000-calibration"
+    assert split("math") == "test"  # the only split of the local MATH copy
+    assert split("race") == "race_1000"
     assert split("wikitext") == "train"  # raw_train_sample.jsonl
     corpus = locator.sample_corpus("gsm8k", num_samples=5, seed=2, data_dir=SHARED_DATA)
     assert corpus.label == "gsm8k:train:n=5:seed=2"
+    # A local copy with one split calibrates on the four fifths nll:<dataset> does not hold out.
+    math = locator.sample_corpus("math", num_samples=1, data_dir=SHARED_DATA)
+    assert math.split == "test-calibration"
 
 
 @needs_shared_data
