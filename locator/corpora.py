@@ -17,8 +17,9 @@ A calibration corpus is named by one string (`corpus_kind`):
 
 `evaluation_task` names the task that measures a corpus's skill on texts calibration never
 sees; `sample_any_corpus` draws from any of the three (`locator.data.sample_corpus` without a
-split, the CLI, `locator.localize` and suites go through it); `check_corpus` checks a value before any
-model loads (an unknown dataset, a missing file, a task with no split left for calibration).
+split, so the CLI, `locator.localize` and suites, goes through it); `check_corpus` checks a value
+before any model loads (an unknown dataset, a missing file, a task with no split left for
+calibration).
 
 The evaluator that serves a task gives its calibration texts through a method
 ``calibration_texts(task, data_dir) -> (split, [(text, user, assistant)])``; an evaluator
