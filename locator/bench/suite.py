@@ -314,6 +314,17 @@ def load_suite(path: str | Path) -> Suite:
     return parse_suite(data, path)
 
 
+def declared_skills(source: str, path: Path) -> tuple[SkillSpec, ...]:
+    """The skills suite text `source` (from file `path`) declares, empty when it is no matrix:
+    read as `parse_suite` reads them, without checking corpora, tasks or methods (a results
+    folder's report reads its suite from ``_suite.json``, where the data may be absent)."""
+    try:
+        data = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as error:
+        raise LocatorError(f"{path}: not valid TOML: {error}") from None
+    return _skills(_Checker(path), data)[0]
+
+
 def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
     """Check parsed TOML `data` (from file `path`) and build the `Suite`."""
     check = _Checker(path)
@@ -598,16 +609,18 @@ def _check_names(check: _Checker, suite: Suite) -> None:
     ]
     if suite.skills:  # a matrix's corpora entries are its skills'
         named[: len(suite.corpora)] = [(f"skills[{i}]", c) for i, c in enumerate(suite.corpora)]
+    first = "corpus" if suite.skills else "target"
+    values = [(f"{where}.{first}", c.target) for where, c in named[: len(suite.corpora)]]
+    values += [
+        (f"{where}.controls[{i}]", name)
+        for where, corpora in named
+        for i, name in enumerate(corpora.controls)
+    ]  # every target first, so that a bad skill is named as itself, not as a control
     checked: set[str] = set()
-    for where, corpora in named:
-        first = "corpus" if where.startswith("skills") else "target"
-        for key, name in [(first, corpora.target)] + [
-            (f"controls[{i}]", c) for i, c in enumerate(corpora.controls)
-        ]:
-            if name in checked:  # a task's or file's data is read once
-                continue
+    for key, name in values:
+        if name not in checked:  # a task's or file's data is read once
             checked.add(name)
-            with check.at(f"{where}.{key}"):
+            with check.at(key):
                 check_corpus(name, data_dir=suite.data_path())
     from locator.localizer import check_request
 
