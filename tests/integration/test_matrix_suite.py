@@ -180,3 +180,16 @@ def test_bad_matrix_suites_fail_in_one_line_before_any_model_loads(
     assert "\n" not in str(error.value)
     result = CliRunner().invoke(cli, ["bench", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_the_main_job_matches_every_method():
+    """`make demo`'s suite: every method that is not itself a baseline has a matched random
+    baseline, with three draws (seeds), so no verdict lacks one."""
+    from locator.localizer import localizer_class
+    from tests.cli.test_bench_cli import BENCHMARKS
+
+    suite = load_suite(BENCHMARKS / "toy.toml")
+    matched = {m.match for m in suite.methods if m.match is not None}
+    methods = [m for m in suite.methods if m.match is None]
+    assert all(m.label in matched for m in methods if not localizer_class(m.name).accepts_reference)
+    assert len(suite.seeds) >= 3
