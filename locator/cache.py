@@ -23,7 +23,7 @@ from torch import nn
 from locator.io import atomic_write
 from locator.passes import collect_from_rows
 from locator.provenance import weights_fingerprint
-from locator.rows import corpus_rows
+from locator.rows import corpus_rows, model_positions
 from locator.stats import ActivationStats, get_statistic
 
 
@@ -66,7 +66,7 @@ def cached_statistics(
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import save
 
-    rows = corpus_rows(tokenizer, texts, max_length, pack, corpus)
+    rows = corpus_rows(tokenizer, texts, max_length, pack, corpus, model_positions(model))
     model_key = model_key or model_fingerprint(model)
     key = hashlib.sha256((model_key + corpus_fingerprint(rows)).encode()).hexdigest()[:32]
     path = Path(cache_dir) / f"statistics-{key}.safetensors"

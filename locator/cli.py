@@ -181,6 +181,7 @@ def localize(
     from locator.localization import Localization, is_localization_file
     from locator.localizer import checked_localizer
     from locator.localizer import localize as run_localize
+    from locator.models import check_calibration
     from locator.provenance import file_hash
 
     # Fail on bad options, a bad request, an unwritable output or a bad model before loading
@@ -207,6 +208,7 @@ def localize(
                     data_dir=data_dir,
                 )
             )
+    check_calibration(model, corpora, calibration)  # before the model loads
     reference_localization = Localization.load(reference) if reference else None
     loaded, tokenizer = model.load()
     if calibration.chat_template:
@@ -226,7 +228,7 @@ def localize(
     )
     described = [dict(c, **files.get(i, {})) for i, c in enumerate(result.provenance["corpora"])]
     result = dataclasses.replace(result, provenance={**result.provenance, "corpora": described})
-    path = result.save(out)
+    path = result.save(out, overwrite=True)  # check_output_file allowed a localization file
     click.echo(
         f"{method}: selected {result.count():,} of {result.numel():,} scored entries "
         f"({result.fraction():.4%}) -> {path}"
@@ -444,7 +446,7 @@ def bench(suite: str, out: str, shard: str | None, no_progress: bool) -> None:
         return  # a shard beyond the grid: nothing to do is success (run_suite said so)
     if finished(out):
         click.echo(summary_table(read_results(out).to_pylist()))
-    busy = f", {summary.busy} left to another run sharing the folder" if summary.busy else ""
+    busy = f", {summary.busy} computed by another run sharing the folder" if summary.busy else ""
     click.echo(
         f"ran {summary.ran} configurations, {summary.skipped} already finished{busy}, "
         f"in {summary.seconds:.1f} s -> {out}"

@@ -21,10 +21,12 @@ import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from io import StringIO
 from pathlib import Path
 from typing import Any, ClassVar, overload
 
 from locator.errors import LocatorError, UnknownNameError
+from locator.io import read_text
 from locator.options import OptionError, check_types, option
 from locator.plugins import Registry, registry
 
@@ -177,7 +179,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         records = []
-        with path.open(encoding="utf-8") as handle:
+        with StringIO(read_text(path, "data file")) as handle:  # not UTF-8: one line
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -194,7 +196,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 
         return list(pyarrow.parquet.read_table(path).to_pylist())
     if suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
+        with StringIO(read_text(path, "data file"), newline="") as handle:
             return [dict(row) for row in csv.DictReader(handle)]
     raise LocatorError(f"{path}: unsupported data file type; use .jsonl, .parquet or .csv.")
 
@@ -282,7 +284,7 @@ class CalibrationOptions:
     """How calibration texts are drawn from a named dataset and read by a statistics pass: the
     CLI's ``localize`` options, a suite's top-level keys and `locator.localize`'s arguments.
     Each corpus is read one row per text (`max_length` truncates), or with `pack` = N as one
-    token stream cut into rows of N tokens (LAPE's original input; `locator.stats.token_rows`).
+    token stream cut into rows of N tokens (LAPE's original input; `locator.rows.token_rows`).
     """
 
     batch_size: int = option(8, help="Texts per batch of a statistics pass.", minimum=1)

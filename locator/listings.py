@@ -11,7 +11,8 @@ from typing import Any
 
 
 def localizer_rows() -> list[dict[str, Any]]:
-    """Each installed method: name, plugin, first line of its docstring, statistic kinds, its
+    """Each installed method: name, plugin, first sentence of its docstring (its first
+    paragraph, wrapped lines joined), statistic kinds, its
     options with their defaults, and (`help`, where the plugin gives any) their help."""
     from locator.localizer import localizers
     from locator.options import describe
@@ -20,9 +21,9 @@ def localizer_rows() -> list[dict[str, Any]]:
     for name in registry.names():
         cls = registry.get(name)
         fields = describe(cls.Config)
-        doc = (cls.__doc__ or "").strip().splitlines()
+        summary = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
         rows.append({
-            "name": name, "plugin": registry.source(name), "description": doc[0] if doc else "",
+            "name": name, "plugin": registry.source(name), "description": summary,
             "statistics": sorted(cls.statistics),
             "options": {field["name"]: field["default"] for field in fields},
         })  # fmt: skip

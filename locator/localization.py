@@ -178,8 +178,10 @@ class Localization:
     `matched_to` names what a matched baseline copied its counts from (a suite's label for the
     reference's method entry, or the reference's method name); None for every other method.
     `provenance` records what it was made from (`locator.localizer.localize` fills it):
-    ``model`` (`locator.provenance.model_identity`), ``versions``, ``max_length`` and
-    ``corpora`` (label, text count and content hash of each; a file's name too).
+    ``model`` (`locator.provenance.model_identity`), ``versions``, how corpora became rows
+    (``max_length``, ``pack``, ``batch_size``, ``positions``), ``corpora`` (label, text count
+    and content hash of each; a file's name too) and a matched baseline's ``reference``
+    (`locator.provenance.with_provenance`).
     """
 
     selections: Mapping[str, Selection]
@@ -457,9 +459,27 @@ class Localization:
             "provenance": dict(self.provenance),
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write a safetensors file: compact selections plus JSON metadata."""
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write a safetensors file: compact selections plus JSON metadata.
+
+        An existing file is never replaced silently: one that is not a localization file is
+        refused, and a localization file is replaced only with `overwrite` (git's rule for
+        clobbering: only when asked, and only what locator wrote).
+        """
         from safetensors.torch import save
+
+        existing = Path(path)
+        if existing.is_file():  # a folder or an unwritable place: atomic_write's one line
+            if not is_localization_file(existing):
+                raise LocatorError(
+                    f"{str(existing)!r} exists and is not a localization file; choose a new "
+                    "file name (locator never overwrites other files)."
+                )
+            if not overwrite:
+                raise LocatorError(
+                    f"localization file {str(existing)!r} exists; pass overwrite=True to "
+                    "replace it, or choose a new file name."
+                )
 
         tensors, shapes = {}, {}
         for name, selection in self.selections.items():

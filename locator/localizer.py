@@ -31,6 +31,7 @@ from locator.passes import collect_statistics
 from locator.plugins import Registry, registry
 from locator.provenance import model_identity, with_provenance
 from locator.ranking import top_count, top_cuts
+from locator.rows import check_corpora, model_positions
 from locator.runs import ModelRunner, running
 from locator.stats import ActivationStats
 
@@ -446,6 +447,7 @@ def localize(
         for role, corpus in [("target", target)]
         + [(f"control{i}", control) for i, control in enumerate(controls)]
     ]
+    check_corpora(corpora)  # before any pass: no empty corpus, no control equal to the target
     collect: Any = collect_statistics
     if cache_dir is not None:
         from locator.cache import cached_statistics, model_fingerprint
@@ -494,4 +496,8 @@ def localize(
         model=model_identity(model),
         corpora=corpora,
         max_length=max_length,
+        pack=pack,
+        batch_size=batch_size,
+        positions=model_positions(model),
+        reference=reference,
     )

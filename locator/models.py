@@ -16,7 +16,7 @@ import dataclasses
 import importlib.metadata
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,6 +268,45 @@ class ModelOptions:
         return load_model(options.pop("path"), **options)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Targets:
+    """Where `load_model` reads a model's parts and with which `from_pretrained` options."""
+
+    request: ModelOptions
+    kind: str
+    model: str
+    tokenizer: str
+    shared: dict[str, Any]
+    tokenizer_options: dict[str, Any]
+    gguf_file: str | None
+
+
+def _targets(name: str, options: Mapping[str, Any]) -> _Targets:
+    """Check the request (`ModelOptions.check`) and say where its parts are read from."""
+    request = parse(ModelOptions, {"path": name, **options})
+    location = request.check()
+    path = location.path
+    if location.source is not None and location.kind != "hub":
+        path = str(location.source.prepare(Path(path)))
+    shared = {"revision": request.revision, "trust_remote_code": request.trust_remote_code}
+    tokenizer_options: dict[str, Any] = dict(shared)
+    gguf_file = None
+    if location.kind == "gguf":
+        gguf_file = Path(path).name
+        path = str(Path(path).parent)
+        if not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
+            tokenizer_options["gguf_file"] = gguf_file
+    return _Targets(
+        request=request,
+        kind=location.kind,
+        model=path,
+        tokenizer=path,
+        shared=shared,
+        tokenizer_options=tokenizer_options,
+        gguf_file=gguf_file,
+    )
+
+
 def load_model(name: str, **options: Any) -> tuple[Any, Any]:
     """``(model, tokenizer)`` in eval mode, from a short name, hub id, HF folder or GGUF file.
 
@@ -278,36 +317,102 @@ def load_model(name: str, **options: Any) -> tuple[Any, Any]:
     are any, else from the GGUF itself. Code from the hub runs only with `trust_remote_code`.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    request = parse(ModelOptions, {"path": name, **options})
-    location = request.check()
-    path = location.path
-    if location.source is not None and location.kind != "hub":
-        path = str(location.source.prepare(Path(path)))
-    shared = {"revision": request.revision, "trust_remote_code": request.trust_remote_code}
+    targets = _targets(name, options)
+    request = targets.request
     dtype = request.dtype if request.dtype == "auto" else getattr(torch, request.dtype)
     model_options = {"dtype": dtype, "device_map": request.device_map or request.device}
-    target, tokenizer_target = path, path
-    tokenizer_options: dict[str, Any] = dict(shared)
-    if location.kind == "gguf":
-        target = tokenizer_target = str(Path(path).parent)
-        model_options["gguf_file"] = Path(path).name
+    if targets.gguf_file is not None:
+        model_options["gguf_file"] = targets.gguf_file
         model_options.update(_dequantized())
-        if not any((Path(target) / f).is_file() for f in TOKENIZER_FILES):
-            tokenizer_options["gguf_file"] = Path(path).name
+    tokenizer = _tokenizer(name, targets)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_target, **tokenizer_options)
-        model = AutoModelForCausalLM.from_pretrained(target, **shared, **model_options)
+        model = AutoModelForCausalLM.from_pretrained(
+            targets.model, **targets.shared, **model_options
+        )
     except LocatorError:
         raise
     except Exception as error:  # a broken model is the user's input: one line, no traceback
         raise load_error(name, error) from None
-    if location.kind == "gguf":
+    if targets.kind == "gguf":
         _forget_quantization(model)
     check_placement(model)
     model.eval()
     return model, tokenizer
+
+
+def load_tokenizer(name: str, **options: Any) -> Any:
+    """The tokenizer `load_model` would load with the model (options as there), without the
+    weights: for the checks that need only the tokenizer, before the model loads."""
+    return _tokenizer(name, _targets(name, options))
+
+
+def _tokenizer(name: str, targets: _Targets) -> Any:
+    """The tokenizer at `targets`; a broken one is a one-line `LocatorError`."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(targets.tokenizer, **targets.tokenizer_options)
+    except LocatorError:
+        raise
+    except Exception as error:  # a broken model is the user's input: one line, no traceback
+        raise load_error(name, error) from None
+
+
+def model_positions_before_loading(name: str, **options: Any) -> int | None:
+    """The model's positions (`locator.rows.model_positions`) read from its config alone,
+    without the weights; None when the config cannot be read without them (a GGUF's)."""
+    from transformers import AutoConfig
+
+    from locator.rows import model_positions
+
+    targets = _targets(name, options)
+    if targets.gguf_file is not None:
+        return None  # read with the weights; rows are still cut to it before any pass
+    try:
+        config = AutoConfig.from_pretrained(targets.model, **targets.shared)
+    except Exception as error:  # a broken model is the user's input: one line, no traceback
+        raise load_error(name, error) from None
+    return model_positions(config)
+
+
+def check_calibration(model: ModelOptions, corpora: Sequence[Any], calibration: Any) -> None:
+    """Every check of calibration corpora (each a `locator.data.Corpus` or a list of texts, the
+    target first) read as `calibration` (`locator.data.CalibrationOptions`) says, that needs no
+    weights; made before the model loads and before any baseline is evaluated: the texts have
+    content and differ from the target (`locator.rows.check_corpora`), the tokenizer has a chat
+    template that renders them into text (``chat_template``), ``pack`` fits the model's
+    positions and every corpus fills at least one row (`locator.rows.corpus_rows`)."""
+    from locator.data import render_chat
+    from locator.rows import check_corpora, check_positions, check_rows, corpus_rows
+
+    max_length, pack = calibration.max_length, calibration.pack
+    check_rows(max_length, pack)
+    roles = ["target", *(f"control{i}" for i in range(len(corpora) - 1))]
+    corpora = [
+        (getattr(corpus, "label", role), list(getattr(corpus, "texts", corpus)))
+        for role, corpus in zip(roles, corpora, strict=True)
+    ]
+    check_corpora(corpora)
+    options = dataclasses.asdict(model)
+    path = options.pop("path")
+    positions = model_positions_before_loading(path, **options)
+    check_positions(positions, pack)
+    if not calibration.chat_template and pack is None:
+        return  # one row per text: a text with content always has tokens
+    tokenizer = load_tokenizer(path, **options)
+    if calibration.chat_template:
+        corpora = [(label, render_chat(tokenizer, texts)) for label, texts in corpora]
+        for label, texts in corpora:
+            if not any(text.strip() for text in texts):
+                raise LocatorError(
+                    f"chat_template: the tokenizer's chat template renders the texts of corpus "
+                    f"{label} as nothing; use a tokenizer whose template writes the messages."
+                )
+        check_corpora(corpora)
+    for label, texts in corpora:
+        corpus_rows(tokenizer, texts, max_length, pack, label, positions)
 
 
 def check_model_folder(folder: Path) -> None:

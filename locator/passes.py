@@ -10,6 +10,10 @@ backward, logits ``[batch, seq, vocab]``; lower `batch_size` for long texts and 
 vocabularies) plus one weight-sized accumulator per scored matrix and gradient kind, but no
 weight gradients or optimizer state.
 
+A row never exceeds the model's positions (`locator.rows.corpus_rows` cuts longer texts to them
+and refuses a longer `pack`), so what a pass holds is bounded by its batch, never by the longest
+text.
+
 Padding never counts: rows are right-padded (`locator.rows.batches`), so under the causal mask a
 real token never sees a pad; every observation exposes only each row's real tokens and padded
 positions carry no loss. Kinds whose `Forward` differs (a dtype, a batch size, a `Feed`) get a
@@ -29,7 +33,7 @@ from torch import Tensor, nn
 
 from locator.architecture import mlp_neurons, scored_parameters
 from locator.errors import LocatorError
-from locator.rows import batches, check_batch_size, corpus_rows
+from locator.rows import batches, check_batch_size, corpus_rows, model_positions
 from locator.stats import (
     Activations,
     ActivationStats,
@@ -189,8 +193,9 @@ def collect_statistics(
     `StatisticKind`s; see `list_statistics()`). A backward pass runs only when a kind observes
     gradients. The texts become token rows by `locator.rows.token_rows` (`max_length` truncates
     each text; `pack` concatenates them and cuts rows of that many tokens); each row is one
-    sample. Kinds that declare another `Forward` (a dtype, a batch size) get a pass of their own."""
-    rows = corpus_rows(tokenizer, texts, max_length, pack, corpus)
+    sample; a row longer than the model's positions is cut to them (`locator.rows.fit_positions`).
+    Kinds that declare another `Forward` (a dtype, a batch size) get a pass of their own."""
+    rows = corpus_rows(tokenizer, texts, max_length, pack, corpus, model_positions(model))
     return collect_from_rows(model, tokenizer, texts, rows, kinds, batch_size, corpus, progress)
 
 

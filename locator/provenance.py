@@ -102,9 +102,17 @@ def with_provenance(
     model: dict[str, Any],
     corpora: Iterable[tuple[str, Any]],
     max_length: int | None,
+    pack: int | None = None,
+    batch_size: int | None = None,
+    positions: int | None = None,
+    reference: Any = None,
 ) -> Any:
-    """`localization` recording the model identity, versions, `max_length` and each corpus
-    (``(label, texts)``: its label, text count and content hash)."""
+    """`localization` recording the model identity, versions, how each corpus became rows
+    (`max_length`, `pack`, `batch_size`, and `positions`: the model's positions every longer row
+    was cut to, `locator.rows.fit_positions`), each corpus (``(label, texts)``: its label,
+    text count and content hash) and the `reference` a matched baseline copied its counts from
+    (its `content_hash`): every input that changes a selection, so two different
+    selections never carry identical provenance."""
     from dataclasses import replace
 
     described = [
@@ -116,6 +124,10 @@ def with_provenance(
         "model": model,
         "versions": versions(),
         "max_length": max_length,
+        "pack": pack,
+        "batch_size": batch_size,
+        "positions": positions,
         "corpora": described,
+        "reference": None if reference is None else reference.content_hash(),
     }
     return replace(localization, provenance=provenance)

@@ -3,7 +3,7 @@
 A method that sets ``runs_model = True`` (see `locator.localizer.Localizer`) finds a
 `ModelRunner` in its context's ``runner``. The runner holds the target and control corpora as
 padded batches with their masks, made of the same token rows statistics use
-(`locator.stats.token_rows`, `locator.stats.batches`), and runs forward or forward+backward
+(`locator.rows.token_rows`, `locator.rows.batches`), and runs forward or forward+backward
 passes with an `Edit` applied at named sites:
 
 - ``neuron_activation``: the input ``[batch, seq, neurons]`` of each MLP's down projection (the
@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from locator.architecture import NeuronSite, ScoredParameter, mlp_neurons, scored_parameters
 from locator.errors import LocatorError
 from locator.ranking import top_count, top_indices
-from locator.rows import batches, check_batch_size, token_rows
+from locator.rows import batches, check_batch_size, corpus_rows, model_positions
 
 RunSite = Literal["neuron_activation", "linear_input"]
 """Where an edit applies: an MLP's neuron activations or a scored linear's input."""
@@ -148,13 +148,13 @@ class ModelRunner:
         progress: bool = True,
     ) -> ModelRunner:
         """A runner over ``[(label, texts)]``, the target first, then the controls; each text
-        becomes token rows exactly as `locator.stats.collect_statistics` makes them."""
+        becomes token rows exactly as `locator.passes.collect_statistics` makes them (cut to the
+        model's positions: `locator.rows.corpus_rows`)."""
         check_batch_size(batch_size)
+        positions = model_positions(model)
         made = []
         for label, texts in corpora:
-            rows = token_rows(tokenizer, texts, max_length, pack)
-            if not any(rows):
-                raise LocatorError(f"corpus {label} has no tokens after tokenization.")
+            rows = corpus_rows(tokenizer, texts, max_length, pack, label, positions)
             made.append(
                 RunCorpus(
                     name=label,

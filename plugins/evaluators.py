@@ -45,6 +45,7 @@ from locator.data import Record, offline_variable, read_records
 from locator.errors import LocatorError
 from locator.evaluation import Evaluation, EvaluationRequest, Evaluator, ItemScore, Results
 from locator.heldout import NLL_PREFIX, corpus_of_task, held_out_texts, is_file_corpus
+from locator.io import read_text
 
 FAST_FOLDERS = ("gsm8k", "mmlu", "race", "hendrycks_math", "minerva_math", "wikitext")
 """lm-eval task folders indexed first: the common tasks then need no scan of all of lm-eval's
@@ -69,7 +70,12 @@ def _is_own(task: str) -> bool:
 
 
 def _is_yaml(task: str) -> bool:
-    return task.endswith((".yaml", ".yml")) and Path(task).is_file()
+    """Whether `task` is the path of a task YAML file; one that is not UTF-8 is a one-line
+    `LocatorError` here, before lm-eval reads it (with a `UnicodeDecodeError`)."""
+    if not (task.endswith((".yaml", ".yml")) and Path(task).is_file()):
+        return False
+    read_text(task, "task file")
+    return True
 
 
 def _manager_for(tasks: Sequence[str]) -> Any:

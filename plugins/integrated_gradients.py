@@ -46,16 +46,22 @@ from locator.runs import Batch, ModelRunner, record, replace, require_runner
 
 @dataclass(frozen=True, kw_only=True)
 class IntegratedGradientsConfig:
-    """`steps`: m, the Riemann steps; `scope`: ``all`` layers scaled together or one ``layer``
-    at a time; `objective`: F, the sample's ``log_likelihood`` or its tokens' mean
-    ``probability``; `threshold`: None, or Dai et al.'s per-sample t in [0, 1]; `share`: with a
-    threshold, the fraction p in [0, 1) of samples a neuron must be kept on (more than)."""
+    """Integrated gradients' options (each field's help says what it does)."""
 
-    steps: int = 20
-    scope: Literal["all", "layer"] = "all"
-    objective: Literal["log_likelihood", "probability"] = "log_likelihood"
-    threshold: float | None = None
-    share: float = 0.0
+    steps: int = locator.option(20, help="m, the Riemann steps of the integral")
+    scope: Literal["all", "layer"] = locator.option(
+        "all", help="scale all layers' activations together, or one layer at a time"
+    )
+    objective: Literal["log_likelihood", "probability"] = locator.option(
+        "log_likelihood",
+        help="F: the sample's log-likelihood, or its tokens' mean probability (the published form)",
+    )
+    threshold: float | None = locator.option(
+        None, help="Dai et al.'s per-sample threshold t in [0, 1] (keep neurons above t x max)"
+    )
+    share: float = locator.option(
+        0.0, help="with a threshold: the fraction p in [0, 1) of samples a neuron must pass"
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:

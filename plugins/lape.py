@@ -118,13 +118,20 @@ PUBLISHED_COUNT = _ActiveAndRows(
 
 @dataclass(frozen=True, kw_only=True)
 class LapeConfig:
-    """`filter_rate`: the quantile of all activation probabilities a neuron must exceed on some
-    corpus to be kept; `activation_bar_ratio`: the quantile it must exceed on the target to
-    count as the target's (both the reference's 0.95)."""
+    """LAPE's options (each field's help says what it does)."""
 
-    filter_rate: float = 0.95
-    activation_bar_ratio: float = 0.95
-    mode: Literal["faithful", "published"] = "faithful"
+    filter_rate: float = locator.option(
+        0.95,
+        help="the quantile of all activation probabilities a neuron must exceed on some corpus "
+        "to be kept",
+    )
+    activation_bar_ratio: float = locator.option(
+        0.95, help="the quantile it must exceed on the target to count as the target's"
+    )
+    mode: Literal["faithful", "published"] = locator.option(
+        "faithful",
+        help="faithful: the paper's formula; published: the MathNeuro repository's LAPE.py",
+    )
 
     def __post_init__(self) -> None:
         for key in ("filter_rate", "activation_bar_ratio"):

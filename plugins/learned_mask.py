@@ -48,12 +48,13 @@ BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1
 
 @dataclass(frozen=True, kw_only=True)
 class LearnedMaskConfig:
-    """`steps`: training steps (each one pass over the target and the controls); `lr`: Adam's
-    rate on log_alpha; `penalty_step`: the dual-ascent rate of the L0 weight."""
+    """The learned mask's options (each field's help says what it does)."""
 
-    steps: int = 50
-    lr: float = 0.1
-    penalty_step: float = 1.0
+    steps: int = locator.option(
+        50, help="training steps, each one pass over the target and the controls"
+    )
+    lr: float = locator.option(0.1, help="Adam's learning rate on the gates' log-alpha")
+    penalty_step: float = locator.option(1.0, help="the dual-ascent rate of the L0 weight")
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:

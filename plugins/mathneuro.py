@@ -141,12 +141,17 @@ def set_difference(
 
 @dataclass(frozen=True, kw_only=True)
 class SetDifferenceConfig:
-    """`score`: ``wanda`` (|W| x pooled input norm), ``snip`` (|W x gradient| summed over
-    samples) or ``mathneuro`` (|W| x summed per-sample input norms); `control_proportion`: the
-    fraction Q of each matrix the controls' top sets take (None: the target's proportion)."""
+    """The set difference's options (each field's help says what it does)."""
 
-    score: Literal["wanda", "snip", "mathneuro"] = "wanda"
-    control_proportion: float | None = None
+    score: Literal["wanda", "snip", "mathneuro"] = locator.option(
+        "wanda",
+        help="wanda: |W| x pooled input norm; snip: |W x gradient| summed over samples; "
+        "mathneuro: |W| x summed per-sample input norms",
+    )
+    control_proportion: float | None = locator.option(
+        None,
+        help="the fraction Q of each matrix the controls' top sets take (none: the target's K)",
+    )
 
     def __post_init__(self) -> None:
         locator.check_choices(self)
@@ -231,12 +236,14 @@ def _published_scores(name: str, parameter: locator.ScoredParameter) -> bool:
 
 @dataclass(frozen=True, kw_only=True)
 class MathNeuroConfig:
-    """`mode`: ``faithful`` (the paper's formula computed exactly; the default) or
-    ``published`` (the arithmetic of the authors' code: a bf16 forward at batch size 1, a bf16
-    running sum of per-sample scores, the untied head scored, `nn.Linear` only, int(K x numel)
-    per matrix)."""
+    """MathNeuro's options (each field's help says what it does)."""
 
-    mode: Literal["faithful", "published"] = "faithful"
+    mode: Literal["faithful", "published"] = locator.option(
+        "faithful",
+        help="faithful: the paper's formula computed exactly; published: the authors' code's "
+        "arithmetic (bf16 forward at batch 1, bf16 running sum, untied head, nn.Linear only, "
+        "int(K x numel))",
+    )
 
     def __post_init__(self) -> None:
         locator.check_choices(self)

@@ -44,11 +44,14 @@ WEIGHT_SALIENCY_BF16 = "weight_gradient_saliency_bf16"
 
 @dataclass(frozen=True, kw_only=True)
 class SnipConfig:
-    """`group`: ``matrix`` (top-K of each matrix) or ``row`` (top-K of each output row);
-    `accumulate`: the dtype of the weight-sized sums, ``float32`` or ``bfloat16``."""
+    """SNIP's options (each field's help says what it does)."""
 
-    group: Literal["matrix", "row"] = "matrix"
-    accumulate: Literal["float32", "bfloat16"] = "float32"
+    group: Literal["matrix", "row"] = locator.option(
+        "matrix", help="top-K of each matrix, or of each output row"
+    )
+    accumulate: Literal["float32", "bfloat16"] = locator.option(
+        "float32", help="the dtype of the weight-sized sums"
+    )
 
     def __post_init__(self) -> None:
         locator.check_choices(self)

@@ -53,15 +53,21 @@ COUNTS = {"floor": locator.top_count, "original": original_count}
 
 @dataclass(frozen=True, kw_only=True)
 class WandaConfig:
-    """`norm`: ``pooled`` (sqrt of the sum of squares over all tokens, the original) or
-    ``per_sample`` (MathNeuro's sum of per-sample norms); `group`: ``row`` (top-K of each output
-    row, the original) or ``matrix`` (top-K of each matrix); `count`: how many entries a group
-    of n keeps, ``floor`` (floor(K * n), the formula's; the default) or ``original`` (n - int(n *
-    (1 - K)), what the reference code keeps: one more whenever K * n is not an integer)."""
+    """Wanda's options (each field's help says what it does)."""
 
-    norm: Literal["pooled", "per_sample"] = "pooled"
-    group: Literal["row", "matrix"] = "row"
-    count: Literal["floor", "original"] = "floor"
+    norm: Literal["pooled", "per_sample"] = locator.option(
+        "pooled",
+        help="pooled: sqrt of the sum of squares over all tokens (the original); per_sample: "
+        "MathNeuro's sum of per-sample norms",
+    )
+    group: Literal["row", "matrix"] = locator.option(
+        "row", help="top-K of each output row (the original), or of each matrix"
+    )
+    count: Literal["floor", "original"] = locator.option(
+        "floor",
+        help="entries a group of n keeps: floor(K n), or the reference code's n - int(n (1 - K)) "
+        "(one more whenever K n is not an integer)",
+    )
 
     def __post_init__(self) -> None:
         locator.check_choices(self)

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from locator.errors import LocatorError
+
 HEARTBEAT_SECONDS = 15.0
 """How often a live run refreshes each claim it holds."""
 
@@ -150,7 +152,12 @@ def claim(
     live run holds it. A stale claim (`is_stale`) is taken over: it is first renamed aside, and
     put back if what was renamed turns out to be a fresh claim made meanwhile."""
     path = lock_path(directory, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _unusable(path.parent, error) from None
+    if path.is_dir():
+        raise _unusable(path, IsADirectoryError(21, "a folder, not a lock file"))
     token = secrets.token_hex(8)
     record = {
         "pid": os.getpid(),
@@ -159,8 +166,15 @@ def claim(
         "token": token,
     }
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{token}")
-    temporary.write_text(json.dumps(record), encoding="utf-8")
     try:
+        try:  # inside the `finally`: a full disk leaves no partial temporary behind
+            temporary.write_text(json.dumps(record), encoding="utf-8")
+        except OSError as error:
+            raise LocatorError(
+                f"cannot write a claim in {str(path.parent)!r} "
+                f"({error.strerror or type(error).__name__}); free some space or make the "
+                "folder writable, then rerun."
+            ) from None
         for _ in range(3):
             try:
                 os.link(temporary, path)  # atomic, and fails when the lock exists
@@ -173,6 +187,15 @@ def claim(
         return None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _unusable(path: Path, error: OSError) -> LocatorError:
+    """A one-line error for a claims path locator cannot use (a file or folder in its way)."""
+    reason = error.strerror or type(error).__name__
+    return LocatorError(
+        f"cannot claim work in {str(path)!r} ({reason}); move it away and rerun (claims are "
+        "recreated as needed)."
+    )
 
 
 def _take_over(path: Path, stale_after: float) -> None:

@@ -75,9 +75,68 @@ def method_identity(suite: Suite, method: MethodSpec) -> dict[str, Any]:
     return identity
 
 
+def check_cells(suite: Suite) -> None:
+    """Refuse a task whose `proportions` or `factors` match no cell of the grid: it would never
+    be evaluated, and a run would finish with none of its rows."""
+    for task in suite.tasks:
+        if any(task.applies(p, f) for p in suite.proportions for f in suite.factors):
+            continue
+        restricted = {
+            name: list(values)
+            for name, values in (("proportions", task.proportions), ("factors", task.factors))
+            if values is not None
+        }
+        grid = f"proportions {list(suite.proportions)}, factors {list(suite.factors)}"
+        raise LocatorError(
+            f"{suite.path}: tasks {task.name!r}: "
+            + " and ".join(f"{name} = {values}" for name, values in restricted.items())
+            + f" match no cell of the grid ({grid}); list values the grid has, or drop them to "
+            "evaluate the task in every cell."
+        )
+
+
+def check_methods(suite: Suite) -> None:
+    """Refuse two method entries that compute the same configuration under different labels:
+    configurations are named by what they compute, not by label, so one label's rows would be
+    dropped (and a baseline matched to it orphaned)."""
+    seen: dict[str, str] = {}
+    for method in suite.methods:
+        corpora = [dataclasses.asdict(suite.corpora_of(method, e)) for e in suite.corpora]
+        same = stable_hash([method_identity(suite, method), corpora])
+        if same in seen:
+            raise LocatorError(
+                f"{suite.path}: methods {seen[same]!r} and {method.label!r} compute the same "
+                "configuration (same method, options and corpora), so their rows could not be "
+                "told apart; remove one of them (or make their options differ)."
+            )
+        seen[same] = method.label
+
+
+def _own_controls(suite: Suite, method: MethodSpec) -> list[str] | None:
+    """The controls a method (or the method it matches) gives itself, or None."""
+    controls = method.controls
+    if controls is None and method.match is not None:
+        controls = suite.method(method.match).controls
+    return None if controls is None else list(controls)
+
+
+def calibration(suite: Suite) -> dict[str, Any]:
+    """The suite-wide options that change every selection but are no column of the results."""
+    options = suite.calibration
+    return {
+        "max_length": options.max_length,
+        "with_replacement": options.with_replacement,
+        "chat_template": options.chat_template,
+        "pack": options.pack,
+    }
+
+
 def plan(suite: Suite) -> list[Configuration]:
     """Every configuration of the suite's grid, in a fixed order (models outermost, factors
-    innermost), with its stable hashes."""
+    innermost), with its stable hashes; a task that applies to no cell is refused
+    (`check_cells`)."""
+    check_cells(suite)
+    check_methods(suite)
     identities = {m.label: method_identity(suite, m) for m in suite.methods}
     configurations = []
     for model, num_samples, seed in product(suite.models, suite.num_samples, suite.seeds):
@@ -145,13 +204,21 @@ def shard(configurations: Sequence[Configuration], index: int, count: int) -> li
 
 def manifest(suite: Suite, configurations: Sequence[Configuration], source: str) -> dict[str, Any]:
     """What a results folder records about the grid it holds (``_suite.json``, where
-    `locator.bench.results.check_manifest` adds the schema): `source` is the suite file's
-    text."""
+    `locator.bench.results.check_manifest` adds the schema and keeps the labels and tasks of
+    earlier suites): `source` is the suite file's text; ``labels`` is what each label names
+    (the method's identity, with the matched reference's, and the calibration options), so that
+    a label never names two configurations in one folder; ``own_controls`` the controls a
+    method gives itself, so that two labels computing the same configuration are found."""
+    calibrated = calibration(suite)
     return {
         "suite": suite.name,
         "grid": stable_hash([c.key for c in configurations]),
         "configurations": len(configurations),
         "tasks": [t.identity() for t in suite.tasks],
+        "labels": {
+            m.label: {**method_identity(suite, m), "calibration": calibrated} for m in suite.methods
+        },
+        "own_controls": {m.label: _own_controls(suite, m) for m in suite.methods},
         "source": source,
     }
 

@@ -57,6 +57,7 @@ from locator.bench.specificity import (
     skill_task,
     specific,
 )
+from locator.errors import LocatorError
 from locator.io import atomic_write
 
 Row = Mapping[str, Any]
@@ -190,10 +191,14 @@ def write_report(
     all_tasks = list(dict.fromkeys(r["task"] for r in rows))
     if skill is not None:
         skill_task(rows[0]["target"], all_tasks, skill)  # a wrong name fails before any work
-    out.mkdir(parents=True, exist_ok=True)
+    # Every file the report reads is checked before it writes anything: a report that fails
+    # half-way would leave a folder without report.md, which no later report may replace.
     samples = read_samples(directory)
+    load = _Selections(directory)
+    for relative in dict.fromkeys(r["selection"] for r in rows):
+        load.check(relative)
+    out.mkdir(parents=True, exist_ok=True)
     bootstrap = Bootstrap()
-    load = Selections(directory)
     suites = sorted({r["suite"] for r in rows})
     first = rows[0]
     document = Document(out)
@@ -231,6 +236,38 @@ def write_report(
     _write_csv(out / "specificity.csv", table)
     atomic_write(out / "report.html", document.html(f"Benchmark report: {', '.join(suites)}"))
     return atomic_write(out / "report.md", document.markdown())
+
+
+class _Selections(Selections):
+    """`Selections` whose damaged file is an error saying how to have it saved again."""
+
+    def __call__(self, relative: str) -> Any:
+        try:
+            return super().__call__(relative)
+        except LocatorError as error:
+            raise self._damaged(relative, str(error)) from None
+
+    def check(self, relative: str) -> None:
+        """Refuse a selection file that is missing or whose header is not a localization's
+        (reads the header only)."""
+        from safetensors import SafetensorError, safe_open
+
+        path = self.directory / relative
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                found = "locator" in (handle.metadata() or {})
+        except (SafetensorError, OSError) as error:
+            raise self._damaged(
+                relative, f"{str(path)!r} is not a safetensors file: {error}"
+            ) from None
+        if not found:
+            raise self._damaged(relative, f"{str(path)!r} is not a localization file")
+
+    def _damaged(self, relative: str, problem: str) -> LocatorError:
+        return LocatorError(
+            f"{problem.rstrip('.')}; delete {relative} and rerun `locator bench` into "
+            f"{str(self.directory)!r} to save it again, then rerun the report."
+        )
 
 
 def _experiment_sections(
@@ -361,8 +398,8 @@ def _effect_table(document: Document, found: Sequence[Change]) -> None:
                 [
                     (
                         c.value,
-                        clip(c.metric, c.baseline + c.unedited.low),
-                        clip(c.metric, c.baseline + c.unedited.high),
+                        _clip(c.metric, c.baseline + c.unedited.low),
+                        _clip(c.metric, c.baseline + c.unedited.high),
                     )
                     if c is not None
                     else (math.nan, math.nan, math.nan)  # a part without this measure
@@ -376,14 +413,21 @@ def _effect_table(document: Document, found: Sequence[Change]) -> None:
     document.table(header, [line + [c[i] for c in columns] for i, line in enumerate(body)])
 
 
+def _clip(metric: str, value: float) -> float:
+    """`clip`, but an interval bound that cannot be computed stays NaN (clipping would turn it
+    into 0 and print an interval where there is none)."""
+    return value if math.isnan(value) else clip(metric, value)
+
+
 def _intervals(values: Sequence[tuple[float, float, float]], *, sign: bool = False) -> list[str]:
     """``mean [low, high]`` with one number of decimals for the whole column, chosen from the
-    means (the differences a column is about)."""
+    means (the differences a column is about). Only an interval that exists and holds its
+    estimate is printed: with one seed and no per-item scores there is none to print."""
     places = decimals([mean for mean, _, _ in values])
     found = []
     for mean, low, high in values:
         text = fixed(mean, places, sign=sign)
-        if not (math.isnan(low) or math.isnan(high)):
+        if low <= mean <= high:  # False for any NaN
             text += f" [{fixed(low, places, sign=sign)}, {fixed(high, places, sign=sign)}]"
         found.append(text)
     return found

@@ -4,9 +4,9 @@ A results folder is one Parquet dataset: one ``part-<configuration hash>-<task h
 file per configuration and task (see `locator.bench.plan.part_name`), in long format (one `Row`
 per metric; `SCHEMA` is derived from its fields).
 Everything else the runner keeps lives under names starting with ``_`` (``_suite.json``,
-``_baselines/``, ``_samples/``, ``_selections/``, ``_statistics/``, ``_report/``), which Parquet
-readers skip, so ``pandas.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)``, polars and DuckDB
-(``DIR/*.parquet``) read the folder as is.
+``_identity/``, ``_claims/``, ``_baselines/``, ``_samples/``, ``_selections/``, ``_statistics/``,
+``_report/``), which Parquet readers skip, so ``pandas.read_parquet(DIR)``,
+``pyarrow.dataset.dataset(DIR)``, polars and DuckDB (``DIR/*.parquet``) read the folder as is.
 
 Every file is written with `locator.io.atomic_write` (a hidden temporary name in the same folder,
 fsync, `os.replace`), so a reader, or a run resumed after SIGKILL, sees a file whole or not at
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from locator.bench import claims
 from locator.bench.plan import stable_hash
 from locator.errors import LocatorError
 from locator.io import atomic_write
@@ -184,9 +185,20 @@ def part_path(directory: str | Path, name: str) -> Path:
     return Path(directory) / f"part-{name}.parquet"
 
 
+def slot(path: Path) -> Path:
+    """`path`, where locator writes a file; a folder found there is a one-line error (it is
+    not removed: it is not locator's)."""
+    if path.is_dir():
+        raise LocatorError(
+            f"{str(path)!r} is a folder where locator keeps a file; move it away and rerun "
+            "(locator recomputes the file)."
+        )
+    return path
+
+
 def write_part(directory: str | Path, name: str, rows: Sequence[Row]) -> Path:
     """Write one part's rows atomically."""
-    return atomic_write(part_path(directory, name), _parquet(rows, SCHEMA))
+    return atomic_write(slot(part_path(directory, name)), _parquet(rows, SCHEMA))
 
 
 def _parquet(rows: Sequence[Any], schema: pa.Schema) -> bytes:
@@ -202,7 +214,9 @@ def finished(directory: str | Path) -> set[str]:
     folder = Path(directory)
     if not folder.is_dir():
         return set()
-    return {p.stem.removeprefix("part-") for p in folder.glob("part-*.parquet")}
+    return {
+        p.stem.removeprefix("part-") for p in folder.glob("part-*.parquet") if p.is_file()
+    }  # a folder in a part's place is no part: its configuration is run (and `slot` refuses)
 
 
 def read_results(directory: str | Path) -> pa.Table:
@@ -213,12 +227,14 @@ def read_results(directory: str | Path) -> pa.Table:
     folder = Path(directory)
     if not folder.is_dir():
         raise LocatorError(f"results folder {str(folder)!r} does not exist.")
-    files = sorted(str(p) for p in folder.glob("part-*.parquet"))
+    files = sorted(str(p) for p in folder.glob("part-*.parquet") if p.is_file())
     if not files:
         raise LocatorError(
             f"{str(folder)!r} holds no results (no part-*.parquet files); "
             "write some with `locator bench SUITE --out DIR`."
         )
+    for file in files:
+        _check_part(file)
     try:
         table = ds.dataset(files, schema=SCHEMA, format="parquet").to_table()
     except (pa.ArrowException, OSError) as error:
@@ -232,19 +248,34 @@ def samples_path(directory: str | Path, name: str) -> Path:
     return Path(directory) / "_samples" / f"{name}.parquet"
 
 
+def has_columns(found: pa.Schema, schema: pa.Schema) -> bool:
+    """Whether a file's schema `found` has every column of `schema`, of its type."""
+    return all(
+        found.get_field_index(field.name) >= 0 and found.field(field.name).type == field.type
+        for field in schema
+    )
+
+
 def write_samples(directory: str | Path, name: str, rows: Sequence[Sample]) -> Path:
     """Write per-item scores atomically."""
-    return atomic_write(samples_path(directory, name), _parquet(rows, SAMPLES_SCHEMA))
+    return atomic_write(slot(samples_path(directory, name)), _parquet(rows, SAMPLES_SCHEMA))
 
 
-def read_samples(directory: str | Path, name: str) -> pa.Table:
-    """The per-item scores written by `write_samples`."""
-    return pq.read_table(samples_path(directory, name), schema=SAMPLES_SCHEMA)
+def read_samples(directory: str | Path, name: str) -> pa.Table | None:
+    """The per-item scores written by `write_samples`; None when they are missing or the file
+    is damaged or of another schema (the caller recomputes them)."""
+    path = samples_path(directory, name)
+    try:
+        if not has_columns(pq.read_schema(path), SAMPLES_SCHEMA):
+            return None
+        return pq.read_table(path, schema=SAMPLES_SCHEMA)
+    except (pa.ArrowException, OSError):
+        return None
 
 
 def write_json(path: Path, value: Any) -> Path:
     """Write JSON atomically."""
-    return atomic_write(path, json.dumps(value, indent=2, sort_keys=True))
+    return atomic_write(slot(path), json.dumps(value, indent=2, sort_keys=True))
 
 
 def write_lines(path: Path, lines: Sequence[str]) -> Path:
@@ -255,6 +286,24 @@ def write_lines(path: Path, lines: Sequence[str]) -> Path:
 def read_json(path: Path) -> Any:
     """Read a JSON file written by `write_json`."""
     return json.loads(path.read_text())
+
+
+def _check_part(file: str) -> None:
+    """Refuse a part file that is not one of this schema's (truncated, empty, or another
+    table): read from its footer only."""
+    advice = (
+        "delete it and rerun `locator bench` into the same folder to recompute that configuration."
+    )
+    try:
+        found = pq.read_schema(file)
+    except (pa.ArrowException, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise LocatorError(f"results part {file!r} is corrupt ({first}); {advice}") from None
+    if not has_columns(found, SCHEMA):
+        raise LocatorError(
+            f"results part {file!r} holds other columns than the results of "
+            f"{SCHEMA_VERSION!r} (not written by this locator); {advice}"
+        )
 
 
 def _corrupt_part(files: Sequence[str], error: Exception) -> LocatorError:
@@ -271,33 +320,158 @@ def _corrupt_part(files: Sequence[str], error: Exception) -> LocatorError:
     return LocatorError(f"cannot read the results: {str(error).strip().splitlines()[0]}")
 
 
+_IN_PROGRESS = re.compile(r"\.(probe|_suite\.json)\.\d+\.[0-9a-f]+\.tmp")
+"""The files a run starting on a fresh folder writes before its ``_suite.json`` is whole: the
+writability probe and the manifest's temporary (`locator.io.atomic_write`)."""
+
+
 def is_results_folder(directory: Path) -> bool:
-    """Whether `directory` is a results folder written by `locator bench` (has `_suite.json`)."""
-    return (directory / "_suite.json").is_file()
+    """Whether `directory` is a results folder written by `locator bench`: it has a
+    ``_suite.json``, or holds only what runs starting on it at the same moment (a job array)
+    write before theirs is whole."""
+    if (directory / "_suite.json").exists():
+        return True
+    return all(
+        _IN_PROGRESS.fullmatch(entry.name) or entry.name == claims.FOLDER
+        for entry in directory.iterdir()
+    )
+
+
+def read_record(path: Path, advice: str) -> dict[str, Any]:
+    """The JSON object in `path`, a file locator wrote; a file that is missing, not a file,
+    unreadable, not JSON or not an object is a one-line `LocatorError` naming it, with
+    `advice` (what to do about it)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problem = "is missing"
+    except IsADirectoryError:
+        problem = "is a folder, not a file"
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+        problem = f"is damaged ({reason})"
+    else:
+        if isinstance(record, dict):
+            return record
+        problem = f"holds a JSON {type(record).__name__}, not the object locator writes"
+    raise LocatorError(f"{str(path)!r} {problem}; {advice}")
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict of dotted keys (``config.mode``)."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, inner in value.items():
+        flat.update(_flat(inner, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _changed(then: Any, now: Any) -> str:
+    """The first key whose value differs between two records: ``key = then (now: now)``."""
+    old, new = _flat(then), _flat(now)
+    key = next(k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k))
+    return f"{key} = {json.dumps(old.get(key))} there, {json.dumps(new.get(key))} now"
+
+
+def _is_task(identity: Any) -> bool:
+    """Whether a manifest's entry is a task's identity (`TaskSpec.identity`)."""
+    return (
+        isinstance(identity, list)
+        and len(identity) in (3, 4)
+        and isinstance(identity[0], str)
+        and (len(identity) == 3 or isinstance(identity[3], dict))
+    )
+
+
+def _task_record(identity: Any) -> dict[str, Any]:
+    """A task's identity (`TaskSpec.identity`: name, limit, token cap, options) as a dict."""
+    name, limit, max_new_tokens, *options = identity
+    return {"limit": limit, "max_new_tokens": max_new_tokens, **(options[0] if options else {})}
 
 
 def check_manifest(directory: str | Path, manifest: Mapping[str, Any]) -> None:
     """Record the suite a results folder was last run with (`manifest`, from
     `locator.bench.plan.manifest`, with this schema version added), or refuse a folder of
-    another schema.
+    another schema, or a suite that gives an existing label or task another configuration.
 
-    A folder grows: a changed suite (more proportions, methods, seeds) run into it computes only
-    the configurations whose part file is missing, since each part is named by the hash of its
-    configuration. What must not change under its rows, the model's weights and the corpora's
-    texts, is checked by `check_identity` when they are loaded.
+    A folder grows: a changed suite (more proportions, methods, seeds, tasks) run into it
+    computes only the configurations whose part file is missing, since each part is named by
+    the hash of its configuration. But rows are summarized and compared by label and task, so
+    a label (a task) names one configuration for good: a changed config, matched reference or
+    calibration option under an existing label, or a changed limit or option of an existing
+    task, is refused (as git refuses to clobber) rather than mixed with the rows already there.
+    The labels and tasks of every suite run into the folder are kept. What must not change
+    under its rows, the model's weights and the corpora's texts, is checked by `check_identity`
+    when they are loaded.
     """
     path = Path(directory) / "_suite.json"
-    if path.is_file():
-        try:
-            existing = read_json(path)
-        except (OSError, ValueError) as error:
-            raise LocatorError(f"{str(path)!r} is unreadable ({error}); delete it.") from None
+    # As read back from JSON (tuples become lists), to compare with what the folder recorded.
+    labels: dict[str, Any] = json.loads(json.dumps(manifest.get("labels", {})))
+    tasks = {identity[0]: identity for identity in json.loads(json.dumps(manifest["tasks"]))}
+    if path.exists():
+        advice = (
+            "it records which suite the folder's results come from: restore it, or pass a new "
+            "--out folder."
+        )
+        existing = read_record(path, advice)
         if existing.get("schema") != SCHEMA_VERSION:
             raise LocatorError(
-                f"{str(directory)!r} holds results of schema {existing.get('schema')!r}, this "
+                f"{str(path)!r} records results of schema {existing.get('schema')!r}, this "
                 f"locator writes {SCHEMA_VERSION!r}; pass a new --out folder."
             )
-    write_json(path, {**manifest, "schema": SCHEMA_VERSION})
+        before, listed = existing.get("labels", {}), existing.get("tasks", [])
+        if not (
+            isinstance(before, dict)
+            and isinstance(existing.get("own_controls", {}), dict)
+            and isinstance(listed, list)
+            and all(_is_task(identity) for identity in listed)
+        ):
+            raise LocatorError(f"{str(path)!r} is not a manifest locator wrote; {advice}")
+        for label, identity in before.items():
+            if label in labels and labels[label] != identity:
+                raise LocatorError(
+                    f"{str(directory)!r} holds rows labelled {label!r} computed with "
+                    f"{_changed(identity, labels[label])}: a label names one configuration; "
+                    + (
+                        "this option changes every method's rows: pass a new --out folder."
+                        if _changed(identity, labels[label]).startswith("calibration.")
+                        else "give the changed method entry a new label, or pass a new --out "
+                        "folder."
+                    )
+                )
+        for identity in listed:
+            name = identity[0]
+            if name in tasks and tasks[name] != identity:
+                raise LocatorError(
+                    f"{str(directory)!r} holds rows of task {name!r} computed with "
+                    f"{_changed(_task_record(identity), _task_record(tasks[name]))}: its rows "
+                    "would be mixed; keep the task's settings, or pass a new --out folder."
+                )
+        controls = {**existing.get("own_controls", {}), **manifest.get("own_controls", {})}
+        for label, identity in labels.items():
+            twin = next(
+                (
+                    other
+                    for other, known in before.items()
+                    if other != label
+                    and other not in labels
+                    and known == identity
+                    and controls.get(other) == controls.get(label)
+                ),
+                None,
+            )
+            if twin is not None:
+                raise LocatorError(
+                    f"{str(directory)!r} holds the rows of label {twin!r}, the same "
+                    f"configuration as label {label!r} now: they would be skipped as finished "
+                    f"under {twin!r}; keep the label {twin!r} for it, or pass a new --out folder."
+                )
+        labels = {**before, **labels}
+        tasks = {**{i[0]: i for i in listed}, **tasks}
+        manifest = {**manifest, "own_controls": controls}
+    record = {**manifest, "labels": labels, "tasks": list(tasks.values())}
+    write_json(path, {**record, "schema": SCHEMA_VERSION})
 
 
 def check_identity(
@@ -307,8 +481,13 @@ def check_identity(
     first results: `key` names it (model path and dtype; dataset, samples, seed), `value` is
     what it holds (weights fingerprint; texts hash). The first call records `value`."""
     path = Path(directory) / "_identity" / f"{kind}-{stable_hash(dict(key))}.json"
-    if path.is_file():
-        recorded = read_json(path)
+    if path.exists():
+        recorded = read_record(
+            path,
+            f"it records the {kind} the folder's results were computed from: restore it, or "
+            f"delete it to record the current {kind} (only if it did not change since), or pass "
+            "a new --out folder.",
+        )
         if recorded.get("value") != dict(value):
             raise LocatorError(
                 f"{kind} {dict(key)} changed since the results in {str(directory)!r} were "
@@ -317,81 +496,3 @@ def check_identity(
             )
         return
     write_json(path, {"key": dict(key), "value": dict(value)})
-
-
-# Claims: two runs sharing a folder never compute the same configuration.
-
-
-def _claim_path(directory: str | Path, name: str) -> Path:
-    return Path(directory) / "_claims" / f"{name}.lock"
-
-
-def _claim_record() -> dict[str, Any]:
-    import socket
-    from datetime import datetime, timezone
-
-    return {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _stale(path: Path) -> bool:
-    """A claim is stale when its process is gone (or is this one): only checkable on its host."""
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        return True
-    except ValueError:
-        return True  # locks appear whole (see `claim`): an unreadable one is damaged
-    except OSError:
-        return False
-    mine = _claim_record()
-    if record.get("host") != mine["host"]:
-        return False
-    pid = record.get("pid")
-    if pid == mine["pid"]:
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, TypeError, ValueError):
-        return False
-    return False
-
-
-def claim(directory: str | Path, name: str) -> bool:
-    """Claim the work called `name` (a configuration hash) for this process; False when another
-    live process holds it. The lock file holds pid, host and time; it is hard-linked into place
-    from a written temporary file, so it appears whole or not at all (a run killed while
-    claiming leaves no empty lock). A claim whose process died on this host is stale and taken
-    over. Release it with `release`."""
-    path = _claim_path(directory, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(json.dumps(_claim_record()))
-    try:
-        for _ in range(3):
-            try:
-                os.link(temporary, path)  # atomic, and fails when the lock exists
-                return True
-            except FileExistsError:
-                if not _stale(path):
-                    return False
-                path.unlink(missing_ok=True)  # a dead run's claim: take it over
-        return False
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def release(directory: str | Path, name: str) -> None:
-    """Remove this process's claim on `name` (another process's claim is left alone)."""
-    path = _claim_path(directory, name)
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    if record.get("pid") == os.getpid() and record.get("host") == _claim_record()["host"]:
-        path.unlink(missing_ok=True)

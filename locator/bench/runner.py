@@ -17,8 +17,9 @@ step by step. Work is shared wherever the result is the same:
 A configuration whose part file exists is skipped, which makes a killed run resumable: part
 files are written atomically after the configuration's last evaluation, just after its per-item
 scores (``_samples/<configuration hash>.parquet``). Runs sharing a folder claim each
-configuration (and each baseline) before computing it (`results.claim`), so none is computed
-twice.
+configuration (and each baseline) before computing it (`locator.bench.claims`), so none is
+computed twice; a run waits for the configurations others hold while their heartbeat is fresh,
+and takes over those whose holder died, so it never ends with a configuration left to nobody.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from locator.bench import results
+from locator.bench import claims, results
 from locator.bench.plan import (
     Configuration,
     manifest,
@@ -45,14 +46,19 @@ from locator.bench.plan import (
 from locator.bench.suite import CorporaSpec, Suite, TaskSpec
 from locator.data import Corpus
 from locator.errors import LocatorError
-from locator.models import ModelOptions
+from locator.models import ModelOptions, check_calibration
 
 __all__ = ["Bench", "RunSummary", "parse_shard", "plan", "run_suite", "shard"]
+
+POLL_SECONDS = 2.0
+"""How often a run waiting for another's claimed work looks again."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunSummary:
-    """What a run did: grid size, this shard's share, configurations skipped and run."""
+    """What a run did: grid size, this shard's share, configurations finished before it
+    started (`skipped`), computed by it (`ran`) and by another run sharing the folder while it
+    waited (`busy`); together they are the whole shard."""
 
     planned: int
     in_shard: int
@@ -61,7 +67,7 @@ class RunSummary:
     seconds: float
     out: Path
     busy: int = 0
-    """Configurations left to another live run sharing the folder (claimed by it)."""
+    """Configurations another run sharing the folder computed (this one waited for them)."""
 
 
 def run_suite(
@@ -93,23 +99,30 @@ def run_suite(
         out, manifest(suite, configurations, suite.path.read_text(encoding="utf-8"))
     )
     done = results.finished(out)
-    todo = [c for c in mine if not set(c.parts.values()) <= done]
+    # A configuration whose selection is missing (deleted as damaged) runs again to save it.
+    todo = [
+        c
+        for c in mine
+        if not set(c.parts.values()) <= done
+        or not (out / "_selections" / f"{c.selection_key}.safetensors").is_file()
+    ]
     where = "" if shard_spec == (1, 1) else f", shard {shard_spec[0]}/{shard_spec[1]}: {len(mine)}"
     echo(
         f"{suite.name}: {len(configurations)} configurations{where}; "
         f"{len(mine) - len(todo)} finished, {len(todo)} to run -> {out}"
     )
-    bench = Bench(suite, out, progress=progress)
+    bench = Bench(suite, out, progress=progress, echo=echo)
     if todo:
         bench.run(todo)
+        bench.wait_for_others()
     return RunSummary(
         planned=len(configurations),
         in_shard=len(mine),
         skipped=len(mine) - len(todo),
-        ran=len(todo) - bench.busy,
+        ran=bench.ran,
         seconds=time.perf_counter() - start,
         out=out,
-        busy=bench.busy,
+        busy=len(todo) - bench.ran,
     )
 
 
@@ -128,14 +141,56 @@ class Bench:
     """One run of planned configurations into the results folder `out`, step by step.
 
     `run` does every step in order; each is a method of its own. The state it carries: the
-    versions written into every row, the number of configurations left to another run sharing
-    the folder (`busy`), and, once `load` has run, the model, its identity and its baseline
-    (each task's scores unedited)."""
+    versions written into every row, the configurations it computed (`ran`) and those another
+    run sharing the folder had claimed (`left`, for `wait_for_others`), and, once `load` has
+    run, the model, its identity and its baseline (each task's scores unedited)."""
 
-    def __init__(self, suite: Suite, out: Path, *, progress: bool = True) -> None:
-        self.suite, self.out, self.progress = suite, out, progress
+    def __init__(
+        self,
+        suite: Suite,
+        out: Path,
+        *,
+        progress: bool = True,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        self.suite, self.out, self.progress, self.echo = suite, out, progress, echo
         self.provenance: dict[str, Any] = results.provenance()  # the versions in every row
-        self.busy = 0
+        self.ran = 0
+        self.left: list[Configuration] = []
+        self._said = ""
+
+    def wait_for_others(self) -> None:
+        """Wait for the configurations another run claimed (`left`) until their part files
+        exist; one whose claim went stale (its holder died, on any host) or was released
+        unfinished is taken over and computed here."""
+        while self.left:
+            done = results.finished(self.out)
+            pending = [c for c in self.left if not set(c.parts.values()) <= done]
+            holders = {c.key: claims.holder(self.out, c.key) for c in pending}
+            free = [
+                c
+                for c in pending
+                if (found := holders[c.key]) is None or claims.is_stale(found, claims.STALE_SECONDS)
+            ]
+            self.left = [c for c in pending if c not in free]
+            if free:
+                self.run(free)  # what is claimed again meanwhile goes back to `left`
+            elif self.left:
+                ages = [h for c in self.left if (h := holders[c.key]) is not None]
+                freshest = min(ages, key=lambda h: h.age)
+                self.waiting(f"{len(self.left)} configuration(s)", freshest)
+                time.sleep(POLL_SECONDS)
+
+    def waiting(self, what: str, found: claims.Holder | None) -> None:
+        """Say, once per thing waited for, what this run waits for and whose claim holds it."""
+        who = "a claim just released" if found is None else found.describe()
+        said = f"waiting for {what} claimed by another run sharing {str(self.out)!r}"
+        if said != self._said:
+            self._said = said
+            self.echo(
+                f"{said} ({who}); a claim is taken over once its heartbeat is older than "
+                f"{claims.STALE_SECONDS:.0f} s."
+            )
 
     def run(self, todo: list[Configuration]) -> None:
         """Check the models and draw the corpora before any work, then run the configurations
@@ -144,6 +199,11 @@ class Bench:
 
         self.check_models(todo)
         texts = self.draw(todo)  # before any model: a missing file fails fast
+        for c in {(c.model, c.corpora, c.num_samples, c.seed): c for c in todo}.values():
+            drawn = [
+                texts[(t, c.num_samples, c.seed)] for t in (c.corpora.target, *c.corpora.controls)
+            ]
+            check_calibration(self.suite.located(c.model), drawn, self.suite.calibration)
         self.bar = tqdm(total=len(todo), desc="bench", unit="config", disable=not self.progress)
         try:
             for spec, configurations in groupby(todo, key=lambda c: c.model):
@@ -210,18 +270,20 @@ class Bench:
 
     def evaluate_baseline(self, task: TaskSpec) -> _Scores:
         """The unedited model's scores on `task`, read from ``_baselines/`` (metrics) and
-        ``_samples/baseline-<hash>.parquet`` (per-item scores) or evaluated once."""
+        ``_samples/baseline-<hash>.parquet`` (per-item scores) or evaluated once (again when
+        either file is missing or damaged)."""
         key = {"model": self.spec.identity(), "task": task.identity()}
         name = stable_hash(key)
         path = self.out / "_baselines" / f"{name}.json"
         samples = f"baseline-{name}"
-        while not path.is_file():  # another run may be evaluating it: wait for its file
-            if not results.claim(self.out, samples):
-                self.bar.set_postfix_str(f"waiting for another run's baseline {task.name}")
-                time.sleep(1.0)
+        while (stored := self.stored_baseline(path, samples)) is None:
+            held = claims.claim(self.out, samples, stale_after=claims.STALE_SECONDS)
+            if held is None:  # another run is evaluating it: wait for its files
+                self.waiting(f"the baseline of {task.name}", claims.holder(self.out, samples))
+                time.sleep(POLL_SECONDS)
                 continue
-            try:
-                if not path.is_file():
+            with held:
+                if self.stored_baseline(path, samples) is None:
                     self.bar.set_postfix_str(f"baseline {task.name}")
                     scores = self.evaluate(task)
                     rows = self.samples("baseline", scores)
@@ -232,18 +294,29 @@ class Bench:
                         "seconds": scores.seconds,
                     }
                     results.write_json(path, {**key, **record})
-            finally:
-                results.release(self.out, samples)
-        stored = results.read_json(path)
-        items = []
-        if results.samples_path(self.out, samples).is_file():
-            table = results.read_samples(self.out, samples)
-            items = table.select(["task", "metric", "item", "value", "weight"]).to_pylist()
-        return _Scores(
-            metrics=stored["metrics"],
-            higher_is_better=stored.get("higher_is_better", {}),
-            items=items,
-        )
+        return stored
+
+    def stored_baseline(self, path: Path, samples: str) -> _Scores | None:
+        """The baseline kept in `path` and the per-item scores `samples`, or None when either
+        is missing, damaged or not what locator writes there."""
+        try:
+            stored = results.read_record(path, "")
+        except LocatorError:
+            return None
+        metrics, directions = stored.get("metrics"), stored.get("higher_is_better", {})
+        if not (
+            isinstance(metrics, dict)
+            and isinstance(directions, dict)
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()
+            )
+        ):
+            return None
+        table = results.read_samples(self.out, samples)
+        if table is None:
+            return None
+        items = table.select(["task", "metric", "item", "value", "weight"]).to_pylist()
+        return _Scores(metrics=metrics, higher_is_better=directions, items=items)
 
     def evaluate(self, task: TaskSpec) -> _Scores:
         """Evaluate the model as currently edited on one task (each task has its own limit and
@@ -325,6 +398,7 @@ class Bench:
         """All configurations of one (model, num_samples, seed): one pass per corpus, one
         ranking per method and corpora, then each configuration."""
         from locator.provenance import with_provenance
+        from locator.rows import model_positions
 
         first = todo[0]
         statistics, seconds, localizers = self.statistics(todo, texts)
@@ -349,6 +423,9 @@ class Bench:
                         model=self.identity,
                         corpora=used if localization.controls else used[:1],
                         max_length=self.suite.calibration.max_length,
+                        pack=self.suite.calibration.pack,
+                        batch_size=self.suite.calibration.batch_size,
+                        positions=model_positions(self.model),
                     )
                 timings = {
                     "statistics_seconds": sum(seconds[name] for name in names),
@@ -436,21 +513,21 @@ class Bench:
         claimed it first."""
         import locator
 
-        if not results.claim(self.out, configuration.key):
-            self.busy += 1
-            self.bar.update(1)
+        held = claims.claim(self.out, configuration.key, stale_after=claims.STALE_SECONDS)
+        if held is None:
+            self.left.append(configuration)  # see `wait_for_others`
             return
-        try:
+        with held:
             parts = configuration.parts
+            selection = Path("_selections") / f"{configuration.selection_key}.safetensors"
+            if not (self.out / selection).is_file():  # missing, or deleted as damaged
+                localization.save(results.slot(self.out / selection), overwrite=True)
             tasks = [
                 task
                 for task in configuration.tasks
                 if not results.part_path(self.out, parts[task.name]).is_file()  # done meanwhile?
             ]
             if tasks:
-                selection = Path("_selections") / f"{configuration.selection_key}.safetensors"
-                if not (self.out / selection).is_file():
-                    localization.save(self.out / selection)
                 if localization.count() == 0:
                     # Nothing selected: the model is the unedited one, its scores the baseline's.
                     scores = self.baseline
@@ -469,8 +546,7 @@ class Bench:
                     )
                     rows = self.rows(configuration, task, localization, selection, timings, scores)
                     results.write_part(self.out, parts[task.name], rows)
-        finally:
-            results.release(self.out, configuration.key)
+                self.ran += 1
         self.bar.update(1)
 
     def rows(

@@ -103,14 +103,40 @@ class Samples:
         return self.scores[key]
 
 
+def _read_scores(path: Path) -> dict[str, list[Any]]:
+    """One per-item scores file as columns; a damaged one, or one of another schema, is a
+    one-line `LocatorError` saying how to have it recomputed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from locator.bench.results import SAMPLES_SCHEMA, has_columns
+
+    if path.stem.startswith("baseline-"):
+        advice = (
+            "delete it and rerun `locator bench` into the folder to evaluate the baseline anew."
+        )
+    else:
+        advice = (
+            f"delete it and part-{path.stem}.parquet, then rerun `locator bench` into the folder "
+            "to recompute them."
+        )
+    try:
+        if has_columns(pq.read_schema(path), SAMPLES_SCHEMA):
+            return pq.read_table(path, schema=SAMPLES_SCHEMA).to_pydict()
+        problem = "holds other columns than per-item scores"
+    except (pa.ArrowException, OSError) as error:
+        text = str(error).strip()
+        problem = f"is damaged ({text.splitlines()[0] if text else type(error).__name__})"
+    raise LocatorError(f"per-item scores {str(path)!r} {problem}; {advice}")
+
+
 def read_samples(directory: str | Path) -> Samples:
     """Per-item scores under ``DIR/_samples`` (none when the folder was written before they
     were kept)."""
-    import pyarrow.parquet as pq
 
     found: dict[tuple[str, ...], ItemScores] = {}
     for path in sorted(Path(directory, "_samples").glob("*.parquet")):
-        table = pq.read_table(path).to_pydict()
+        table = _read_scores(path)
         grouped: dict[tuple[str, ...], list[int]] = defaultdict(list)
         for i, (config, task, metric) in enumerate(
             zip(table["config_hash"], table["task"], table["metric"], strict=True)

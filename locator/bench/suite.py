@@ -61,6 +61,7 @@ from typing import Any, Literal
 from locator.data import CalibrationOptions
 from locator.errors import LocatorError
 from locator.evaluation import EvaluationOptions, EvaluationRequest, check_evaluation
+from locator.io import read_text
 from locator.models import ModelOptions
 from locator.options import UnknownOptionError, convert, parse
 
@@ -308,7 +309,7 @@ def load_suite(path: str | Path) -> Suite:
     if not path.is_file():
         raise LocatorError(f"suite file {str(path)!r} does not exist.")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(path, "suite file"))  # not UTF-8: one line
     except tomllib.TOMLDecodeError as error:
         raise LocatorError(f"{path}: not valid TOML: {error}") from None
     return parse_suite(data, path)
@@ -600,6 +601,7 @@ def _check_names(check: _Checker, suite: Suite) -> None:
     """Datasets and tasks must be installed (this loads plugins)."""
     from locator.corpora import check_corpus
     from locator.evaluation import route
+    from locator.rows import check_corpus_names
 
     named = [(f"corpora[{index}]", corpora) for index, corpora in enumerate(suite.corpora)]
     named += [
@@ -609,6 +611,9 @@ def _check_names(check: _Checker, suite: Suite) -> None:
     ]
     if suite.skills:  # a matrix's corpora entries are its skills'
         named[: len(suite.corpora)] = [(f"skills[{i}]", c) for i, c in enumerate(suite.corpora)]
+    for where, corpora in named:
+        with check.at(f"{where}.controls"):
+            check_corpus_names(corpora.target, corpora.controls)
     first = "corpus" if suite.skills else "target"
     values = [(f"{where}.{first}", c.target) for where, c in named[: len(suite.corpora)]]
     values += [
@@ -629,6 +634,9 @@ def _check_names(check: _Checker, suite: Suite) -> None:
         # The requests it will get: a reference if it matches, each corpora's controls.
         with check.at(f"methods[{index}].match"):
             check_request(localizer, reference=method.match is not None)
+        if method.controls is not None:  # its own controls: the rule of the CLI and the API
+            with check.at(f"methods[{index}].controls"):
+                check_request(localizer, controls=len(method.controls))
         for corpora_index, corpora in enumerate(suite.corpora):
             # A corpora entry is shared by every method: target-only methods leave its controls.
             used = suite.corpora_of(method, corpora).controls

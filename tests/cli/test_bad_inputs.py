@@ -39,7 +39,8 @@ def workspace(tmp_path_factory, llama, tokenizer):
         (folder / "config.json").write_text(json.dumps(config))
     texts = "\n".join(json.dumps({"text": t}) for t in sample_texts(4, seed=3))
     (root / "target.jsonl").write_text(texts)
-    (root / "control.jsonl").write_text(texts)
+    controls = "\n".join(json.dumps({"text": t}) for t in sample_texts(4, seed=4))
+    (root / "control.jsonl").write_text(controls)
     found = locator.localize(
         llama, tokenizer, method="random", target=sample_texts(2), proportion=0.01, progress=False
     )

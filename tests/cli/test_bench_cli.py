@@ -2,6 +2,7 @@
 its summary table, resume and shards from the command line, the report with its plots, and the
 shipped suites."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -295,28 +296,250 @@ def test_the_main_job_shows_the_paper_claim(tmp_path):
     assert mean("wanda", "loss") - baseline["loss"] > 0.1
 
 
-def test_a_configuration_claimed_by_a_live_run_is_left_to_it(write_suite, tmp_path):
+def test_a_run_waits_for_a_claim_while_its_heartbeat_is_fresh_then_takes_it_over(
+    write_suite, tmp_path, monkeypatch
+):
     import json
-    import socket
-    import subprocess
+    import os
+    import threading
+    import time
 
+    from locator.bench import claims, runner
+
+    monkeypatch.setattr(claims, "STALE_SECONDS", 2.0)
+    monkeypatch.setattr(runner, "POLL_SECONDS", 0.1)
     path, out = write_suite(), tmp_path / "results"
     suite = load_suite(path)
     first = plan.plan(suite)[0]
-    claimed = first.key
-    (out / "_claims").mkdir(parents=True)
-    other = subprocess.Popen(["sleep", "120"])
+    lock = claims.lock_path(out, first.key)
+    lock.parent.mkdir(parents=True)
+    # A live run on another node: its pid cannot be checked from here, only its heartbeat.
+    lock.write_text(json.dumps({"pid": 4242, "host": "node-17", "token": "x"}))
+    results.check_manifest(out, plan.manifest(suite, plan.plan(suite), path.read_text()))
+    stop = threading.Event()
+
+    def heartbeat():  # the holder's heartbeat, for 8 s; then it dies
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and not stop.wait(0.2):
+            os.utime(lock)
+
+    beating = threading.Thread(target=heartbeat)
+    beating.start()
     try:
-        lock = out / "_claims" / f"{claimed}.lock"
-        lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
-        results.check_manifest(out, plan.manifest(suite, plan.plan(suite), path.read_text()))
         result = CliRunner().invoke(
             cli, ["bench", str(path), "--out", str(out), "--no-progress", "--shard", "1/4"]
         )
-        assert result.exit_code == 0, result.output
-        assert "ran 3 configurations, 0 already finished, 1 left to another run" in result.output
-        assert not set(first.parts.values()) & results.finished(out) and lock.exists()
-        assert not [p for p in (out / "_claims").iterdir() if p != lock]  # ours released
     finally:
-        other.kill()
-        other.wait()
+        stop.set()
+        beating.join()
+    assert result.exit_code == 0, result.output
+    waits = [line for line in result.output.splitlines() if "waiting for" in line]
+    assert len(waits) == 1, result.output  # said once, with --no-progress too
+    assert "1 configuration(s) claimed by another run" in waits[0]
+    assert "node-17:4242, heartbeat 0 s ago" in waits[0] and "older than 2 s" in waits[0]
+    # Once its heartbeat went stale the run took it over: nothing is left to a dead run.
+    assert "ran 4 configurations, 0 already finished, in" in result.output
+    assert set(first.parts.values()) <= results.finished(out)
+    assert not list(lock.parent.iterdir())
+
+
+def test_runs_started_at_once_on_a_fresh_folder_all_proceed_and_share_the_grid(
+    write_suite, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    path, out = write_suite(), tmp_path / "results"
+    script = Path(bench_plugin.__file__)
+    command = [sys.executable, str(script), "bench", str(path), "--out", str(out), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(3)
+    ]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], outputs
+    planned = plan.plan(load_suite(path))
+    ran = skipped = 0
+    for output in outputs:
+        assert "Traceback" not in output
+        line = next(line for line in output.splitlines() if line.startswith("ran "))
+        counts = [int(word) for word in line.replace(",", "").split() if word.isdigit()]
+        ran, skipped = ran + counts[0], skipped + counts[1]
+    assert ran == len(planned)  # each configuration computed exactly once, by one of them
+    assert len(results.finished(out)) == sum(len(c.parts) for c in planned)
+    assert not list((out / "_claims").iterdir())
+    assert not [p for p in out.rglob(".*") if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    "old, new, named",
+    [
+        (
+            'name = "mathneuro"\n',
+            'name = "mathneuro"\noptions = { mode = "published" }\n',
+            "config.mode",
+        ),
+        ("limit = 8", "limit = 4", "task 'loss-short' computed with limit = 8 there, 4 now"),
+        ("max_length = 32", "max_length = 16", "calibration.max_length = 32 there, 16 now"),
+    ],
+)
+def test_growing_a_folder_with_another_configuration_under_a_label_is_refused(
+    write_suite, tmp_path, old, new, named
+):
+    one = {"proportions = [0.05, 0.3]": "proportions = [0.05]", "seeds = [0, 1]": "seeds = [0]"}
+    path, out = write_suite(**one), tmp_path / "results"
+    first = CliRunner().invoke(cli, ["bench", str(path), "--out", str(out), "--no-progress"])
+    assert first.exit_code == 0, first.output
+    rows = len(results.read_results(out))
+    path.write_text(path.read_text().replace(old, new))
+    again = CliRunner().invoke(cli, ["bench", str(path), "--out", str(out), "--no-progress"])
+    assert again.exit_code == 2, again.output
+    line = again.output.strip()
+    assert "\n" not in line and named in line and "Traceback" not in again.output
+    assert len(results.read_results(out)) == rows  # nothing added
+
+
+# Damaged results folders: every file locator keeps there, damaged every way, gives a one-line
+# error whose advice works when followed, or is recomputed to the same rows.
+
+DAMAGED_FILES = {
+    "manifest": "_suite.json",
+    "model identity": "_identity/model-*.json",
+    "corpus identity": "_identity/corpus-*.json",
+    "baseline": "_baselines/*.json",
+    "baseline scores": "_samples/baseline-*.parquet",
+    "scores": "_samples/[!b]*.parquet",
+    "selection": "_selections/*.safetensors",
+    "part": "part-*.parquet",
+}
+DAMAGES = ("truncated", "empty", "wrong type", "folder", "foreign")
+
+
+def _damage(path, damage):
+    import shutil
+
+    data = path.read_bytes()
+    if damage == "folder":
+        path.unlink()
+        path.mkdir()
+        (path / "inside").write_text("x")
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "wrong type":
+        path.write_text("[1, 2]" if path.suffix == ".json" else "null")
+    elif path.suffix == ".json":  # foreign: another program's JSON object
+        path.write_text('{"schema": "other/1", "value": 3}')
+    elif path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"a": [1, 2]}), path)
+    else:
+        shutil.copy(Path(__file__), path)
+
+
+def _rows(out):
+    keep = (*results.KEY_COLUMNS, "label", "value", "baseline_value", "config_hash")
+    return sorted(tuple(row[k] for k in keep) for row in results.read_results(out).to_pylist())
+
+
+@pytest.fixture(scope="module")
+def finished_folder(tmp_path_factory, saved_model):
+    folder = tmp_path_factory.mktemp("finished")
+    text = SUITE.replace("{model}", str(saved_model))
+    text = text.replace("proportions = [0.05, 0.3]", "proportions = [0.3]")
+    text = text.replace("seeds = [0, 1]", "seeds = [0]").replace(
+        "factors = [0.0, 2.0]", "factors = [0.0]"
+    )
+    path = folder / "suite.toml"
+    path.write_text(text)
+    out = folder / "results"
+    done = CliRunner().invoke(cli, ["bench", str(path), "--out", str(out), "--no-progress"])
+    assert done.exit_code == 0, done.output
+    assert CliRunner().invoke(cli, ["report", str(out)]).exit_code == 0
+    return path, out, _rows(out)
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("kind", DAMAGED_FILES)
+def test_a_damaged_file_in_a_results_folder_is_one_line_or_recomputed(
+    finished_folder, tmp_path, kind, damage
+):
+    import shutil
+
+    suite, original, rows = finished_folder
+    out = tmp_path / "results"
+    shutil.copytree(original, out)
+    shutil.rmtree(out / "_report")
+    damaged = sorted(out.glob(DAMAGED_FILES[kind]))[0]
+    _damage(damaged, damage)
+
+    def run():
+        bench = CliRunner().invoke(cli, ["bench", str(suite), "--out", str(out), "--no-progress"])
+        if bench.exit_code != 0:
+            return bench
+        return CliRunner().invoke(cli, ["report", str(out)])
+
+    result = run()
+    assert "Traceback" not in result.output and result.exit_code in (0, 2), result.output
+    if result.exit_code == 2:
+        lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert len(lines) == 1 and damaged.name in lines[0], result.output
+        if not ("delete" in lines[0] or "move it away" in lines[0]):
+            assert "--out" in lines[0]  # the folder's record of its suite: a new folder helps
+            return
+        # Follow the advice: delete (or move away) what it names, and rerun.
+        if damaged.is_dir():
+            shutil.rmtree(damaged)
+        else:
+            damaged.unlink()
+        for name in re.findall(r"part-[0-9a-f-]+\.parquet", lines[0]):
+            (out / name).unlink(missing_ok=True)
+        result = run()
+        assert result.exit_code == 0, result.output
+    assert _rows(out) == rows
+
+
+@pytest.mark.parametrize("damage", ["claims folder is a file", *DAMAGES])
+def test_a_damaged_claim_is_taken_over_or_one_line(finished_folder, tmp_path, monkeypatch, damage):
+    import os
+    import shutil
+    import time
+
+    from locator.bench import claims, runner
+
+    monkeypatch.setattr(claims, "STALE_SECONDS", 1.0)
+    monkeypatch.setattr(runner, "POLL_SECONDS", 0.1)
+    suite, original, rows = finished_folder
+    out = tmp_path / "results"
+    shutil.copytree(original, out)
+    first = plan.plan(load_suite(suite))[0]
+    for name in first.parts.values():
+        results.part_path(out, name).unlink()  # left to compute, under a damaged claim
+    lock = claims.lock_path(out, first.key)
+    if damage == "claims folder is a file":
+        shutil.rmtree(lock.parent, ignore_errors=True)
+        lock.parent.write_text("x")
+        damaged = lock.parent
+    else:
+        lock.parent.mkdir(exist_ok=True)
+        lock.write_text('{"pid": 1, "host": "elsewhere", "token": "t"}')
+        _damage(lock, damage)
+        stamp = time.time() - 5  # no heartbeat for 5 s: stale
+        os.utime(lock, (stamp, stamp))
+        damaged = lock
+    result = CliRunner().invoke(cli, ["bench", str(suite), "--out", str(out), "--no-progress"])
+    assert "Traceback" not in result.output and result.exit_code in (0, 2), result.output
+    if result.exit_code == 2:
+        lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+        assert len(lines) == 1 and damaged.name in lines[0] and "move it away" in lines[0]
+        shutil.rmtree(damaged) if damaged.is_dir() else damaged.unlink()
+        result = CliRunner().invoke(cli, ["bench", str(suite), "--out", str(out), "--no-progress"])
+        assert result.exit_code == 0, result.output
+    assert _rows(out) == rows

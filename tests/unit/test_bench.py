@@ -1,6 +1,5 @@
 """The benchmark harness without a model: suite checks, planning, shards, the schema, the report."""
 
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
@@ -223,9 +222,9 @@ def _localization(seed, fraction):
     return Localization.from_masks(masks, method="m", proportion=fraction, seed=seed)
 
 
-def _write_synthetic(directory):
+def _write_synthetic(directory, **suite):
     """A results folder as the runner writes it, with made-up values and real selection files."""
-    plan = planning.plan(_suite(num_samples=(8, 16)))
+    plan = planning.plan(_suite(**{"num_samples": (8, 16), **suite}))
     provenance = results.provenance()
     baseline = {("gsm8k", "exact_match"): 0.5, ("race", "acc"): 0.4, ("race", "acc_stderr"): 0.01}
     for configuration in plan:
@@ -346,38 +345,6 @@ def test_a_folder_grows_but_refuses_another_schema_or_changed_content(tmp_path):
         results.check_identity(tmp_path, "model", key, {"fingerprint": "b"})
 
 
-def test_claims_are_exclusive_and_a_dead_runs_claim_is_taken_over(tmp_path):
-    import json
-    import socket
-    import subprocess
-
-    assert results.claim(tmp_path, "abc")
-    lock = tmp_path / "_claims" / "abc.lock"
-    record = json.loads(lock.read_text())
-    assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
-    results.release(tmp_path, "abc")
-    assert not lock.exists()
-    # A live process on this host holds it: refused.
-    alive = subprocess.Popen(["sleep", "30"])
-    try:
-        lock.write_text(json.dumps({"pid": alive.pid, "host": socket.gethostname()}))
-        assert not results.claim(tmp_path, "abc")
-    finally:
-        alive.kill()
-        alive.wait()
-    assert results.claim(tmp_path, "abc")  # its process is gone: stale, taken over
-    assert json.loads(lock.read_text())["pid"] == os.getpid()
-    # Another host's claim cannot be checked: left alone.
-    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
-    assert not results.claim(tmp_path, "abc")
-    results.release(tmp_path, "abc")
-    assert lock.exists()
-    # A run killed while claiming leaves no half-written lock; a damaged one is taken over.
-    lock.write_text("")
-    assert results.claim(tmp_path, "abc")
-    assert [p.name for p in lock.parent.iterdir()] == ["abc.lock"]  # no temporary left
-
-
 # The report.
 
 
@@ -430,6 +397,22 @@ def test_report_writes_markdown_with_readable_plots(synthetic):
     assert len(pd.read_parquet(directory)) == len(results.read_results(directory))
 
 
+@pytest.mark.parametrize("seeds", [(0,), (0, 1, 2)])
+def test_every_printed_interval_holds_its_estimate(tmp_path, seeds):
+    # One seed and no per-item scores: no interval can be computed, so none is printed (a NaN
+    # bound once printed as 0.00).
+    _write_synthetic(tmp_path, seeds=seeds, num_samples=(8,))
+    text = write_report(tmp_path).read_text()
+    number = r"([+-]?\d+(?:\.\d+)?)"
+    found = re.findall(number + r" \[" + number + ", " + number + r"\]", text)
+    for estimate, low, high in found:
+        assert float(low) <= float(estimate) <= float(high), (estimate, low, high)
+    if seeds == (0,):
+        assert not found and "[0.00, 0.00]" not in text
+    else:
+        assert found
+
+
 def test_matched_to_is_the_label_of_the_matched_entry():
     methods = (
         MethodSpec(name="mathneuro", label="mn"),
@@ -456,3 +439,121 @@ def test_a_methods_own_controls_and_a_tasks_cells_shape_the_plan():
     alone = planning.plan(_suite(methods=(own, matched), tasks=(TaskSpec(name="gsm8k"),)))
     assert [c.key for c in alone] == [c.key for c in plan]
     assert all(c.parts["gsm8k"] == a.parts["gsm8k"] for c, a in zip(plan, alone, strict=True))
+
+
+@pytest.mark.parametrize(
+    "cells, named",
+    [
+        ({"proportions": (0.5,)}, "proportions = [0.5]"),
+        ({"factors": (3.0,)}, "factors = [3.0]"),
+        ({"proportions": (0.05,), "factors": (2.0,)}, "proportions = [0.05] and factors = [2.0]"),
+    ],
+)
+def test_a_task_on_no_cell_of_the_grid_is_refused_in_one_line(cells, named):
+    suite = _suite(tasks=(TaskSpec(name="gsm8k"), TaskSpec(name="race", **cells)))
+    with pytest.raises(LocatorError) as error:
+        planning.plan(suite)
+    message = str(error.value)
+    assert "\n" not in message and "tasks 'race'" in message and named in message
+    assert (
+        "match no cell of the grid (proportions [0.01, 0.05, 0.1], factors [0.0, 1.1])" in message
+    )
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (
+            {"methods": (MethodSpec(name="mathneuro", label="mathneuro", config=None),)},
+            None,  # the same configuration, spelled out: grows
+        ),
+        (
+            {"calibration": CalibrationOptions(max_length=64)},
+            "calibration.max_length = null there, 64 now",
+        ),
+        ({"calibration": CalibrationOptions(pack=128)}, "calibration.pack = null there, 128 now"),
+        ({"tasks": (TaskSpec(name="gsm8k", limit=6),)}, "task 'gsm8k' computed with limit = 5"),
+        (
+            {"tasks": (TaskSpec(name="gsm8k", limit=5, num_fewshot=3),)},
+            "task 'gsm8k' computed with num_fewshot = null there, 3 now",
+        ),
+    ],
+)
+def test_a_label_or_task_names_one_configuration_in_a_folder(tmp_path, change, named):
+    suite = _suite()
+    results.check_manifest(tmp_path, planning.manifest(suite, planning.plan(suite), "s"))
+    other = _suite(**change)
+    manifest = planning.manifest(other, planning.plan(other), "s")
+    if named is None:
+        results.check_manifest(tmp_path, manifest)
+        return
+    with pytest.raises(LocatorError) as error:
+        results.check_manifest(tmp_path, manifest)
+    assert named in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_changed_method_config_or_matched_reference_under_a_label_is_refused(tmp_path):
+    from locator.localizer import localizer_class, make_config
+
+    suite = _suite()
+    results.check_manifest(tmp_path, planning.manifest(suite, planning.plan(suite), "s"))
+    # A new label and a removed one grow the folder; the labels of both suites are kept.
+    renamed = MethodSpec(name="wanda", label="wanda")
+    grown = _suite(methods=(renamed,))
+    results.check_manifest(tmp_path, planning.manifest(grown, planning.plan(grown), "s"))
+    assert set(results.read_json(tmp_path / "_suite.json")["labels"]) == {
+        "mathneuro",
+        "random-matched",
+        "wanda",
+    }
+    config = make_config(localizer_class("mathneuro"), {"mode": "published"})
+    published = MethodSpec(name="mathneuro", label="mathneuro", config=config)
+    changed = _suite(methods=(published, _suite().methods[1]))
+    with pytest.raises(LocatorError) as error:
+        results.check_manifest(tmp_path, planning.manifest(changed, planning.plan(changed), "s"))
+    message = str(error.value)
+    # mathneuro's own rows, or its matched baseline's (whose reference changed): either names
+    # the label and the key.
+    assert "config.mode" in message and "a new label" in message
+    assert "rows labelled 'mathneuro'" in message or "rows labelled 'random-matched'" in message
+
+
+def test_two_labels_for_one_configuration_are_refused():
+    twin = MethodSpec(name="mathneuro", label="mathneuro-again")
+    with pytest.raises(LocatorError, match="methods 'mathneuro' and 'mathneuro-again' compute"):
+        planning.plan(_suite(methods=(*_suite().methods, twin)))
+    # A baseline matched to each: refused as well (at the methods they match).
+    other = MethodSpec(name="random", label="random-again", match="mathneuro-again")
+    with pytest.raises(LocatorError, match="compute the same configuration"):
+        planning.plan(_suite(methods=(*_suite().methods, twin, other)))
+
+
+def test_a_renamed_label_for_a_configuration_already_in_the_folder_is_refused(tmp_path):
+    suite = _suite()
+    results.check_manifest(tmp_path, planning.manifest(suite, planning.plan(suite), "s"))
+    # The same method with its own controls is another configuration: the folder grows.
+    own = MethodSpec(name="mathneuro", label="mathneuro-c", controls=("c",))
+    grown = _suite(methods=(own,))
+    results.check_manifest(tmp_path, planning.manifest(grown, planning.plan(grown), "s"))
+    # The same configuration under a new label would be skipped as finished: refused.
+    renamed = _suite(methods=(MethodSpec(name="mathneuro", label="mn"),))
+    with pytest.raises(LocatorError) as error:
+        results.check_manifest(tmp_path, planning.manifest(renamed, planning.plan(renamed), "s"))
+    assert "label 'mathneuro', the same configuration as label 'mn'" in str(error.value)
+    assert "keep the label 'mathneuro'" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        "[]",
+        '{"schema": "locator.bench/2", "tasks": [["x"]]}',
+        '{"schema": "locator.bench/2", "labels": 3}',
+    ],
+)
+def test_a_manifest_not_written_by_locator_is_one_line(tmp_path, manifest):
+    (tmp_path / "_suite.json").write_text(manifest)
+    suite = _suite()
+    with pytest.raises(LocatorError) as error:
+        results.check_manifest(tmp_path, planning.manifest(suite, planning.plan(suite), "s"))
+    assert "_suite.json" in str(error.value) and "--out" in str(error.value)

@@ -89,3 +89,22 @@ def test_simultaneous_claims_elect_exactly_one(tmp_path):
     for run in runs:
         run.join()
     assert sorted(queue.get() for _ in runs) == [False] * 5 + [True]
+
+
+def test_a_claim_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import pathlib
+
+    import pytest
+
+    from locator.errors import LocatorError
+
+    def full(self, *args, **kwargs):
+        with open(self, "w") as handle:
+            handle.write("{")  # part of it reached the disk
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full)
+    with pytest.raises(LocatorError, match="No space left on device"):
+        claims.claim(tmp_path, "a")
+    monkeypatch.undo()
+    assert not list((tmp_path / claims.FOLDER).iterdir())

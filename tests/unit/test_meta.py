@@ -64,3 +64,13 @@ def test_the_readme_stays_short_and_its_links_resolve():
         text = (root / page).read_text()
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
             assert (root / page).parent.joinpath(target).exists(), (page, target)
+
+
+def test_every_builtin_method_option_has_help_for_the_listing():
+    """Per-field help lives on the field (`locator.option`) and feeds `locator localizers`."""
+    from locator.listings import localizer_rows
+
+    for row in localizer_rows():
+        if row["plugin"] in {p.stem for p in PLUGINS.glob("*.py")}:
+            missing = [key for key in row["options"] if not row.get("help", {}).get(key)]
+            assert not missing, f"{row['name']}: options without help: {missing}"

@@ -10,7 +10,7 @@ from locator import LocatorError
 from locator.passes import collect_statistics
 from locator.testing import sample_texts
 
-from . import reference
+from ..integration import reference
 
 
 def test_batched_padded_statistics_equal_the_fp64_reference(model, tokenizer):
@@ -129,5 +129,7 @@ def test_pack_reads_one_token_stream_cut_into_rows(llama, tokenizer):
         torch.testing.assert_close(stats.get(INPUT_SQUARE_SUM, f"{path}.weight"), value)
     with pytest.raises(LocatorError, match="either max_length"):
         collect_statistics(llama, tokenizer, texts, kinds=set(), pack=16, max_length=8)
-    with pytest.raises(LocatorError, match="rows of 100000"):
+    with pytest.raises(LocatorError, match="pack 100000 is longer than the model's 128 positions"):
         collect_statistics(llama, tokenizer, texts, kinds=set(), pack=100000, progress=False)
+    with pytest.raises(LocatorError, match="rows of 120"):  # longer than the corpus
+        collect_statistics(llama, tokenizer, texts[:1], kinds=set(), pack=120, progress=False)
