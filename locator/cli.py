@@ -169,10 +169,14 @@ def localize(
 ) -> None:
     """Localize a skill in a model and save the selection (safetensors).
 
-    A corpus is a dataset name (NUM-SAMPLES texts drawn under SEED) or a JSON Lines file of
-    texts (`text` field) used as given: a value that is a file, ends in .jsonl or has a '/'.
+    A corpus is a dataset name (NUM-SAMPLES texts drawn under SEED), task:<evaluation task>
+    (NUM-SAMPLES of its documents, as the task presents them, from a split it does not
+    evaluate) or a JSON Lines file of texts (`text` field) used as given: a value that is a
+    file, ends in .jsonl or has a '/'. Texts that nll:<corpus> evaluates are never used.
     """
-    from locator.data import read_texts, render_chat, sample_corpus
+    from locator.corpora import corpus_kind
+    from locator.data import render_chat, sample_corpus
+    from locator.heldout import calibration_texts
     from locator.io import check_output_file
     from locator.localization import Localization, is_localization_file
     from locator.localizer import checked_localizer
@@ -190,9 +194,9 @@ def localize(
     model.check()
     files = {}
     corpora: list[Any] = []
-    for value in (target, *controls):  # a path (even a missing one) or a dataset name
-        if Path(value).is_file() or value.endswith(".jsonl") or "/" in value:
-            corpora.append(read_texts(value))
+    for value in (target, *controls):  # a path (even a missing one), a task or a dataset
+        if corpus_kind(value) == "file":
+            corpora.append(calibration_texts(value))
             files[len(corpora) - 1] = {"file": Path(value).name, "file_sha256": file_hash(value)}
         else:
             corpora.append(

@@ -7,15 +7,19 @@ A calibration corpus is named by one string (`corpus_kind`):
   split the task does not evaluate (`sample_task_corpus`). The skill is then measured by the
   task itself, so calibration and evaluation never share a document;
 - a file of texts: a value that is a file, ends in ``.jsonl`` or has a ``/``
-  (`locator.heldout.is_file_corpus`); calibration uses the texts not held out for
+  (`locator.heldout.is_file_corpus`); calibration draws from the texts not held out for
   ``nll:<file>`` (`locator.heldout.calibration_texts`);
-- otherwise a dataset name (`locator.data.sample_corpus`); where the dataset's held-out texts
+- otherwise a dataset name (`locator.data.sample_split`); where the dataset's held-out texts
   are a hashed fifth of its calibration split (`locator.heldout`), calibration draws from the
-  other four fifths (split label ``<split>-calibration``).
+  other four fifths (split label ``<split>-calibration``). This holds for every one-split
+  dataset, the toy corpora, ``python-code``, ``math500`` and the shared RACE subset included,
+  so that no calibration text is ever scored by ``nll:<dataset>``.
 
 `evaluation_task` names the task that measures a corpus's skill on texts calibration never
-sees; `sample_any_corpus` draws from any of the three; `check_corpus` checks a value before any
-model loads (an unknown dataset, a missing file, a task with no split left for calibration).
+sees; `sample_any_corpus` draws from any of the three (`locator.data.sample_corpus` without a
+split, so the CLI, `locator.localize` and suites, goes through it); `check_corpus` checks a value
+before any model loads (an unknown dataset, a missing file, a task with no split left for
+calibration).
 
 The evaluator that serves a task gives its calibration texts through a method
 ``calibration_texts(task, data_dir) -> (split, [(text, user, assistant)])``; an evaluator
@@ -28,7 +32,7 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
-from locator.data import Corpus, get_dataset, sample_corpus
+from locator.data import Corpus, get_dataset, sample_split
 from locator.errors import LocatorError
 from locator.heldout import (
     NLL_PREFIX,
@@ -133,25 +137,37 @@ def sample_any_corpus(
     seed: int = 0,
     replace: bool = False,
     data_dir: str | Path | None = None,
-) -> Corpus | list[str]:
-    """The calibration texts of a corpus value (see the module docs), never one its
-    ``nll:<corpus>`` task scores: a `Corpus` of `num_samples` texts drawn under `seed` for a
-    task or a dataset, and for a file its texts not held out, all of them in file order (a
-    file's texts are used as given)."""
+) -> Corpus:
+    """`num_samples` calibration texts of a corpus value (see the module docs) drawn under
+    `seed`, never one its ``nll:<corpus>`` task (or, for ``task:<task>``, the task) scores.
+    `locator.data.sample_corpus` without a split draws through this."""
     kind = corpus_kind(value)
     if kind == "task":
         return sample_task_corpus(
             value, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
         )
     if kind == "file":
-        return calibration_texts(value)
-    directory = None if data_dir is None else Path(data_dir)
-    dataset = get_dataset(value)
-    part = held_out_part(dataset, directory) if directory is None or directory.exists() else None
-    if part is None or not part.hashed:
-        return sample_corpus(
-            value, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
+        texts = calibration_texts(value)
+        where = f"file {value!r} (less its held-out fifth)"
+        chosen = _draw(where, len(texts), num_samples, seed, replace)
+        return Corpus(
+            dataset=value,
+            split="calibration",
+            num_samples=num_samples,
+            seed=seed,
+            replace=replace,
+            texts=tuple(texts[i] for i in chosen),
         )
+    directory = None if data_dir is None else Path(data_dir)
+    if directory is not None and not directory.exists():
+        raise LocatorError(f"data directory {str(directory)!r} does not exist.")
+    dataset = get_dataset(value)
+    part = held_out_part(dataset, directory)
+    if not part.hashed:
+        return sample_split(
+            value, split=None, num_samples=num_samples, seed=seed, replace=replace,
+            data_dir=data_dir,
+        )  # fmt: skip
     records = calibration_records(dataset, part.split, directory)
     where = f"dataset {value!r} split {part.split!r} (less its held-out fifth)"
     chosen = _draw(where, len(records), num_samples, seed, replace)

@@ -325,12 +325,37 @@ def sample_corpus(
     replace: bool = False,
     data_dir: str | Path | None = None,
 ) -> Corpus:
-    """Draw `num_samples` formatted texts from dataset `name` under `seed`.
+    """Draw `num_samples` calibration texts of corpus `name` under `seed`.
 
-    `split=None` takes the dataset's usual calibration split. Without replacement (the
+    `name` is a dataset name, a JSON Lines file of texts or ``task:<evaluation task>``
+    (`locator.corpora`); with `split=None` the texts never include one that ``nll:<name>``
+    (or the task) evaluates (`locator.corpora.sample_any_corpus`). A `split` draws from that
+    split of a dataset as it is, holding nothing out (`sample_split`). Without replacement (the
     default) every record appears at most once; ``replace=True`` draws with replacement, as
     the MathNeuro paper did (500 samples). The same arguments give the same texts.
     """
+    if split is None:
+        from locator.corpora import sample_any_corpus
+
+        return sample_any_corpus(
+            name, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
+        )
+    return sample_split(
+        name, split=split, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
+    )
+
+
+def sample_split(
+    name: str,
+    *,
+    split: str | None,
+    num_samples: int,
+    seed: int = 0,
+    replace: bool = False,
+    data_dir: str | Path | None = None,
+) -> Corpus:
+    """Draw `num_samples` formatted texts of `split` (None: its usual calibration split) of
+    dataset `name` under `seed`, from every record of the split (see `sample_corpus`)."""
     dataset = get_dataset(name)
     CalibrationOptions(num_samples=num_samples, with_replacement=replace)
     directory = None if data_dir is None else Path(data_dir)
@@ -414,8 +439,8 @@ def resolve_corpus(
     replace: bool,
     data_dir: str | Path | None,
 ) -> tuple[str, Sequence[str]]:
-    """``(label, texts)`` of a corpus given as a dataset name, a `Corpus` or a list of texts
-    (labelled `role`)."""
+    """``(label, texts)`` of a corpus given as a corpus value (a dataset name, a JSON Lines
+    file or ``task:<task>``: `sample_corpus`), a `Corpus` or a list of texts (labelled `role`)."""
     if isinstance(value, str):
         value = sample_corpus(
             value, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir

@@ -418,9 +418,11 @@ def localize(
 
     `method` is a method name configured by `options` (``{"norm": "per_sample"}``; see
     `locator localizers`), or an already configured `Localizer` (then `options` must be None).
-    A corpus is a dataset name (``"gsm8k"``: `num_samples` texts of its calibration split
-    drawn under `seed`, with replacement if `replace`, from `data_dir` or the hub), a
-    `Corpus` from `locator.sample_corpus`, or a list of texts used as given. `controls` is a
+    A corpus is a corpus value (a dataset name ``"gsm8k"``, a JSON Lines file of texts or
+    ``"task:<evaluation task>"``: `num_samples` calibration texts drawn under `seed`, with
+    replacement if `replace`, from `data_dir` or the hub, none of them one that
+    ``nll:<corpus>`` or the task evaluates; see `locator.corpora`), a `Corpus` from
+    `locator.sample_corpus`, or a list of texts used as given. `controls` is a
     list of corpora whose top entries are removed by methods that use them. Each corpus is read
     one row per text (`max_length` truncates), or with `pack` = N as one token stream cut into
     rows of N tokens (LAPE's original input; see `locator.rows.token_rows`). `reference` is the

@@ -115,12 +115,16 @@ class Standing:
     high_fraction: float
     statistics_seconds: float
     localization_seconds: float
+    edited: bool = True
+    """Whether any of its sets selected an entry."""
 
     @property
     def note(self) -> str:
         """Why the score is missing or weak, empty when it is neither."""
         if self.matched is None:
             return "no matched random baseline"
+        if not self.edited:
+            return "selected no entry at any K: no score"
         if self.score is None:
             return "a set's own skill was not measured: no score"
         if self.draws < FEW_DRAWS:
@@ -143,6 +147,24 @@ class _Cell:
     replicates: np.ndarray | None  # [replicates] medians over resampled seeds
     fraction: float
     items: bool
+
+
+def declared_skills(directory: str | Path) -> dict[str, Skill]:
+    """The skills of the matrix suite a results folder was run with (its ``_suite.json``), by
+    name; empty when the suite declared none (or the folder has no manifest)."""
+    from locator.bench.results import read_json
+    from locator.bench.suite import declared_skills as parse_skills
+
+    path = Path(directory) / "_suite.json"
+    if not path.is_file():
+        return {}
+    source = read_json(path).get("source")
+    if not source:
+        return {}
+    return {
+        skill.name: Skill(corpus=skill.corpus, task=skill.task, metric=skill.metric)
+        for skill in parse_skills(source, path)
+    }
 
 
 def _check(skills: Mapping[str, Skill]) -> None:
@@ -413,6 +435,7 @@ def _standings(
                     high_fraction=high,
                     statistics_seconds=statistics.fmean(r["statistics_seconds"] for r in rows),
                     localization_seconds=statistics.fmean(r["localization_seconds"] for r in rows),
+                    edited=any(r["selected_fraction"] > 0 for r in rows),
                 )
             )
         ranked.sort(key=lambda s: -s.score.value if s.score is not None else math.inf)

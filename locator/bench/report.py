@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from locator.bench import figures
+from locator.bench import figures, matrix
 from locator.bench.document import Document
 from locator.bench.metrics import (
     clip,
@@ -203,6 +203,12 @@ def write_report(
     first = rows[0]
     document = Document(out)
     document.heading(1, f"Benchmark report: {', '.join(suites)}")
+    skills = matrix.declared_skills(directory)
+    if skills:  # a matrix suite: the leaderboard opens the report, then the matrices
+        found_matrix = matrix.analyze(rows, skills, samples, load=load, bootstrap=bootstrap)
+        matrix.leaderboard_section(document, found_matrix)
+        matrix.matrix_section(document, found_matrix)
+        matrix.write_csvs(out, found_matrix)
     document.text(
         f"{len(rows)} rows from {len({r['config_hash'] for r in rows})} configurations in "
         f"`{directory}`. locator {first['locator_version']}, torch {first['torch_version']}, "

@@ -31,6 +31,21 @@ Example::
     [[tasks]]
     name = "toy-arithmetic"
     limit = 200
+
+Every method that is not itself a baseline (no `match`, and its method does not take a
+reference) gets a matched baseline by default: an entry of the installed method that takes a
+reference (``random``) with ``match = <label>``, unless the suite has one already.
+``matched_baseline = false`` turns this off, ``matched_baseline = "<method>"`` picks the method.
+
+**A matrix suite** declares ``matrix = true`` and two or more ``[[skills]]`` (``name``,
+``corpus``, ``task`` (default: `locator.corpora.evaluation_task` of the corpus, ``nll:<corpus>``
+for a dataset or a file), ``metric`` (default ``nll_per_byte`` for an ``nll:`` task),
+``controls`` (default: the other skills' corpora) and the task's evaluation options such as
+``limit``) instead of ``[[corpora]]``: the parser expands them into the grid, one corpora
+entry per skill as target, and every skill's task is evaluated in every cell
+(`locator.bench.matrix` reads the results). A corpus anywhere in a suite is a dataset name, a
+JSON Lines file of texts (relative to the current directory, as on the command line) or
+``task:<evaluation task>`` (`locator.corpora`).
 """
 
 from __future__ import annotations
@@ -62,6 +77,18 @@ class CorporaSpec:
 
     target: str
     controls: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SkillSpec:
+    """One skill of a matrix suite: its `name`, the `corpus` its sets are localized on, the
+    `task` and `metric` that measure it, and the `controls` its sets are localized against."""
+
+    name: str
+    corpus: str
+    task: str
+    metric: str
+    controls: tuple[str, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +160,8 @@ class Suite:
     """How corpora are drawn and read (its `num_samples` is each cell's, from the grid)."""
     data_dir: str | None = None
     eval_batch_size: int | Literal["auto"] = 16
+    skills: tuple[SkillSpec, ...] = ()
+    """The skills of a matrix suite (its `corpora` and `tasks` include theirs), else empty."""
 
     @property
     def base(self) -> Path:
@@ -173,10 +202,15 @@ _GRID = {
 _CALIBRATION = [f.name for f in dataclasses.fields(CalibrationOptions) if f.name != "num_samples"]
 _TOP = [
     "name", "description", "data_dir", "eval_batch_size", *_GRID, *_CALIBRATION,
-    "models", "corpora", "methods", "tasks",
+    "models", "corpora", "methods", "tasks", "matrix", "skills", "matched_baseline",
 ]  # fmt: skip
 _CORPORA_KEYS = ("target", "controls")
 _METHOD_KEYS = ("name", "label", "options", "match", "controls")
+_TASK_OPTIONS = [f.name for f in dataclasses.fields(TaskSpec) if f.name != "name"]
+_SKILL_KEYS = ("name", "corpus", "task", "metric", "controls", *_TASK_OPTIONS)
+DEFAULT_NLL_METRIC = "nll_per_byte"
+"""The metric of a skill measured by an ``nll:<corpus>`` task unless the suite names one (per
+byte, so that languages and tokenizers compare)."""
 
 
 class _Checker:
@@ -281,6 +315,17 @@ def load_suite(path: str | Path) -> Suite:
     return parse_suite(data, path)
 
 
+def declared_skills(source: str, path: Path) -> tuple[SkillSpec, ...]:
+    """The skills suite text `source` (from file `path`) declares, empty when it is no matrix:
+    read as `parse_suite` reads them, without checking corpora, tasks or methods (a results
+    folder's report reads its suite from ``_suite.json``, where the data may be absent)."""
+    try:
+        data = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as error:
+        raise LocatorError(f"{path}: not valid TOML: {error}") from None
+    return _skills(_Checker(path), data)[0]
+
+
 def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
     """Check parsed TOML `data` (from file `path`) and build the `Suite`."""
     check = _Checker(path)
@@ -296,13 +341,36 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
                 "data_dir", f"{data_dir!r} is not a folder (paths are relative to the suite file)."
             )
     calibration = check.parse(CalibrationOptions, {k: data[k] for k in _CALIBRATION if k in data})
+    skills, skill_tasks = _skills(check, data)
+    if skills and "corpora" in data:
+        raise check.fail(
+            "corpora",
+            "a matrix suite's corpora come from its [[skills]]; drop [[corpora]] (a skill "
+            "takes controls = [...]).",
+        )
+    corpora = tuple(CorporaSpec(target=s.corpus, controls=s.controls) for s in skills) or tuple(
+        _corpora(check, i, t) for i, t in enumerate(check.tables(data, "corpora"))
+    )
+    tables = check.tables(data, "tasks") if "tasks" in data or not skills else []
+    tasks = tuple(_task(check, f"tasks[{i}].", t) for i, t in enumerate(tables))
+    for skill_index, task in skill_tasks:
+        same = next((t for t in tasks if t.name == task.name), None)
+        if same is None:
+            tasks += (task,)
+        elif same != task:
+            raise check.fail(
+                f"skills[{skill_index}].task",
+                f"{task.name!r} is evaluated with other options elsewhere in the suite; give its "
+                "options in one place.",
+            )
     suite = Suite(
         name=name,
         path=path,
         models=tuple(_model(check, i, t) for i, t in enumerate(check.tables(data, "models"))),
-        corpora=tuple(_corpora(check, i, t) for i, t in enumerate(check.tables(data, "corpora"))),
-        methods=_methods(check, check.tables(data, "methods")),
-        tasks=tuple(_task(check, i, t) for i, t in enumerate(check.tables(data, "tasks"))),
+        corpora=corpora,
+        methods=_with_baselines(check, data, _methods(check, check.tables(data, "methods"))),
+        tasks=tasks,
+        skills=skills,
         proportions=check.values(data, "proportions", lambda k, v: _proportion(check, k, v)),
         factors=check.values(data, "factors", lambda k, v: _factor(check, k, v)),
         seeds=check.values(data, "seeds", lambda k, v: _seed(check, k, v)),
@@ -394,8 +462,7 @@ def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSp
     return tuple(methods)
 
 
-def _task(check: _Checker, index: int, table: Mapping[str, Any]) -> TaskSpec:
-    where = f"tasks[{index}]."
+def _task(check: _Checker, where: str, table: Mapping[str, Any]) -> TaskSpec:
     if "name" not in table:
         raise check.fail(f"{where}name", "missing: an evaluation task.")
     values = dict(table)
@@ -410,6 +477,116 @@ def _task(check: _Checker, index: int, table: Mapping[str, Any]) -> TaskSpec:
     return check.parse(TaskSpec, values, where)  # type: ignore[no-any-return]
 
 
+def _skills(
+    check: _Checker, data: Mapping[str, Any]
+) -> tuple[tuple[SkillSpec, ...], list[tuple[int, TaskSpec]]]:
+    """The skills of a matrix suite and, for each, (its index, the task that measures it); empty
+    for a suite that is no matrix."""
+    from locator.corpora import evaluation_task
+
+    matrix = check.value("matrix", data.get("matrix", False), bool)
+    if not matrix:
+        if "skills" in data:
+            raise check.fail("skills", "skills make a matrix: add matrix = true.")
+        return (), []
+    if "skills" not in data:
+        raise check.fail("skills", "missing: a matrix needs two or more [[skills]] tables.")
+    tables = check.tables(data, "skills")
+    if len(tables) < 2:
+        raise check.fail("skills", "has one skill; a matrix needs two or more [[skills]] tables.")
+    found: list[tuple[int, str, str, str, TaskSpec]] = []
+    for index, table in enumerate(tables):
+        where = f"skills[{index}]."
+        check.keys(where, table, _SKILL_KEYS)
+        for key, what in (("name", "the skill's name"), ("corpus", "its calibration corpus")):
+            if key not in table:
+                raise check.fail(f"{where}{key}", f"missing: {what}.")
+        name = check.value(f"{where}name", table["name"])
+        corpus = check.value(f"{where}corpus", table["corpus"])
+        with check.at(f"{where}corpus"):
+            default_task = evaluation_task(corpus)
+        task_name = check.value(f"{where}task", table.get("task", default_task))
+        if "metric" in table:
+            metric = check.value(f"{where}metric", table["metric"])
+        elif task_name.startswith("nll:"):
+            metric = DEFAULT_NLL_METRIC
+        else:
+            raise check.fail(
+                f"{where}metric",
+                f"missing: the metric of task {task_name!r} that measures {name!r}.",
+            )
+        options = {k: v for k, v in table.items() if k in _TASK_OPTIONS}
+        task = _task(check, where, {"name": task_name, **options})
+        for other in found:
+            for position, value, what in ((1, name, "name"), (2, corpus, "corpus")):
+                if other[position] == value:
+                    raise check.fail(
+                        f"{where}{what}", f"{value!r} is skills[{other[0]}]'s {what} already."
+                    )
+            if (other[4].name, other[3]) == (task_name, metric):
+                raise check.fail(
+                    f"{where}metric",
+                    f"skills[{other[0]}] is measured by {task_name!r} {metric!r} already.",
+                )
+        found.append((index, name, corpus, metric, task))
+    skills = []
+    for index, name, corpus, metric, task in found:
+        table = tables[index]
+        others = tuple(other[2] for other in found if other[0] != index)
+        controls = _names(check, f"skills[{index}].controls", table.get("controls", list(others)))
+        skills.append(
+            SkillSpec(name=name, corpus=corpus, task=task.name, metric=metric, controls=controls)
+        )
+    return tuple(skills), [(index, task) for index, *_, task in found]
+
+
+def _with_baselines(
+    check: _Checker, data: Mapping[str, Any], methods: tuple[MethodSpec, ...]
+) -> tuple[MethodSpec, ...]:
+    """`methods` with a matched baseline after every method that is not itself a baseline and
+    has none (see the module docs)."""
+    from locator.localizer import localizer_class, localizers, make_config
+
+    choice = check.value("matched_baseline", data.get("matched_baseline", True), bool | str)
+    if choice is False:
+        return methods
+    if choice is True:
+        takers = [n for n in localizers().names() if localizer_class(n).accepts_reference]
+        if len(takers) != 1:
+            raise check.fail(
+                "matched_baseline",
+                f"{len(takers)} installed methods take a reference ({', '.join(takers)}); name "
+                "one: matched_baseline = <method>, or false for none.",
+            )
+        choice = takers[0]
+    with check.at("matched_baseline"):
+        if not localizer_class(choice).accepts_reference:
+            raise LocatorError(
+                f"method {choice!r} takes no reference localization, so it cannot be matched."
+            )
+        config = make_config(localizer_class(choice), {})
+    matched = {m.match for m in methods if m.match is not None}
+    labels = {m.label for m in methods}
+    expanded: list[MethodSpec] = []
+    for method in methods:
+        expanded.append(method)
+        if (
+            method.match is not None
+            or method.label in matched
+            or localizer_class(method.name).accepts_reference
+        ):
+            continue
+        label = f"{choice}-matched-{method.label}"
+        if label in labels:
+            raise check.fail(
+                "methods",
+                f"label {label!r} is the matched baseline of {method.label!r}; rename the "
+                "entry, or give that baseline with match = " + repr(method.label) + ".",
+            )
+        expanded.append(MethodSpec(name=choice, label=label, config=config, match=method.label))
+    return tuple(expanded)
+
+
 def _method_config(check: _Checker, where: str, name: str, options: Mapping[str, Any]) -> Any:
     """The method must be installed and take its options; its parsed config."""
     from locator.localizer import localizer_class, make_config
@@ -422,8 +599,9 @@ def _method_config(check: _Checker, where: str, name: str, options: Mapping[str,
 
 def _check_names(check: _Checker, suite: Suite) -> None:
     """Datasets and tasks must be installed (this loads plugins)."""
-    from locator.data import get_dataset
+    from locator.corpora import check_corpus
     from locator.evaluation import route
+    from locator.rows import check_corpus_names
 
     named = [(f"corpora[{index}]", corpora) for index, corpora in enumerate(suite.corpora)]
     named += [
@@ -431,16 +609,24 @@ def _check_names(check: _Checker, suite: Suite) -> None:
         for index, m in enumerate(suite.methods)
         if m.controls is not None
     ]
-    from locator.rows import check_corpus_names
-
+    if suite.skills:  # a matrix's corpora entries are its skills'
+        named[: len(suite.corpora)] = [(f"skills[{i}]", c) for i, c in enumerate(suite.corpora)]
     for where, corpora in named:
         with check.at(f"{where}.controls"):
             check_corpus_names(corpora.target, corpora.controls)
-        for key, name in [("target", corpora.target)] + [
-            (f"controls[{i}]", c) for i, c in enumerate(corpora.controls)
-        ]:
-            with check.at(f"{where}.{key}"):
-                get_dataset(name)
+    first = "corpus" if suite.skills else "target"
+    values = [(f"{where}.{first}", c.target) for where, c in named[: len(suite.corpora)]]
+    values += [
+        (f"{where}.controls[{i}]", name)
+        for where, corpora in named
+        for i, name in enumerate(corpora.controls)
+    ]  # every target first, so that a bad skill is named as itself, not as a control
+    checked: set[str] = set()
+    for key, name in values:
+        if name not in checked:  # a task's or file's data is read once
+            checked.add(name)
+            with check.at(key):
+                check_corpus(name, data_dir=suite.data_path())
     from locator.localizer import check_request
 
     for index, method in enumerate(suite.methods):
@@ -460,3 +646,8 @@ def _check_names(check: _Checker, suite: Suite) -> None:
     for index, task in enumerate(suite.tasks):
         with check.at(f"tasks[{index}].name"):
             route([task.name])  # the evaluator that serves it, or a did-you-mean
+    for index, skill in enumerate(suite.skills):
+        # The task must be buildable for its corpus (an nll: task's held-out texts exist).
+        task = next(t for t in suite.tasks if t.name == skill.task)
+        with check.at(f"skills[{index}].task"):
+            task.request(data_dir=suite.data_path())

@@ -23,6 +23,7 @@ factors = [0.0]
 seeds = [0]
 num_samples = [6]
 batch_size = 4
+matched_baseline = false
 
 [[models]]
 path = "{model}"

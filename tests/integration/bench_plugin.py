@@ -69,6 +69,7 @@ factors = {factors}
 seeds = {seeds}
 num_samples = [{samples}]
 max_length = 32
+matched_baseline = false
 [[models]]
 path = "{model}"
 [[corpora]]
@@ -79,7 +80,8 @@ controls = ["words-b"]
 
 def suite(model, tables, proportions=(0.1,), factors=(0.0,), seeds=(0,), samples=6):
     """The text of a suite on `model` calibrated on words-a against words-b, then `tables`
-    (its [[methods]] and [[tasks]] tables); the grid is one cell unless told otherwise."""
+    (its [[methods]] and [[tasks]] tables, no matched baseline but those it lists); the grid is
+    one cell unless told otherwise."""
     grid = {"proportions": list(proportions), "factors": list(factors), "seeds": list(seeds)}
     return SUITE.format(model=model, samples=samples, **grid) + tables
 

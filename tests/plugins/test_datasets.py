@@ -9,6 +9,7 @@ import pytest
 
 import locator
 from locator import LocatorError, UnknownNameError
+from locator.data import sample_split
 from tests.conftest import SHARED_DATA
 
 needs_shared_data = pytest.mark.skipif(
@@ -74,7 +75,10 @@ def test_formats_are_built_from_the_right_fields():
         f"{letter}. {choice}" for letter, choice in zip("ABCD", record["choices"], strict=True)
     )
     assert f"Question: {record['question']}\n{options}\nAnswer: {record['answer']}" in texts
-    texts = set(locator.load_corpus("race", num_samples=len(race), seed=0, data_dir=SHARED_DATA))
+    # The whole split (a one-split dataset's calibration holds out a fifth for nll:race).
+    texts = set(
+        sample_split("race", split=None, num_samples=len(race), data_dir=SHARED_DATA).texts
+    )
     record = race[5]
     options = "\n".join(
         f"{letter}. {option}" for letter, option in zip("ABCD", record["options"], strict=True)
@@ -89,7 +93,7 @@ def test_formats_are_built_from_the_right_fields():
 @needs_shared_data
 def test_default_splits_follow_the_local_copies():
     def split(name):
-        return locator.sample_corpus(name, num_samples=1, data_dir=SHARED_DATA).split
+        return sample_split(name, split=None, num_samples=1, data_dir=SHARED_DATA).split
 
     assert split("gsm8k") == "train"
     assert split("mmlu") == "validation"  # val.jsonl
@@ -98,12 +102,15 @@ def test_default_splits_follow_the_local_copies():
     assert split("wikitext") == "train"  # raw_train_sample.jsonl
     corpus = locator.sample_corpus("gsm8k", num_samples=5, seed=2, data_dir=SHARED_DATA)
     assert corpus.label == "gsm8k:train:n=5:seed=2"
+    # A local copy with one split calibrates on the four fifths nll:<dataset> does not hold out.
+    math = locator.sample_corpus("math", num_samples=1, data_dir=SHARED_DATA)
+    assert math.split == "test-calibration"
 
 
 @needs_shared_data
 def test_sampling_with_and_without_replacement():
     with pytest.raises(LocatorError, match="has 500 records; cannot draw 501 without replacement"):
-        locator.load_corpus("math500", num_samples=501, data_dir=SHARED_DATA)
+        sample_split("math500", split=None, num_samples=501, data_dir=SHARED_DATA)
     drawn = locator.load_corpus("math500", num_samples=600, replace=True, data_dir=SHARED_DATA)
     assert len(drawn) == 600 and len(set(drawn)) < 600
     assert drawn == locator.load_corpus(
@@ -152,7 +159,7 @@ def test_parquet_csv_and_single_file_sources(tmp_path):
     record = {"article": "Art.", "question": "Q?", "options": ["a", "b", "c", "d"], "answer": 1}
     single.write_text(json.dumps(record) + "\n")
     corpus = locator.sample_corpus("race", num_samples=1, data_dir=single)
-    assert corpus.split == "my_race"
+    assert corpus.split == "my_race-calibration"  # the file is every split
     assert corpus.texts == ("Article: Art.\nQuestion: Q?\nA. a\nB. b\nC. c\nD. d\nAnswer: B",)
 
 
@@ -184,8 +191,8 @@ def test_python_code_chunks_real_source(tmp_path):
     # A data directory with a python-code folder replaces the standard library.
     (tmp_path / "python-code" / "pkg").mkdir(parents=True)
     (tmp_path / "python-code" / "pkg" / "mod.py").write_text(source)
-    local = locator.load_corpus("python-code", num_samples=len(chunks), data_dir=tmp_path)
-    assert sorted(local) == sorted(chunks)
+    local = sample_split("python-code", split=None, num_samples=len(chunks), data_dir=tmp_path)
+    assert sorted(local.texts) == sorted(chunks)
     stdlib = locator.load_corpus("python-code", num_samples=3, seed=1)
     assert all(text not in chunks for text in stdlib)
 
@@ -209,7 +216,7 @@ def test_localize_takes_dataset_names(llama, tokenizer):
     assert isinstance(by_name, Localization) and by_name.count() > 0
     assert by_name.jaccard(by_texts) == 1.0
     assert by_name.target == "gsm8k:train:n=4:seed=1"
-    assert by_name.controls == ("race:race_1000:n=4:seed=1",)
+    assert by_name.controls == ("race:race_1000-calibration:n=4:seed=1",)
     assert by_texts.target == "target"
 
 

@@ -273,6 +273,7 @@ proportions = [0.05]
 factors = [0.0]
 seeds = [0]
 num_samples = [16]
+matched_baseline = false
 
 [[models]]
 path = "{checkpoint_path()}"

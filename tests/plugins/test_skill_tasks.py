@@ -243,8 +243,10 @@ proportions = [0.2]
 factors = [0.0]
 seeds = [0]
 num_samples = [4]
+with_replacement = true  # the one-split local gsm8k calibrates on its texts nll:gsm8k leaves
 max_length = 48
 eval_batch_size = "auto"
+matched_baseline = false
 [[models]]
 path = "{model}"
 [[corpora]]
