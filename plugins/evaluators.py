@@ -25,6 +25,7 @@ read through its datasets (`require_dataset` names the plugin when it is not loa
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -61,7 +62,17 @@ def _manager(fast: bool) -> Any:
     if not fast:
         return TaskManager()
     root = Path(lm_eval.__file__).parent / "tasks"
-    return TaskManager(include_defaults=False, include_path=[str(root / f) for f in FAST_FOLDERS])
+    # Two of these folders tag tasks with one name (`math_word_problems`); lm-eval warns about
+    # the overlap on stderr, which would land in the middle of a command's output.
+    index_log = logging.getLogger("lm_eval.tasks._index")
+    level = index_log.level
+    index_log.setLevel(logging.ERROR)
+    try:
+        return TaskManager(
+            include_defaults=False, include_path=[str(root / f) for f in FAST_FOLDERS]
+        )
+    finally:
+        index_log.setLevel(level)
 
 
 def _is_own(task: str) -> bool:
