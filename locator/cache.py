@@ -76,6 +76,8 @@ def cached_statistics(
         try:
             with safe_open(str(path), framework="pt") as handle:
                 header = json.loads((handle.metadata() or {})["locator"])
+                if not isinstance(header, dict):
+                    raise ValueError("a header that is not a JSON object")
                 for tensor_key in handle.keys():
                     kind, name = tensor_key.split("/", 1)
                     values.setdefault(kind, {})[name] = handle.get_tensor(tensor_key)

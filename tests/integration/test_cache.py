@@ -129,3 +129,25 @@ def test_a_cache_miss_tokenizes_each_corpus_once(llama, tokenizer, tmp_path):
     hit = localize(llama, counting, controls=[CONTROL], cache_dir=tmp_path)
     assert counting.calls == 4 and hit.jaccard(missed) == 1.0
     assert missed.jaccard(localize(llama, tokenizer, controls=[CONTROL])) == 1.0
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.write_bytes(path.read_bytes()[:40]),  # truncated
+        lambda path: path.write_bytes(b""),  # empty
+        lambda path: path.write_bytes(_safetensors_with_header("[1, 2]")),  # wrong JSON type
+    ],
+)
+def test_a_damaged_cache_entry_is_recomputed(llama, tokenizer, tmp_path, damage):
+    first = localize(llama, tokenizer, controls=[CONTROL], cache_dir=tmp_path)
+    for path in tmp_path.glob("statistics-*.safetensors"):
+        damage(path)
+    again = localize(llama, tokenizer, controls=[CONTROL], cache_dir=tmp_path)
+    assert again.content_hash() == first.content_hash()
+
+
+def _safetensors_with_header(header: str) -> bytes:
+    from safetensors.torch import save
+
+    return save({"input_norm_sum/x": torch.zeros(1)}, metadata={"locator": header})
