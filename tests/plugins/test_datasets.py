@@ -76,9 +76,7 @@ def test_formats_are_built_from_the_right_fields():
     )
     assert f"Question: {record['question']}\n{options}\nAnswer: {record['answer']}" in texts
     # The whole split (a one-split dataset's calibration holds out a fifth for nll:race).
-    texts = set(
-        sample_split("race", split=None, num_samples=len(race), data_dir=SHARED_DATA).texts
-    )
+    texts = set(sample_split("race", split=None, num_samples=len(race), data_dir=SHARED_DATA).texts)
     record = race[5]
     options = "\n".join(
         f"{letter}. {option}" for letter, option in zip("ABCD", record["options"], strict=True)
