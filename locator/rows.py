@@ -18,24 +18,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from locator.data import CalibrationOptions
 from locator.errors import LocatorError, LocatorWarning
 
 
 def check_batch_size(batch_size: object) -> None:
-    """Raise unless `batch_size` is an integer >= 1."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise LocatorError(f"batch_size must be at least 1, got {batch_size!r}.")
+    """`locator.CalibrationOptions`' check of `batch_size`, for a caller given it as a keyword."""
+    CalibrationOptions(batch_size=batch_size)  # type: ignore[arg-type]
 
 
 def check_max_length(max_length: object) -> None:
-    """Raise unless `max_length` is None (no truncation) or an integer >= 1."""
-    if max_length is not None and (
-        isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
-    ):
-        raise LocatorError(
-            f"max_length must be an integer >= 1 (tokens per text) or None for no "
-            f"truncation, got {max_length!r}."
-        )
+    """`locator.CalibrationOptions`' check of `max_length` (None: no truncation)."""
+    CalibrationOptions(max_length=max_length)  # type: ignore[arg-type]
 
 
 def tokenize(tokenizer: object, texts: Sequence[str], max_length: int | None) -> list[list[int]]:
@@ -51,17 +45,9 @@ def tokenize(tokenizer: object, texts: Sequence[str], max_length: int | None) ->
 
 
 def check_rows(max_length: int | None, pack: int | None) -> None:
-    """Check how a corpus is to become token rows (before any model loads): `pack` a row length
-    >= 1 or None, and not together with `max_length`."""
-    if pack is None:
-        return
-    if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
-        raise LocatorError(f"pack must be a row length in tokens (an int >= 1), got {pack!r}.")
-    if max_length is not None:
-        raise LocatorError(
-            f"give either max_length ({max_length}) or pack ({pack}), not both: packed rows are "
-            "cut to the pack length."
-        )
+    """`locator.CalibrationOptions`' checks of how a corpus becomes token rows (before any
+    model loads): `pack` a row length or None, and not together with `max_length`."""
+    CalibrationOptions(max_length=max_length, pack=pack)
 
 
 def token_rows(
