@@ -10,6 +10,7 @@ with a readable fallback (the name with underscores as spaces) for anything else
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable, Sequence
 
 DIRECTIONS: dict[str, bool] = {
@@ -101,8 +102,8 @@ def task_label(task: str) -> str:
 def metric_label(
     metric: str, higher: bool | None, *, direction: bool = True, wrap: bool = False
 ) -> str:
-    """``loss`` -> ``loss (nats/token, lower is better)``; `wrap` puts the parenthesis on a
-    line of its own when the label is long (for axis labels)."""
+    """``loss`` -> ``loss (nats/token, lower is better)``; `wrap` breaks a long label into
+    lines of at most 24 characters (for axis labels, which must fit a panel's height)."""
     name, filtering = _base(metric)
     readable, unit = METRIC_NAMES.get(name, (name.replace("_", " "), ""))
     if filtering:
@@ -112,8 +113,11 @@ def metric_label(
         notes.append("higher is better" if higher else "lower is better")
     if not notes:
         return readable
-    gap = "\n" if wrap and len(readable) + sum(map(len, notes)) > 26 else " "
-    return f"{readable}{gap}({', '.join(notes)})"
+    label = f"{readable} ({', '.join(notes)})"
+    if not wrap or len(label) <= 28:
+        return label
+    # An axis label runs along the axis: lines of at most 24 characters fit a panel's height.
+    return "\n".join(textwrap.wrap(readable, 24) + textwrap.wrap(f"({', '.join(notes)})", 24))
 
 
 def measure_label(task: str, metric: str, higher: bool | None, *, direction: bool = True) -> str:
