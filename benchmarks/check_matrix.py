@@ -12,9 +12,12 @@ lm-eval 0.4.13 computes it for a Hugging Face model):
 
 - the texts: ``locator.heldout.held_out_texts(corpus, data_dir)``, shuffled by
   ``random.Random(0)`` (the fixed order of locator's skill tasks), the first ``limit`` of them;
-- the tokens: ``tokenizer.encode(text)`` with the tokenizer's default special tokens (so a
-  tokenizer that prepends BOS, as Gemma's does, scores that BOS too), every token scored,
-  the first one predicted after one prefix token (the tokenizer's BOS, else its EOS);
+- the tokens: ``tokenizer.encode(text)`` with the tokenizer's default special tokens (none
+  when the text starts with the prefix token's text), every token scored, the first one
+  predicted after one prefix token (the tokenizer's BOS, else its EOS). A tokenizer that
+  prepends BOS, as Gemma's does, thus has the text's own BOS scored after the prefix BOS:
+  -log p(<bos> | <bos>) is part of every text's NLL (languages-cpu's rows count 160 tokens for
+  the 157 of its first three English paragraphs);
 - a text longer than the model's context is scored in windows of that many tokens, each
   window's tokens predicted from the tokens just before them (at most a context's worth);
 - ``nll_per_byte``: the summed -log p (nats) of all scored tokens of all texts over their
