@@ -117,7 +117,13 @@ def score_planting(
     first) and each method's cuts, by method name."""
     from locator.data import resolve_corpus
     from locator.intervention import intervene
-    from locator.localizer import build_context, check_request, get_localizer, list_localizers
+    from locator.localizer import (
+        build_context,
+        check_request,
+        get_localizer,
+        list_localizers,
+        run_method,
+    )
     from locator.passes import collect_statistics
     from locator.provenance import model_identity, with_provenance
     from locator.recovery import recovery
@@ -151,7 +157,7 @@ def score_planting(
         context = build_context(model, collected[0], used, seed=seed, head=method.scores_head)
         cuts = [
             with_provenance(cut, model=identity, corpora=corpora[: 1 + len(used)], max_length=None)
-            for cut in method.localize_many(context, grid)
+            for cut in run_method(model, method, context, grid)
         ]
         cuts_by_method[method.name] = cuts
         found = recovery(truth, cuts, model)

@@ -11,7 +11,7 @@ from torch import nn
 import locator
 from locator import LocatorError
 from locator.architecture import MlpLayout, mlp_layouts, mlp_neurons
-from locator.localizer import build_context, get_localizer, statistic_kinds
+from locator.localizer import build_context, get_localizer, run_method, statistic_kinds
 from locator.passes import collect_statistics
 from locator.plugins import register_plugin, unregister_plugin
 from locator.testing import TINY_CONFIGS, sample_texts, tiny_model
@@ -105,10 +105,9 @@ def test_all_methods_select_in_every_block_from_one_pass_per_corpus(family, toke
     context = build_context(model, stats[0], stats[1:])
     blocks = {p.layer for p in context.parameters.values()}
     assert blocks == {0, 1}
-    found = {method.name: method.localize_many(context, [0.5])[0] for method in methods}
-    found["matched"] = get_localizer("random").localize(
-        build_context(model, stats[0], reference=found["lape"]), 0.5
-    )
+    found = {method.name: run_method(model, method, context, [0.5])[0] for method in methods}
+    matched = build_context(model, stats[0], reference=found["lape"])
+    (found["matched"],) = run_method(model, get_localizer("random"), matched, [0.5])
     for method, localization in found.items():
         assert set(localization.counts_by_layer()) == blocks, (name, method)
         assert all(count > 0 for count in localization.counts_by_layer().values()), (name, method)
@@ -182,7 +181,7 @@ def test_one_pass_serves_every_method_exactly(llama, tokenizer):
         "lape": {"filter_rate": 0.6, "activation_bar_ratio": 0.6},
     }
     for label, method in methods.items():
-        for shared in method.localize_many(context, proportions):
+        for shared in run_method(llama, method, context, proportions):
             alone = locator.localize(
                 llama,
                 tokenizer,

@@ -18,6 +18,7 @@ from locator.testing import LocalizerContract, sample_texts
 
 from ..integration import reference
 from ..integration.reference import activation_modules, family_of
+from .helpers import assert_cuts_equal_single_runs
 
 TARGET = sample_texts(6, seed=21)
 
@@ -139,10 +140,7 @@ def test_lape_many_proportions_equal_single_runs(llama, tokenizer):
     context = build_context(llama, stats[0], stats[1:])
     lape = locator.get_localizer("lape", {"filter_rate": 0.6, "activation_bar_ratio": 0.6})
     proportions = [0.01, 0.1, 0.3, 0.7, 1.0]
-    results = lape.localize_many(context, proportions)
-    for many, proportion in zip(results, proportions, strict=True):
-        single = lape.localize(context, proportion)
-        assert many.jaccard(single) == 1.0 and many.proportion == proportion
+    results = assert_cuts_equal_single_runs(llama, lape, context, proportions)
     counts = [r.neuron_count() for r in results]
     assert counts == sorted(counts) and counts[-1] > 0  # the sets grow with top_rate
 

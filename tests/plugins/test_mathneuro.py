@@ -14,6 +14,7 @@ from locator.testing import LocalizerContract, sample_texts
 
 from ..integration import reference
 from ..integration.reference import matrix_indices
+from .helpers import assert_cuts_equal_single_runs
 
 TARGET = sample_texts(7, seed=31)  # lengths 3..24 words: padded batches
 CONTROLS = [sample_texts(5, seed=32), sample_texts(4, seed=33)]
@@ -55,11 +56,7 @@ def test_mathneuro_many_proportions_equal_single_runs(llama, tokenizer):
     context = build_context(llama, stats[0], stats[1:])
     method = locator.get_localizer("mathneuro")
     proportions = [0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15]
-    for many, proportion in zip(
-        method.localize_many(context, proportions), proportions, strict=False
-    ):
-        assert many.jaccard(method.localize(context, proportion)) == 1.0
-        assert many.proportion == proportion
+    assert_cuts_equal_single_runs(llama, method, context, proportions)
 
 
 def test_reference_only_for_methods_that_take_one(llama, tokenizer):
