@@ -199,14 +199,23 @@ def _wrap(
             f"named like {next(iter(parameters), '')!r})."
         )
     if isinstance(selected, Neurons):
-        return Localization.from_neurons(selected, parameters, proportion=proportion, **metadata)
+        try:
+            return Localization.from_neurons(
+                selected, parameters, proportion=proportion, **metadata
+            )
+        except LocatorError as error:  # an index out of range
+            raise LocatorError(f"{what}: {error}") from None
     for name, selection in selected.items():
         shape = parameters[name].shape
-        if not isinstance(selection, Selection) or selection.shape != shape:
-            raise LocatorError(
-                f"{what} returned {selection!r} for {name!r}; give a Selection of its shape "
-                f"{list(shape)} (Selection.from_indices or Selection.from_mask)."
-            )
+        if isinstance(selection, Selection) and selection.shape == shape:
+            continue
+        given = type(selection).__name__
+        if isinstance(selection, Selection):
+            given += f" of shape {list(selection.shape)}"
+        raise LocatorError(
+            f"{what} returned a {given} for {name!r}; give a Selection of its shape "
+            f"{list(shape)} (Selection.from_indices or Selection.from_mask)."
+        )
     nothing = torch.empty(0, dtype=torch.long)
     selections = {
         name: selected[name]
