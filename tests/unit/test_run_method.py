@@ -72,7 +72,7 @@ def built_localization(context):
 )
 def test_a_wrong_result_is_refused_in_one_line_naming_the_method(llama, stats, result, message):
     context = build_context(llama, stats[0], stats[1:])
-    with pytest.raises(LocatorError, match="^method 'fixed' ") as error:
+    with pytest.raises(LocatorError, match="^method 'fixed'") as error:
         run_method(llama, Fixed(result(context)), context, [0.1, 0.2])
     assert message in str(error.value) and "\n" not in str(error.value)
 
