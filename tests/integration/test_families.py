@@ -117,19 +117,25 @@ def test_all_methods_select_in_every_block_from_one_pass_per_corpus(family, toke
     assert found["matched"].counts() == found["lape"].counts()
 
 
-def test_neuron_prune_equals_zeroing_activations(family, tokenizer):
-    name, model = family
-    lape = locator.localize(
+def lape_at_half(model, tokenizer, **arguments):
+    """LAPE at K = 0.5 on the target and the control, its rates at 0.5 (neurons on tiny data)."""
+    options = {"filter_rate": 0.5, "activation_bar_ratio": 0.5}
+    return locator.localize(
         model,
         tokenizer,
         method="lape",
         target=TARGET,
         controls=[CONTROL],
         proportion=0.5,
-        batch_size=4,
         progress=False,
-        options={"filter_rate": 0.5, "activation_bar_ratio": 0.5},
+        options=options,
+        **arguments,
     )
+
+
+def test_neuron_prune_equals_zeroing_activations(family, tokenizer):
+    name, model = family
+    lape = lape_at_half(model, tokenizer, batch_size=4)
     assert lape.neuron_count() > 0
     modules = dict(model.named_modules())
     batch = tokenizer(TARGET[:3], return_tensors="pt", padding=True)
@@ -234,15 +240,7 @@ class _CustomLayout:
 def test_unknown_mlp_is_one_clear_line_and_a_plugin_layout_fixes_it(tokenizer):
     model = _Custom(len(tokenizer))
     with pytest.raises(LocatorError) as error:
-        locator.localize(
-            model,
-            tokenizer,
-            method="lape",
-            target=TARGET,
-            controls=[CONTROL],
-            proportion=0.5,
-            progress=False,
-        )
+        lape_at_half(model, tokenizer)
     message = str(error.value)
     assert "\n" not in message
     assert "no recognizable MLP in decoder block 0" in message
@@ -257,16 +255,7 @@ def test_unknown_mlp_is_one_clear_line_and_a_plugin_layout_fixes_it(tokenizer):
             "layers.0.w_in",
             "layers.1.w_in",
         ]
-        found = locator.localize(
-            model,
-            tokenizer,
-            method="lape",
-            target=TARGET,
-            controls=[CONTROL],
-            proportion=0.5,
-            progress=False,
-            options={"filter_rate": 0.5, "activation_bar_ratio": 0.5},
-        )
+        found = lape_at_half(model, tokenizer)
         assert found.level == "neuron" and set(found.neurons) == {
             "layers.0.w_out.weight",
             "layers.1.w_out.weight",

@@ -59,45 +59,24 @@ def test_mathneuro_many_proportions_equal_single_runs(llama, tokenizer):
     assert_cuts_equal_single_runs(llama, method, context, proportions)
 
 
-def test_reference_only_for_methods_that_take_one(llama, tokenizer):
-    loc = locator.localize(
-        llama, tokenizer, method="random", target=TARGET, proportion=0.1, progress=False
-    )
-    with pytest.raises(LocatorError, match="does not take a reference"):
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"proportion": 0}, r"proportion must be in \(0, 1\]"),
+        ({"proportion": -0.1}, r"proportion must be in \(0, 1\]"),
+        ({"proportion": 1.5}, r"proportion must be in \(0, 1\]"),
+        ({"options": {"alpha": 1}}, "Unknown option of mathneuro 'alpha'"),
+        (
+            {"reference": locator.Localization(selections={}, method="random", proportion=0.1)},
+            "does not take a reference",
+        ),
+    ],
+)
+def test_a_bad_request_is_an_error_before_any_pass(llama, tokenizer, arguments, message):
+    arguments = {"proportion": 0.1, **arguments}
+    with pytest.raises(LocatorError, match=message):
         locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=TARGET,
-            proportion=0.1,
-            reference=loc,
-            progress=False,
-        )
-
-
-@pytest.mark.parametrize("proportion", [0, -0.1, 1.5])
-def test_proportion_outside_unit_interval(llama, tokenizer, proportion):
-    with pytest.raises(LocatorError, match=r"proportion must be in \(0, 1\]"):
-        locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=TARGET,
-            proportion=proportion,
-            progress=False,
-        )
-
-
-def test_unknown_option_is_an_error(llama, tokenizer):
-    with pytest.raises(LocatorError, match="Unknown option of mathneuro 'alpha'"):
-        locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=TARGET,
-            proportion=0.1,
-            options={"alpha": 1},
-            progress=False,
+            llama, tokenizer, method="mathneuro", target=TARGET, progress=False, **arguments
         )
 
 
