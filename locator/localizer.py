@@ -126,8 +126,7 @@ class Localizer:
     def localize_many(
         self, context: LocalizationContext, proportions: Sequence[float]
     ) -> Sequence[Selected]:
-        """Select for several proportions, one result each; override it to cut them all from
-        one ranking (`locator.ranking`)."""
+        """Select for several proportions, one each; override it to cut them from one ranking."""
         return [self.localize(context, proportion) for proportion in proportions]
 
 
@@ -137,13 +136,11 @@ def run_method(
     context: LocalizationContext,
     proportions: Sequence[float],
 ) -> list[Localization]:
-    """Run `localizer` on `context` (built from `model`) for each proportion and wrap what it
-    selected into `Localization` objects with its metadata: the method, its config, the seed,
-    the corpora it read and what a matched baseline copied (`matched_to`). The one place a
-    method is called: under `locator.runs.running` (eval mode, no gradients on weights, no
-    weight written), with its result checked (one per proportion, a dict of parameter name ->
-    `Selection` or `Neurons`, over scored parameters only; a parameter left out selects
-    nothing), else a one-line `LocatorError` naming the method."""
+    """The one place a method runs: `localizer` on `context` (built from `model`) under
+    `locator.runs.running`, its result checked (a `Selected` per proportion, over scored
+    parameters; else a one-line `LocatorError` naming the method) and wrapped into a
+    `Localization` per proportion with the method, its config, the seed, the corpora it read
+    and what a matched baseline copied (`matched_to`)."""
     what = f"method {localizer.name!r}"
     if localizer.runs_model and context.runner is None:
         raise LocatorError(
@@ -153,15 +150,15 @@ def run_method(
         )
     with running(model, what):
         found = localizer.localize_many(context, proportions)
-    if isinstance(found, Mapping) or not isinstance(found, Sequence):
-        raise LocatorError(
-            f"{what} returned a {type(found).__name__}; localize_many must return a list with "
-            "one selection per proportion."
+    if not isinstance(found, (list, tuple)) or len(found) != len(proportions):
+        given = (
+            f"{len(found)} results"
+            if isinstance(found, (list, tuple))
+            else f"a {type(found).__name__}"
         )
-    if len(found) != len(proportions):
         raise LocatorError(
-            f"{what} returned {len(found)} selections for {len(proportions)} proportions; "
-            "localize_many must return one per proportion."
+            f"{what} returned {given} for {len(proportions)} proportions; localize_many must "
+            "return a list of one selection per proportion."
         )
     reference = context.reference
     metadata = {
@@ -173,23 +170,20 @@ def run_method(
         "matched_to": None if reference is None else context.reference_label or reference.method,
     }
     return [
-        _wrap(what, context, selected, proportion, metadata)
+        _wrap(context, selected, {**metadata, "proportion": proportion})
         for selected, proportion in zip(found, proportions, strict=True)
     ]
 
 
 def _wrap(
-    what: str,
-    context: LocalizationContext,
-    selected: Selected,
-    proportion: float,
-    metadata: dict[str, Any],
+    context: LocalizationContext, selected: Selected, metadata: dict[str, Any]
 ) -> Localization:
     """One proportion's checked selection as a `Localization` (see `run_method`)."""
+    what = f"method {metadata['method']!r}"
     if not isinstance(selected, Mapping):
         raise LocatorError(
-            f"{what} returned a {type(selected).__name__} for proportion {proportion}; return a "
-            "dict of parameter name -> Selection, or Neurons."
+            f"{what} returned a {type(selected).__name__} for proportion "
+            f"{metadata['proportion']}; return a dict of parameter name -> Selection, or Neurons."
         )
     parameters = context.parameters
     unknown = [name for name in selected if name not in parameters]
@@ -200,30 +194,20 @@ def _wrap(
         )
     if isinstance(selected, Neurons):
         try:
-            return Localization.from_neurons(
-                selected, parameters, proportion=proportion, **metadata
-            )
+            return Localization.from_neurons(selected, parameters, **metadata)
         except LocatorError as error:  # an index out of range
             raise LocatorError(f"{what}: {error}") from None
     for name, selection in selected.items():
         shape = parameters[name].shape
-        if isinstance(selection, Selection) and selection.shape == shape:
-            continue
-        given = type(selection).__name__
-        if isinstance(selection, Selection):
-            given += f" of shape {list(selection.shape)}"
-        raise LocatorError(
-            f"{what} returned a {given} for {name!r}; give a Selection of its shape "
-            f"{list(shape)} (Selection.from_indices or Selection.from_mask)."
-        )
-    nothing = torch.empty(0, dtype=torch.long)
-    selections = {
-        name: selected[name]
-        if name in selected
-        else Selection.from_indices(nothing, parameter.shape)
-        for name, parameter in parameters.items()
-    }
-    return Localization(selections=selections, proportion=proportion, **metadata)
+        if not isinstance(selection, Selection) or selection.shape != shape:
+            given = f"{type(selection).__name__} of shape {list(getattr(selection, 'shape', ()))}"
+            raise LocatorError(
+                f"{what} returned a {given} for {name!r}; give a Selection of its shape "
+                f"{list(shape)} (Selection.from_indices or Selection.from_mask)."
+            )
+    empty = torch.empty(0, dtype=torch.long)
+    selections = {name: Selection.from_indices(empty, p.shape) for name, p in parameters.items()}
+    return Localization(selections={**selections, **selected}, **metadata)
 
 
 # Configs: built from Python values or from strings (CLI, TOML), checked against field types.

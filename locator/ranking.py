@@ -1,10 +1,9 @@
 """Ranking: the top entries of a score, one sort and many cuts, under one tie rule.
 
 Methods rank scores per matrix, per output row or over all neurons and cut every proportion
-from one ranking (`top_cuts`, `ranked_selections`); a cut keeps ``floor(K * n)`` entries
-(`top_count`) unless a method counts otherwise. Ties go to the lower index, whatever the device
-(`top_indices`). A ranking over all neurons indexes them laid end to end across the MLPs;
-`split_neurons` gives each MLP its own.
+from one ranking (`top_cuts`, `ranked_selections`, `split_neurons`); a cut keeps ``floor(K *
+n)`` entries (`top_count`) unless a method counts otherwise. Ties go to the lower index,
+whatever the device (`top_indices`).
 """
 
 from __future__ import annotations

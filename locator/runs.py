@@ -215,11 +215,10 @@ class ModelRunner:
         sizes = {name: site.size for name, site in self.neurons.items()}
         flat = torch.cat([scores[name].detach().to("cpu", torch.float64) for name in sizes])
         ranked = top_indices(flat, max(counts))
-        cuts = []
-        for count in counts:
-            top = ranked[:count]
-            cuts.append(split_neurons(torch.sort(top[flat[top] > -torch.inf]).values, sizes))
-        return cuts
+        cuts = [ranked[:count] for count in counts]
+        return [
+            split_neurons(torch.sort(top[flat[top] > -torch.inf]).values, sizes) for top in cuts
+        ]
 
     def generator(self, device: str | torch.device = "cpu") -> torch.Generator:
         """A fresh `torch.Generator` seeded with the run's seed."""

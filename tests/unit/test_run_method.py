@@ -56,8 +56,11 @@ def built_localization(context):
 @pytest.mark.parametrize(
     "result, message",
     [
-        (lambda c: [some_selection(c)], "returned 1 selections for 2 proportions"),
-        (lambda c: some_selection(c), "returned a dict; localize_many must return a list"),
+        (lambda c: [some_selection(c)], "returned 1 results for 2 proportions"),
+        (
+            lambda c: some_selection(c),
+            "returned a dict for 2 proportions; localize_many must return a list",
+        ),
         (lambda c: [torch.zeros(3)] * 2, "returned a Tensor for proportion 0.1"),
         (
             lambda c: [built_localization(c)] * 2,
@@ -66,7 +69,10 @@ def built_localization(context):
         (lambda c: [{"lm_head.weight": None}] * 2, "selected in 'lm_head.weight', which is not"),
         (lambda c: [Neurons({"nowhere": torch.tensor([0])})] * 2, "selected in 'nowhere'"),
         (lambda c: [Neurons({DOWN: torch.tensor([10**6])})] * 2, "neuron index out of range"),
-        (lambda c: [{DOWN: torch.tensor([0])}] * 2, f"a Tensor for {DOWN!r}; give a Selection"),
+        (
+            lambda c: [{DOWN: torch.tensor([0])}] * 2,
+            f"a Tensor of shape [1] for {DOWN!r}; give a Selection",
+        ),
         (lambda c: [some_selection(c, shape=(2, 2))] * 2, "a Selection of shape [2, 2] for"),
     ],
 )
