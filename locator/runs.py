@@ -215,10 +215,8 @@ class ModelRunner:
         sizes = {name: site.size for name, site in self.neurons.items()}
         flat = torch.cat([scores[name].detach().to("cpu", torch.float64) for name in sizes])
         ranked = top_indices(flat, max(counts))
-        cuts = [ranked[:count] for count in counts]
-        return [
-            split_neurons(torch.sort(top[flat[top] > -torch.inf]).values, sizes) for top in cuts
-        ]
+        tops = [ranked[:count] for count in counts]
+        return [split_neurons(torch.sort(t[flat[t] > -torch.inf]).values, sizes) for t in tops]
 
     def generator(self, device: str | torch.device = "cpu") -> torch.Generator:
         """A fresh `torch.Generator` seeded with the run's seed."""
