@@ -115,6 +115,7 @@ def score_planting(
 ) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
     """Run every installed method on the planted model in `folder`: the CSV rows (removal rows
     first) and each method's cuts, by method name."""
+    import locator
     from locator.data import resolve_corpus
     from locator.intervention import intervene
     from locator.localizer import build_context, check_request, get_localizer, list_localizers
@@ -151,7 +152,7 @@ def score_planting(
         context = build_context(model, collected[0], used, seed=seed, head=method.scores_head)
         cuts = [
             with_provenance(cut, model=identity, corpora=corpora[: 1 + len(used)], max_length=None)
-            for cut in method.localize_many(context, grid)
+            for cut in locator.run_method(model, method, context, grid)
         ]
         cuts_by_method[method.name] = cuts
         found = recovery(truth, cuts, model)
