@@ -285,7 +285,9 @@ def _pre_hook(name: str, edit: Edit, mask: Tensor) -> Any:
         new = edit(name, tokens)
         if new is None:
             return None
-        return (new.reshape(x.shape), *args[1:])
+        # An edit computed in fp32 (a gate, an interpolation) must not change the dtype the
+        # module computes in: a bf16 linear refuses an fp32 input.
+        return (new.reshape(x.shape).to(x.dtype), *args[1:])
 
     return hook
 

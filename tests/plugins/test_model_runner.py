@@ -72,6 +72,25 @@ def test_each_method_leaves_the_model_as_it_was(fresh, tokenizer, method):
     assert_as_before(fresh, before)
 
 
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_runs_on_a_bfloat16_model(llama, tokenizer, method):
+    """The edits are computed in fp32 (gates, interpolations); the model's linears are bf16."""
+    model = copy.deepcopy(llama).to(torch.bfloat16)
+    controls = [] if method == "integrated-gradients" else CONTROLS
+    found = locator.localize(
+        model,
+        tokenizer,
+        method=method,
+        options=METHODS[method],
+        target=TARGET,
+        controls=controls,
+        proportion=0.1,
+        batch_size=2,
+        progress=False,
+    )
+    assert found.count() > 0
+
+
 class Failing(Localizer):
     """Raises in the middle of a backward pass whose edit recorded activations."""
 
