@@ -90,6 +90,11 @@ def _localize(workspace, *extra, **options):
     return ["localize", *[x for pair in values.items() for x in pair], *extra]
 
 
+def _localize_on(model_folder):
+    """The arguments of `_localize` on the model in `model_folder` of the workspace."""
+    return lambda workspace: _localize(workspace, **{"--model": str(workspace / model_folder)})
+
+
 def _evaluate(workspace, **options):
     values = {
         "--model": str(workspace / "model"),
@@ -141,18 +146,9 @@ CASES = {
         ),
         "is corrupt",
     ),
-    "empty model folder": (
-        lambda w: _localize(w, **{"--model": str(w / "empty-model")}),
-        "is empty",
-    ),
-    "config without model_type": (
-        lambda w: _localize(w, **{"--model": str(w / "no-type")}),
-        "has no 'model_type' key",
-    ),
-    "weights not matching the config": (
-        lambda w: _localize(w, **{"--model": str(w / "shapes")}),
-        "do not match its config.json",
-    ),
+    "empty model folder": (_localize_on("empty-model"), "is empty"),
+    "config without model_type": (_localize_on("no-type"), "has no 'model_type' key"),
+    "weights not matching the config": (_localize_on("shapes"), "do not match its config.json"),
     "evaluate factor nan": (lambda w: _evaluate(w, **{"--factor": "nan"}), "finite number"),
     "evaluate factor inf": (lambda w: _evaluate(w, **{"--factor": "inf"}), "finite number"),
     "evaluate corrupt localization": (

@@ -88,28 +88,18 @@ def test_corpora_without_content_are_refused(llama, tokenizer, texts):
         )
     with pytest.raises(LocatorError, match="empty or blank"):
         locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=sample_texts(2),
-            controls=[texts],
-            proportion=0.1,
-            progress=False,
-        )
+            llama, tokenizer, method="mathneuro", target=sample_texts(2), controls=[texts],
+            proportion=0.1, progress=False,
+        )  # fmt: skip
 
 
 def test_a_control_equal_to_the_target_is_refused_before_any_pass(llama, tokenizer):
     texts = sample_texts(3)
     with pytest.raises(LocatorError, match="same texts as the target"):
         locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=texts,
-            controls=[list(texts)],
-            proportion=0.1,
-            progress=False,
-        )
+            llama, tokenizer, method="mathneuro", target=texts, controls=[list(texts)],
+            proportion=0.1, progress=False,
+        )  # fmt: skip
 
 
 # Provenance: every option that changes a selection is in it.
