@@ -44,6 +44,18 @@ FAST_FOLDERS = ("gsm8k", "mmlu", "race", "hendrycks_math", "minerva_math", "wiki
 (about 15,000) YAML files, which takes seconds."""
 
 
+SAME_NAMED = (
+    "limit",
+    "num_fewshot",
+    "apply_chat_template",
+    "fewshot_as_multiturn",
+    "system_instruction",
+    "log_samples",
+)
+"""`EvaluationRequest` fields passed to lm-eval's `simple_evaluate` as they are, under the same
+name."""
+
+
 @functools.cache
 def _manager(fast: bool) -> Any:
     """lm-eval's task index: only `FAST_FOLDERS`, or everything (built once per process)."""
@@ -319,14 +331,9 @@ class LmEvalEvaluator(Evaluator):
             output = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=list(objects.values()),
-                limit=request.limit,
-                num_fewshot=request.num_fewshot,
-                apply_chat_template=request.apply_chat_template,
-                fewshot_as_multiturn=request.fewshot_as_multiturn,
-                system_instruction=request.system_instruction,
                 task_manager=manager,
-                log_samples=request.log_samples,
                 gen_kwargs=gen_kwargs,
+                **{option: getattr(request, option) for option in SAME_NAMED},
             )
         finally:
             model.train(training)  # HFLM switches the model to eval mode
