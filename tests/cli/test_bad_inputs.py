@@ -17,6 +17,7 @@ from locator.cli import cli
 from locator.errors import LocatorError
 from locator.localization import Localization
 from locator.testing import sample_texts, tiny_model
+from tests.conftest import suite_toml
 
 
 @pytest.fixture(scope="module")
@@ -208,12 +209,12 @@ def prepared(workspace):
 
     if "toy" not in cli.commands:
         plugin_manager().hook.register_commands(cli=cli)
-    (workspace / "suite.toml").write_text(
-        f"proportions = [0.1]\nfactors = [0.0]\nseeds = [0]\nnum_samples = [2]\n"
-        f'[[models]]\npath = "{workspace / "model"}"\n'
-        '[[corpora]]\ntarget = "toy-arithmetic"\n'
-        '[[methods]]\nname = "random"\n[[tasks]]\nname = "toy-arithmetic"\nlimit = 2\n'
-    )
+    suite = suite_toml(
+        workspace / "model", target="toy-arithmetic", proportions=[0.1], factors=[0.0],
+        seeds=[0], num_samples=[2], methods=[{"name": "random"}],
+        tasks=[{"name": "toy-arithmetic", "limit": 2}],
+    )  # fmt: skip
+    (workspace / "suite.toml").write_text(suite)
     results = workspace / "results"
     results.mkdir()
     (results / "_suite.json").write_text("{}")
