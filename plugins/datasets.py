@@ -61,7 +61,6 @@ class Gsm8kDataset(HubDataset):
     name = "gsm8k"
     description = "Grade-school math word problems with worked solutions (GSM8K)."
     splits = ("train", "test")
-    calibration_split = "train"
     task = "gsm8k_cot"
     hub_id = "openai/gsm8k"
     hub_config = "main"
@@ -106,7 +105,6 @@ class MathDataset(HubDataset):
     name = "math"
     description = "Competition math problems with worked solutions (MATH, all 7 subjects)."
     splits = ("train", "test")
-    calibration_split = "train"
     task = "hendrycks_math"
     hub_id = "EleutherAI/hendrycks_math"
     fields = ("problem", "solution")
@@ -208,7 +206,6 @@ class RaceDataset(_MultipleChoiceDataset):
     heading = "Article"
     description = "Reading comprehension: an article and a multiple-choice question (RACE)."
     splits = ("train", "validation", "test")
-    calibration_split = "train"
     task = "race"
     hub_id = "ehovy/race"
     hub_config = "all"
@@ -247,7 +244,6 @@ class WikitextDataset(HubDataset):
     name = "wikitext"
     description = "Wikipedia paragraphs (WikiText-2, raw)."
     splits = ("train", "validation", "test")
-    calibration_split = "train"
     task = "wikitext"
     hub_id = "Salesforce/wikitext"
     hub_config = "wikitext-2-raw-v1"
@@ -380,7 +376,6 @@ class LanguageDataset(HubDataset):
     split (see `locator.heldout`)."""
 
     splits = ("train", "test")
-    calibration_split = "train"
     hub_id = "openlanguagedata/flores_plus"
     fields = ("text",)
     code: ClassVar[str]
