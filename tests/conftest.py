@@ -56,16 +56,16 @@ def saved_model(tmp_path_factory, llama, tokenizer):
     return path
 
 
-def suite_toml(model, *, target=None, controls=(), methods=(), tasks=(), skills=(), **settings):
+def suite_toml(model, *, target=None, controls=(), methods=(), tasks=(), **settings):
     """The text of a benchmark suite: the top-level `settings` (in order), the model at path
-    `model`, the corpus `target` against `controls` (if any), then a table for each of `methods`,
-    `tasks` and `skills` (dicts of keys), so a test writes only what its suite is about."""
+    `model`, the corpus `target` against `controls` (if any), then a table for each of `methods`
+    and `tasks` (dicts of keys), so a test writes only what its suite is about."""
     lines = [f"{key} = {_toml(value)}" for key, value in settings.items()]
     lines += ["[[models]]", f"path = {_toml(model)}"]
     if target is not None:
         lines += ["[[corpora]]", f"target = {_toml(target)}"]
         lines += [f"controls = {_toml(controls)}"] if controls else []
-    for kind, tables in (("methods", methods), ("tasks", tasks), ("skills", skills)):
+    for kind, tables in (("methods", methods), ("tasks", tasks)):
         for table in tables:
             lines += [f"[[{kind}]]", *(f"{key} = {_toml(value)}" for key, value in table.items())]
     return "\n".join(lines) + "\n"

@@ -20,6 +20,12 @@ needs_shared_data = pytest.mark.skipif(
     not (SHARED_DATA / "handbook").is_dir(), reason="needs the shared handbook data"
 )
 SKILLS = ("en", "fr", "es")
+SKILL = """
+[[skills]]
+name = "{name}"
+corpus = "handbook-{name}"
+limit = 3
+"""
 
 
 def write(folder, text, name="suite.toml"):
@@ -34,9 +40,8 @@ def matrix_suite(model, skills=SKILLS, extra=""):
         model, name="matrix-tiny", data_dir=SHARED_DATA, proportions=[0.1], factors=[0.0],
         seeds=[0, 1], num_samples=[6], max_length=32, matrix=True,
         methods=[{"name": "mathneuro"}, {"name": "wanda"}],
-        skills=[{"name": name, "corpus": f"handbook-{name}", "limit": 3} for name in skills],
     )  # fmt: skip
-    return text + extra
+    return text + "".join(SKILL.format(name=name) for name in skills) + extra
 
 
 def test_skills_expand_into_the_grid_with_matched_baselines(saved_model, tmp_path):
