@@ -84,16 +84,8 @@ def scored_parameters(model: nn.Module, *, head: bool = False) -> dict[str, Scor
         for inner, module in block.named_modules():
             if not is_linear(module) or not inner:
                 continue
-            weight = module.weight
-            module_path = f"{prefix}{layer}.{inner}"
-            found[f"{module_path}.weight"] = ScoredParameter(
-                name=f"{module_path}.weight",
-                module=module_path,
-                layer=layer,
-                kind=inner,
-                transposed=not isinstance(module, nn.Linear),
-                shape=tuple(weight.shape),
-            )
+            parameter = _scored(f"{prefix}{layer}.{inner}", module, layer, inner)
+            found[parameter.name] = parameter
     if not found:
         raise LocatorError(
             f"{type(model).__name__} has no decoder linears: its blocks at {blocks_path!r} "
@@ -113,16 +105,20 @@ def _untied_head(model: nn.Module, layer: int) -> dict[str, ScoredParameter]:
     if embeddings is not None and output.weight is getattr(embeddings, "weight", None):
         return {}  # tied: the head is the embedding matrix
     path = next(path for path, module in model.named_modules() if module is output)
-    name = f"{path}.weight"
-    parameter = ScoredParameter(
-        name=name,
+    parameter = _scored(path, output, layer, path)
+    return {parameter.name: parameter}
+
+
+def _scored(path: str, module: nn.Module, layer: int, kind: str) -> ScoredParameter:
+    """The weight of the linear (or `Conv1D`) at `path` as a scored parameter."""
+    return ScoredParameter(
+        name=f"{path}.weight",
         module=path,
         layer=layer,
-        kind=path,
-        transposed=False,
-        shape=tuple(output.weight.shape),
+        kind=kind,
+        transposed=not isinstance(module, nn.Linear),
+        shape=tuple(module.get_parameter("weight").shape),
     )
-    return {name: parameter}
 
 
 _LAYER = re.compile(r"\.(\d+)\.")

@@ -4,7 +4,7 @@ A calibration corpus is named by one string (`corpus_kind`):
 
 - ``task:<task>``: the documents of an evaluation task (``task:gsm8k_cot``,
   ``task:path/to/my_task.yaml``), each rendered as the task presents an answered example, from a
-  split the task does not evaluate (`sample_task_corpus`). The skill is then measured by the
+  split the task does not evaluate (`sample_any_corpus`). The skill is then measured by the
   task itself, so calibration and evaluation never share a document;
 - a file of texts: a value that is a file, ends in ``.jsonl`` or has a ``/``
   (`locator.heldout.is_file_corpus`); calibration draws from the texts not held out for
@@ -29,6 +29,7 @@ without it cannot turn its tasks into corpora.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,33 +86,6 @@ def task_calibration(task: str, data_dir: str | Path | None) -> tuple[str, list[
     return found
 
 
-def sample_task_corpus(
-    task: str,
-    *,
-    num_samples: int,
-    seed: int = 0,
-    replace: bool = False,
-    data_dir: str | Path | None = None,
-) -> Corpus:
-    """`num_samples` calibration texts of evaluation task `task` (with or without the
-    ``task:`` prefix) drawn under `seed`, as `locator.data.sample_corpus` draws a dataset's: its
-    documents from a split it does not evaluate, each rendered as the task presents an answered
-    example (prompt, target delimiter, target); `Corpus.turns` split them into the prompt and
-    the target for calibration through a chat template. Labelled ``task:<task>:<split>:...``."""
-    name = _task_name(task)
-    split, documents = task_calibration(name, data_dir)
-    chosen = _draw(f"task {name!r} split {split!r}", len(documents), num_samples, seed, replace)
-    return Corpus(
-        dataset=f"{TASK_PREFIX}{name}",
-        split=split,
-        num_samples=num_samples,
-        seed=seed,
-        replace=replace,
-        texts=tuple(documents[i][0] for i in chosen),
-        turns=tuple((documents[i][1], documents[i][2]) for i in chosen),
-    )
-
-
 def _draw(where: str, available: int, num_samples: int, seed: int, replace: bool) -> list[int]:
     """`num_samples` positions of `available` drawn under `seed`, as `sample_corpus` draws."""
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
@@ -140,45 +114,45 @@ def sample_any_corpus(
 ) -> Corpus:
     """`num_samples` calibration texts of a corpus value (see the module docs) drawn under
     `seed`, never one its ``nll:<corpus>`` task (or, for ``task:<task>``, the task) scores.
-    `locator.data.sample_corpus` without a split draws through this."""
+    `locator.data.sample_corpus` without a split draws through this. A task's documents come
+    from a split it does not evaluate, each rendered as the task presents an answered example
+    (prompt, target delimiter, target; `Corpus.turns` split them into the prompt and the
+    target), labelled ``task:<task>:<split>:...``."""
     kind = corpus_kind(value)
-    if kind == "task":
-        return sample_task_corpus(
-            value, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
-        )
-    if kind == "file":
-        texts = calibration_texts(value)
+    label = value
+    items: Sequence[Any]
+    if kind == "task":  # documents (text, user, assistant) of a split the task does not evaluate
+        name = _task_name(value)
+        split, items = task_calibration(name, data_dir)
+        where, label = f"task {name!r} split {split!r}", f"{TASK_PREFIX}{name}"
+        text, turns = (lambda doc: doc[0]), (lambda doc: (doc[1], doc[2]))
+    elif kind == "file":
+        items, split, text, turns = calibration_texts(value), "calibration", str, None
         where = f"file {value!r} (less its held-out fifth)"
-        chosen = _draw(where, len(texts), num_samples, seed, replace)
-        return Corpus(
-            dataset=value,
-            split="calibration",
-            num_samples=num_samples,
-            seed=seed,
-            replace=replace,
-            texts=tuple(texts[i] for i in chosen),
-        )
-    directory = None if data_dir is None else Path(data_dir)
-    if directory is not None and not directory.exists():
-        raise LocatorError(f"data directory {str(directory)!r} does not exist.")
-    dataset = get_dataset(value)
-    part = held_out_part(dataset, directory)
-    if not part.hashed:
-        return sample_split(
-            value, split=None, num_samples=num_samples, seed=seed, replace=replace,
-            data_dir=data_dir,
-        )  # fmt: skip
-    records = calibration_records(dataset, part.split, directory)
-    where = f"dataset {value!r} split {part.split!r} (less its held-out fifth)"
-    chosen = _draw(where, len(records), num_samples, seed, replace)
+    else:
+        directory = None if data_dir is None else Path(data_dir)
+        if directory is not None and not directory.exists():
+            raise LocatorError(f"data directory {str(directory)!r} does not exist.")
+        dataset = get_dataset(value)
+        part = held_out_part(dataset, directory)
+        if not part.hashed:
+            return sample_split(
+                value, split=None, num_samples=num_samples, seed=seed, replace=replace,
+                data_dir=data_dir,
+            )  # fmt: skip
+        items = calibration_records(dataset, part.split, directory)
+        split = f"{part.split}-calibration"
+        where = f"dataset {value!r} split {part.split!r} (less its held-out fifth)"
+        text, turns = dataset.format, dataset.turns
+    chosen = _draw(where, len(items), num_samples, seed, replace)
     return Corpus(
-        dataset=value,
-        split=f"{part.split}-calibration",
+        dataset=label,
+        split=split,
         num_samples=num_samples,
         seed=seed,
         replace=replace,
-        texts=tuple(dataset.format(records[i]) for i in chosen),
-        turns=tuple(dataset.turns(records[i]) for i in chosen),
+        texts=tuple(text(items[i]) for i in chosen),
+        turns=() if turns is None else tuple(turns(items[i]) for i in chosen),
     )
 
 

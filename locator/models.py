@@ -23,7 +23,7 @@ from typing import Any
 
 from locator.errors import LocatorError, UnknownNameError
 from locator.options import OptionError, check_choice, check_types, option, parse
-from locator.plugins import Registry, registry
+from locator.plugins import registry
 
 DTYPES = ("auto", "float32", "float16", "bfloat16", "float64")
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -82,18 +82,14 @@ class ModelLocation:
     source: ModelSource | None = None
 
 
-def _models() -> Registry[ModelSource]:
-    return registry("register_models")
-
-
 def list_models() -> list[str]:
     """The short names of all registered models."""
-    return _models().names()
+    return registry("register_models").names()
 
 
 def get_model_source(name: str) -> ModelSource:
     """The registered model `name`, or an `UnknownNameError` with a did-you-mean."""
-    return _models().get(name)
+    return registry("register_models").get(name)
 
 
 def model_cache_dir() -> Path:
@@ -163,8 +159,8 @@ def resolve_model(name: str, *, revision: str | None = None) -> ModelLocation:
     path = Path(name).expanduser()
     if path.exists():
         return _local(path, revision)
-    if name in _models():
-        source = _models().get(name)
+    if name in registry("register_models"):
+        source = get_model_source(name)
         found = source.find()
         if found is not None:
             return _local(found, revision, source)

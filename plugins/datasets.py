@@ -61,7 +61,6 @@ class Gsm8kDataset(HubDataset):
     name = "gsm8k"
     description = "Grade-school math word problems with worked solutions (GSM8K)."
     splits = ("train", "test")
-    calibration_split = "train"
     task = "gsm8k_cot"
     hub_id = "openai/gsm8k"
     hub_config = "main"
@@ -106,7 +105,6 @@ class MathDataset(HubDataset):
     name = "math"
     description = "Competition math problems with worked solutions (MATH, all 7 subjects)."
     splits = ("train", "test")
-    calibration_split = "train"
     task = "hendrycks_math"
     hub_id = "EleutherAI/hendrycks_math"
     fields = ("problem", "solution")
@@ -152,7 +150,19 @@ class Math500Dataset(HubDataset):
         return _problem_turns(record)
 
 
-class MmluDataset(HubDataset):
+class _MultipleChoiceDataset(HubDataset):
+    """A multiple-choice dataset whose `turns` are what a record asks (with lettered options)
+    and the answer's letter; its calibration text is ``{heading}: {asked}\nAnswer: {letter}``."""
+
+    heading: ClassVar[str]
+
+    def format(self, record: Record) -> str:
+        """The heading, what is asked, the answer letter."""
+        asked, letter = self.turns(record)
+        return f"{self.heading}: {asked}\nAnswer: {letter}"
+
+
+class MmluDataset(_MultipleChoiceDataset):
     """``Question: {question}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer: {letter}``.
 
     Calibration uses the validation split (1,531 questions over all 57 subjects), keeping the
@@ -160,6 +170,7 @@ class MmluDataset(HubDataset):
     hub's an index (both are read)."""
 
     name = "mmlu"
+    heading = "Question"
     description = "Multiple-choice questions over 57 subjects (MMLU)."
     splits = ("test", "validation", "dev", "auxiliary_train")
     calibration_split = "validation"
@@ -179,22 +190,12 @@ class MmluDataset(HubDataset):
             "answer": _answer_index(answer),
         }
 
-    def format(self, record: Record) -> str:
-        """Question, lettered options, answer letter."""
-        return (
-            f"Question: {record['question']}\n{_options(record['choices'])}\n"
-            f"Answer: {LETTERS[record['answer']]}"
-        )
-
     def turns(self, record: Record) -> tuple[str, str]:
         """Question and options ask, the letter answers."""
-        return (
-            f"{record['question']}\n{_options(record['choices'])}",
-            LETTERS[record["answer"]],
-        )
+        return f"{record['question']}\n{_options(record['choices'])}", LETTERS[record["answer"]]
 
 
-class RaceDataset(HubDataset):
+class RaceDataset(_MultipleChoiceDataset):
     """``Article: {article}\\nQuestion: {question}\\nA. ..\\nD. ..\\nAnswer: {letter}``.
 
     One text per question, from ehovy/race (all levels). The shared local copy
@@ -202,9 +203,9 @@ class RaceDataset(HubDataset):
     not an official split; a data directory calibrates on it unless a split is named."""
 
     name = "race"
+    heading = "Article"
     description = "Reading comprehension: an article and a multiple-choice question (RACE)."
     splits = ("train", "validation", "test")
-    calibration_split = "train"
     task = "race"
     hub_id = "ehovy/race"
     hub_config = "all"
@@ -220,19 +221,12 @@ class RaceDataset(HubDataset):
             "answer": LETTERS[_answer_index(record["answer"])],
         }
 
-    def format(self, record: Record) -> str:
-        """Article, question, lettered options, answer letter."""
-        return (
-            f"Article: {record['article']}\nQuestion: {record['question']}\n"
-            f"{_options(record['options'])}\nAnswer: {record['answer']}"
-        )
-
     def turns(self, record: Record) -> tuple[str, str]:
         """Article, question and options ask, the letter answers."""
-        return (
-            f"{record['article']}\nQuestion: {record['question']}\n{_options(record['options'])}",
-            str(record["answer"]),
+        asked = (
+            f"{record['article']}\nQuestion: {record['question']}\n{_options(record['options'])}"
         )
+        return asked, str(record["answer"])
 
 
 def _is_heading(text: str) -> bool:
@@ -250,7 +244,6 @@ class WikitextDataset(HubDataset):
     name = "wikitext"
     description = "Wikipedia paragraphs (WikiText-2, raw)."
     splits = ("train", "validation", "test")
-    calibration_split = "train"
     task = "wikitext"
     hub_id = "Salesforce/wikitext"
     hub_config = "wikitext-2-raw-v1"
@@ -383,7 +376,6 @@ class LanguageDataset(HubDataset):
     split (see `locator.heldout`)."""
 
     splits = ("train", "test")
-    calibration_split = "train"
     hub_id = "openlanguagedata/flores_plus"
     fields = ("text",)
     code: ClassVar[str]

@@ -13,9 +13,7 @@ texts; see `locator_plugins.skill_tasks`) are lm-eval tasks too, built per evalu
 locator's datasets.
 
 With a data directory, every task whose lm-eval dataset has a local counterpart reads the local
-files through lm-eval's ``custom_dataset`` hook, never the hub; `LOCAL_SOURCES` maps lm-eval's
-dataset ids to locator's datasets and converts the records to the layout lm-eval expects (RACE,
-for example, is grouped by article; WikiText by article). Other tasks load their data as
+files, never the hub (how: `locator_plugins.local_sources`). Other tasks load their data as
 lm-eval does. Tasks that execute model output as code are refused.
 
 This plugin depends on the built-in ``datasets`` plugin: local copies and skill-task items are
@@ -27,22 +25,15 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from locator_plugins.datasets import MATH_SUBJECTS
-from locator_plugins.skill_tasks import (
-    SKILL_TASKS,
-    corpus_nll,
-    per_item,
-    per_unit,
-    require_dataset,
-)
+from locator_plugins.local_sources import LOCAL_SOURCES, LocalData, local_overrides
+from locator_plugins.skill_tasks import SKILL_TASKS, corpus_nll, per_item, per_unit
 
 import locator
-from locator.data import Record, offline_variable, read_records
+from locator.data import offline_variable
 from locator.errors import LocatorError
 from locator.evaluation import Evaluation, EvaluationRequest, Evaluator, ItemScore, Results
 from locator.heldout import NLL_PREFIX, corpus_of_task, held_out_texts, is_file_corpus
@@ -51,6 +42,18 @@ from locator.io import read_text
 FAST_FOLDERS = ("gsm8k", "mmlu", "race", "hendrycks_math", "minerva_math", "wikitext")
 """lm-eval task folders indexed first: the common tasks then need no scan of all of lm-eval's
 (about 15,000) YAML files, which takes seconds."""
+
+
+SAME_NAMED = (
+    "limit",
+    "num_fewshot",
+    "apply_chat_template",
+    "fewshot_as_multiturn",
+    "system_instruction",
+    "log_samples",
+)
+"""`EvaluationRequest` fields passed to lm-eval's `simple_evaluate` as they are, under the same
+name."""
 
 
 @functools.cache
@@ -95,187 +98,6 @@ def _manager_for(tasks: Sequence[str]) -> Any:
     return fast if all(name in fast.task_index for name in names) else _manager(False)
 
 
-# Local files in the layouts of the hub datasets lm-eval's tasks read.
-
-
-class _LocalData:
-    """Local records of locator's datasets, each split read once per evaluation."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self._records: dict[tuple[str, str], list[Record]] = {}
-
-    def splits(self, dataset: str) -> list[str]:
-        """The dataset's splits present locally (an error if there are none)."""
-        found = require_dataset(dataset)
-        splits = found.local_splits(self.data_dir) if hasattr(found, "local_splits") else []
-        if not splits:
-            folder = self.data_dir / (getattr(found, "folder", None) or dataset)
-            raise LocatorError(
-                f"no local files for dataset {dataset!r}: expected {folder}/<split>.jsonl "
-                "(or .parquet, .csv)."
-            )
-        return list(splits)
-
-    def records(self, dataset: str, split: str) -> list[Record]:
-        """The split's records in the hub layout of locator's dataset."""
-        key = (dataset, split)
-        if key not in self._records:
-            self._records[key] = list(require_dataset(dataset).records(split, self.data_dir))
-        return self._records[key]
-
-    def test_split(self, dataset: str) -> str:
-        """``test`` if present, else the only local split (the shared RACE subset)."""
-        splits = self.splits(dataset)
-        if "test" in splits or len(splits) != 1:
-            return "test"
-        return splits[0]
-
-
-Splits = dict[str, list[dict[str, Any]]]
-
-
-def _gsm8k(config: str | None, local: _LocalData) -> Splits:
-    return {
-        split: [
-            {"question": r["question"], "answer": r["answer"]}
-            for r in local.records("gsm8k", split)
-        ]
-        for split in local.splits("gsm8k")
-    }
-
-
-def _mmlu(config: str | None, local: _LocalData) -> Splits:
-    """One subject (the lm-eval subtask's config) or all; ``answer`` is an index."""
-    return {
-        split: [
-            {k: r[k] for k in ("question", "subject", "choices", "answer")}
-            for r in local.records("mmlu", split)
-            if config in (None, "all") or r["subject"] == config
-        ]
-        for split in local.splits("mmlu")
-    }
-
-
-def _race(config: str | None, local: _LocalData) -> Splits:
-    """EleutherAI/race's layout: one document per article, its questions in ``problems`` (a
-    Python literal), for the level in `config` (``high``, ``middle``) as the test split."""
-    articles: dict[str, dict[str, Any]] = {}
-    for r in local.records("race", local.test_split("race")):
-        level = re.sub(r"[^a-z].*", "", str(r.get("example_id", "")))  # "high1234.txt" -> high
-        if config not in (None, "all") and level != config:
-            continue
-        article = articles.setdefault(
-            str(r.get("example_id") or r["article"]), {"article": r["article"], "problems": []}
-        )
-        problem = {"question": r["question"], "options": r["options"], "answer": r["answer"]}
-        article["problems"].append(problem)
-    documents = [
-        {"article": a["article"], "problems": repr(a["problems"])} for a in articles.values()
-    ]
-    return {"test": documents}
-
-
-def _hendrycks_math(config: str | None, local: _LocalData) -> Splits:
-    """One MATH subject (the lm-eval subtask's config)."""
-    subject = MATH_SUBJECTS.get(config or "")
-    fields = ("problem", "level", "type", "solution")
-    return {
-        split: [
-            {k: r.get(k, "") for k in fields}
-            for r in local.records("math", split)
-            if subject is None or r.get("type") == subject
-        ]
-        for split in local.splits("math")
-    }
-
-
-def _math500(config: str | None, local: _LocalData) -> Splits:
-    fields = ("problem", "solution", "answer", "subject", "level", "unique_id")
-    return {
-        split: [{k: r.get(k) for k in fields} for r in local.records("math500", split)]
-        for split in local.splits("math500")
-    }
-
-
-def _is_title(text: str) -> bool:
-    """A WikiText article title line, `` = Title = `` (section headings have more ``=``)."""
-    stripped = text.strip()
-    return stripped.startswith("= ") and stripped.endswith(" =") and not stripped.startswith("= =")
-
-
-def _wikitext(config: str | None, local: _LocalData) -> Splits:
-    """EleutherAI/wikitext_document_level's layout: one ``page`` per article (the config,
-    ``wikitext-2-raw-v1``, is the only one kept locally). The local
-    validation and test files (``tokenized_valid``, ``tokenized_test``) are grouped into
-    articles at their title lines, their lines joined with newlines (the hub's pages keep the
-    blank lines, which the local files drop, and have no ``<unk>``, which these files have).
-    The raw train sample has no titles: each of its paragraphs is a page."""
-    splits: Splits = {}
-    available = local.splits("wikitext")
-    for split, name in (("validation", "tokenized_valid"), ("test", "tokenized_test")):
-        if name not in available:
-            continue
-        pages: list[list[str]] = []
-        path = require_dataset("wikitext").local_path(name, local.data_dir)
-        for record in read_records(path):  # with the title lines the dataset leaves out
-            text = str(record["text"])
-            if _is_title(text) or not pages:
-                pages.append([])
-            pages[-1].append(text)
-        splits[split] = [{"page": "\n".join(lines)} for lines in pages]
-    if "train" in available:
-        splits["train"] = [{"page": str(r["text"])} for r in local.records("wikitext", "train")]
-    return splits
-
-
-LOCAL_SOURCES: dict[str, Callable[[str | None, _LocalData], Splits]] = {
-    "openai/gsm8k": _gsm8k,
-    "cais/mmlu": _mmlu,
-    "EleutherAI/race": _race,
-    "EleutherAI/hendrycks_math": _hendrycks_math,
-    "HuggingFaceH4/MATH-500": _math500,
-    "EleutherAI/wikitext_document_level": _wikitext,
-}
-"""lm-eval dataset id -> the local records, by split, in that dataset's hub layout."""
-
-
-def _dataset_dict(splits: Splits, **_: Any) -> Any:
-    """lm-eval's ``custom_dataset`` callable (it passes task metadata as keywords)."""
-    import datasets
-
-    return datasets.DatasetDict(
-        {split: datasets.Dataset.from_list(rows) for split, rows in splits.items()}
-    )
-
-
-def _local_overrides(leaf: str, config: dict[str, Any], local: _LocalData) -> dict[str, Any]:
-    """The config overrides that make lm-eval task `leaf` read local files."""
-    source = LOCAL_SOURCES[config["dataset_path"]]
-    splits = {k: rows for k, rows in source(config.get("dataset_name"), local).items() if rows}
-    overrides: dict[str, Any] = {
-        "task": leaf,
-        "custom_dataset": functools.partial(_dataset_dict, splits),
-    }
-    few_shot_from_training = (
-        (config.get("num_fewshot") or 0) > 0
-        and not config.get("fewshot_split")
-        and not (config.get("fewshot_config") or {}).get("samples")
-    )
-    for key in ("test_split", "fewshot_split", "training_split", "validation_split"):
-        split = config.get(key)
-        if not split or split in splits:
-            continue
-        if key in ("training_split", "validation_split") and not few_shot_from_training:
-            overrides[key] = None  # unused here, and absent locally (MATH has no train copy)
-            continue
-        raise LocatorError(
-            f"lm-eval task {leaf!r} reads split {split!r} of {config['dataset_path']}, which "
-            f"has no local copy (local splits: {', '.join(sorted(splits)) or 'none'})."
-        )
-    return overrides
-
-
 def _leaves(manager: Any, name: str) -> list[str] | None:
     """The config-defined tasks under `name`, or None if some are not plain references."""
     entry = manager.task_index[name]
@@ -300,7 +122,7 @@ def _leaves(manager: Any, name: str) -> list[str] | None:
     return leaves
 
 
-def _local_object(manager: Any, name: str, local: _LocalData) -> Any:
+def _local_object(manager: Any, name: str, local: LocalData) -> Any:
     """Task or Group `name` reading local files, or None when lm-eval's data has no local
     counterpart."""
     leaves = _leaves(manager, name)
@@ -311,7 +133,7 @@ def _local_object(manager: Any, name: str, local: _LocalData) -> Any:
         return None
     wrapper = {
         "group": f"{name} (local files)",
-        "task": [_local_overrides(leaf, config, local) for leaf, config in configs.items()],
+        "task": [local_overrides(leaf, config, local) for leaf, config in configs.items()],
     }
     built = manager.load([wrapper])["tasks"]
     return _assemble(manager, name, built)
@@ -493,7 +315,7 @@ class LmEvalEvaluator(Evaluator):
 
         tasks = request.tasks
         manager = _manager_for([t for t in tasks if not _is_own(t)])
-        local = None if request.data_dir is None else _LocalData(request.data_dir)
+        local = None if request.data_dir is None else LocalData(request.data_dir)
         gen_kwargs = None
         if request.max_new_tokens is not None:
             gen_kwargs = {"max_gen_toks": request.max_new_tokens}
@@ -509,14 +331,9 @@ class LmEvalEvaluator(Evaluator):
             output = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=list(objects.values()),
-                limit=request.limit,
-                num_fewshot=request.num_fewshot,
-                apply_chat_template=request.apply_chat_template,
-                fewshot_as_multiturn=request.fewshot_as_multiturn,
-                system_instruction=request.system_instruction,
                 task_manager=manager,
-                log_samples=request.log_samples,
                 gen_kwargs=gen_kwargs,
+                **{option: getattr(request, option) for option in SAME_NAMED},
             )
         finally:
             model.train(training)  # HFLM switches the model to eval mode
@@ -577,7 +394,7 @@ class LmEvalEvaluator(Evaluator):
         """The calibration texts of lm-eval task `task`: see `task_calibration`."""
         return task_calibration(task, data_dir)
 
-    def _load(self, manager: Any, task: str, local: _LocalData | None) -> Any:
+    def _load(self, manager: Any, task: str, local: LocalData | None) -> Any:
         """The lm-eval Task or Group for `task`, reading local files where it can."""
         entry = manager.task_index.get(task)
         try:
@@ -649,7 +466,7 @@ def task_calibration(task: str, data_dir: Path | None) -> tuple[str, list[tuple[
     split (``subtask:split`` joined by ``+`` for a group). Reads the task's data as
     `LmEvalEvaluator.evaluate` does (local files where a data directory has them)."""
     manager = _manager_for([task])
-    local = None if data_dir is None else _LocalData(data_dir)
+    local = None if data_dir is None else LocalData(data_dir)
     loaded = LmEvalEvaluator()._load(manager, task, local)
     leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
     splits, rendered = [], []

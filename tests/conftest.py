@@ -1,5 +1,7 @@
-"""Test set-up: offline, a private HF cache, one torch thread, tiny models shared per session."""
+"""Test set-up: offline, a private HF cache, one torch thread, tiny models shared per session;
+`suite_toml` writes the text of a benchmark suite."""
 
+import json
 import os
 import tempfile
 
@@ -52,3 +54,29 @@ def saved_model(tmp_path_factory, llama, tokenizer):
     llama.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def suite_toml(model, *, target=None, controls=(), methods=(), tasks=(), **settings):
+    """The text of a benchmark suite: the top-level `settings` (in order), the model at path
+    `model`, the corpus `target` against `controls` (if any), then a table for each of `methods`
+    and `tasks` (dicts of keys), so a test writes only what its suite is about."""
+    lines = [f"{key} = {_toml(value)}" for key, value in settings.items()]
+    lines += ["[[models]]", f"path = {_toml(model)}"]
+    if target is not None:
+        lines += ["[[corpora]]", f"target = {_toml(target)}"]
+        lines += [f"controls = {_toml(controls)}"] if controls else []
+    for kind, tables in (("methods", methods), ("tasks", tasks)):
+        for table in tables:
+            lines += [f"[[{kind}]]", *(f"{key} = {_toml(value)}" for key, value in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value):
+    """One TOML value: a string (or path), a boolean, a number, a list or an inline table."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{key} = {_toml(v)}" for key, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, (int, float)) else json.dumps(str(value))

@@ -364,23 +364,6 @@ def language_texts(num: int, seed: SeedLike = 0) -> list[str]:
     return [" ".join(sample_sentence(rng)) for _ in range(num)]
 
 
-def scored_entropies(sentence: str | Sequence[str]) -> list[float]:
-    """Optimal loss (entropy, nats) at each scored position of a complete sentence.
-
-    The positions are the predictions of words ``FIRST_SCORED_WORD`` onward and of
-    :data:`END`; the language loss of the evaluator is measured at the same positions.
-    """
-    words = sentence.split() if isinstance(sentence, str) else list(sentence)
-    entropies = []
-    state: _State | None = _START
-    for index, word in enumerate([*words, END]):
-        assert state is not None
-        if index >= FIRST_SCORED_WORD:
-            entropies.append(_entropy(state))
-        state = _step(state, word)
-    return entropies
-
-
 def language_optimum() -> float:
     """The best achievable mean next-token loss (nats) on the scored positions.
 

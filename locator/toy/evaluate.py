@@ -39,20 +39,20 @@ LANGUAGE_TEST_SIZE = 2000
 """Default number of held-out sentences (about 12,000 scored positions)."""
 
 
-def arithmetic_test_set(seed: int = 0) -> list[ArithmeticProblem]:
-    """All arithmetic problems in an order shuffled by ``seed``."""
+def arithmetic_test_set() -> list[ArithmeticProblem]:
+    """All arithmetic problems in a fixed shuffled order."""
     problems = arithmetic_problems()
-    random.Random(f"toy-arithmetic-test:{seed}").shuffle(problems)
+    random.Random("toy-arithmetic-test:0").shuffle(problems)
     return problems
 
 
-def language_test_set(num: int = LANGUAGE_TEST_SIZE, seed: int = 0) -> list[list[str]]:
+def language_test_set(num: int = LANGUAGE_TEST_SIZE) -> list[list[str]]:
     """``num`` held-out sentences (lists of words); the first N are the same for any ``num``.
 
     The seed stream is separate from training's, and the grammar has billions of
     sentences, so overlap with the training data is negligible.
     """
-    rng = random.Random(f"toy-language-test:{seed}")
+    rng = random.Random("toy-language-test:0")
     return [sample_sentence(rng) for _ in range(num)]
 
 
@@ -118,13 +118,12 @@ def evaluate_arithmetic(
     *,
     limit: int | None = None,
     batch_size: int = 256,
-    seed: int = 0,
 ) -> dict[str, float]:
     """Exact match (0-1) of greedy answers on the arithmetic test set (first ``limit`` problems).
 
     An answer counts only if the model writes the number and then stops (eos).
     """
-    problems = arithmetic_test_set(seed)[:limit]
+    problems = arithmetic_test_set()[:limit]
     if not problems:
         raise ValueError("no arithmetic problems to evaluate")
     # Answers are one token; one more step is needed to see the eos.
@@ -148,7 +147,6 @@ def evaluate_language(
     *,
     limit: int | None = None,
     batch_size: int = 256,
-    seed: int = 0,
 ) -> dict[str, float]:
     """Mean next-token loss (nats) and grammatical next-word rate on held-out sentences.
 
@@ -158,7 +156,7 @@ def evaluate_language(
     """
     import torch
 
-    sentences = language_test_set(limit if limit is not None else LANGUAGE_TEST_SIZE, seed)
+    sentences = language_test_set(limit if limit is not None else LANGUAGE_TEST_SIZE)
     if not sentences:
         raise ValueError("no sentences to evaluate")
     total_loss = 0.0

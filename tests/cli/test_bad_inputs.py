@@ -17,6 +17,7 @@ from locator.cli import cli
 from locator.errors import LocatorError
 from locator.localization import Localization
 from locator.testing import sample_texts, tiny_model
+from tests.conftest import suite_toml
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,11 @@ def _localize(workspace, *extra, **options):
     return ["localize", *[x for pair in values.items() for x in pair], *extra]
 
 
+def _localize_on(model_folder):
+    """The arguments of `_localize` on the model in `model_folder` of the workspace."""
+    return lambda workspace: _localize(workspace, **{"--model": str(workspace / model_folder)})
+
+
 def _evaluate(workspace, **options):
     values = {
         "--model": str(workspace / "model"),
@@ -141,18 +147,9 @@ CASES = {
         ),
         "is corrupt",
     ),
-    "empty model folder": (
-        lambda w: _localize(w, **{"--model": str(w / "empty-model")}),
-        "is empty",
-    ),
-    "config without model_type": (
-        lambda w: _localize(w, **{"--model": str(w / "no-type")}),
-        "has no 'model_type' key",
-    ),
-    "weights not matching the config": (
-        lambda w: _localize(w, **{"--model": str(w / "shapes")}),
-        "do not match its config.json",
-    ),
+    "empty model folder": (_localize_on("empty-model"), "is empty"),
+    "config without model_type": (_localize_on("no-type"), "has no 'model_type' key"),
+    "weights not matching the config": (_localize_on("shapes"), "do not match its config.json"),
     "evaluate factor nan": (lambda w: _evaluate(w, **{"--factor": "nan"}), "finite number"),
     "evaluate factor inf": (lambda w: _evaluate(w, **{"--factor": "inf"}), "finite number"),
     "evaluate corrupt localization": (
@@ -212,12 +209,12 @@ def prepared(workspace):
 
     if "toy" not in cli.commands:
         plugin_manager().hook.register_commands(cli=cli)
-    (workspace / "suite.toml").write_text(
-        f"proportions = [0.1]\nfactors = [0.0]\nseeds = [0]\nnum_samples = [2]\n"
-        f'[[models]]\npath = "{workspace / "model"}"\n'
-        '[[corpora]]\ntarget = "toy-arithmetic"\n'
-        '[[methods]]\nname = "random"\n[[tasks]]\nname = "toy-arithmetic"\nlimit = 2\n'
-    )
+    suite = suite_toml(
+        workspace / "model", target="toy-arithmetic", proportions=[0.1], factors=[0.0],
+        seeds=[0], num_samples=[2], methods=[{"name": "random"}],
+        tasks=[{"name": "toy-arithmetic", "limit": 2}],
+    )  # fmt: skip
+    (workspace / "suite.toml").write_text(suite)
     results = workspace / "results"
     results.mkdir()
     (results / "_suite.json").write_text("{}")

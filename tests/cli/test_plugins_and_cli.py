@@ -12,36 +12,18 @@ import pytest
 from click.testing import CliRunner
 
 from locator.cli import cli
+from tests.conftest import suite_toml
 
 # The example packages the documentation includes (docs/plugins.md), installed here for real.
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
-ABSMAX_SUITE = """
-name = "absmax"
-proportions = [0.05, 0.2]
-factors = [0.0]
-seeds = [0]
-num_samples = [6]
-batch_size = 4
-matched_baseline = false
 
-[[models]]
-path = "{model}"
-
-[[corpora]]
-target = "words-a"
-controls = ["words-b"]
-
-[[methods]]
-name = "absmax"
-
-[[methods]]
-name = "mathneuro"
-
-[[tasks]]
-name = "loss-short"
-limit = 4
-"""
+def _localize(model, method, target, proportion, out, *extra):
+    """The arguments of ``locator localize``."""
+    return [
+        "localize", "--model", str(model), "--method", method, "--target", str(target),
+        "--proportion", proportion, "--out", str(out), *extra,
+    ]  # fmt: skip
 
 
 def _package(root, name, module_source, entry_point):
@@ -114,23 +96,8 @@ def test_installed_package_registers_a_method_that_lists_and_runs(installed, sav
 
     (tmp_path / "t.jsonl").write_text('{"text": "one two three"}\n{"text": "four five"}\n')
     out = tmp_path / "m.safetensors"
-    run = _run(
-        installed,
-        "localize",
-        "--model",
-        str(saved_model),
-        "--method",
-        "magnitude",
-        "--target",
-        str(tmp_path / "t.jsonl"),
-        "--proportion",
-        "0.1",
-        "-o",
-        "power",
-        "2",
-        "--out",
-        str(out),
-    )
+    argv = _localize(saved_model, "magnitude", tmp_path / "t.jsonl", "0.1", out, "-o", "power", "2")
+    run = _run(installed, *argv)
     assert run.returncode == 0, run.stderr
     assert "magnitude: selected" in run.stdout
     code = (
@@ -146,15 +113,7 @@ def test_installed_statistic_kind_runs_through_localize_and_bench(installed, sav
 
     (tmp_path / "t.jsonl").write_text('{"text": "one two three"}\n{"text": "four five six"}\n')
     out = tmp_path / "a.safetensors"
-    args = [
-        "--model",
-        str(saved_model),
-        "--method",
-        "absmax",
-        "--target",
-        str(tmp_path / "t.jsonl"),
-    ]
-    run = _run(installed, "localize", *args, "--proportion", "0.1", "--out", str(out))
+    run = _run(installed, *_localize(saved_model, "absmax", tmp_path / "t.jsonl", "0.1", out))
     assert run.returncode == 0, run.stderr
     # The selection is |W| x max |x| computed here by hand.
     code = f"""
@@ -183,7 +142,13 @@ print(json.dumps(locator.Localization.load({str(out)!r}).method))
     assert checked.stdout.split() == ["True", '"absmax"'], checked.stderr
     # The same package in a benchmark suite, beside a built-in method.
     suite = tmp_path / "absmax.toml"
-    suite.write_text(ABSMAX_SUITE.format(model=saved_model))
+    text = suite_toml(
+        saved_model, target="words-a", controls=["words-b"], name="absmax",
+        proportions=[0.05, 0.2], factors=[0.0], seeds=[0], num_samples=[6], batch_size=4,
+        matched_baseline=False, methods=[{"name": "absmax"}, {"name": "mathneuro"}],
+        tasks=[{"name": "loss-short", "limit": 4}],
+    )  # fmt: skip
+    suite.write_text(text)
     script = Path(__file__).resolve().parents[1] / "integration" / "bench_plugin.py"
     env = {**os.environ, "PYTHONPATH": str(installed)}
     bench = subprocess.run(
@@ -235,24 +200,9 @@ def corpora(tmp_path):
 
 def test_cli_localize_writes_a_localization(saved_model, corpora):
     out = corpora / "loc.safetensors"
-    result = CliRunner().invoke(
-        cli,
-        [
-            "localize",
-            "--model",
-            str(saved_model),
-            "--method",
-            "mathneuro",
-            "--target",
-            str(corpora / "target.jsonl"),
-            "--control",
-            str(corpora / "control.jsonl"),
-            "--proportion",
-            "0.05",
-            "--out",
-            str(out),
-        ],
-    )
+    target, control = corpora / "target.jsonl", str(corpora / "control.jsonl")
+    argv = _localize(saved_model, "mathneuro", target, "0.05", out, "--control", control)
+    result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 0, result.output
     from locator import Localization
 
@@ -294,22 +244,8 @@ def test_cli_bad_input_is_one_line_and_exit_code_2(
 
 def test_empty_corpus_file_is_one_line(saved_model, corpora):
     (corpora / "empty.jsonl").write_text("")
-    result = CliRunner().invoke(
-        cli,
-        [
-            "localize",
-            "--model",
-            str(saved_model),
-            "--method",
-            "random",
-            "--target",
-            str(corpora / "empty.jsonl"),
-            "--proportion",
-            "0.1",
-            "--out",
-            str(corpora / "x"),
-        ],
-    )
+    argv = _localize(saved_model, "random", corpora / "empty.jsonl", "0.1", corpora / "x")
+    result = CliRunner().invoke(cli, argv)
     assert result.exit_code == 2 and "the corpus is empty" in result.output
 
 

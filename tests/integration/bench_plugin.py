@@ -63,27 +63,18 @@ class LossEvaluator(Evaluator):
         return results
 
 
-SUITE = """
-proportions = {proportions}
-factors = {factors}
-seeds = {seeds}
-num_samples = [{samples}]
-max_length = 32
-matched_baseline = false
-[[models]]
-path = "{model}"
-[[corpora]]
-target = "words-a"
-controls = ["words-b"]
-"""
-
-
 def suite(model, tables, proportions=(0.1,), factors=(0.0,), seeds=(0,), samples=6):
     """The text of a suite on `model` calibrated on words-a against words-b, then `tables`
     (its [[methods]] and [[tasks]] tables, no matched baseline but those it lists); the grid is
     one cell unless told otherwise."""
+    from tests.conftest import suite_toml  # here: run as a script, this module needs no tests
+
     grid = {"proportions": list(proportions), "factors": list(factors), "seeds": list(seeds)}
-    return SUITE.format(model=model, samples=samples, **grid) + tables
+    text = suite_toml(
+        model, target="words-a", controls=["words-b"], **grid, num_samples=[samples],
+        max_length=32, matched_baseline=False,
+    )  # fmt: skip
+    return text + tables
 
 
 @locator.hookimpl

@@ -19,6 +19,7 @@ from locator.passes import collect_statistics
 from locator.rows import corpus_rows, model_positions
 from locator.runs import ModelRunner
 from locator.testing import sample_texts
+from tests.conftest import suite_toml
 
 POSITIONS = 128  # the tiny models' max_position_embeddings / n_positions
 
@@ -88,28 +89,18 @@ def test_corpora_without_content_are_refused(llama, tokenizer, texts):
         )
     with pytest.raises(LocatorError, match="empty or blank"):
         locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=sample_texts(2),
-            controls=[texts],
-            proportion=0.1,
-            progress=False,
-        )
+            llama, tokenizer, method="mathneuro", target=sample_texts(2), controls=[texts],
+            proportion=0.1, progress=False,
+        )  # fmt: skip
 
 
 def test_a_control_equal_to_the_target_is_refused_before_any_pass(llama, tokenizer):
     texts = sample_texts(3)
     with pytest.raises(LocatorError, match="same texts as the target"):
         locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=texts,
-            controls=[list(texts)],
-            proportion=0.1,
-            progress=False,
-        )
+            llama, tokenizer, method="mathneuro", target=texts, controls=[list(texts)],
+            proportion=0.1, progress=False,
+        )  # fmt: skip
 
 
 # Provenance: every option that changes a selection is in it.
@@ -252,14 +243,15 @@ def folder(tmp_path_factory, llama, tokenizer):
     return root
 
 
-def _suite(folder, extra="", controls='controls = ["toy-language"]'):
-    return (
-        "proportions = [0.1]\nfactors = [0.0]\nseeds = [0]\nnum_samples = [2]\n"
-        f'[[models]]\npath = "{folder / "model"}"\n'
-        f'[[corpora]]\ntarget = "toy-arithmetic"\n{controls}\n'
-        f'[[methods]]\nname = "mathneuro"\n{extra}\n'
-        '[[tasks]]\nname = "toy-arithmetic"\nlimit = 2\n'
-    )
+def _suite(folder, controls=("toy-language",), method=None):
+    return suite_toml(
+        folder / "model", target="toy-arithmetic", controls=controls, proportions=[0.1],
+        factors=[0.0], seeds=[0], num_samples=[2], methods=[method or {"name": "mathneuro"}],
+        tasks=[{"name": "toy-arithmetic", "limit": 2}],
+    )  # fmt: skip
+
+
+WANDA_WITH_CONTROLS = {"name": "wanda", "controls": ["toy-language"]}
 
 
 def _localize(folder, *extra, target="target.jsonl", model="model"):
@@ -313,12 +305,8 @@ def test_bad_input_is_one_line_before_the_model_loads(folder, case, monkeypatch)
     import locator.models
 
     (folder / "latin1.toml").write_bytes(_suite(folder).encode() + b"# caf\xe9\n")
-    (folder / "same.toml").write_text(_suite(folder, controls='controls = ["toy-arithmetic"]'))
-    (folder / "wanda.toml").write_text(
-        _suite(folder, controls="").replace(
-            'name = "mathneuro"\n', 'name = "wanda"\ncontrols = ["toy-language"]\n'
-        )
-    )
+    (folder / "same.toml").write_text(_suite(folder, controls=["toy-arithmetic"]))
+    (folder / "wanda.toml").write_text(_suite(folder, (), WANDA_WITH_CONTROLS))
     argv, message = CLI_CASES[case]
     loads = []
     monkeypatch.setattr(locator.models, "load_model", lambda *a, **k: loads.append(1))
@@ -334,11 +322,7 @@ def test_bad_input_is_one_line_before_the_model_loads(folder, case, monkeypatch)
 
 def test_a_suite_refuses_controls_on_a_target_only_method(folder, tmp_path):
     path = tmp_path / "suite.toml"
-    path.write_text(
-        _suite(folder, controls="").replace(
-            'name = "mathneuro"\n', 'name = "wanda"\ncontrols = ["toy-language"]\n'
-        )
-    )
+    path.write_text(_suite(folder, (), WANDA_WITH_CONTROLS))
     with pytest.raises(LocatorError, match=r"methods\[0\]\.controls.*reads the target alone"):
         load_suite(path)
 

@@ -13,32 +13,13 @@ from locator import LocatorError
 from locator.bench import plan, results
 from locator.bench.suite import load_suite
 from locator.cli import cli
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, suite_toml
 from tests.plugins.test_task_skills import CHOICE
 
 needs_shared_data = pytest.mark.skipif(
     not (SHARED_DATA / "handbook").is_dir(), reason="needs the shared handbook data"
 )
 SKILLS = ("en", "fr", "es")
-SUITE = """
-name = "matrix-tiny"
-data_dir = "{data}"
-proportions = [0.1]
-factors = [0.0]
-seeds = [0, 1]
-num_samples = [6]
-max_length = 32
-matrix = true
-
-[[models]]
-path = "{model}"
-
-[[methods]]
-name = "mathneuro"
-
-[[methods]]
-name = "wanda"
-"""
 SKILL = """
 [[skills]]
 name = "{name}"
@@ -55,7 +36,11 @@ def write(folder, text, name="suite.toml"):
 
 def matrix_suite(model, skills=SKILLS, extra=""):
     """The text of the tiny matrix suite on `model` with the handbook languages `skills`."""
-    text = SUITE.format(data=SHARED_DATA, model=model)
+    text = suite_toml(
+        model, name="matrix-tiny", data_dir=SHARED_DATA, proportions=[0.1], factors=[0.0],
+        seeds=[0, 1], num_samples=[6], max_length=32, matrix=True,
+        methods=[{"name": "mathneuro"}, {"name": "wanda"}],
+    )  # fmt: skip
     return text + "".join(SKILL.format(name=name) for name in skills) + extra
 
 

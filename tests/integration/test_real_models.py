@@ -41,16 +41,11 @@ def test_smollm2_loads_as_a_trained_llama(smollm2):
 
 def test_mathneuro_localizes_and_pruning_hurts(smollm2):
     model, tokenizer = smollm2
+    target, controls = [QUESTION, *sample_texts(3, seed=1)], [sample_texts(4, seed=2)]
     found = locator.localize(
-        model,
-        tokenizer,
-        method="mathneuro",
-        target=[QUESTION, *sample_texts(3, seed=1)],
-        controls=[sample_texts(4, seed=2)],
-        proportion=0.01,
-        max_length=64,
-        progress=False,
-    )
+        model, tokenizer, method="mathneuro", target=target, controls=controls, proportion=0.01,
+        max_length=64, progress=False,
+    )  # fmt: skip
     assert 0 < found.fraction() <= 0.01
     ids = tokenizer(QUESTION, return_tensors="pt")["input_ids"]
     with torch.no_grad():

@@ -216,34 +216,6 @@ def test_math_tasks_run_on_the_local_copies(llama, tokenizer):
     assert 0.0 <= results["gsm8k_cot"]["exact_match,strict-match"] <= 1.0
 
 
-@needs_shared_data
-def test_local_records_reach_lm_eval_in_the_hub_layout():
-    """lm-eval's own prompt and target functions read the converted local records right."""
-    import ast
-    import json
-
-    from locator_plugins.evaluators import LmEvalEvaluator, _LocalData, _manager
-
-    local, evaluator, manager = _LocalData(SHARED_DATA), LmEvalEvaluator(), _manager(True)
-    lines = (SHARED_DATA / "mmlu" / "test.jsonl").read_text().split("\n")
-    anatomy = [json.loads(x) for x in lines if x.strip() and '"subject": "anatomy"' in x]
-    task = evaluator._load(manager, "mmlu_anatomy", local)
-    doc = task.test_docs()[0]
-    assert task.doc_to_text(doc).startswith(anatomy[0]["question"].strip() + "\nA. ")
-    assert task.doc_to_target(doc) == "ABCD".index(anatomy[0]["answer"])
-    assert len(task.test_docs()) == len(anatomy)
-
-    lines = (SHARED_DATA / "race" / "race_1000.jsonl").read_text().split("\n")
-    high = [json.loads(x) for x in lines if x.strip() and '"level": "high"' in x]
-    task = evaluator._load(manager, "race", local)
-    doc = task.test_docs()[0]
-    first_article = [r for r in high if r["article"] == high[0]["article"]]
-    assert task.doc_to_text(doc).startswith("Article: " + high[0]["article"])
-    assert task.doc_to_target(doc) == "ABCD".index(first_article[-1]["answer"])
-    assert task.doc_to_choice(doc) == first_article[-1]["options"]
-    assert sum(len(ast.literal_eval(d["problems"])) for d in task.test_docs()) == len(high)
-
-
 def test_group_items_are_its_subtasks_items(standard):
     """mmlu's accuracy is the mean over every subject's items; each item names its subject."""
     evaluation, _ = standard

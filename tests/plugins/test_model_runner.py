@@ -15,6 +15,7 @@ from locator.localizer import Localizer
 from locator.rows import token_rows
 from locator.runs import ModelRunner, compose, record, replace, scale
 from locator.testing import sample_texts
+from tests.conftest import suite_toml
 from tests.plugins.runs_reference import fp64, run, sites
 
 TARGET = sample_texts(5, seed=61)
@@ -256,16 +257,9 @@ def test_every_family_runs_and_is_left_as_it_was(tokenizer, family):
     for method, options in METHODS.items():
         controls = [] if method == "integrated-gradients" else CONTROLS
         found = locator.localize(
-            model,
-            tokenizer,
-            method=method,
-            options=options,
-            target=TARGET,
-            controls=controls,
-            proportion=0.05,
-            batch_size=2,
-            progress=False,
-        )
+            model, tokenizer, method=method, options=options, target=TARGET, controls=controls,
+            proportion=0.05, batch_size=2, progress=False,
+        )  # fmt: skip
         assert found.level == "neuron" and found.count() > 0
     assert_as_before(model, before)
 
@@ -285,42 +279,18 @@ def test_a_suite_runs_the_methods_and_a_baseline_matched_to_one(tmp_path):
     from locator.toy import checkpoint_path
 
     suite = tmp_path / "suite.toml"
-    suite.write_text(
-        f"""
-name = "runs"
-proportions = [0.05]
-factors = [0.0]
-seeds = [0]
-num_samples = [16]
-matched_baseline = false
-
-[[models]]
-path = "{checkpoint_path()}"
-
-[[corpora]]
-target = "toy-arithmetic"
-controls = ["toy-language"]
-
-[[methods]]
-name = "attribution-patching"
-
-[[methods]]
-name = "integrated-gradients"
-options = {{ steps = 2 }}
-
-[[methods]]
-name = "learned-mask"
-options = {{ steps = 2 }}
-
-[[methods]]
-name = "random"
-match = "learned-mask"
-
-[[tasks]]
-name = "toy-language"
-limit = 8
-"""
-    )
+    text = suite_toml(
+        checkpoint_path(), target="toy-arithmetic", controls=["toy-language"], name="runs",
+        proportions=[0.05], factors=[0.0], seeds=[0], num_samples=[16], matched_baseline=False,
+        methods=[
+            {"name": "attribution-patching"},
+            {"name": "integrated-gradients", "options": {"steps": 2}},
+            {"name": "learned-mask", "options": {"steps": 2}},
+            {"name": "random", "match": "learned-mask"},
+        ],
+        tasks=[{"name": "toy-language", "limit": 8}],
+    )  # fmt: skip
+    suite.write_text(text)
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["bench", str(suite), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output

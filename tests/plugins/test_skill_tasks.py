@@ -15,6 +15,7 @@ from locator.bench import results
 from locator.cli import cli
 from locator.evaluation import Evaluation, check_evaluation, run_evaluation
 from locator.testing import tiny_tokenizer
+from tests.conftest import suite_toml
 
 SENTENCES = [
     "the cat sees the dog and the dog sees the cat",
@@ -237,38 +238,22 @@ def test_missing_datasets_plugin_is_named(llama, tokenizer, data_dir, monkeypatc
         locator.evaluate(llama, tokenizer, ["gsm8k_nll"], data_dir=data_dir, limit=1)
 
 
-SUITE = """
-data_dir = "{data}"
-proportions = [0.2]
-factors = [0.0]
-seeds = [0]
-num_samples = [4]
-with_replacement = true  # the one-split local gsm8k calibrates on its texts nll:gsm8k leaves
-max_length = 48
-eval_batch_size = "auto"
-matched_baseline = false
-[[models]]
-path = "{model}"
-[[corpora]]
-target = "gsm8k"
-controls = ["race"]
-[[methods]]
-name = "mathneuro"
-[[tasks]]
-name = "gsm8k_nll"
-limit = 3
-[[tasks]]
-name = "arithmetic_fewshot"
-limit = 2
-num_fewshot = 1
-"""
-
-
 def test_bench_writes_per_item_scores_whose_weighted_mean_is_the_metric(
     saved_model, data_dir, tmp_path
 ):
     suite = tmp_path / "skills.toml"
-    suite.write_text(SUITE.format(data=data_dir, model=saved_model))
+    text = suite_toml(
+        saved_model, target="gsm8k", controls=["race"], data_dir=data_dir, proportions=[0.2],
+        factors=[0.0], seeds=[0], num_samples=[4],
+        with_replacement=True,  # the one-split local gsm8k calibrates on what nll:gsm8k leaves
+        max_length=48, eval_batch_size="auto", matched_baseline=False,
+        methods=[{"name": "mathneuro"}],
+        tasks=[
+            {"name": "gsm8k_nll", "limit": 3},
+            {"name": "arithmetic_fewshot", "limit": 2, "num_fewshot": 1},
+        ],
+    )  # fmt: skip
+    suite.write_text(text)
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["bench", str(suite), "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output

@@ -8,7 +8,7 @@ import pytest
 
 import locator
 from locator import LocatorError
-from locator.corpora import corpus_kind, sample_task_corpus
+from locator.corpora import corpus_kind, sample_any_corpus
 
 DOCS = [
     {
@@ -80,27 +80,25 @@ def tasks(tmp_path_factory):
 
 
 def test_a_task_corpus_is_its_training_documents_as_the_task_presents_them(tasks):
-    corpus = sample_task_corpus(f"task:{tasks}/generate.yaml", num_samples=8)
+    corpus = sample_any_corpus(f"task:{tasks}/generate.yaml", num_samples=8)
     assert corpus.split == "train" and corpus.label.startswith(f"task:{tasks}/generate.yaml:train:")
     expected = {f"Add the numbers.\n\nQ: {d['question']}\nA: {d['answer']}" for d in DOCS[:8]}
     assert set(corpus.texts) == expected  # all 8 training documents, none of the test split
     for text, (user, assistant) in zip(corpus.texts, corpus.turns, strict=True):
         assert text == f"{user} {assistant}" and user.endswith("\nA:")
-    again = sample_task_corpus(f"{tasks}/generate.yaml", num_samples=3, seed=1)
-    assert again == sample_task_corpus(f"task:{tasks}/generate.yaml", num_samples=3, seed=1)
     assert corpus_kind(f"task:{tasks}/generate.yaml") == "task"
 
 
 def test_multiple_choice_renders_the_correct_choice_from_the_validation_split(tasks):
-    corpus = sample_task_corpus(f"task:{tasks}/choice.yaml", num_samples=6)
+    corpus = sample_any_corpus(f"task:{tasks}/choice.yaml", num_samples=6)
     assert corpus.split == "validation"
     expected = {f"Q: {d['question']}?\nA: {d['options'][d['label']]}" for d in DOCS[:6]}
     assert set(corpus.texts) == expected
 
 
 def test_a_task_corpus_calibrates_a_localization(tasks, llama, tokenizer):
-    target = sample_task_corpus(f"task:{tasks}/generate.yaml", num_samples=4)
-    control = sample_task_corpus(f"task:{tasks}/choice.yaml", num_samples=4)
+    target = sample_any_corpus(f"task:{tasks}/generate.yaml", num_samples=4)
+    control = sample_any_corpus(f"task:{tasks}/choice.yaml", num_samples=4)
     found = locator.localize(
         llama, tokenizer, method="mathneuro", target=target, controls=[control],
         proportion=0.05, progress=False,
@@ -110,12 +108,12 @@ def test_a_task_corpus_calibrates_a_localization(tasks, llama, tokenizer):
 
 def test_no_split_left_for_calibration_is_one_line(tasks):
     with pytest.raises(LocatorError, match="toy_choice' has no split left for calibration") as e:
-        sample_task_corpus(f"task:{tasks}/test_only.yaml", num_samples=2)
+        sample_any_corpus(f"task:{tasks}/test_only.yaml", num_samples=2)
     assert "\n" not in str(e.value) and "evaluates split 'test'" in str(e.value)
     with pytest.raises(LocatorError, match="names no task"):
-        sample_task_corpus("task:", num_samples=2)
+        sample_any_corpus("task:", num_samples=2)
     with pytest.raises(LocatorError, match="has 8 texts for calibration; cannot draw 9"):
-        sample_task_corpus(f"task:{tasks}/generate.yaml", num_samples=9)
+        sample_any_corpus(f"task:{tasks}/generate.yaml", num_samples=9)
 
 
 def test_the_task_itself_evaluates_the_skill(tasks, llama, tokenizer):
@@ -125,7 +123,7 @@ def test_the_task_itself_evaluates_the_skill(tasks, llama, tokenizer):
 
 def test_unknown_task_has_a_did_you_mean():
     with pytest.raises(LocatorError, match="Did you mean 'gsm8k_nll'"):
-        sample_task_corpus("task:gsm8k_nl", num_samples=2)
+        sample_any_corpus("task:gsm8k_nl", num_samples=2)
 
 
 def test_check_corpus_fails_before_any_model_loads(tasks, tmp_path):

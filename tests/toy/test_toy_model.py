@@ -76,11 +76,11 @@ def test_evaluation_sees_in_memory_weights_and_keeps_mode(
         model.eval()
 
 
-def test_limit_and_seed(toy: tuple[torch.nn.Module, object]) -> None:
+def test_limit(toy: tuple[torch.nn.Module, object]) -> None:
     model, tokenizer = toy
-    first = evaluate_language(model, tokenizer, limit=100, seed=1)
-    assert first == evaluate_language(model, tokenizer, limit=100, seed=1)
-    assert first != evaluate_language(model, tokenizer, limit=100, seed=2)
+    first = evaluate_language(model, tokenizer, limit=100)
+    assert first == evaluate_language(model, tokenizer, limit=100)
+    assert first != evaluate_language(model, tokenizer, limit=50)
     assert set(evaluate_arithmetic(model, tokenizer, limit=10)) == {"exact_match"}
     assert set(TASKS) == {"toy-arithmetic", "toy-language"}
 
