@@ -3,7 +3,7 @@
 A suite with a ``[ground_truth]`` table (``benchmarks/ground-truth.toml``) plants a skill the
 toy model lacks into known sets S (`locator.toy.plant`: ``levels`` weight and neuron, one
 planting per seed in ``plantings``, each trained ``steps`` steps) and asks every method of the
-suite (default: every installed one) to find it. What such a suite fixes is filled in here:
+suite to find it. What such a suite fixes is filled in here:
 the model planted into (the shipped toy), the corpora (target ``toy-planted``, controls the old
 skills), the tasks (the planted skill and the old ones), the proportions (`GRID`, plus the
 proportions of |S| on each planting) and the factor (0: pruning); matched baselines are off
@@ -58,14 +58,14 @@ CONTROLS = ("toy-arithmetic", "toy-language")
 GRID = tuple(round(10 ** (-3 + 3 * i / 15), 6) for i in range(16))
 """Proportions every method is cut at (besides |S|'s): 16 steps from 0.1% to 100%."""
 
-TASK_PREFIX = "ground-truth-"
-"""The recovery scores' task: ``ground-truth-entries`` or ``ground-truth-neurons``."""
+TASKS = {"entry": "ground-truth-entries", "neuron": "ground-truth-neurons"}
+"""The recovery scores' task, by the unit S is counted in (`locator.recovery.Recovery.unit`)."""
 
 PLANTINGS = "_plantings"
 """The folder of a results folder that holds its planted models."""
 
 CSV_FILE = "ground-truth.csv"
-FIXED = ("models", "corpora", "tasks", "proportions", "factors", "matrix", "skills")
+FIXED = ("models", "corpora", "tasks", "proportions", "factors", "matrix", "skills", "data_dir")
 """Suite keys a ground-truth suite fixes (see the module docs)."""
 
 
@@ -90,15 +90,14 @@ class GroundTruthSpec:
 def expand(check: Any, data: Mapping[str, Any]) -> tuple[dict[str, Any], GroundTruthSpec]:
     """The suite `data` of a ground-truth suite with what it fixes filled in, and its
     ``[ground_truth]`` table; `check` is the suite parser's checker (errors name file and key)."""
-    from locator.localizer import list_localizers
     from locator.toy import checkpoint_path
 
     for key in FIXED:
         if key in data:
             raise check.fail(
                 key,
-                "a ground-truth suite fixes the model, corpora, tasks, proportions and factor "
-                "(see docs/ground-truth.md); drop this key.",
+                "a ground-truth suite fixes the model, corpora (generated: no data_dir), tasks, "
+                "proportions and factor (see docs/ground-truth.md); drop this key.",
             )
     table = data["ground_truth"]
     if not isinstance(table, dict):
@@ -128,7 +127,6 @@ def expand(check: Any, data: Mapping[str, Any]) -> tuple[dict[str, Any], GroundT
         "proportions": list(GRID),
         "factors": [0.0],
         "matched_baseline": data.get("matched_baseline", False),
-        "methods": data.get("methods", [{"name": name} for name in list_localizers()]),
     }
     return expanded, GroundTruthSpec(**found)
 
@@ -219,9 +217,13 @@ def run_planting(
         torch.set_num_threads(threads)
     folder = ensure_planting(out / PLANTINGS, settings)
     model, _, truth, record = load_planted(folder)  # checked against the base model
-    spec = ModelOptions(path=str(folder.resolve()), dtype="float32")
+    # Relative to the results folder (the suite's paths are, here), so that the folder can move.
+    spec = ModelOptions(path=f"{PLANTINGS}/{folder.name}", dtype="float32")
     planted = dataclasses.replace(
-        suite, models=(spec,), proportions=_proportions(model, truth, record["size"])
+        suite,
+        path=out / suite.path.name,
+        models=(spec,),
+        proportions=_proportions(model, truth, record["size"]),
     )
     cells: dict[tuple[int, int, str], list[Any]] = defaultdict(list)
     for configuration in plan(planted):
@@ -291,7 +293,7 @@ def _score(bench: Bench, truth: Any, found: list[tuple[Any, Any, dict[str, float
 
     found = sorted(found, key=lambda item: item[0].proportion)
     recovered = recovery(truth, [localization for _, localization, _ in found], bench.model)
-    task = TaskSpec(name=f"{TASK_PREFIX}{recovered.unit}s")
+    task = TaskSpec(name=TASKS[recovered.unit])
     better = {metric: True for metric in ("precision", "recall", "auprc")}
     bench.baseline[task.name] = _Scores(
         metrics=dict.fromkeys(better, recovered.chance), higher_is_better=better, items=[]
@@ -319,7 +321,7 @@ def _score(bench: Bench, truth: Any, found: list[tuple[Any, Any, dict[str, float
 
 def is_ground_truth(rows: Sequence[Mapping[str, Any]]) -> bool:
     """Whether results rows are a ground-truth suite's."""
-    return any(row["task"].startswith(TASK_PREFIX) for row in rows)
+    return any(row["task"] in TASKS.values() for row in rows)
 
 
 def planting_records(directory: Path, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -362,7 +364,7 @@ def cells(rows: Sequence[Mapping[str, Any]], plantings: Mapping[str, Any]) -> li
                 "seed": scored["seed"],
                 "num_samples": scored["num_samples"],
                 "method": scored["label"],
-                "unit": task.removeprefix(TASK_PREFIX).removesuffix("s"),
+                "unit": next(unit for unit, name in TASKS.items() if name == task),
                 "auprc": scored["value"],
                 "precision": values[(task, "precision")]["value"],
                 "recall": values[(task, "recall")]["value"],
@@ -520,7 +522,7 @@ def summary(rows: Sequence[Mapping[str, Any]]) -> str:
             level = model_label(row["model"]).rsplit("-", 1)[0]
             scores[(level, row["label"])].append((row["value"], row["baseline_value"]))
     lines = []
-    for level in dict.fromkeys(level for level, _ in scores):
+    for level in sorted({level for level, _ in scores}, key=LEVELS.index):
         lines.append(f"{level}-level truth: mean AUPRC (chance)")
         found = [(label, values) for (lev, label), values in scores.items() if lev == level]
         found.sort(key=lambda item: -statistics.fmean(v for v, _ in item[1]))

@@ -46,6 +46,11 @@ entry per skill as target, and every skill's task is evaluated in every cell
 (`locator.bench.matrix` reads the results). A corpus anywhere in a suite is a dataset name, a
 JSON Lines file of texts (relative to the current directory, as on the command line) or
 ``task:<evaluation task>`` (`locator.corpora`).
+
+**A ground-truth suite** declares a ``[ground_truth]`` table (the levels and seeds of the planted
+sets S and the planting's training steps) besides its methods, seeds and sample counts:
+`locator.bench.ground_truth` fills in what it fixes (model, corpora, tasks, proportions, factor)
+before the suite is checked like any other, and runs it.
 """
 
 from __future__ import annotations
