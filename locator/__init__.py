@@ -1,9 +1,10 @@
 """locator: find, compare and edit the parameters of a language model that carry one skill.
 
 The public API is imported lazily: ``import locator`` loads neither torch nor any plugin. It is
-also all a plugin needs: `Localizer`, `LocalizationContext`, `Selection`, `Localization`, the
-statistics (`StatisticKind`, `Activations`, `WeightGradients`, `Forward`, `Feed`), the ranking
-helpers (`top_count`, `top_indices`, `top_cuts`), `check_choices`, `MlpLayout` and `hookimpl`.
+also all a plugin needs: `Localizer`, `LocalizationContext`, `Selection`, `Neurons`,
+`Localization`, the statistics (`StatisticKind`, `Activations`, `WeightGradients`, `Forward`,
+`Feed`), the ranking helpers (`top_count`, `top_indices`, `top_cuts`, `ranked_selections`,
+`split_neurons`), `check_choices`, `MlpLayout` and `hookimpl`.
 
 Example::
 
@@ -38,8 +39,11 @@ _LAZY = {
     "top_count": "locator.ranking",
     "top_cuts": "locator.ranking",
     "top_indices": "locator.ranking",
+    "ranked_selections": "locator.ranking",
+    "split_neurons": "locator.ranking",
     "Localization": "locator.localization",
     "Selection": "locator.localization",
+    "Neurons": "locator.localization",
     "Localizer": "locator.localizer",
     "LocalizationContext": "locator.localizer",
     "NoConfig": "locator.localizer",
@@ -48,6 +52,7 @@ _LAZY = {
     "get_localizer": "locator.localizer",
     "list_localizers": "locator.localizer",
     "localize": "locator.localizer",
+    "run_method": "locator.localizer",
     "statistic_kinds": "locator.localizer",
     "intervene": "locator.intervention",
     "apply": "locator.intervention",
@@ -98,6 +103,7 @@ __all__ = [
     "MlpLayout",
     "ModelOptions",
     "ModelSource",
+    "Neurons",
     "NoConfig",
     "ScoredParameter",
     "Selection",
@@ -125,10 +131,13 @@ __all__ = [
     "load_model",
     "localize",
     "option",
+    "ranked_selections",
     "register_plugin",
     "render_chat",
+    "run_method",
     "sample_corpus",
     "scored_parameters",
+    "split_neurons",
     "statistic_kinds",
     "top_count",
     "top_cuts",
@@ -157,7 +166,7 @@ if TYPE_CHECKING:
         list_tasks,
     )
     from locator.intervention import apply, intervene
-    from locator.localization import Localization, Selection
+    from locator.localization import Localization, Neurons, Selection
     from locator.localizer import (
         LocalizationContext,
         Localizer,
@@ -167,13 +176,14 @@ if TYPE_CHECKING:
         get_localizer,
         list_localizers,
         localize,
+        run_method,
         statistic_kinds,
     )
     from locator.models import ModelOptions, ModelSource, list_models, load_model
     from locator.options import option
     from locator.passes import collect_statistics
     from locator.plugins import list_plugins, register_plugin
-    from locator.ranking import top_count, top_cuts, top_indices
+    from locator.ranking import ranked_selections, split_neurons, top_count, top_cuts, top_indices
     from locator.rows import Feed
     from locator.stats import (
         Activations,

@@ -115,6 +115,12 @@ class Selection:
         return int(self.stored()[1].nbytes)
 
 
+class Neurons(dict[str, Tensor]):
+    """What a neuron-level method returns for one proportion: each MLP's down-projection
+    parameter name -> the indices of its selected neurons (an MLP left out selects none). The
+    core turns it into a neuron-level `Localization` (`Localization.from_neurons`)."""
+
+
 def selections_jaccard(first: Mapping[str, Selection], second: Mapping[str, Selection]) -> float:
     """|A & B| / |A | B| of two sets of selections over the union of their parameter names; a
     parameter only one side has is empty in the other (1.0 when both are empty)."""

@@ -2,18 +2,20 @@
 
 A method is a `Localizer` subclass with a `name`, an optional frozen `Config` dataclass, the
 statistic kinds it needs, and ``localize(context, proportion)``. It reads the weights and
-statistics in the `LocalizationContext`, never edits weights or registers hooks, and hands its
-selections to the base class (`localization`, `localizations`, `neuron_localization`,
-`ranked_localizations`), which wraps them into a `Localization` with the method's metadata and
-what a matched baseline copied (`matched_to`); `localize` adds the provenance. Methods that can
-cut many proportions from one ranking (`locator.ranking`) override `localize_many`.
+statistics in the `LocalizationContext`, never edits weights or registers hooks, and returns
+bare selections: a dict of parameter name -> `Selection`, or `Neurons` for a neuron-level
+method. Methods that cut many proportions from one ranking (`locator.ranking`) override
+``localize_many(context, proportions)``, which returns one selection per proportion.
+`run_method` is the one place a method is run: it checks what the method returned and wraps it
+into a `Localization` with the method's metadata and what a matched baseline copied
+(`matched_to`); `localize` adds the provenance.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,15 +27,18 @@ from torch import Tensor, nn
 from locator.architecture import ScoredParameter, scored_parameters
 from locator.data import CalibrationOptions, Corpus, resolve_corpus
 from locator.errors import LocatorError, UnknownNameError
-from locator.localization import Localization, Selection
+from locator.localization import Localization, Neurons, Selection
 from locator.options import OptionError, parse
 from locator.passes import collect_statistics
 from locator.plugins import Registry, registry
 from locator.provenance import model_identity, with_provenance
-from locator.ranking import top_count, top_cuts
 from locator.rows import check_corpora, model_positions
 from locator.runs import ModelRunner, running
 from locator.stats import ActivationStats
+
+Selected = Mapping[str, Selection] | Neurons
+"""What a method returns for one proportion: parameter name -> `Selection` (a parameter left
+out selects nothing), or the `Neurons` of a neuron-level method."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +64,7 @@ class LocalizationContext:
     seed: int
     reference: Localization | None = None
     reference_label: str | None = None
-    runner: ModelRunner | None = None  # for methods that run the model (`runs_model`)
+    runner: ModelRunner | None = None  # set for methods that run the model (`runs_model`)
 
     def matrix(self, name: str) -> Tensor:
         """The weight of `name` as ``[d_out, d_in]`` (a view, no copy)."""
@@ -114,108 +119,95 @@ class Localizer:
         if cls.localize is Localizer.localize and cls.localize_many is Localizer.localize_many:
             raise TypeError(f"{cls.__name__} must implement localize() or localize_many()")
 
-    def localize(self, context: LocalizationContext, proportion: float) -> Localization:
+    def localize(self, context: LocalizationContext, proportion: float) -> Selected:
         """Select the entries for one proportion (by default, `localize_many` of one)."""
         return self.localize_many(context, [proportion])[0]
 
     def localize_many(
         self, context: LocalizationContext, proportions: Sequence[float]
-    ) -> list[Localization]:
-        """Select for several proportions; override to cut them all from one ranking."""
+    ) -> Sequence[Selected]:
+        """Select for several proportions, one each; override it to cut them from one ranking."""
         return [self.localize(context, proportion) for proportion in proportions]
 
-    def localization(
-        self,
-        context: LocalizationContext,
-        selections: Mapping[str, Selection],
-        proportion: float,
-    ) -> Localization:
-        """Wrap per-parameter selections with this method's metadata."""
-        return Localization(
-            selections=dict(selections), proportion=proportion, **self._metadata(context)
+
+def run_method(
+    model: nn.Module,
+    localizer: Localizer,
+    context: LocalizationContext,
+    proportions: Sequence[float],
+) -> list[Localization]:
+    """The one place a method runs: `localizer` on `context` (built from `model`) under
+    `locator.runs.running`, its result checked (a `Selected` per proportion, over scored
+    parameters; else a one-line `LocatorError` naming the method) and wrapped into a
+    `Localization` per proportion with the method, its config, the seed, the corpora it read
+    and what a matched baseline copied (`matched_to`)."""
+    what = f"method {localizer.name!r}"
+    if localizer.runs_model and context.runner is None:
+        raise LocatorError(
+            f"{what} runs the model, and its context has no runner: build one with "
+            "locator.runs.ModelRunner.build and pass it to build_context(runner=...) "
+            "(locator.localize and suites do)."
         )
-
-    def localizations(
-        self,
-        context: LocalizationContext,
-        selections: Sequence[Mapping[str, Selection]],
-        proportions: Sequence[float],
-    ) -> list[Localization]:
-        """Wrap the selections of each proportion (`localization` of each pair)."""
-        return [
-            self.localization(context, selection, proportion)
-            for selection, proportion in zip(selections, proportions, strict=True)
-        ]
-
-    def ranked_localizations(
-        self,
-        context: LocalizationContext,
-        proportions: Sequence[float],
-        score: Callable[[str], Tensor],
-        group: Literal["matrix", "row"] = "matrix",
-        count: Callable[[float, int], int] | None = None,
-    ) -> list[Localization]:
-        """One localization per proportion from one ranking per scored matrix: `score(name)` is
-        parameter `name`'s ``[d_out, d_in]`` score, cut at every proportion by
-        `locator.ranking.top_cuts` (`count`: entries kept of a group of n, `top_count` unless
-        given)."""
-        selections: list[dict[str, Selection]] = [{} for _ in proportions]
-        for name, parameter in context.parameters.items():
-            cuts = top_cuts(score(name), proportions, group, count or top_count)
-            for i, top in enumerate(cuts):
-                selections[i][name] = Selection.from_indices(
-                    context.stored_indices(name, top), parameter.shape
-                )
-        return self.localizations(context, selections, proportions)
-
-    def neuron_localization(
-        self,
-        context: LocalizationContext,
-        neurons: Mapping[str, Tensor],
-        proportion: float,
-    ) -> Localization:
-        """Wrap selected MLP neurons (down-projection parameter name -> neuron indices) as a
-        neuron-level localization with this method's metadata."""
-        return Localization.from_neurons(
-            neurons, context.parameters, proportion=proportion, **self._metadata(context)
+    with running(model, what):
+        found = localizer.localize_many(context, proportions)
+    if not isinstance(found, (list, tuple)) or len(found) != len(proportions):
+        given = (
+            f"{len(found)} results"
+            if isinstance(found, (list, tuple))
+            else f"a {type(found).__name__}"
         )
+        raise LocatorError(
+            f"{what} returned {given} for {len(proportions)} proportions; localize_many must "
+            "return a list of one selection per proportion."
+        )
+    reference = context.reference
+    metadata = {
+        "method": localizer.name,
+        "config": config_to_dict(localizer.config),
+        "seed": context.seed,
+        "target": context.target.corpus,
+        "controls": tuple(s.corpus for s in context.controls) if localizer.uses_controls else (),
+        "matched_to": None if reference is None else context.reference_label or reference.method,
+    }
+    return [
+        _wrap(context, selected, {**metadata, "proportion": proportion})
+        for selected, proportion in zip(found, proportions, strict=True)
+    ]
 
-    def neuron_localizations(
-        self,
-        context: LocalizationContext,
-        names: Sequence[str],
-        chosen: Sequence[Tensor],
-        proportions: Sequence[float],
-    ) -> list[Localization]:
-        """Wrap, for each proportion, the neurons `chosen` by their index among all the MLPs'
-        neurons laid end to end in the order of `names` (down-projection parameter names)."""
-        starts = torch.tensor([0, *(context.parameters[name].d_in for name in names)]).cumsum(0)
-        return [
-            self.neuron_localization(
-                context,
-                {
-                    name: found[(found >= starts[i]) & (found < starts[i + 1])] - starts[i]
-                    for i, name in enumerate(names)
-                },
-                proportion,
+
+def _wrap(
+    context: LocalizationContext, selected: Selected, metadata: dict[str, Any]
+) -> Localization:
+    """One proportion's checked selection as a `Localization` (see `run_method`)."""
+    what = f"method {metadata['method']!r}"
+    if not isinstance(selected, Mapping):
+        raise LocatorError(
+            f"{what} returned a {type(selected).__name__} for proportion "
+            f"{metadata['proportion']}; return a dict of parameter name -> Selection, or Neurons."
+        )
+    parameters = context.parameters
+    unknown = [name for name in selected if name not in parameters]
+    if unknown:
+        raise LocatorError(
+            f"{what} selected in {unknown[0]!r}, which is not a scored parameter (they are "
+            f"named like {next(iter(parameters), '')!r})."
+        )
+    if isinstance(selected, Neurons):
+        try:
+            return Localization.from_neurons(selected, parameters, **metadata)
+        except LocatorError as error:  # an index out of range
+            raise LocatorError(f"{what}: {error}") from None
+    for name, selection in selected.items():
+        shape = parameters[name].shape
+        if not isinstance(selection, Selection) or selection.shape != shape:
+            given = f"{type(selection).__name__} of shape {list(getattr(selection, 'shape', ()))}"
+            raise LocatorError(
+                f"{what} returned a {given} for {name!r}; give a Selection of its shape "
+                f"{list(shape)} (Selection.from_indices or Selection.from_mask)."
             )
-            for found, proportion in zip(chosen, proportions, strict=True)
-        ]
-
-    def _metadata(self, context: LocalizationContext) -> dict[str, Any]:
-        """What a localization records of the method and the data it was found on; a baseline
-        records what it copied its counts from (`Localization.matched_to`)."""
-        used = context.controls if self.uses_controls else ()
-        reference = context.reference
-        matched_to = None if reference is None else context.reference_label or reference.method
-        return {
-            "method": self.name,
-            "config": config_to_dict(self.config),
-            "seed": context.seed,
-            "target": context.target.corpus,
-            "controls": tuple(stats.corpus for stats in used),
-            "matched_to": matched_to,
-        }
+    empty = torch.empty(0, dtype=torch.long)
+    selections = {name: Selection.from_indices(empty, p.shape) for name, p in parameters.items()}
+    return Localization(selections={**selections, **selected}, **metadata)
 
 
 # Configs: built from Python values or from strings (CLI, TOML), checked against field types.
@@ -327,7 +319,7 @@ def statistic_kinds(localizers: Iterable[Localizer]) -> frozenset[str]:
         kinds = statistic_kinds(methods)
         stats = [collect_statistics(model, tokenizer, texts, kinds=kinds) for texts in corpora]
         context = build_context(model, stats[0], stats[1:])
-        found = {method.name: method.localize_many(context, proportions) for method in methods}
+        found = {m.name: run_method(model, m, context, proportions) for m in methods}
     """
     return frozenset().union(*(localizer.statistics for localizer in localizers))
 
@@ -489,8 +481,7 @@ def localize(
         head=localizer.scores_head,
         runner=runner,
     )
-    with running(model, f"method {localizer.name!r}"):
-        found = localizer.localize(context, proportion)
+    (found,) = run_method(model, localizer, context, [proportion])
     return with_provenance(
         found,
         model=model_identity(model),

@@ -1,18 +1,24 @@
 """Ranking: the top entries of a score, one sort and many cuts, under one tie rule.
 
 Methods rank scores per matrix, per output row or over all neurons and cut every proportion
-from one ranking (`top_cuts`); a cut keeps ``floor(K * n)`` entries (`top_count`) unless a
-method counts otherwise. Ties go to the lower index, whatever the device (`top_indices`).
+from one ranking (`top_cuts`, `ranked_selections`, `split_neurons`); a cut keeps ``floor(K *
+n)`` entries (`top_count`) unless a method counts otherwise. Ties go to the lower index,
+whatever the device (`top_indices`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
+
+from locator.localization import Neurons, Selection
+
+if TYPE_CHECKING:
+    from locator.localizer import LocalizationContext
 
 
 def top_count(proportion: float, numel: int) -> int:
@@ -74,3 +80,35 @@ def top_cuts(
     counts = [count(p, scores.numel()) for p in proportions]
     ranked = top_indices(scores, max(counts)).cpu()
     return [ranked[:k] for k in counts]
+
+
+def ranked_selections(
+    context: LocalizationContext,
+    proportions: Sequence[float],
+    score: Callable[[str], Tensor],
+    group: Literal["matrix", "row"] = "matrix",
+    count: Callable[[float, int], int] = top_count,
+) -> list[dict[str, Selection]]:
+    """The selections of each proportion from one ranking per scored matrix: `score(name)` is
+    parameter `name`'s ``[d_out, d_in]`` score, cut at every proportion by `top_cuts` (`count`:
+    the entries kept of a group of n)."""
+    selections: list[dict[str, Selection]] = [{} for _ in proportions]
+    for name, parameter in context.parameters.items():
+        for i, top in enumerate(top_cuts(score(name), proportions, group, count)):
+            selections[i][name] = Selection.from_indices(
+                context.stored_indices(name, top), parameter.shape
+            )
+    return selections
+
+
+def split_neurons(found: Tensor, sizes: Mapping[str, int]) -> Neurons:
+    """Neurons `found` by their index among all the MLPs' neurons laid end to end, in the order
+    of `sizes` (each MLP's neuron count by down-projection parameter name), as each MLP's own
+    neuron indices."""
+    starts = torch.tensor([0, *sizes.values()]).cumsum(0)
+    return Neurons(
+        {
+            name: found[(found >= starts[i]) & (found < starts[i + 1])] - starts[i]
+            for i, name in enumerate(sizes)
+        }
+    )

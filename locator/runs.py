@@ -37,7 +37,8 @@ from torch import Tensor, nn
 
 from locator.architecture import NeuronSite, ScoredParameter, mlp_neurons, scored_parameters
 from locator.errors import LocatorError
-from locator.ranking import top_count, top_indices
+from locator.localization import Neurons
+from locator.ranking import split_neurons, top_count, top_indices
 from locator.rows import batches, check_batch_size, corpus_rows, model_positions
 
 RunSite = Literal["neuron_activation", "linear_input"]
@@ -206,29 +207,16 @@ class ModelRunner:
                 )
         return counts
 
-    def neuron_cuts(
-        self, scores: Mapping[str, Tensor], counts: Sequence[int]
-    ) -> list[dict[str, Tensor]]:
+    def neuron_cuts(self, scores: Mapping[str, Tensor], counts: Sequence[int]) -> list[Neurons]:
         """Cut one ranking of all neurons at each count: `scores` maps each down-projection
-        name (every key of `neurons`) to ``[neurons]`` scores; the result, per count, maps each
-        name to the indices of its neurons among the `count` best of the whole model (score
-        descending, then model order). A neuron scored -inf is never selected, so a cut may
-        hold fewer."""
-        names = list(self.neurons)
-        flat = torch.cat([scores[name].detach().to("cpu", torch.float64) for name in names])
+        name (every key of `neurons`) to ``[neurons]`` scores; the result, per count, holds each
+        MLP's neurons among the `count` best of the whole model (score descending, then model
+        order). A neuron scored -inf is never selected, so a cut may hold fewer."""
+        sizes = {name: site.size for name, site in self.neurons.items()}
+        flat = torch.cat([scores[name].detach().to("cpu", torch.float64) for name in sizes])
         ranked = top_indices(flat, max(counts))
-        starts = torch.tensor([0, *(self.neurons[name].size for name in names)]).cumsum(0)
-        cuts = []
-        for count in counts:
-            top = ranked[:count]
-            top = torch.sort(top[flat[top] > -torch.inf]).values
-            cuts.append(
-                {
-                    name: top[(top >= starts[i]) & (top < starts[i + 1])] - starts[i]
-                    for i, name in enumerate(names)
-                }
-            )
-        return cuts
+        tops = [ranked[:count] for count in counts]
+        return [split_neurons(torch.sort(t[flat[t] > -torch.inf]).values, sizes) for t in tops]
 
     def generator(self, device: str | torch.device = "cpu") -> torch.Generator:
         """A fresh `torch.Generator` seeded with the run's seed."""
@@ -277,18 +265,6 @@ class ModelRunner:
         finally:
             for handle in handles:
                 handle.remove()
-
-
-def require_runner(runner: ModelRunner | None, method: str) -> ModelRunner:
-    """`runner` (a context's), or a one-line `LocatorError` when a caller built the context of
-    a model-running method without one."""
-    if runner is None:
-        raise LocatorError(
-            f"method {method!r} runs the model, and its context has no runner: build one with "
-            "locator.runs.ModelRunner.build and pass it to build_context(runner=...) "
-            "(locator.localize and suites do)."
-        )
-    return runner
 
 
 def next_token_log_probs(logits: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:

@@ -29,12 +29,10 @@ import torch
 from torch import Tensor
 
 import locator
-from locator.localization import Localization
-from locator.localizer import LocalizationContext, Localizer
-from locator.runs import ModelRunner, record, require_runner
+from locator.runs import ModelRunner, record
 
 
-class AttributionPatchingLocalizer(Localizer):
+class AttributionPatchingLocalizer(locator.Localizer):
     """MLP neurons of largest |(control mean - activation) x gradient of the target's loss|,
     summed over the target's tokens."""
 
@@ -43,17 +41,12 @@ class AttributionPatchingLocalizer(Localizer):
     min_controls = 1
 
     def localize_many(
-        self, context: LocalizationContext, proportions: Sequence[float]
-    ) -> list[Localization]:
+        self, context: locator.LocalizationContext, proportions: Sequence[float]
+    ) -> list[locator.Neurons]:
         """One score per neuron, cut at every proportion."""
-        runner = require_runner(context.runner, self.name)
-        counts = runner.neuron_budget(proportions)
-        scores = attribution_scores(runner)
-        cuts = runner.neuron_cuts(scores, counts)
-        return [
-            self.neuron_localization(context, neurons, proportion)
-            for neurons, proportion in zip(cuts, proportions, strict=True)
-        ]
+        runner = context.runner
+        counts = runner.neuron_budget(proportions)  # checked before the passes
+        return runner.neuron_cuts(attribution_scores(runner), counts)
 
 
 def control_means(runner: ModelRunner) -> dict[str, Tensor]:

@@ -39,9 +39,7 @@ import torch
 from torch import Tensor
 
 import locator
-from locator.localization import Localization
-from locator.localizer import LocalizationContext, Localizer
-from locator.runs import Batch, ModelRunner, record, replace, require_runner
+from locator.runs import Batch, ModelRunner, record, replace
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +76,7 @@ class IntegratedGradientsConfig:
             raise ValueError(f"share must be in [0, 1), got {self.share!r}.")
 
 
-class IntegratedGradientsLocalizer(Localizer):
+class IntegratedGradientsLocalizer(locator.Localizer):
     """MLP neurons of largest integrated gradient of the target's log-likelihood."""
 
     name = "integrated-gradients"
@@ -87,11 +85,11 @@ class IntegratedGradientsLocalizer(Localizer):
     uses_controls = False
 
     def localize_many(
-        self, context: LocalizationContext, proportions: Sequence[float]
-    ) -> list[Localization]:
+        self, context: locator.LocalizationContext, proportions: Sequence[float]
+    ) -> list[locator.Neurons]:
         """One score per neuron (with the threshold, -inf for non-candidates), cut at every
         proportion."""
-        runner = require_runner(context.runner, self.name)
+        runner = context.runner
         counts = runner.neuron_budget(proportions)
         names = list(runner.neurons)
         scores = {
@@ -115,11 +113,7 @@ class IntegratedGradientsLocalizer(Localizer):
                 name: torch.where(kept[name] > least, score, -torch.inf)
                 for name, score in scores.items()
             }
-        cuts = runner.neuron_cuts(scores, counts)
-        return [
-            self.neuron_localization(context, neurons, proportion)
-            for neurons, proportion in zip(cuts, proportions, strict=True)
-        ]
+        return runner.neuron_cuts(scores, counts)
 
 
 Objective = Literal["log_likelihood", "probability"]

@@ -157,7 +157,7 @@ class LapeLocalizer(locator.Localizer):
 
     def localize_many(
         self, context: locator.LocalizationContext, proportions: Sequence[float]
-    ) -> list[locator.Localization]:
+    ) -> list[locator.Neurons]:
         """One entropy ranking of all neurons, cut at every proportion."""
         kind = LAPE_PUBLISHED_COUNT if self.published else NEURON_ACTIVE_COUNT
         names = context.target.names(kind)
@@ -171,8 +171,8 @@ class LapeLocalizer(locator.Localizer):
         bar = _rank_value(probability, self.config.activation_bar_ratio)
         belongs = probability[:, 0] > bar  # [N]
         kept = [order[: round(proportion * entropy.numel())] for proportion in proportions]
-        chosen = [torch.sort(top[belongs[top]]).values for top in kept]
-        return self.neuron_localizations(context, names, chosen, proportions)
+        sizes = {name: context.parameters[name].d_in for name in names}
+        return [locator.split_neurons(torch.sort(top[belongs[top]]).values, sizes) for top in kept]
 
 
 def _probability(context: locator.LocalizationContext, names: list[str]) -> Tensor:

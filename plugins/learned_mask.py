@@ -31,16 +31,13 @@ Deterministic on one machine under the seed (the noise comes from a seeded gener
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 import locator
-from locator.localization import Localization
-from locator.localizer import LocalizationContext, Localizer
-from locator.runs import ModelRunner, require_runner, scale
+from locator.runs import ModelRunner, scale
 
 BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1
 """HardConcrete's temperature and stretch (Louizos et al. 2018)."""
@@ -65,7 +62,7 @@ class LearnedMaskConfig:
             raise ValueError(f"penalty_step must be >= 0, got {self.penalty_step!r}.")
 
 
-class LearnedMaskLocalizer(Localizer):
+class LearnedMaskLocalizer(locator.Localizer):
     """MLP neurons whose learned HardConcrete removal gates raise the target's loss while
     keeping the controls'."""
 
@@ -74,19 +71,12 @@ class LearnedMaskLocalizer(Localizer):
     runs_model = True
     min_controls = 1
 
-    def localize_many(
-        self, context: LocalizationContext, proportions: Sequence[float]
-    ) -> list[Localization]:
-        """One mask trained per proportion, its k most surely removed neurons selected."""
-        runner = require_runner(context.runner, self.name)
-        counts = runner.neuron_budget(proportions)
-        results = []
-        for count, proportion in zip(counts, proportions, strict=True):
-            log_alpha = train_log_alpha(runner, self.config, count)
-            scores = _split(runner, log_alpha)
-            neurons = runner.neuron_cuts(scores, [count])[0]
-            results.append(self.neuron_localization(context, neurons, proportion))
-        return results
+    def localize(self, context: locator.LocalizationContext, proportion: float) -> locator.Neurons:
+        """A mask trained for the proportion, its k most surely removed neurons selected."""
+        runner = context.runner
+        (count,) = runner.neuron_budget([proportion])
+        log_alpha = train_log_alpha(runner, self.config, count)
+        return runner.neuron_cuts(_split(runner, log_alpha), [count])[0]
 
 
 def expected_removed(log_alpha: Tensor) -> Tensor:

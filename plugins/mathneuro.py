@@ -106,14 +106,10 @@ def set_difference(
     """Per matrix and proportion K: the target's top count(K, numel) by `score` minus every
     control's top count(Q, numel), Q = `control_proportion` or K; `counting` is that count
     (floor, unless reproducing a code that counts otherwise). One ranking per matrix and corpus
-    serves every proportion. Parameters that `scored` rejects select nothing."""
+    serves every proportion. Parameters that `scored` rejects are left out (select nothing)."""
     selections: list[dict[str, locator.Selection]] = [{} for _ in proportions]
     for name, parameter in context.parameters.items():
         if not scored(name, parameter):
-            for selection in selections:
-                selection[name] = locator.Selection.from_indices(
-                    torch.empty(0, dtype=torch.long), parameter.shape
-                )
             continue
         weight = context.matrix(name)  # [d_out, d_in]
         magnitude = weight.abs().to(torch.promote_types(weight.dtype, torch.float32))
@@ -174,11 +170,10 @@ class SetDifferenceLocalizer(locator.Localizer):
 
     def localize_many(
         self, context: locator.LocalizationContext, proportions: Sequence[float]
-    ) -> list[locator.Localization]:
+    ) -> list[dict[str, locator.Selection]]:
         """One ranking per matrix and corpus, cut at every proportion."""
         _, score = SCORES[self.settings.score]
-        selections = set_difference(context, proportions, score, self.settings.control_proportion)
-        return self.localizations(context, selections, proportions)
+        return set_difference(context, proportions, score, self.settings.control_proportion)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -266,18 +261,17 @@ class MathNeuroLocalizer(SetDifferenceLocalizer):
 
     def localize_many(
         self, context: locator.LocalizationContext, proportions: Sequence[float]
-    ) -> list[locator.Localization]:
+    ) -> list[dict[str, locator.Selection]]:
         """One ranking per matrix and corpus, cut at every proportion."""
         if not self.published:
             return super().localize_many(context, proportions)
-        selections = set_difference(
+        return set_difference(
             context,
             proportions,
             published_score,
             counting=_published_count,
             scored=_published_scores,
         )
-        return self.localizations(context, selections, proportions)
 
 
 @locator.hookimpl

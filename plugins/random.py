@@ -29,11 +29,11 @@ class RandomLocalizer(locator.Localizer):
 
     def localize_many(
         self, context: locator.LocalizationContext, proportions: Sequence[float]
-    ) -> list[locator.Localization]:
+    ) -> list[dict[str, locator.Selection]] | list[locator.Neurons]:
         """One permutation per matrix, cut at every proportion's count."""
         reference = context.reference
         if reference is not None and reference.level == "neuron":
-            return self._matched_neurons(context, reference, proportions)
+            return [_matched_neurons(context, reference)] * len(proportions)
         selections: list[dict[str, locator.Selection]] = [{} for _ in proportions]
         for name, parameter in context.parameters.items():
             if reference is not None:
@@ -45,27 +45,25 @@ class RandomLocalizer(locator.Localizer):
             order = torch.randperm(parameter.numel, generator=generator)
             for i, count in enumerate(counts):
                 selections[i][name] = locator.Selection.from_indices(order[:count], parameter.shape)
-        return self.localizations(context, selections, proportions)
+        return selections
 
-    def _matched_neurons(
-        self,
-        context: locator.LocalizationContext,
-        reference: locator.Localization,
-        proportions: Sequence[float],
-    ) -> list[locator.Localization]:
-        """The reference's neuron count in each MLP, at uniform neurons."""
-        neurons = {}
-        for name, chosen in reference.neurons.items():
-            if name not in context.parameters:
-                raise locator.LocatorError(
-                    f"the reference localization selects neurons of {name!r}, which this model "
-                    "does not have; localize the reference on the same model."
-                )
-            seed = zlib.crc32(f"{context.seed}:{name}:neurons".encode())
-            generator = torch.Generator().manual_seed(seed)
-            size = context.parameters[name].d_in  # the MLP's neurons
-            neurons[name] = torch.randperm(size, generator=generator)[: chosen.numel()]
-        return [self.neuron_localization(context, neurons, p) for p in proportions]
+
+def _matched_neurons(
+    context: locator.LocalizationContext, reference: locator.Localization
+) -> locator.Neurons:
+    """The reference's neuron count in each MLP, at uniform neurons."""
+    neurons = locator.Neurons()
+    for name, chosen in reference.neurons.items():
+        if name not in context.parameters:
+            raise locator.LocatorError(
+                f"the reference localization selects neurons of {name!r}, which this model "
+                "does not have; localize the reference on the same model."
+            )
+        seed = zlib.crc32(f"{context.seed}:{name}:neurons".encode())
+        generator = torch.Generator().manual_seed(seed)
+        size = context.parameters[name].d_in  # the MLP's neurons
+        neurons[name] = torch.randperm(size, generator=generator)[: chosen.numel()]
+    return neurons
 
 
 @locator.hookimpl

@@ -47,14 +47,14 @@ class SelectivityLocalizer(locator.Localizer):
 
     def localize_many(
         self, context: locator.LocalizationContext, proportions: Sequence[float]
-    ) -> list[locator.Localization]:
+    ) -> list[locator.Neurons]:
         """One t ranking of all neurons, cut at every proportion."""
         names = context.target.names(NEURON_MEAN_SUM)
         t = welch_t(context.target, context.controls, names)  # [N], layers concatenated
         order = torch.sort(t, descending=True, stable=True).indices
         counts = [locator.top_count(proportion, t.numel()) for proportion in proportions]
-        chosen = [torch.sort(order[:count]).values for count in counts]
-        return self.neuron_localizations(context, names, chosen, proportions)
+        sizes = {name: context.parameters[name].d_in for name in names}
+        return [locator.split_neurons(torch.sort(order[:count]).values, sizes) for count in counts]
 
 
 def welch_t(

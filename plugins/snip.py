@@ -72,9 +72,9 @@ class SnipLocalizer(locator.Localizer):
 
     def localize_many(
         self, context: locator.LocalizationContext, proportions: Sequence[float]
-    ) -> list[locator.Localization]:
+    ) -> list[dict[str, locator.Selection]]:
         """One ranking per matrix (or per row), cut at every proportion."""
-        return self.ranked_localizations(
+        return locator.ranked_selections(
             context,
             proportions,
             lambda name: context.target.get(self.kind, name).to(torch.float32),  # [d_out, d_in]

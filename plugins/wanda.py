@@ -88,7 +88,7 @@ class WandaLocalizer(locator.Localizer):
 
     def localize_many(
         self, context: locator.LocalizationContext, proportions: Sequence[float]
-    ) -> list[locator.Localization]:
+    ) -> list[dict[str, locator.Selection]]:
         """One ranking per matrix (or per row), cut at every proportion."""
 
         def scores(name: str) -> Tensor:
@@ -98,7 +98,7 @@ class WandaLocalizer(locator.Localizer):
             norm = channel.sqrt() if self.config.norm == "pooled" else channel
             return magnitude * norm.to(magnitude.device, magnitude.dtype)  # [d_out, d_in]
 
-        return self.ranked_localizations(
+        return locator.ranked_selections(
             context, proportions, scores, self.config.group, COUNTS[self.config.count]
         )
 

@@ -209,7 +209,7 @@ def locator_statistics(
 def locator_selection(model: nn.Module, statistics: list[Any]) -> list[Any]:
     """The 8-proportion MathNeuro selection from collected statistics (one ranking per matrix)."""
     context = locator.build_context(model, statistics[0], statistics[1:])
-    return locator.get_localizer("mathneuro").localize_many(context, PROPORTIONS)
+    return locator.run_method(model, locator.get_localizer("mathneuro"), context, PROPORTIONS)
 
 
 def reference_mathneuro(

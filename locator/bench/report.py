@@ -238,7 +238,7 @@ def write_report(
     table = []
     for number, (experiment, group) in enumerate(_groups(rows, _experiment).items(), start=1):
         found = _experiment_sections(
-            document, number, experiment, group, skill, samples, bootstrap, load
+            document, number, experiment, group, skill, samples, bootstrap, load, skills
         )
         table += [_record(experiment, change) for change in found]
     _write_csv(out / "specificity.csv", table)
@@ -308,13 +308,14 @@ def _experiment_sections(
     samples: Samples,
     bootstrap: Bootstrap,
     load: Selections,
+    skills: Mapping[str, matrix.Skill],
 ) -> list[Change]:
     """The sections of one experiment; returns its changes (for ``specificity.csv``)."""
     model, dtype, target, controls = experiment
     title = _title(experiment)
     measures = _measures(rows)
     tasks = list(dict.fromkeys(t for t, _ in measures))
-    skill = skill_task(target, tasks, skill_name)
+    skill = skill_task(target, tasks, skill_name, {s.corpus: s.task for s in skills.values()})
     matches = matched_labels(rows)
     style = figures.styles(list(dict.fromkeys(r["label"] for r in rows)), matches)
     document.heading(2, f"{number}. {title}")

@@ -463,8 +463,8 @@ class Bench:
         every method the configurations need, references before the baselines matched to them."""
         import dataclasses
 
-        from locator.localizer import build_context
-        from locator.runs import ModelRunner, running
+        from locator.localizer import build_context, run_method
+        from locator.runs import ModelRunner
 
         seed = todo[0].seed
         target = statistics[corpora.target]
@@ -500,8 +500,7 @@ class Bench:
                         progress=False,
                     )
                     context = dataclasses.replace(context, runner=runner)
-                with running(self.model, f"method {label!r}"):
-                    found = localizers[label].localize_many(context, proportions)
+                found = run_method(self.model, localizers[label], context, proportions)
                 seconds = time.perf_counter() - start
                 localized.update(
                     {(label, p): (f, seconds) for p, f in zip(proportions, found, strict=True)}
@@ -519,8 +518,10 @@ class Bench:
                     reference_label=method.match,
                     head=localizers[label].scores_head,
                 )
-                found = localizers[label].localize_many(matched_context, [proportion])[0]
-                localized[(label, proportion)] = (found, time.perf_counter() - start)
+                (matched,) = run_method(
+                    self.model, localizers[label], matched_context, [proportion]
+                )
+                localized[(label, proportion)] = (matched, time.perf_counter() - start)
         return localized
 
     def run_configuration(

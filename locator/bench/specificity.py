@@ -8,9 +8,10 @@ metric the weighted mean of ``value`` by ``weight``), the interval is a paired b
 replicate resamples the evaluated items (the same items for the edited model and its reference)
 and the seeds; otherwise it is a t interval over the seeds alone (none with one seed).
 
-The skill is the suite's target dataset's task (or ``--skill-task``); every other task is a
-control. "Removes the skill beyond matched random" compares the skill change of the method and
-of its matched baseline in the direction of removal (down for higher-is-better metrics):
+The skill is ``--skill-task``, else the task a matrix suite's ``[[skills]]`` pair with the target
+corpus, else the target dataset's task; every other task is a control. "Removes the skill
+beyond matched random" compares the skill change of the method and of its matched baseline
+in the direction of removal (down for higher-is-better metrics):
 **yes** when the 95% interval of (method's removal - random's removal) lies above 0, **no** when
 it lies at or below 0, **undecided** otherwise. A control is "harmed beyond matched random" by
 the same rule. A method is **specific** when it removes the skill beyond matched random and
@@ -259,10 +260,16 @@ def _agrees(score: ItemScores | None, value: float) -> bool:
 # Which task is the skill.
 
 
-def skill_task(target: str, tasks: Sequence[str], explicit: str | None = None) -> str | None:
+def skill_task(
+    target: str,
+    tasks: Sequence[str],
+    explicit: str | None = None,
+    declared: Mapping[str, str] | None = None,
+) -> str | None:
     """The task that measures the skill of corpus `target`: `explicit` when given (it must be one
-    of `tasks`), else the target dataset's task when installed, else a task named as the target;
-    None when none of these is evaluated."""
+    of `tasks`), else the task a matrix suite's skill pairs with that corpus (`declared`: corpus
+    -> task, its ``[[skills]]``), else the target dataset's task when installed, else a task
+    named as the target; None when none of these is evaluated."""
     if explicit is not None:
         if explicit not in tasks:
             raise LocatorError(
@@ -273,10 +280,10 @@ def skill_task(target: str, tasks: Sequence[str], explicit: str | None = None) -
     try:
         from locator.data import get_dataset
 
-        declared = get_dataset(target).task
+        dataset_task = get_dataset(target).task
     except LocatorError:
-        declared = None
-    for candidate in (declared, target):
+        dataset_task = None
+    for candidate in ((declared or {}).get(target), dataset_task, target):
         if candidate in tasks:
             return candidate
     return None

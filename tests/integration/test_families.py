@@ -11,7 +11,7 @@ from torch import nn
 import locator
 from locator import LocatorError
 from locator.architecture import MlpLayout, mlp_layouts, mlp_neurons
-from locator.localizer import build_context, get_localizer, statistic_kinds
+from locator.localizer import build_context, get_localizer, run_method, statistic_kinds
 from locator.passes import collect_statistics
 from locator.plugins import register_plugin, unregister_plugin
 from locator.testing import TINY_CONFIGS, sample_texts, tiny_model
@@ -105,10 +105,9 @@ def test_all_methods_select_in_every_block_from_one_pass_per_corpus(family, toke
     context = build_context(model, stats[0], stats[1:])
     blocks = {p.layer for p in context.parameters.values()}
     assert blocks == {0, 1}
-    found = {method.name: method.localize_many(context, [0.5])[0] for method in methods}
-    found["matched"] = get_localizer("random").localize(
-        build_context(model, stats[0], reference=found["lape"]), 0.5
-    )
+    found = {method.name: run_method(model, method, context, [0.5])[0] for method in methods}
+    matched = build_context(model, stats[0], reference=found["lape"])
+    (found["matched"],) = run_method(model, get_localizer("random"), matched, [0.5])
     for method, localization in found.items():
         assert set(localization.counts_by_layer()) == blocks, (name, method)
         assert all(count > 0 for count in localization.counts_by_layer().values()), (name, method)
@@ -118,19 +117,25 @@ def test_all_methods_select_in_every_block_from_one_pass_per_corpus(family, toke
     assert found["matched"].counts() == found["lape"].counts()
 
 
-def test_neuron_prune_equals_zeroing_activations(family, tokenizer):
-    name, model = family
-    lape = locator.localize(
+def lape_at_half(model, tokenizer, **arguments):
+    """LAPE at K = 0.5 on the target and the control, its rates at 0.5 (neurons on tiny data)."""
+    options = {"filter_rate": 0.5, "activation_bar_ratio": 0.5}
+    return locator.localize(
         model,
         tokenizer,
         method="lape",
         target=TARGET,
         controls=[CONTROL],
         proportion=0.5,
-        batch_size=4,
         progress=False,
-        options={"filter_rate": 0.5, "activation_bar_ratio": 0.5},
+        options=options,
+        **arguments,
     )
+
+
+def test_neuron_prune_equals_zeroing_activations(family, tokenizer):
+    name, model = family
+    lape = lape_at_half(model, tokenizer, batch_size=4)
     assert lape.neuron_count() > 0
     modules = dict(model.named_modules())
     batch = tokenizer(TARGET[:3], return_tensors="pt", padding=True)
@@ -182,7 +187,7 @@ def test_one_pass_serves_every_method_exactly(llama, tokenizer):
         "lape": {"filter_rate": 0.6, "activation_bar_ratio": 0.6},
     }
     for label, method in methods.items():
-        for shared in method.localize_many(context, proportions):
+        for shared in run_method(llama, method, context, proportions):
             alone = locator.localize(
                 llama,
                 tokenizer,
@@ -235,15 +240,7 @@ class _CustomLayout:
 def test_unknown_mlp_is_one_clear_line_and_a_plugin_layout_fixes_it(tokenizer):
     model = _Custom(len(tokenizer))
     with pytest.raises(LocatorError) as error:
-        locator.localize(
-            model,
-            tokenizer,
-            method="lape",
-            target=TARGET,
-            controls=[CONTROL],
-            proportion=0.5,
-            progress=False,
-        )
+        lape_at_half(model, tokenizer)
     message = str(error.value)
     assert "\n" not in message
     assert "no recognizable MLP in decoder block 0" in message
@@ -258,16 +255,7 @@ def test_unknown_mlp_is_one_clear_line_and_a_plugin_layout_fixes_it(tokenizer):
             "layers.0.w_in",
             "layers.1.w_in",
         ]
-        found = locator.localize(
-            model,
-            tokenizer,
-            method="lape",
-            target=TARGET,
-            controls=[CONTROL],
-            proportion=0.5,
-            progress=False,
-            options={"filter_rate": 0.5, "activation_bar_ratio": 0.5},
-        )
+        found = lape_at_half(model, tokenizer)
         assert found.level == "neuron" and set(found.neurons) == {
             "layers.0.w_out.weight",
             "layers.1.w_out.weight",

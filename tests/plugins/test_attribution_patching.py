@@ -7,6 +7,7 @@ from locator_plugins.attribution_patching import attribution_scores
 import locator
 from locator.runs import ModelRunner
 from locator.testing import LocalizerContract, sample_texts
+from tests.plugins.helpers import assert_refused
 from tests.plugins.runs_reference import attribution_patching, fp64, top_neurons
 
 TARGET = sample_texts(7, seed=31)  # lengths 3..24 words: padded batches
@@ -56,10 +57,7 @@ def test_selection_equals_the_reference(model, tokenizer, expected, proportion):
 
 
 def test_needs_a_control(llama, tokenizer):
-    with pytest.raises(locator.LocatorError, match="needs at least 1 control"):
-        locator.localize(
-            llama, tokenizer, method="attribution-patching", target=TARGET, proportion=0.1
-        )
+    assert_refused(llama, tokenizer, "attribution-patching", TARGET, {}, "needs at least 1 control")
 
 
 class TestAttributionPatchingContract(LocalizerContract):

@@ -10,6 +10,7 @@ from locator_plugins.integrated_gradients import sample_attributions
 import locator
 from locator.runs import ModelRunner
 from locator.testing import LocalizerContract, sample_texts
+from tests.plugins.helpers import assert_refused
 from tests.plugins.runs_reference import (
     fp64,
     ids_of,
@@ -118,24 +119,16 @@ def test_selection_equals_the_reference(model, tokenizer, options, proportion):
 
 
 @pytest.mark.parametrize(
-    "options, message",
+    "arguments, message",
     [
-        ({"steps": 0}, "steps must be an integer >= 1"),
-        ({"threshold": 1.5}, "threshold must be in [0, 1]"),
-        ({"share": 1.0}, "share must be in [0, 1)"),
+        ({"options": {"steps": 0}}, "steps must be an integer >= 1"),
+        ({"options": {"threshold": 1.5}}, "threshold must be in [0, 1]"),
+        ({"options": {"share": 1.0}}, "share must be in [0, 1)"),
+        ({"proportion": 0.001}, "selects no neuron of the model's 96"),  # before any pass
     ],
 )
-def test_bad_options_are_one_line(options, message):
-    with pytest.raises(locator.LocatorError) as error:
-        locator.get_localizer("integrated-gradients", options)
-    assert message in str(error.value) and "\n" not in str(error.value)
-
-
-def test_a_proportion_below_one_neuron_fails_before_any_pass(llama, tokenizer):
-    with pytest.raises(locator.LocatorError, match="selects no neuron of the model's 96"):
-        locator.localize(
-            llama, tokenizer, method="integrated-gradients", target=TARGET, proportion=0.001
-        )
+def test_a_bad_request_is_one_line(llama, tokenizer, arguments, message):
+    assert_refused(llama, tokenizer, "integrated-gradients", TARGET, arguments, message)
 
 
 class TestIntegratedGradientsContract(LocalizerContract):

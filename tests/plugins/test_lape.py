@@ -18,6 +18,7 @@ from locator.testing import LocalizerContract, sample_texts
 
 from ..integration import reference
 from ..integration.reference import activation_modules, family_of
+from .helpers import assert_cuts_equal_single_runs
 
 TARGET = sample_texts(6, seed=21)
 
@@ -40,37 +41,6 @@ LOGIC = "and or but if then so because question solve compute total is are".spli
 LAPE_CORPORA = [themed_texts(MATH, 6, 1), themed_texts(PROSE, 5, 2), themed_texts(LOGIC, 4, 3)]
 
 
-@pytest.mark.parametrize(
-    "top_rate, filter_rate, bar",
-    [(0.1, 0.95, 0.95), (0.3, 0.8, 0.9), (0.5, 0.5, 0.5), (0.9, 0.7, 0.6)],
-)
-def test_lape_matches_fp64_batch1_reference(model, tokenizer, top_rate, filter_rate, bar):
-    model64 = copy.deepcopy(model).double()
-    activations = activation_modules(model, family_of(model))
-    expected, ties = reference.lape(
-        model64, tokenizer, LAPE_CORPORA, activations, top_rate, filter_rate, bar
-    )
-    for candidate in (model, model64):
-        result = locator.localize(
-            candidate,
-            tokenizer,
-            method="lape",
-            target=LAPE_CORPORA[0],
-            controls=LAPE_CORPORA[1:],
-            proportion=top_rate,
-            batch_size=3,
-            progress=False,
-            options={"filter_rate": filter_rate, "activation_bar_ratio": bar},
-        )
-        assert result.level == "neuron" and set(result.neurons) == set(expected)
-        for name, neurons in result.neurons.items():
-            found = {j for j in neurons.tolist() if (name, j) not in ties}
-            wanted = {j for j in expected[name] if (name, j) not in ties}
-            assert found == wanted, name
-    if top_rate == 0.5:  # the comparison is not vacuous
-        assert sum(1 for n, js in expected.items() for j in js if (n, j) not in ties) > 20
-
-
 def lape_localization(model, tokenizer, proportion=0.5, **options):
     options = {"filter_rate": 0.5, "activation_bar_ratio": 0.5, **options}
     return locator.localize(
@@ -84,6 +54,29 @@ def lape_localization(model, tokenizer, proportion=0.5, **options):
         progress=False,
         options=options,
     )
+
+
+@pytest.mark.parametrize(
+    "top_rate, filter_rate, bar",
+    [(0.1, 0.95, 0.95), (0.3, 0.8, 0.9), (0.5, 0.5, 0.5), (0.9, 0.7, 0.6)],
+)
+def test_lape_matches_fp64_batch1_reference(model, tokenizer, top_rate, filter_rate, bar):
+    model64 = copy.deepcopy(model).double()
+    activations = activation_modules(model, family_of(model))
+    expected, ties = reference.lape(
+        model64, tokenizer, LAPE_CORPORA, activations, top_rate, filter_rate, bar
+    )
+    for candidate in (model, model64):
+        result = lape_localization(
+            candidate, tokenizer, top_rate, filter_rate=filter_rate, activation_bar_ratio=bar
+        )
+        assert result.level == "neuron" and set(result.neurons) == set(expected)
+        for name, neurons in result.neurons.items():
+            found = {j for j in neurons.tolist() if (name, j) not in ties}
+            wanted = {j for j in expected[name] if (name, j) not in ties}
+            assert found == wanted, name
+    if top_rate == 0.5:  # the comparison is not vacuous
+        assert sum(1 for n, js in expected.items() for j in js if (n, j) not in ties) > 20
 
 
 def test_lape_selects_exactly_the_down_projection_columns_of_its_neurons(model, tokenizer):
@@ -139,10 +132,7 @@ def test_lape_many_proportions_equal_single_runs(llama, tokenizer):
     context = build_context(llama, stats[0], stats[1:])
     lape = locator.get_localizer("lape", {"filter_rate": 0.6, "activation_bar_ratio": 0.6})
     proportions = [0.01, 0.1, 0.3, 0.7, 1.0]
-    results = lape.localize_many(context, proportions)
-    for many, proportion in zip(results, proportions, strict=True):
-        single = lape.localize(context, proportion)
-        assert many.jaccard(single) == 1.0 and many.proportion == proportion
+    results = assert_cuts_equal_single_runs(llama, lape, context, proportions)
     counts = [r.neuron_count() for r in results]
     assert counts == sorted(counts) and counts[-1] > 0  # the sets grow with top_rate
 

@@ -8,6 +8,7 @@ from locator_plugins.learned_mask import LearnedMaskConfig, train_log_alpha
 import locator
 from locator.runs import ModelRunner
 from locator.testing import LocalizerContract, sample_texts
+from tests.plugins.helpers import assert_refused
 from tests.plugins.runs_reference import fp64, learned_mask, top_neurons
 
 TARGET = sample_texts(5, seed=51)
@@ -71,22 +72,16 @@ def test_fp32_selection_is_the_fp64_selection(llama, tokenizer):
 
 
 @pytest.mark.parametrize(
-    "options, message",
+    "arguments, message",
     [
-        ({"steps": 0}, "steps must be an integer >= 1"),
-        ({"lr": 0}, "lr must be > 0"),
-        ({"penalty_step": -1}, "penalty_step must be >= 0"),
+        ({"options": {"steps": 0}}, "steps must be an integer >= 1"),
+        ({"options": {"lr": 0}}, "lr must be > 0"),
+        ({"options": {"penalty_step": -1}}, "penalty_step must be >= 0"),
+        ({}, "needs at least 1 control"),
     ],
 )
-def test_bad_options_are_one_line(options, message):
-    with pytest.raises(locator.LocatorError) as error:
-        locator.get_localizer("learned-mask", options)
-    assert message in str(error.value) and "\n" not in str(error.value)
-
-
-def test_needs_a_control(llama, tokenizer):
-    with pytest.raises(locator.LocatorError, match="needs at least 1 control"):
-        locator.localize(llama, tokenizer, method="learned-mask", target=TARGET, proportion=0.1)
+def test_a_bad_request_is_one_line(llama, tokenizer, arguments, message):
+    assert_refused(llama, tokenizer, "learned-mask", TARGET, arguments, message)
 
 
 class TestLearnedMaskContract(LocalizerContract):

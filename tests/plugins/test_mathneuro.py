@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import locator
-from locator import LocatorError
 from locator.testing import LocalizerContract, sample_texts
 
 from ..integration import reference
 from ..integration.reference import matrix_indices
+from .helpers import assert_cuts_equal_single_runs, assert_refused
 
 TARGET = sample_texts(7, seed=31)  # lengths 3..24 words: padded batches
 CONTROLS = [sample_texts(5, seed=32), sample_texts(4, seed=33)]
@@ -55,53 +55,24 @@ def test_mathneuro_many_proportions_equal_single_runs(llama, tokenizer):
     context = build_context(llama, stats[0], stats[1:])
     method = locator.get_localizer("mathneuro")
     proportions = [0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15]
-    for many, proportion in zip(
-        method.localize_many(context, proportions), proportions, strict=False
-    ):
-        assert many.jaccard(method.localize(context, proportion)) == 1.0
-        assert many.proportion == proportion
+    assert_cuts_equal_single_runs(llama, method, context, proportions)
 
 
-def test_reference_only_for_methods_that_take_one(llama, tokenizer):
-    loc = locator.localize(
-        llama, tokenizer, method="random", target=TARGET, proportion=0.1, progress=False
-    )
-    with pytest.raises(LocatorError, match="does not take a reference"):
-        locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=TARGET,
-            proportion=0.1,
-            reference=loc,
-            progress=False,
-        )
-
-
-@pytest.mark.parametrize("proportion", [0, -0.1, 1.5])
-def test_proportion_outside_unit_interval(llama, tokenizer, proportion):
-    with pytest.raises(LocatorError, match=r"proportion must be in \(0, 1\]"):
-        locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=TARGET,
-            proportion=proportion,
-            progress=False,
-        )
-
-
-def test_unknown_option_is_an_error(llama, tokenizer):
-    with pytest.raises(LocatorError, match="Unknown option of mathneuro 'alpha'"):
-        locator.localize(
-            llama,
-            tokenizer,
-            method="mathneuro",
-            target=TARGET,
-            proportion=0.1,
-            options={"alpha": 1},
-            progress=False,
-        )
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"proportion": 0}, "proportion must be in (0, 1]"),
+        ({"proportion": -0.1}, "proportion must be in (0, 1]"),
+        ({"proportion": 1.5}, "proportion must be in (0, 1]"),
+        ({"options": {"alpha": 1}}, "Unknown option of mathneuro 'alpha'"),
+        (
+            {"reference": locator.Localization(selections={}, method="random", proportion=0.1)},
+            "does not take a reference",
+        ),
+    ],
+)
+def test_a_bad_request_is_an_error_before_any_pass(llama, tokenizer, arguments, message):
+    assert_refused(llama, tokenizer, "mathneuro", TARGET, arguments, message)
 
 
 @pytest.mark.parametrize(

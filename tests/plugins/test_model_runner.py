@@ -103,7 +103,7 @@ def test_a_method_that_writes_a_weight_is_stopped(fresh, tokenizer):
         def localize(self, context, proportion):
             with torch.no_grad():
                 next(iter(context.weights.values())).mul_(1.0)  # same values, still a write
-            return locator.Localization(selections={}, method=self.name, proportion=proportion)
+            return {}
 
     with pytest.raises(locator.LocatorError, match="wrote to weight 'model.layers.0"):
         locator.localize(fresh, tokenizer, method=Editing(), target=TARGET, proportion=0.1)
@@ -259,7 +259,7 @@ def test_a_context_without_a_runner_is_a_one_line_error(llama, tokenizer):
     context = build_context(llama, stats)
     method = locator.get_localizer("integrated-gradients")
     with pytest.raises(locator.LocatorError, match="runs the model, and its context has no runner"):
-        method.localize(context, 0.1)
+        locator.run_method(llama, method, context, [0.1])
 
 
 def test_a_suite_runs_the_methods_and_a_baseline_matched_to_one(tmp_path):

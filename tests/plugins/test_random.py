@@ -12,16 +12,14 @@ TARGET = sample_texts(6, seed=11)
 CONTROLS = [sample_texts(5, seed=12), sample_texts(4, seed=13, max_words=40)]
 
 
+def localize(model, tokenizer, method="random", **arguments):
+    """`method` (the baseline unless named) on TARGET at K = 0.1 unless given otherwise."""
+    arguments = {"target": TARGET, "proportion": 0.1, "progress": False, **arguments}
+    return locator.localize(model, tokenizer, method=method, **arguments)
+
+
 def test_random_takes_floor_k_per_matrix_and_is_seeded(llama, tokenizer):
-    first = locator.localize(
-        llama, tokenizer, method="random", target=TARGET, proportion=0.1, seed=1, progress=False
-    )
-    again = locator.localize(
-        llama, tokenizer, method="random", target=TARGET, proportion=0.1, seed=1, progress=False
-    )
-    other = locator.localize(
-        llama, tokenizer, method="random", target=TARGET, proportion=0.1, seed=2, progress=False
-    )
+    first, again, other = (localize(llama, tokenizer, seed=seed) for seed in (1, 1, 2))
     for _name, selection in first.selections.items():
         assert selection.count == math.floor(0.1 * selection.numel)
     assert first.jaccard(again) == 1.0
@@ -29,24 +27,8 @@ def test_random_takes_floor_k_per_matrix_and_is_seeded(llama, tokenizer):
 
 
 def test_matched_random_copies_counts_per_matrix(model, tokenizer):
-    mathneuro = locator.localize(
-        model,
-        tokenizer,
-        method="mathneuro",
-        target=TARGET,
-        controls=CONTROLS[:1],
-        proportion=0.1,
-        progress=False,
-    )
-    matched = locator.localize(
-        model,
-        tokenizer,
-        method="random",
-        target=TARGET,
-        proportion=0.1,
-        reference=mathneuro,
-        progress=False,
-    )
+    mathneuro = localize(model, tokenizer, "mathneuro", controls=CONTROLS[:1])
+    matched = localize(model, tokenizer, reference=mathneuro)
     assert matched.counts() == mathneuro.counts()
     assert matched.matched_to == "mathneuro"
     assert matched.jaccard(mathneuro) < 0.5
@@ -55,17 +37,7 @@ def test_matched_random_copies_counts_per_matrix(model, tokenizer):
 def test_neuron_level_random_matches_neurons_per_layer(model, tokenizer):
     lape = lape_localization(model, tokenizer)
     matched = [
-        locator.localize(
-            model,
-            tokenizer,
-            method="random",
-            target=TARGET,
-            proportion=0.5,
-            reference=lape,
-            seed=seed,
-            progress=False,
-        )
-        for seed in (0, 0, 1)
+        localize(model, tokenizer, proportion=0.5, reference=lape, seed=seed) for seed in (0, 0, 1)
     ]
     first = matched[0]
     assert first.level == "neuron" and first.matched_to == "lape"
@@ -78,25 +50,9 @@ def test_neuron_level_random_matches_neurons_per_layer(model, tokenizer):
 
 
 def test_random_matched_to_a_published_selection_copies_its_head_count(llama, tokenizer):
-    published = locator.localize(
-        llama,
-        tokenizer,
-        method="mathneuro",
-        options={"mode": "published"},
-        target=TARGET,
-        controls=CONTROLS,
-        proportion=0.1,
-        progress=False,
-    )
-    matched = locator.localize(
-        llama,
-        tokenizer,
-        method="random",
-        target=TARGET,
-        proportion=0.1,
-        reference=published,
-        progress=False,
-    )
+    options = {"mode": "published"}
+    published = localize(llama, tokenizer, "mathneuro", options=options, controls=CONTROLS)
+    matched = localize(llama, tokenizer, reference=published)
     assert matched.counts() == published.counts()
     assert matched.selections["lm_head.weight"].count > 0
 

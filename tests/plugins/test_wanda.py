@@ -14,6 +14,7 @@ from locator.passes import collect_statistics
 from locator.testing import LocalizerContract, sample_texts
 
 from ..integration import reference
+from .helpers import assert_cuts_equal_single_runs
 
 TARGET = sample_texts(6, seed=21)
 CONTROLS = [sample_texts(5, seed=22), sample_texts(4, seed=23, max_words=40)]
@@ -57,8 +58,10 @@ def test_wanda_row_takes_floor_k_of_every_output_row(model, tokenizer):
 def test_wanda_original_count_keeps_what_the_reference_code_keeps(llama, tokenizer, proportion):
     stats = collect_statistics(llama, tokenizer, TARGET, kinds={INPUT_SQUARE_SUM}, progress=False)
     context = build_context(llama, stats)
-    floor = locator.get_localizer("wanda").localize(context, proportion)
-    original = locator.get_localizer("wanda", {"count": "original"}).localize(context, proportion)
+    floor, original = (
+        locator.run_method(llama, locator.get_localizer("wanda", options), context, [proportion])[0]
+        for options in ({}, {"count": "original"})
+    )
     for name, mask in original.masks.items():
         d_in = mask.shape[1]  # Llama: [d_out, d_in]
         kept = d_in - int(d_in * (1 - proportion))  # the reference prunes int(d_in * sparsity)
@@ -81,10 +84,15 @@ def test_wanda_ignores_controls_and_its_ablation_variant_is_mathneuro_without_co
     )
     alone, with_control = build_context(llama, target), build_context(llama, target, [control])
     wanda = locator.get_localizer("wanda")
-    assert wanda.localize(alone, 0.1).jaccard(wanda.localize(with_control, 0.1)) == 1.0
     ablation = locator.get_localizer("wanda", {"norm": "per_sample", "group": "matrix"})
     mathneuro = locator.get_localizer("mathneuro")
-    assert ablation.localize(alone, 0.1).jaccard(mathneuro.localize(alone, 0.1)) == 1.0
+    pairs = [((wanda, alone), (wanda, with_control)), ((ablation, alone), (mathneuro, alone))]
+    for first, second in pairs:
+        found = [
+            locator.run_method(llama, method, context, [0.1])[0]
+            for method, context in (first, second)
+        ]
+        assert found[0].jaccard(found[1]) == 1.0
 
 
 @pytest.mark.parametrize("method, options", [("wanda", {}), ("wanda", {"group": "matrix"})])
@@ -95,10 +103,7 @@ def test_many_proportions_equal_single_runs(llama, tokenizer, method, options):
     context = build_context(llama, stats)
     localizer = locator.get_localizer(method, options)
     proportions = [0.001, 0.01, 0.05, 0.1, 0.5]
-    for many, proportion in zip(
-        localizer.localize_many(context, proportions), proportions, strict=True
-    ):
-        assert many.jaccard(localizer.localize(context, proportion)) == 1.0
+    assert_cuts_equal_single_runs(llama, localizer, context, proportions)
 
 
 class TestWandaContract(LocalizerContract):

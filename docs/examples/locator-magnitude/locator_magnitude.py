@@ -25,7 +25,7 @@ class MagnitudeLocalizer(locator.Localizer):
             scores = context.weights[name].abs() ** self.config.power
             chosen = locator.top_indices(scores, locator.top_count(proportion, parameter.numel))
             selections[name] = locator.Selection.from_indices(chosen, parameter.shape)
-        return self.localization(context, selections, proportion)
+        return selections
 
 
 @locator.hookimpl
