@@ -338,7 +338,12 @@ def planting_records(directory: Path, rows: Sequence[Mapping[str, Any]]) -> dict
                 "rerun `locator bench` into the folder to plant it again."
             )
         found[name] = json.loads(path.read_text())
-    return found
+
+    def rank(name: str) -> tuple[int, int]:
+        settings = found[name]["settings"]
+        return LEVELS.index(settings["level"]), settings["seed"]
+
+    return {name: found[name] for name in sorted(found, key=rank)}
 
 
 def cells(rows: Sequence[Mapping[str, Any]], plantings: Mapping[str, Any]) -> list[dict[str, Any]]:
