@@ -204,6 +204,8 @@ def run_planting(
     """Plant (or reuse) one planting and run its (seed, method) cells whose part file is
     missing; returns (cells finished before, cells run). `threads` sets torch's threads (a
     worker process of `run_ground_truth`)."""
+    from itertools import groupby
+
     import torch
     from tqdm.auto import tqdm
 
@@ -225,24 +227,24 @@ def run_planting(
         models=(spec,),
         proportions=_proportions(model, truth, record["size"]),
     )
-    cells: dict[tuple[int, int, str], list[Any]] = defaultdict(list)
+    by_cell: dict[tuple[int, int, str], list[Any]] = defaultdict(list)
     for configuration in plan(planted):
         key = (configuration.num_samples, configuration.seed, configuration.method.label)
-        cells[key].append(configuration)
-    names = {key: stable_hash([c.key for c in found]) for key, found in cells.items()}
+        by_cell[key].append(configuration)
+    names = {key: stable_hash([c.key for c in found]) for key, found in by_cell.items()}
     finished = results.finished(out)
-    todo = [c for key, found in cells.items() if names[key] not in finished for c in found]
+    todo = [c for key, found in by_cell.items() if names[key] not in finished for c in found]
     run = {names[(c.num_samples, c.seed, c.method.label)] for c in todo}
     if not todo:
-        return len(cells), 0
+        return len(by_cell), 0
     bench = Bench(planted, out, progress=progress)
     bench.bar = tqdm(total=len(todo), desc=folder.name, unit="cut", disable=not progress)
     try:
         bench.load(spec)
         texts = bench.draw(todo)
-        for group in _runs(todo, lambda c: c.group):
+        for _, group in groupby(todo, key=lambda c: c.group):  # one statistics pass each
             localized: dict[str, list[Any]] = defaultdict(list)
-            for configuration, localization, timings in bench.localized(group, texts):
+            for configuration, localization, timings in bench.localized(list(group), texts):
                 localized[configuration.method.label].append((configuration, localization, timings))
             for found in localized.values():
                 first = found[0][0]
@@ -251,14 +253,7 @@ def run_planting(
                 bench.bar.update(len(found))
     finally:
         bench.bar.close()
-    return len(cells) - len(run), len(run)
-
-
-def _runs(items: Sequence[Any], key: Callable[[Any], Any]) -> list[list[Any]]:
-    """Consecutive items with the same key, as lists."""
-    from itertools import groupby
-
-    return [list(group) for _, group in groupby(items, key=key)]
+    return len(by_cell) - len(run), len(run)
 
 
 def _proportions(model: Any, truth: Any, size: int) -> tuple[float, ...]:
@@ -346,9 +341,10 @@ def planting_records(directory: Path, rows: Sequence[Mapping[str, Any]]) -> dict
     return {name: found[name] for name in sorted(found, key=rank)}
 
 
-def cells(rows: Sequence[Mapping[str, Any]], plantings: Mapping[str, Any]) -> list[dict[str, Any]]:
+def cells(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One record per (planting, seed, method): the scores at the cut of |S|'s size (precision,
-    recall, chance, the tasks after pruning) and the AUPRC."""
+    recall, chance, the tasks after pruning) and the AUPRC; a row's planting is named
+    ``_plantings/<level>-<seed of S>`` (`ensure_planting`)."""
     from locator.bench.metrics import model_label
 
     by_cut: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -361,11 +357,11 @@ def cells(rows: Sequence[Mapping[str, Any]], plantings: Mapping[str, Any]) -> li
         if scored is None:
             continue
         task = scored["task"]
-        settings = plantings[model_label(scored["model"])]["settings"]
+        level, planting = model_label(scored["model"]).rsplit("-", 1)
         found.append(
             {
-                "level": settings["level"],
-                "planting": settings["seed"],
+                "level": level,
+                "planting": int(planting),
                 "seed": scored["seed"],
                 "num_samples": scored["num_samples"],
                 "method": scored["label"],
@@ -517,22 +513,13 @@ def write_section(
 
 
 def summary(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The terminal summary of ground-truth rows: per planting level, each method's mean AUPRC
-    over its cells beside chance, best first."""
-    from locator.bench.metrics import model_label
-
-    scores: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
-    for row in rows:
-        if row["metric"] == "auprc":
-            level = model_label(row["model"]).rsplit("-", 1)[0]
-            scores[(level, row["label"])].append((row["value"], row["baseline_value"]))
+    """The terminal summary of ground-truth rows: per level, the methods ranked (`records`)."""
     lines = []
-    for level in sorted({level for level, _ in scores}, key=LEVELS.index):
-        lines.append(f"{level}-level truth: mean AUPRC (chance)")
-        found = [(label, values) for (lev, label), values in scores.items() if lev == level]
-        found.sort(key=lambda item: -statistics.fmean(v for v, _ in item[1]))
-        for label, values in found:
-            auprc = statistics.fmean(v for v, _ in values)
-            chance = statistics.fmean(c for _, c in values)
-            lines.append(f"  {label:<28} {auprc:.3f} ({chance:.3f}), {len(values)} cells")
+    for r in records(cells(rows)):
+        if r["rank"] == 1:
+            lines.append(f"{r['level']}-level truth: mean AUPRC [95%] (chance)")
+        lines.append(
+            f"  {r['method']:<28} {r['auprc']:.3f} [{r['auprc_low']:.3f}, {r['auprc_high']:.3f}] "
+            f"({r['chance']:.3f}), {r['cells']} cells"
+        )
     return "\n".join(lines)

@@ -250,7 +250,7 @@ def _ground_truth_report(directory: Path, rows: Sequence[Row], out: Path) -> Pat
     """The report of a ground-truth suite's results: its "Ground truth" section, and
     ``ground-truth.csv`` (`locator.bench.ground_truth`)."""
     plantings = ground_truth.planting_records(directory, rows)  # before anything is written
-    ranked = ground_truth.records(ground_truth.cells(rows, plantings))
+    ranked = ground_truth.records(ground_truth.cells(rows))
     out.mkdir(parents=True, exist_ok=True)
     title = f"Benchmark report: {', '.join(sorted({r['suite'] for r in rows}))}"
     document = Document(out)

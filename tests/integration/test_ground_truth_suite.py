@@ -74,7 +74,7 @@ def finished(tmp_path_factory):
 def test_the_suite_runs_reports_and_ranks_by_auprc(finished):
     _, out, bench, report = finished
     assert "1 plantings x 2 seeds x 3 methods = 6 cells" in bench
-    assert "neuron-level truth: mean AUPRC (chance)" in report
+    assert "neuron-level truth: mean AUPRC [95%] (chance)" in report
     with open(out / "_report" / "ground-truth.csv", newline="") as handle:
         ranked = list(csv.DictReader(handle))
     assert [r["rank"] for r in ranked] == ["1", "2", "3"]
