@@ -36,7 +36,8 @@ from locator.localization import Localization
 class Recovery:
     """How well one method's cuts recover S: `unit` is ``"neuron"`` or ``"entry"``, `total`
     the number of units (N), `truth_size` |S|, `cut` the index (among the cuts given) of the
-    cut compared at |S| and `selected` its size."""
+    cut compared at |S| and `selected` its size; `points` is (size, units in S) of every cut,
+    in the order given (its precision and recall)."""
 
     unit: str
     cut: int
@@ -46,6 +47,7 @@ class Recovery:
     precision: float
     recall: float
     auprc: float
+    points: tuple[tuple[int, int], ...] = ()
 
     @property
     def chance(self) -> float:
@@ -149,4 +151,5 @@ def recovery(truth: Localization, cuts: Sequence[Localization], model: nn.Module
         precision=hits / selected if selected else 0.0,
         recall=hits / size,
         auprc=area,
+        points=tuple(found),
     )

@@ -1,5 +1,7 @@
 """The built-in two-skill testbed as plugins: its corpora, its evaluation tasks and
-``locator toy train``, ``locator toy plant`` and ``locator toy ground-truth``.
+``locator toy train``, ``locator toy plant`` and ``locator toy score`` (the ground-truth
+suite, ``benchmarks/ground-truth.toml``, runs every method on planted models:
+`locator.bench.ground_truth`).
 
 Corpora ``toy-arithmetic`` (every problem with its answer, ``"12 + 7 = 19"``) and
 ``toy-language`` (a fixed pool of grammar sentences) feed localization; tasks of the same names
@@ -149,7 +151,7 @@ def register_evaluators(register):  # type: ignore[no-untyped-def]
 
 @locator.hookimpl
 def register_commands(cli):  # type: ignore[no-untyped-def]
-    """Add ``locator toy train``, ``plant``, ``score`` and ``ground-truth``."""
+    """Add ``locator toy train``, ``plant`` and ``score``."""
 
     @cli.group()
     def toy() -> None:
@@ -223,45 +225,6 @@ def register_commands(cli):  # type: ignore[no-untyped-def]
             f"{before['language_loss']:.4f} -> {after['language_loss']:.4f}"
         )
 
-    @toy.command(name="ground-truth")
-    @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder.")
-    @click.option("--seeds", default=3, show_default=True, type=int, help="Plantings per level.")
-    @click.option(
-        "--plantings",
-        type=click.Path(file_okay=False),
-        help="Where plantings are made and reused (default: OUT-plantings beside OUT).",
-    )
-    @click.option("--num-samples", default=200, show_default=True, type=int)
-    @click.option("--steps", default=300, show_default=True, type=int, help="Per planting.")
-    @click.option("--workers", default=1, show_default=True, type=int, help="Processes.")
-    @click.option("--force", is_flag=True, help="Replace a results folder this wrote.")
-    def ground_truth(
-        out: str,
-        seeds: int,
-        plantings: str | None,
-        num_samples: int,
-        steps: int,
-        workers: int,
-        force: bool,
-    ) -> None:
-        """Run every installed method on planted toy models and score it against S.
-
-        Writes ground-truth.csv, ground-truth.md (the "Ground truth" section: methods ranked
-        by AUPRC, mean and 95% interval over plantings) and every method's selections.
-        """
-        from locator.toy.ground_truth import MARKDOWN_FILE, run_ground_truth
-
-        folder = run_ground_truth(
-            out,
-            seeds=seeds,
-            plantings=plantings,
-            num_samples=num_samples,
-            steps=steps,
-            workers=workers,
-            force=force,
-        )
-        click.echo((folder / MARKDOWN_FILE).read_text())
-
     @toy.command()
     @click.option(
         "--planted", required=True, type=click.Path(file_okay=False), help="Planted model folder."
@@ -270,7 +233,7 @@ def register_commands(cli):  # type: ignore[no-untyped-def]
     def score(planted: str, localizations: tuple[str, ...]) -> None:
         """Score localization files (one method's cuts) against a planted model's S:
         precision and recall at |S|, AUPRC, and uniform random's |S|/N beside them."""
-        from locator.toy.ground_truth import score_files
+        from locator.toy.plant import score_files
 
         found = score_files(planted, localizations)
         click.echo(

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from locator.bench import figures, matrix
+from locator.bench import figures, ground_truth, matrix
 from locator.bench.document import Document
 from locator.bench.metrics import (
     clip,
@@ -115,7 +115,10 @@ def _aligned(header: Sequence[str], table: Sequence[Sequence[str]]) -> list[str]
 def summary_table(rows: Sequence[Row]) -> str:
     """A plain-text table: per experiment, the baseline then each (method, samples, factor,
     proportion) with the mean fraction edited and the mean of every metric over seeds; each
-    column with one number of decimals that tells its values apart."""
+    column with one number of decimals that tells its values apart (a ground-truth suite's
+    rows: its ranking, `locator.bench.ground_truth.summary`)."""
+    if ground_truth.is_ground_truth(rows):
+        return ground_truth.summary(rows)
     lines = []
     for experiment, group in _groups(rows, _experiment).items():
         measures = _measures(group)
@@ -148,7 +151,10 @@ def summary_table(rows: Sequence[Row]) -> str:
 def headline(rows: Sequence[Row], proportion: float = 0.05) -> str:
     """The finding in a few lines: per experiment, at the proportion closest to `proportion`,
     pruning and each scaling factor, every method's fraction edited and each metric's change
-    from the unedited model (means over seeds and sample counts)."""
+    from the unedited model (means over seeds and sample counts); for a ground-truth suite's
+    rows, its ranking."""
+    if ground_truth.is_ground_truth(rows):
+        return ground_truth.summary(rows)
     lines = []
     for experiment, group in _groups(rows, _experiment).items():
         chosen = min({r["proportion"] for r in group}, key=lambda p: (abs(p - proportion), p))
@@ -188,6 +194,8 @@ def write_report(
     directory = Path(directory)
     rows = read_results(directory).to_pylist()
     out = Path(out) if out is not None else directory / "_report"
+    if ground_truth.is_ground_truth(rows):
+        return _ground_truth_report(directory, rows, out)
     all_tasks = list(dict.fromkeys(r["task"] for r in rows))
     if skill is not None:
         skill_task(rows[0]["target"], all_tasks, skill)  # a wrong name fails before any work
@@ -235,6 +243,27 @@ def write_report(
         table += [_record(experiment, change) for change in found]
     _write_csv(out / "specificity.csv", table)
     atomic_write(out / "report.html", document.html(f"Benchmark report: {', '.join(suites)}"))
+    return atomic_write(out / "report.md", document.markdown())
+
+
+def _ground_truth_report(directory: Path, rows: Sequence[Row], out: Path) -> Path:
+    """The report of a ground-truth suite's results: its "Ground truth" section, and
+    ``ground-truth.csv`` (`locator.bench.ground_truth`)."""
+    plantings = ground_truth.planting_records(directory, rows)  # before anything is written
+    ranked = ground_truth.records(ground_truth.cells(rows))
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"Benchmark report: {', '.join(sorted({r['suite'] for r in rows}))}"
+    document = Document(out)
+    document.heading(1, title)
+    first = rows[0]
+    document.text(
+        f"{len(rows)} rows from {len({r['config_hash'] for r in rows})} configurations in "
+        f"`{directory}`. locator {first['locator_version']}, torch {first['torch_version']}, "
+        f"transformers {first['transformers_version']}."
+    )
+    ground_truth.write_section(document, ranked, plantings)
+    _write_csv(out / ground_truth.CSV_FILE, ranked)
+    atomic_write(out / "report.html", document.html(title))
     return atomic_write(out / "report.md", document.markdown())
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from itertools import groupby
@@ -78,9 +78,18 @@ def run_suite(
     progress: bool = True,
     echo: Callable[[str], None] = print,
 ) -> RunSummary:
-    """Run the configurations of shard `shard_spec` of `suite` whose part file is not in `out`."""
+    """Run the configurations of shard `shard_spec` of `suite` whose part file is not in `out`
+    (a ground-truth suite: `locator.bench.ground_truth.run_ground_truth`)."""
     from locator.io import check_output_directory
 
+    if suite.ground_truth is not None:
+        from locator.bench.ground_truth import run_ground_truth
+
+        if shard_spec != (1, 1):
+            raise LocatorError(
+                "a ground-truth suite runs whole (its plantings in parallel); drop --shard."
+            )
+        return run_ground_truth(suite, Path(out), progress=progress, echo=echo)
     start = time.perf_counter()
     out = check_output_directory(
         out, owned=results.is_results_folder, what="a results folder", extend=True
@@ -397,6 +406,15 @@ class Bench:
     ) -> None:
         """All configurations of one (model, num_samples, seed): one pass per corpus, one
         ranking per method and corpora, then each configuration."""
+        for configuration, localization, timings in self.localized(todo, texts):
+            self.run_configuration(configuration, localization, timings)
+
+    def localized(
+        self, todo: list[Configuration], texts: dict[tuple[str, int, int], Corpus]
+    ) -> Iterator[tuple[Configuration, Any, dict[str, float]]]:
+        """Each configuration of one (model, num_samples, seed) with its localization and the
+        seconds its statistics and its ranking took: one pass per corpus, one ranking per
+        method and corpora (a ground-truth suite scores them instead of evaluating each)."""
         from locator.provenance import with_provenance
         from locator.rows import model_positions
 
@@ -431,7 +449,7 @@ class Bench:
                     "statistics_seconds": sum(seconds[name] for name in names),
                     "localization_seconds": localize_seconds,
                 }
-                self.run_configuration(configuration, localization, timings)
+                yield configuration, localization, timings
 
     def localize(
         self,

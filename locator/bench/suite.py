@@ -46,6 +46,11 @@ entry per skill as target, and every skill's task is evaluated in every cell
 (`locator.bench.matrix` reads the results). A corpus anywhere in a suite is a dataset name, a
 JSON Lines file of texts (relative to the current directory, as on the command line) or
 ``task:<evaluation task>`` (`locator.corpora`).
+
+**A ground-truth suite** declares a ``[ground_truth]`` table (the levels and seeds of the planted
+sets S and the planting's training steps) besides its methods, seeds and sample counts:
+`locator.bench.ground_truth` fills in what it fixes (model, corpora, tasks, proportions, factor)
+before the suite is checked like any other, and runs it.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from locator.data import CalibrationOptions
 from locator.errors import LocatorError
@@ -64,6 +69,9 @@ from locator.evaluation import EvaluationOptions, EvaluationRequest, check_evalu
 from locator.io import read_text
 from locator.models import ModelOptions
 from locator.options import UnknownOptionError, convert, parse
+
+if TYPE_CHECKING:
+    from locator.bench.ground_truth import GroundTruthSpec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -162,6 +170,8 @@ class Suite:
     eval_batch_size: int | Literal["auto"] = 16
     skills: tuple[SkillSpec, ...] = ()
     """The skills of a matrix suite (its `corpora` and `tasks` include theirs), else empty."""
+    ground_truth: GroundTruthSpec | None = None
+    """The ``[ground_truth]`` table of a ground-truth suite (`locator.bench.ground_truth`)."""
 
     @property
     def base(self) -> Path:
@@ -203,6 +213,7 @@ _CALIBRATION = [f.name for f in dataclasses.fields(CalibrationOptions) if f.name
 _TOP = [
     "name", "description", "data_dir", "eval_batch_size", *_GRID, *_CALIBRATION,
     "models", "corpora", "methods", "tasks", "matrix", "skills", "matched_baseline",
+    "ground_truth",
 ]  # fmt: skip
 _CORPORA_KEYS = ("target", "controls")
 _METHOD_KEYS = ("name", "label", "options", "match", "controls")
@@ -330,6 +341,11 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
     """Check parsed TOML `data` (from file `path`) and build the `Suite`."""
     check = _Checker(path)
     check.keys("", data, _TOP)
+    ground_truth = None
+    if "ground_truth" in data:  # what it fixes is filled in, then checked as any suite's
+        from locator.bench.ground_truth import expand
+
+        data, ground_truth = expand(check, data)
     name = check.value("name", data.get("name", path.stem))
     if "description" in data:
         check.value("description", data["description"])
@@ -380,6 +396,7 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
         eval_batch_size=check.value(
             "eval_batch_size", data.get("eval_batch_size", 16), int | Literal["auto"], 1
         ),
+        ground_truth=ground_truth,
     )
     _check_unique(check, "models", [(m.path, m.dtype) for m in suite.models])
     _check_unique(check, "corpora", [(c.target, c.controls) for c in suite.corpora])

@@ -28,7 +28,7 @@ such as MathNeuro claims to make.
 
 A planted model folder holds the checkpoint (a Hugging Face folder with the tokenizer),
 ``ground-truth.safetensors`` (S) and ``planting.json`` (the settings, the seed, the base model's
-fingerprint, and the accuracies and losses measured before and after).
+fingerprint, and the accuracies and losses measured before and after planting and with S pruned).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -263,6 +263,7 @@ def plant_model(
     knows the skill; checks afterwards that nothing outside S moved."""
     import torch
 
+    from locator.intervention import intervene
     from locator.localization import Localization
     from locator.provenance import model_identity
 
@@ -334,12 +335,15 @@ def plant_model(
         truth = Localization.from_neurons(neurons, scored_parameters(model), **metadata)
     else:
         truth = Localization.from_masks(masks, **metadata)
+    with intervene(model, truth, 0.0):  # the removal check that makes S the truth
+        pruned = skill_scores(model, tokenizer)
     record = {
         "settings": asdict(settings),
         "size": int(sum(int(mask.sum()) for mask in masks.values())),
         "neuron_count": truth.neuron_count(),
         "before": before,
         "after": after,
+        "s_pruned": pruned,
         "wall_seconds": round(wall, 1),
         "base_fingerprint": base_identity["fingerprint"],
         "torch_version": torch.__version__,
@@ -446,3 +450,16 @@ def load_planted(
         masks,
     )
     return model, tokenizer, truth, record
+
+
+def score_files(planted: str | Path, files: Sequence[str | Path]) -> Any:
+    """Score localization files (one method's cuts, for example the selections a ground-truth
+    results folder's rows name) against the ground truth of the planted model folder `planted`,
+    after checking the planted model; returns a `locator.recovery.Recovery`."""
+    from locator.localization import Localization
+    from locator.recovery import recovery
+
+    if not files:
+        raise LocatorError("give at least one localization file to score.")
+    model, _, truth, _ = load_planted(planted)
+    return recovery(truth, [Localization.load(path) for path in files], model)

@@ -2,7 +2,6 @@
 requests are refused with one line and nothing written."""
 
 import json
-import random
 import re
 
 import pytest
@@ -86,6 +85,7 @@ def test_planting_changes_s_and_nothing_else(planted, level):
     assert changed_inside > 0.95 * size
     record = json.loads((folder / PLANTING_FILE).read_text())
     assert record["size"] == size and record["settings"]["level"] == level
+    assert set(record["s_pruned"]) == {"planted", "arithmetic", "language_loss"}
     if level == "weight":
         assert truth.level == "parameter"
         # Spread: every decoder linear holds about 1% of its entries in S.
@@ -275,74 +275,10 @@ def test_full_planting_learns_the_skill_keeps_the_old_ones_and_is_refused_again(
         assert record["after"]["planted"] >= 0.9
         assert record["after"]["arithmetic"] >= 0.9
         assert record["after"]["language_loss"] <= language_optimum() + 0.1
+        # Pruning S removes the planted skill and spares the old ones.
+        assert record["s_pruned"]["planted"] < 0.1 and record["s_pruned"]["arithmetic"] >= 0.9
     out = tmp_path / "again"
     code, output = run(
         ["toy", "plant", "--level", "weight", "--base", str(tmp_path / "weight"), "--out", str(out)]
     )
     assert code == 2 and "already knows" in output and not out.exists()
-
-
-@pytest.mark.slow
-def test_ground_truth_command_writes_csv_section_and_selections(tmp_path):
-    out = tmp_path / "gt"
-    code, output = run(
-        [
-            "toy",
-            "ground-truth",
-            "--out",
-            str(out),
-            "--seeds",
-            "1",
-            "--steps",
-            "3",
-            "--num-samples",
-            "20",
-        ]
-    )
-    assert code == 0, output
-    assert "## Ground truth" in output
-    rows = (out / "ground-truth.csv").read_text().splitlines()
-    assert rows[0].startswith("level,planting_seed,method")
-    methods = random.sample(sorted(p.name for p in (out / "selections" / "weight-0").iterdir()), 1)
-    code, output = run(
-        [
-            "toy",
-            "score",
-            "--planted",
-            str(tmp_path / "gt-plantings" / "weight-0"),
-            *map(str, (out / "selections" / "weight-0" / methods[0]).iterdir()),
-        ]
-    )
-    assert code == 0 and "AUPRC" in output
-
-
-def test_section_ranks_methods_by_mean_auprc_with_a_t_interval():
-    from locator.toy.ground_truth import ground_truth_section
-
-    record = {
-        "settings": {"level": "weight", "seed": 0},
-        "size": 10,
-        "before": {"planted": 0.05, "language_loss": 2.7},
-        "after": {"planted": 0.95, "arithmetic": 0.97, "language_loss": 2.71},
-        "wall_seconds": 30.0,
-    }
-    rows = []
-    for seed, (good, bad) in enumerate([(0.5, 0.1), (0.6, 0.2), (0.7, 0.0)]):
-        base = {"level": "weight", "planting_seed": seed, "unit": "entry", "chance": 0.01}
-        for method, auprc in (("bad", bad), ("good", good)):
-            rows.append(
-                {**base, "method": method, "auprc": auprc, "precision": auprc, "recall": auprc}
-                | {"planted_after_pruning": 0.5, "arithmetic_after_pruning": 0.9}
-            )
-        for method in ("(none)", "(S)"):
-            rows.append(
-                {**base, "method": method, "planted_after_pruning": 0.9}
-                | {"arithmetic_after_pruning": 0.9}
-            )
-    text = ground_truth_section([record], rows)
-    lines = [
-        line for line in text.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")
-    ]
-    # mean 0.6, sd 0.1: half-width 4.303 * 0.1 / sqrt(3) = 0.248
-    assert lines[0].startswith("| 1 | good | entry | 0.600 [0.352, 0.848] |")
-    assert lines[1].startswith("| 2 | bad | entry | 0.100 [-0.148, 0.348] |")
