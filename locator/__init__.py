@@ -4,7 +4,8 @@ The public API is imported lazily: ``import locator`` loads neither torch nor an
 also all a plugin needs: `Localizer`, `LocalizationContext`, `Selection`, `Neurons`,
 `Localization`, the statistics (`StatisticKind`, `Activations`, `WeightGradients`, `Forward`,
 `Feed`), the ranking helpers (`top_count`, `top_indices`, `top_cuts`, `ranked_selections`,
-`split_neurons`), `check_choices`, `MlpLayout` and `hookimpl`.
+`split_neurons`), `option` and `check_types` (a config's fields and their checks), `MlpLayout`
+and `hookimpl`.
 
 Example::
 
@@ -81,6 +82,7 @@ _LAZY = {
     "list_models": "locator.models",
     "load_model": "locator.models",
     "option": "locator.options",
+    "check_types": "locator.options",
 }
 
 __all__ = [
@@ -114,6 +116,7 @@ __all__ = [
     "apply",
     "build_context",
     "check_choices",
+    "check_types",
     "collect_statistics",
     "evaluate",
     "get_dataset",
@@ -180,7 +183,7 @@ if TYPE_CHECKING:
         statistic_kinds,
     )
     from locator.models import ModelOptions, ModelSource, list_models, load_model
-    from locator.options import option
+    from locator.options import check_types, option
     from locator.passes import collect_statistics
     from locator.plugins import list_plugins, register_plugin
     from locator.ranking import ranked_selections, split_neurons, top_count, top_cuts, top_indices

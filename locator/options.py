@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -32,12 +33,21 @@ def option(
     *,
     help: str = "",
     flag: str | None = None,
-    minimum: int | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
 ) -> Any:
-    """A dataclass field with a `help` text (for ``--help``, listings and docs); `flag` is its
-    command-line flag where it is not ``--`` and the name with dashes; an int field's values
-    must be at least `minimum` (`check_types`)."""
-    metadata = {"help": help, "flag": flag, "minimum": minimum}
+    """A dataclass field with a `help` text (for ``--help``, listings, docs and the error of a
+    missing required field); `flag` is its command-line flag where it is not ``--`` and the
+    name with dashes; a number field's values must be >= `minimum`, <= `maximum`, > `above`
+    and < `below` where given (`check_types`)."""
+    bounds = {"minimum": minimum, "above": above, "maximum": maximum, "below": below}
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "bounds": {k: v for k, v in bounds.items() if v is not None},
+    }
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -69,25 +79,36 @@ def check_choice(key: str, value: Any, choices: Iterable[str], kind: str) -> Non
 
 
 _WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string"}
+_BOUNDS = {
+    "minimum": (">=", operator.ge),
+    "maximum": ("<=", operator.le),
+    "above": (">", operator.gt),
+    "below": ("<", operator.lt),
+}
+Bounds = Mapping[str, float]
+"""A number's bounds, by `option`'s argument names: ``{"minimum": 0, "below": 1}``."""
 
 
-def _expected(kind: Any, minimum: int | None = None) -> str:
+def _expected(kind: Any, bounds: Bounds | None = None) -> str:
     """What a value of type `kind` must be, in words: ``a positive integer or None``."""
     origin, arguments = typing.get_origin(kind), typing.get_args(kind)
     if origin is Literal:
         return repr(arguments[0]) if len(arguments) == 1 else f"one of {list(arguments)}"
     if origin in (Union, types.UnionType):
-        words = [_expected(a, minimum) for a in arguments if a is not type(None)]
+        words = [_expected(a, bounds) for a in arguments if a is not type(None)]
         return " or ".join(words + ["None"] * (type(None) in arguments))
     if origin is tuple:
         return f"a list, each {_expected(arguments[0])}"
-    if kind is int and minimum is not None:
-        return "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-    return _WORDS.get(kind, getattr(kind, "__name__", str(kind)))
+    if kind is int and bounds == {"minimum": 1}:
+        return "a positive integer"
+    words = _WORDS.get(kind, getattr(kind, "__name__", str(kind)))
+    if kind in (int, float) and bounds:
+        words += " " + " and ".join(f"{_BOUNDS[key][0]} {value}" for key, value in bounds.items())
+    return words
 
 
-def convert(kind: Any, value: Any, *, text: bool = False, minimum: int | None = None) -> Any:
-    """`value` as a value of type `kind` (a number at least `minimum`), or a `ValueError`
+def convert(kind: Any, value: Any, *, text: bool = False, bounds: Bounds | None = None) -> Any:
+    """`value` as a value of type `kind` (a number within `bounds`), or a `ValueError`
     saying what it must be. With `text`, strings are parsed (``"4"`` -> 4, ``"true"``,
     ``"none"``); without, a value must already have the type (a TOML or Python value), but an
     int is a float."""
@@ -102,7 +123,7 @@ def convert(kind: Any, value: Any, *, text: bool = False, minimum: int | None = 
                 return None
         for argument in arguments:
             try:
-                return convert(argument, value, text=text, minimum=minimum)
+                return convert(argument, value, text=text, bounds=bounds)
             except ValueError:
                 pass
     elif origin is tuple:
@@ -124,14 +145,15 @@ def convert(kind: Any, value: Any, *, text: bool = False, minimum: int | None = 
             # an int is a float; a float is an int only when written as text ("-o steps 4.0")
             if kind is float or isinstance(value, int) or (text and float(value).is_integer()):
                 number = kind(value)
-        if number is not None and (minimum is None or number >= minimum):
+        within = (_BOUNDS[key][1](number, bound) for key, bound in (bounds or {}).items())
+        if number is not None and all(within):
             return number
     elif kind in (str, Path):
         if isinstance(value, (str, Path)) and str(value) and (kind is Path or type(value) is str):
             return kind(value)
     elif not isinstance(kind, type) or isinstance(value, kind):
         return value
-    raise ValueError(f"must be {_expected(kind, minimum)}, got {value!r}.")
+    raise ValueError(f"must be {_expected(kind, bounds)}, got {value!r}.")
 
 
 def check_types(instance: Any) -> None:
@@ -140,9 +162,9 @@ def check_types(instance: Any) -> None:
     option class calls it first in ``__post_init__``."""
     hints = typing.get_type_hints(type(instance))
     for field in dataclasses.fields(instance):
-        value, minimum = getattr(instance, field.name), field.metadata.get("minimum")
+        value, bounds = getattr(instance, field.name), field.metadata.get("bounds")
         try:
-            value = convert(hints[field.name], value, minimum=minimum)
+            value = convert(hints[field.name], value, bounds=bounds)
         except ValueError as error:
             raise OptionError(field.name, str(error)) from None
         object.__setattr__(instance, field.name, value)
@@ -158,7 +180,8 @@ def parse(
 ) -> T:
     """Build option class `cls` from `values`, converted by each field's type (strings parsed
     with `text`) and checked by the class. Errors are one line: an unknown key is an
-    `UnknownOptionError` ("Unknown `kind` ..."), a bad value an `OptionError`; with `where`
+    `UnknownOptionError` ("Unknown `kind` ..."), a bad or missing value an `OptionError` (a
+    missing one says the field's help); with `where`
     (the place the values come from, ``"suite.toml: tasks[0]."``), both become
     ``"<where><key>: <problem>"``."""
     hints = typing.get_type_hints(cls)
@@ -166,11 +189,15 @@ def parse(
     try:
         for key in values:
             check_choice(key, key, fields, kind)
+        for key, field in fields.items():
+            if key not in values and field.default is field.default_factory is dataclasses.MISSING:
+                what = field.metadata.get("help", "").rstrip(".") or "a value"
+                raise OptionError(key, f"missing: {what}.")
         converted = {}
         for key, value in values.items():
             try:
-                minimum = fields[key].metadata.get("minimum")
-                converted[key] = convert(hints[key], value, text=text, minimum=minimum)
+                bounds = fields[key].metadata.get("bounds")
+                converted[key] = convert(hints[key], value, text=text, bounds=bounds)
             except ValueError as error:
                 raise OptionError(key, str(error)) from None
         return cls(**converted)
@@ -187,7 +214,7 @@ def describe(cls: type) -> list[dict[str, Any]]:
     return [
         {
             "name": field.name,
-            "type": _expected(hints[field.name], field.metadata.get("minimum")),
+            "type": _expected(hints[field.name], field.metadata.get("bounds")),
             "default": None if field.default is dataclasses.MISSING else field.default,
             "help": field.metadata.get("help", ""),
         }

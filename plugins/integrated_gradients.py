@@ -46,7 +46,7 @@ from locator.runs import Batch, ModelRunner, record, replace
 class IntegratedGradientsConfig:
     """Integrated gradients' options (each field's help says what it does)."""
 
-    steps: int = locator.option(20, help="m, the Riemann steps of the integral")
+    steps: int = locator.option(20, minimum=1, help="m, the Riemann steps of the integral")
     scope: Literal["all", "layer"] = locator.option(
         "all", help="scale all layers' activations together, or one layer at a time"
     )
@@ -55,25 +55,20 @@ class IntegratedGradientsConfig:
         help="F: the sample's log-likelihood, or its tokens' mean probability (the published form)",
     )
     threshold: float | None = locator.option(
-        None, help="Dai et al.'s per-sample threshold t in [0, 1] (keep neurons above t x max)"
+        None,
+        minimum=0,
+        maximum=1,
+        help="Dai et al.'s per-sample threshold t (keep neurons above t x max)",
     )
     share: float = locator.option(
-        0.0, help="with a threshold: the fraction p in [0, 1) of samples a neuron must pass"
+        0.0,
+        minimum=0,
+        below=1,
+        help="with a threshold: the fraction p of samples a neuron must pass",
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}.")
-        if self.scope not in ("all", "layer"):
-            raise ValueError(f"scope must be 'all' or 'layer', got {self.scope!r}.")
-        if self.objective not in ("log_likelihood", "probability"):
-            raise ValueError(
-                f"objective must be 'log_likelihood' or 'probability', got {self.objective!r}."
-            )
-        if self.threshold is not None and not 0 <= self.threshold <= 1:
-            raise ValueError(f"threshold must be in [0, 1] or None, got {self.threshold!r}.")
-        if not 0 <= self.share < 1:
-            raise ValueError(f"share must be in [0, 1), got {self.share!r}.")
+        locator.check_types(self)
 
 
 class IntegratedGradientsLocalizer(locator.Localizer):

@@ -122,11 +122,16 @@ class LapeConfig:
 
     filter_rate: float = locator.option(
         0.95,
+        minimum=0,
+        maximum=1,
         help="the quantile of all activation probabilities a neuron must exceed on some corpus "
         "to be kept",
     )
     activation_bar_ratio: float = locator.option(
-        0.95, help="the quantile it must exceed on the target to count as the target's"
+        0.95,
+        minimum=0,
+        maximum=1,
+        help="the quantile it must exceed on the target to count as the target's",
     )
     mode: Literal["faithful", "published"] = locator.option(
         "faithful",
@@ -134,11 +139,7 @@ class LapeConfig:
     )
 
     def __post_init__(self) -> None:
-        for key in ("filter_rate", "activation_bar_ratio"):
-            value = getattr(self, key)
-            if not 0 <= value <= 1:
-                raise ValueError(f"{key} must be in [0, 1], got {value!r}.")
-        locator.check_choices(self)
+        locator.check_types(self)
 
 
 class LapeLocalizer(locator.Localizer):

@@ -48,18 +48,15 @@ class LearnedMaskConfig:
     """The learned mask's options (each field's help says what it does)."""
 
     steps: int = locator.option(
-        50, help="training steps, each one pass over the target and the controls"
+        50, minimum=1, help="training steps, each one pass over the target and the controls"
     )
-    lr: float = locator.option(0.1, help="Adam's learning rate on the gates' log-alpha")
-    penalty_step: float = locator.option(1.0, help="the dual-ascent rate of the L0 weight")
+    lr: float = locator.option(0.1, above=0, help="Adam's learning rate on the gates' log-alpha")
+    penalty_step: float = locator.option(
+        1.0, minimum=0, help="the dual-ascent rate of the L0 weight"
+    )
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}.")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}.")
-        if not self.penalty_step >= 0:
-            raise ValueError(f"penalty_step must be >= 0, got {self.penalty_step!r}.")
+        locator.check_types(self)
 
 
 class LearnedMaskLocalizer(locator.Localizer):

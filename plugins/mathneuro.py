@@ -146,14 +146,13 @@ class SetDifferenceConfig:
     )
     control_proportion: float | None = locator.option(
         None,
+        minimum=0,
+        maximum=1,
         help="the fraction Q of each matrix the controls' top sets take (none: the target's K)",
     )
 
     def __post_init__(self) -> None:
-        locator.check_choices(self)
-        q = self.control_proportion
-        if q is not None and not 0 <= q <= 1:
-            raise ValueError(f"control_proportion must be in [0, 1], got {q!r}.")
+        locator.check_types(self)
 
 
 class SetDifferenceLocalizer(locator.Localizer):
@@ -241,7 +240,7 @@ class MathNeuroConfig:
     )
 
     def __post_init__(self) -> None:
-        locator.check_choices(self)
+        locator.check_types(self)
 
 
 class MathNeuroLocalizer(SetDifferenceLocalizer):

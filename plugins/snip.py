@@ -54,7 +54,7 @@ class SnipConfig:
     )
 
     def __post_init__(self) -> None:
-        locator.check_choices(self)
+        locator.check_types(self)
 
 
 class SnipLocalizer(locator.Localizer):

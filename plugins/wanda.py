@@ -70,7 +70,7 @@ class WandaConfig:
     )
 
     def __post_init__(self) -> None:
-        locator.check_choices(self)
+        locator.check_types(self)
 
 
 class WandaLocalizer(locator.Localizer):

@@ -266,7 +266,7 @@ class _Checker:
     def value(self, key: str, value: Any, kind: Any = str, minimum: int | None = None) -> Any:
         """`value` as a `kind` (`locator.options.convert`; a non-empty string by default)."""
         try:
-            return convert(kind, value, minimum=minimum)
+            return convert(kind, value, bounds=None if minimum is None else {"minimum": minimum})
         except ValueError as error:
             raise self.fail(key, str(error)) from None
 

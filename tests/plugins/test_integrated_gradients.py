@@ -121,9 +121,15 @@ def test_selection_equals_the_reference(model, tokenizer, options, proportion):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        ({"options": {"steps": 0}}, "steps must be an integer >= 1"),
-        ({"options": {"threshold": 1.5}}, "threshold must be in [0, 1]"),
-        ({"options": {"share": 1.0}}, "share must be in [0, 1)"),
+        ({"options": {"steps": 0}}, "'steps' of integrated-gradients must be a positive integer"),
+        (
+            {"options": {"threshold": 1.5}},
+            "'threshold' of integrated-gradients must be a number >= 0 and <= 1",
+        ),
+        (
+            {"options": {"share": 1.0}},
+            "'share' of integrated-gradients must be a number >= 0 and < 1",
+        ),
         ({"proportion": 0.001}, "selects no neuron of the model's 96"),  # before any pass
     ],
 )

@@ -185,14 +185,19 @@ def test_lape_needs_a_control_corpus(llama, tokenizer):
 @pytest.mark.parametrize("key", ["filter_rate", "activation_bar_ratio"])
 @pytest.mark.parametrize("value", [-0.1, 1.5])
 def test_lape_thresholds_must_be_in_unit_interval(key, value):
-    with pytest.raises(LocatorError, match=rf"{key} must be in \[0, 1\], got {value}"):
+    with pytest.raises(
+        LocatorError, match=rf"'{key}' of lape must be a number >= 0 and <= 1, got {value}"
+    ):
         locator.get_localizer("lape", {key: value})
 
 
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["-o", "filter_rate", "1.5"], "invalid options for lape: filter_rate must be in [0, 1]"),
+        (
+            ["-o", "filter_rate", "1.5"],
+            "option 'filter_rate' of lape must be a number >= 0 and <= 1, got '1.5'.",
+        ),
         ([], "method 'lape' needs at least 1 control corpus(es) besides the target, got 0"),
     ],
 )

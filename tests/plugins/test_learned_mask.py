@@ -74,9 +74,12 @@ def test_fp32_selection_is_the_fp64_selection(llama, tokenizer):
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        ({"options": {"steps": 0}}, "steps must be an integer >= 1"),
-        ({"options": {"lr": 0}}, "lr must be > 0"),
-        ({"options": {"penalty_step": -1}}, "penalty_step must be >= 0"),
+        ({"options": {"steps": 0}}, "'steps' of learned-mask must be a positive integer, got 0."),
+        ({"options": {"lr": 0}}, "'lr' of learned-mask must be a number > 0, got 0."),
+        (
+            {"options": {"penalty_step": -1}},
+            "'penalty_step' of learned-mask must be a number >= 0, got -1.",
+        ),
         ({}, "needs at least 1 control"),
     ],
 )

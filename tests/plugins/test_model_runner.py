@@ -216,7 +216,10 @@ def test_cli_bad_option_is_one_line_exit_2(saved_model, tmp_path):
     argv += ["--target", str(tmp_path / "target.jsonl"), "--proportion", "0.1"]
     argv += ["--out", str(tmp_path / "x"), "-o", "threshold", "2"]
     result = CliRunner().invoke(cli, argv)
-    assert result.exit_code == 2 and "threshold must be in [0, 1]" in result.output
+    assert (
+        result.exit_code == 2
+        and "'threshold' of integrated-gradients must be a number >= 0 and <= 1" in result.output
+    )
     assert result.output.strip().count("\n") == 0
 
 

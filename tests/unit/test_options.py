@@ -22,7 +22,7 @@ from locator.options import OptionError, click_options, describe, option, parse
 @dataclass(frozen=True, kw_only=True)
 class Sketch:
     rank: int = option(8, help="Rank of the sketch.")
-    scale: float = option(1.0, help="Scale.")
+    scale: float = option(1.0, help="Scale.", above=0, maximum=4)
     mode: Literal["fast", "exact"] = option("fast", help="How.")
     label: str | None = None
     tags: tuple[str, ...] = option((), help="Tags, repeatable.", flag="--tag")
@@ -44,6 +44,8 @@ def test_strings_are_parsed_from_text_only():
     [
         ({"rank": True}, "rank must be an integer, got True."),
         ({"rank": 1.5}, "rank must be an integer, got 1.5."),
+        ({"scale": "0"}, "scale must be a number > 0 and <= 4, got '0'."),
+        ({"scale": 4.5}, "scale must be a number > 0 and <= 4, got 4.5."),
         ({"mode": "slow"}, "mode must be one of ['fast', 'exact'], got 'slow'."),
         ({"label": ""}, "label must be a non-empty string or None, got ''."),
         ({"verbose": "maybe"}, "verbose must be true or false, got 'maybe'."),
@@ -66,6 +68,15 @@ def test_unknown_keys_suggest_the_closest():
     )
 
 
+def test_a_missing_field_is_named_with_its_help():
+    with pytest.raises(OptionError) as error:
+        parse(ModelOptions, {"dtype": "float32"})
+    assert error.value.key == "path"
+    assert str(error.value) == (
+        "path missing: Short name (`locator models`), hub id, model folder or .gguf file."
+    )
+
+
 def test_where_names_the_file_and_key():
     with pytest.raises(LocatorError) as error:
         parse(EvaluationOptions, {"limit": 0}, "s.toml: tasks[2].")
@@ -81,6 +92,7 @@ def test_describe_gives_name_type_default_and_help():
         "help": "Rank of the sketch.",
     }
     assert rows["mode"]["type"] == "one of ['fast', 'exact']"
+    assert rows["scale"]["type"] == "a number > 0 and <= 4"
     assert rows["label"]["type"] == "a non-empty string or None" and rows["label"]["help"] == ""
     assert rows["tags"]["type"] == "a list, each a non-empty string"
     limit = next(row for row in describe(EvaluationOptions) if row["name"] == "limit")
