@@ -79,7 +79,7 @@ def check_choice(key: str, value: Any, choices: Iterable[str], kind: str) -> Non
 
 
 _WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string"}
-_BOUNDS = {
+_BOUNDS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "minimum": (">=", operator.ge),
     "maximum": ("<=", operator.le),
     "above": (">", operator.gt),
@@ -101,10 +101,10 @@ def _expected(kind: Any, bounds: Bounds | None = None) -> str:
         return f"a list, each {_expected(arguments[0])}"
     if kind is int and bounds == {"minimum": 1}:
         return "a positive integer"
-    words = _WORDS.get(kind, getattr(kind, "__name__", str(kind)))
+    name = _WORDS.get(kind, getattr(kind, "__name__", str(kind)))
     if kind in (int, float) and bounds:
-        words += " " + " and ".join(f"{_BOUNDS[key][0]} {value}" for key, value in bounds.items())
-    return words
+        name += " " + " and ".join(f"{_BOUNDS[key][0]} {value}" for key, value in bounds.items())
+    return name
 
 
 def convert(kind: Any, value: Any, *, text: bool = False, bounds: Bounds | None = None) -> Any:
