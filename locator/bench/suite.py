@@ -61,17 +61,19 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from locator.data import CalibrationOptions
 from locator.errors import LocatorError
 from locator.evaluation import EvaluationOptions, EvaluationRequest, check_evaluation
 from locator.io import read_text
 from locator.models import ModelOptions
-from locator.options import UnknownOptionError, convert, parse
+from locator.options import OptionError, UnknownOptionError, check_types, convert, option, parse
 
 if TYPE_CHECKING:
     from locator.bench.ground_truth import GroundTruthSpec
+
+T = TypeVar("T")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,10 +83,16 @@ else:  # pragma: no cover - Python 3.10
 
 @dataclass(frozen=True, kw_only=True)
 class CorporaSpec:
-    """One target corpus and the control corpora whose top entries are removed."""
+    """One target corpus and the control corpora whose top entries are removed: a suite's
+    ``[[corpora]]`` table, a skill's corpus and controls, a method's own controls."""
 
-    target: str
-    controls: tuple[str, ...] = ()
+    target: str = option(help="the dataset that shows the skill")
+    controls: tuple[str, ...] = option((), help="the datasets whose top entries are removed")
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if len(set(self.controls)) != len(self.controls):
+            raise OptionError("controls", f"has duplicates: {list(self.controls)}.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +133,7 @@ class TaskSpec(EvaluationOptions):
     """An evaluation task of a suite: its name, its `EvaluationOptions`, and the proportions
     and factors of the cells that evaluate it (None: all)."""
 
-    name: str
+    name: str = option(help="an evaluation task")
     proportions: tuple[float, ...] | None = None
     factors: tuple[float, ...] | None = None
 
@@ -215,7 +223,6 @@ _TOP = [
     "models", "corpora", "methods", "tasks", "matrix", "skills", "matched_baseline",
     "ground_truth",
 ]  # fmt: skip
-_CORPORA_KEYS = ("target", "controls")
 _METHOD_KEYS = ("name", "label", "options", "match", "controls")
 _TASK_OPTIONS = [f.name for f in dataclasses.fields(TaskSpec) if f.name != "name"]
 _SKILL_KEYS = ("name", "corpus", "task", "metric", "controls", *_TASK_OPTIONS)
@@ -249,7 +256,7 @@ class _Checker:
         except LocatorError as error:
             raise self.fail(key, str(error)) from None
 
-    def parse(self, cls: type, values: Mapping[str, Any], where: str = "") -> Any:
+    def parse(self, cls: type[T], values: Mapping[str, Any], where: str = "") -> T:
         """`locator.options.parse` of a table, with errors naming the file and key."""
         return parse(cls, values, f"{self.path}: {where}", kind="key")
 
@@ -365,7 +372,8 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
             "takes controls = [...]).",
         )
     corpora = tuple(CorporaSpec(target=s.corpus, controls=s.controls) for s in skills) or tuple(
-        _corpora(check, i, t) for i, t in enumerate(check.tables(data, "corpora"))
+        check.parse(CorporaSpec, t, f"corpora[{i}].")
+        for i, t in enumerate(check.tables(data, "corpora"))
     )
     tables = check.tables(data, "tasks") if "tasks" in data or not skills else []
     tasks = tuple(_task(check, f"tasks[{i}].", t) for i, t in enumerate(tables))
@@ -382,7 +390,10 @@ def parse_suite(data: Mapping[str, Any], path: Path) -> Suite:
     suite = Suite(
         name=name,
         path=path,
-        models=tuple(_model(check, i, t) for i, t in enumerate(check.tables(data, "models"))),
+        models=tuple(
+            check.parse(ModelOptions, t, f"models[{i}].")
+            for i, t in enumerate(check.tables(data, "models"))
+        ),
         corpora=corpora,
         methods=_with_baselines(check, data, _methods(check, check.tables(data, "methods"))),
         tasks=tasks,
@@ -411,32 +422,6 @@ def _check_unique(check: _Checker, key: str, items: list[Any]) -> None:
             raise check.fail(f"{key}[{i}]", f"repeats {key}[{items.index(item)}].")
 
 
-def _model(check: _Checker, index: int, table: Mapping[str, Any]) -> ModelOptions:
-    where = f"models[{index}]."
-    if "path" not in table:
-        raise check.fail(f"{where}path", "missing: a short name, hub id, folder or .gguf file.")
-    return check.parse(ModelOptions, table, where)  # type: ignore[no-any-return]
-
-
-def _corpora(check: _Checker, index: int, table: Mapping[str, Any]) -> CorporaSpec:
-    where = f"corpora[{index}]."
-    check.keys(where, table, _CORPORA_KEYS)
-    if "target" not in table:
-        raise check.fail(f"{where}target", "missing: the dataset that shows the skill.")
-    names = _names(check, f"{where}controls", table.get("controls", []))
-    return CorporaSpec(target=check.value(f"{where}target", table["target"]), controls=names)
-
-
-def _names(check: _Checker, key: str, value: Any) -> tuple[str, ...]:
-    """A list of dataset names without repeats."""
-    if not isinstance(value, list):
-        raise check.fail(key, f"must be a list of dataset names, got {value!r}.")
-    names = tuple(check.value(f"{key}[{i}]", name) for i, name in enumerate(value))
-    if len(set(names)) != len(names):
-        raise check.fail(key, f"has duplicates: {list(names)}.")
-    return names
-
-
 def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSpec, ...]:
     methods: list[MethodSpec] = []
     for index, table in enumerate(tables):
@@ -458,7 +443,9 @@ def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSp
         config = _method_config(check, f"methods[{index}]", name, options)
         controls = None
         if "controls" in table:
-            controls = _names(check, f"{where}controls", table["controls"])
+            # checked as a corpora entry's controls, whose target they are used with
+            entry = {"target": "-", "controls": table["controls"]}
+            controls = check.parse(CorporaSpec, entry, where).controls
         methods.append(
             MethodSpec(name=name, label=label, config=config, match=match, controls=controls)
         )
@@ -480,8 +467,6 @@ def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSp
 
 
 def _task(check: _Checker, where: str, table: Mapping[str, Any]) -> TaskSpec:
-    if "name" not in table:
-        raise check.fail(f"{where}name", "missing: an evaluation task.")
     values = dict(table)
     if "proportions" in table:
         values["proportions"] = check.values(
@@ -491,7 +476,7 @@ def _task(check: _Checker, where: str, table: Mapping[str, Any]) -> TaskSpec:
         values["factors"] = check.values(
             table, "factors", lambda k, v: _factor(check, k, v), where=where
         )
-    return check.parse(TaskSpec, values, where)  # type: ignore[no-any-return]
+    return check.parse(TaskSpec, values, where)
 
 
 def _skills(
@@ -550,7 +535,8 @@ def _skills(
     for index, name, corpus, metric, task in found:
         table = tables[index]
         others = tuple(other[2] for other in found if other[0] != index)
-        controls = _names(check, f"skills[{index}].controls", table.get("controls", list(others)))
+        entry = {"target": corpus, "controls": table.get("controls", list(others))}
+        controls = check.parse(CorporaSpec, entry, f"skills[{index}].").controls
         skills.append(
             SkillSpec(name=name, corpus=corpus, task=task.name, metric=metric, controls=controls)
         )

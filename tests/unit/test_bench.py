@@ -104,7 +104,14 @@ VALID = {
             {"tasks": [{"name": "x", "max_new_tokens": -1}]},
             "tasks[0].max_new_tokens: must be a positive integer or None, got -1.",
         ),
-        ({"corpora": [{"controls": ["c"]}]}, "corpora[0].target: missing"),
+        (
+            {"corpora": [{"controls": ["c"]}]},
+            "corpora[0].target: missing: the dataset that shows the skill.",
+        ),
+        ({"corpora": [{"target": "t", "cotnrols": []}]}, "Did you mean 'controls'?"),
+        ({"corpora": [{"target": "t", "controls": ["c", "c"]}]}, "has duplicates: ['c', 'c']."),
+        ({"models": [{"dtype": "float32"}]}, "models[0].path: missing: Short name"),
+        ({"tasks": [{"limit": 3}]}, "tasks[0].name: missing: an evaluation task."),
         (
             {"methods": [{"name": "mathneuro"}, {"name": "mathneuro"}]},
             "methods[1].label: 'mathneuro' is used twice",
@@ -117,7 +124,7 @@ VALID = {
         ),
         (
             {"methods": [{"name": "mathneuro", "controls": "c"}]},
-            "methods[0].controls: must be a list of dataset names",
+            "methods[0].controls: must be a list, each a non-empty string, got 'c'.",
         ),
     ],
 )
