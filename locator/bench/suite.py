@@ -97,14 +97,15 @@ class CorporaSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class SkillSpec:
-    """One skill of a matrix suite: its `name`, the `corpus` its sets are localized on, the
-    `task` and `metric` that measure it, and the `controls` its sets are localized against."""
+    """One skill of a matrix suite (a ``[[skills]]`` table, besides the options of its task):
+    its `name`, the `corpus` its sets are localized on, the `task` and `metric` that measure it,
+    and the `controls` its sets are localized against. The suite fills in the defaults."""
 
-    name: str
-    corpus: str
-    task: str
-    metric: str
-    controls: tuple[str, ...]
+    name: str = option(help="the skill's name")
+    corpus: str = option(help="its calibration corpus")
+    task: str = option("", help="its evaluation task (default: the corpus's)")
+    metric: str = option("", help="the task's metric (default for an nll: task: nll_per_byte)")
+    controls: tuple[str, ...] = option((), help="default: the other skills' corpora")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,7 +226,7 @@ _TOP = [
 ]  # fmt: skip
 _METHOD_KEYS = ("name", "label", "options", "match", "controls")
 _TASK_OPTIONS = [f.name for f in dataclasses.fields(TaskSpec) if f.name != "name"]
-_SKILL_KEYS = ("name", "corpus", "task", "metric", "controls", *_TASK_OPTIONS)
+_SKILL_FIELDS = [f.name for f in dataclasses.fields(SkillSpec)]
 DEFAULT_NLL_METRIC = "nll_per_byte"
 """The metric of a skill measured by an ``nll:<corpus>`` task unless the suite names one (per
 byte, so that languages and tokenizers compare)."""
@@ -496,51 +497,39 @@ def _skills(
     tables = check.tables(data, "skills")
     if len(tables) < 2:
         raise check.fail("skills", "has one skill; a matrix needs two or more [[skills]] tables.")
-    found: list[tuple[int, str, str, str, TaskSpec]] = []
+    skills: list[SkillSpec] = []
+    tasks: list[tuple[int, TaskSpec]] = []
     for index, table in enumerate(tables):
         where = f"skills[{index}]."
-        check.keys(where, table, _SKILL_KEYS)
-        for key, what in (("name", "the skill's name"), ("corpus", "its calibration corpus")):
-            if key not in table:
-                raise check.fail(f"{where}{key}", f"missing: {what}.")
-        name = check.value(f"{where}name", table["name"])
-        corpus = check.value(f"{where}corpus", table["corpus"])
-        with check.at(f"{where}corpus"):
-            default_task = evaluation_task(corpus)
-        task_name = check.value(f"{where}task", table.get("task", default_task))
-        if "metric" in table:
-            metric = check.value(f"{where}metric", table["metric"])
-        elif task_name.startswith("nll:"):
-            metric = DEFAULT_NLL_METRIC
-        else:
-            raise check.fail(
-                f"{where}metric",
-                f"missing: the metric of task {task_name!r} that measures {name!r}.",
-            )
+        check.keys(where, table, [*_SKILL_FIELDS, *_TASK_OPTIONS])
+        skill = check.parse(SkillSpec, {k: table[k] for k in _SKILL_FIELDS if k in table}, where)
+        if not skill.task:
+            with check.at(f"{where}corpus"):
+                skill = dataclasses.replace(skill, task=evaluation_task(skill.corpus))
+        if not skill.metric:
+            if not skill.task.startswith("nll:"):
+                measured = f"the metric of task {skill.task!r} that measures {skill.name!r}"
+                raise check.fail(f"{where}metric", f"missing: {measured}.")
+            skill = dataclasses.replace(skill, metric=DEFAULT_NLL_METRIC)
         options = {k: v for k, v in table.items() if k in _TASK_OPTIONS}
-        task = _task(check, where, {"name": task_name, **options})
-        for other in found:
-            for position, value, what in ((1, name, "name"), (2, corpus, "corpus")):
-                if other[position] == value:
-                    raise check.fail(
-                        f"{where}{what}", f"{value!r} is skills[{other[0]}]'s {what} already."
-                    )
-            if (other[4].name, other[3]) == (task_name, metric):
+        tasks.append((index, _task(check, where, {"name": skill.task, **options})))
+        for i, other in enumerate(skills):
+            for what in ("name", "corpus"):
+                if getattr(other, what) == getattr(skill, what):
+                    repeated = f"{getattr(skill, what)!r} is skills[{i}]'s {what} already."
+                    raise check.fail(f"{where}{what}", repeated)
+            if (other.task, other.metric) == (skill.task, skill.metric):
+                measured = f"{skill.task!r} {skill.metric!r}"
                 raise check.fail(
-                    f"{where}metric",
-                    f"skills[{other[0]}] is measured by {task_name!r} {metric!r} already.",
+                    f"{where}metric", f"skills[{i}] is measured by {measured} already."
                 )
-        found.append((index, name, corpus, metric, task))
-    skills = []
-    for index, name, corpus, metric, task in found:
-        table = tables[index]
-        others = tuple(other[2] for other in found if other[0] != index)
-        entry = {"target": corpus, "controls": table.get("controls", list(others))}
-        controls = check.parse(CorporaSpec, entry, f"skills[{index}].").controls
-        skills.append(
-            SkillSpec(name=name, corpus=corpus, task=task.name, metric=metric, controls=controls)
-        )
-    return tuple(skills), [(index, task) for index, *_, task in found]
+        skills.append(skill)
+    for index, skill in enumerate(skills):
+        others = [other.corpus for other in skills if other is not skill]
+        entry = {"target": skill.corpus, "controls": tables[index].get("controls", others)}
+        corpora = check.parse(CorporaSpec, entry, f"skills[{index}].")
+        skills[index] = dataclasses.replace(skill, controls=corpora.controls)
+    return tuple(skills), tasks
 
 
 def _with_baselines(
