@@ -4,8 +4,8 @@ The public API is imported lazily: ``import locator`` loads neither torch nor an
 also all a plugin needs: `Localizer`, `LocalizationContext`, `Selection`, `Neurons`,
 `Localization`, the statistics (`StatisticKind`, `Activations`, `WeightGradients`, `Forward`,
 `Feed`), the ranking helpers (`top_count`, `top_indices`, `top_cuts`, `ranked_selections`,
-`split_neurons`), `option` and `check_types` (a config's fields and their checks), `MlpLayout`
-and `hookimpl`.
+`split_neurons`), `Options` and `option` (a config and its fields), `MlpLayout` and
+`hookimpl`.
 
 Example::
 
@@ -82,7 +82,7 @@ _LAZY = {
     "list_models": "locator.models",
     "load_model": "locator.models",
     "option": "locator.options",
-    "check_types": "locator.options",
+    "Options": "locator.options",
 }
 
 __all__ = [
@@ -107,6 +107,7 @@ __all__ = [
     "ModelSource",
     "Neurons",
     "NoConfig",
+    "Options",
     "ScoredParameter",
     "Selection",
     "StatisticKind",
@@ -116,7 +117,6 @@ __all__ = [
     "apply",
     "build_context",
     "check_choices",
-    "check_types",
     "collect_statistics",
     "evaluate",
     "get_dataset",
@@ -183,7 +183,7 @@ if TYPE_CHECKING:
         statistic_kinds,
     )
     from locator.models import ModelOptions, ModelSource, list_models, load_model
-    from locator.options import check_types, option
+    from locator.options import Options, option
     from locator.passes import collect_statistics
     from locator.plugins import list_plugins, register_plugin
     from locator.ranking import ranked_selections, split_neurons, top_count, top_cuts, top_indices

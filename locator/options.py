@@ -156,10 +156,19 @@ def convert(kind: Any, value: Any, *, text: bool = False, bounds: Bounds | None 
     raise ValueError(f"must be {_expected(kind, bounds)}, got {value!r}.")
 
 
+class Options:
+    """The base of an option class (a frozen keyword-only dataclass of `option` fields): it
+    checks every field on construction (`check_types`); a subclass that checks more calls
+    ``super().__post_init__()`` first."""
+
+    def __post_init__(self) -> None:
+        check_types(self)
+
+
 def check_types(instance: Any) -> None:
     """Check every field of a dataclass `instance` against its type (an `OptionError` naming
     the first bad one) and store it converted (a float field given an int holds a float); an
-    option class calls it first in ``__post_init__``."""
+    option class calls it first in ``__post_init__`` (`Options` does)."""
     hints = typing.get_type_hints(type(instance))
     for field in dataclasses.fields(instance):
         value, bounds = getattr(instance, field.name), field.metadata.get("bounds")

@@ -43,7 +43,7 @@ from locator.runs import Batch, ModelRunner, record, replace
 
 
 @dataclass(frozen=True, kw_only=True)
-class IntegratedGradientsConfig:
+class IntegratedGradientsConfig(locator.Options):
     """Integrated gradients' options (each field's help says what it does)."""
 
     steps: int = locator.option(20, minimum=1, help="m, the Riemann steps of the integral")
@@ -66,9 +66,6 @@ class IntegratedGradientsConfig:
         below=1,
         help="with a threshold: the fraction p of samples a neuron must pass",
     )
-
-    def __post_init__(self) -> None:
-        locator.check_types(self)
 
 
 class IntegratedGradientsLocalizer(locator.Localizer):

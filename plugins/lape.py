@@ -117,7 +117,7 @@ PUBLISHED_COUNT = _ActiveAndRows(
 
 
 @dataclass(frozen=True, kw_only=True)
-class LapeConfig:
+class LapeConfig(locator.Options):
     """LAPE's options (each field's help says what it does)."""
 
     filter_rate: float = locator.option(
@@ -137,9 +137,6 @@ class LapeConfig:
         "faithful",
         help="faithful: the paper's formula; published: the MathNeuro repository's LAPE.py",
     )
-
-    def __post_init__(self) -> None:
-        locator.check_types(self)
 
 
 class LapeLocalizer(locator.Localizer):

@@ -44,7 +44,7 @@ BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1
 
 
 @dataclass(frozen=True, kw_only=True)
-class LearnedMaskConfig:
+class LearnedMaskConfig(locator.Options):
     """The learned mask's options (each field's help says what it does)."""
 
     steps: int = locator.option(
@@ -54,9 +54,6 @@ class LearnedMaskConfig:
     penalty_step: float = locator.option(
         1.0, minimum=0, help="the dual-ascent rate of the L0 weight"
     )
-
-    def __post_init__(self) -> None:
-        locator.check_types(self)
 
 
 class LearnedMaskLocalizer(locator.Localizer):

@@ -136,7 +136,7 @@ def set_difference(
 
 
 @dataclass(frozen=True, kw_only=True)
-class SetDifferenceConfig:
+class SetDifferenceConfig(locator.Options):
     """The set difference's options (each field's help says what it does)."""
 
     score: Literal["wanda", "snip", "mathneuro"] = locator.option(
@@ -150,9 +150,6 @@ class SetDifferenceConfig:
         maximum=1,
         help="the fraction Q of each matrix the controls' top sets take (none: the target's K)",
     )
-
-    def __post_init__(self) -> None:
-        locator.check_types(self)
 
 
 class SetDifferenceLocalizer(locator.Localizer):
@@ -229,7 +226,7 @@ def _published_scores(name: str, parameter: locator.ScoredParameter) -> bool:
 
 
 @dataclass(frozen=True, kw_only=True)
-class MathNeuroConfig:
+class MathNeuroConfig(locator.Options):
     """MathNeuro's options (each field's help says what it does)."""
 
     mode: Literal["faithful", "published"] = locator.option(
@@ -238,9 +235,6 @@ class MathNeuroConfig:
         "arithmetic (bf16 forward at batch 1, bf16 running sum, untied head, nn.Linear only, "
         "int(K x numel))",
     )
-
-    def __post_init__(self) -> None:
-        locator.check_types(self)
 
 
 class MathNeuroLocalizer(SetDifferenceLocalizer):

@@ -43,7 +43,7 @@ WEIGHT_SALIENCY_BF16 = "weight_gradient_saliency_bf16"
 
 
 @dataclass(frozen=True, kw_only=True)
-class SnipConfig:
+class SnipConfig(locator.Options):
     """SNIP's options (each field's help says what it does)."""
 
     group: Literal["matrix", "row"] = locator.option(
@@ -52,9 +52,6 @@ class SnipConfig:
     accumulate: Literal["float32", "bfloat16"] = locator.option(
         "float32", help="the dtype of the weight-sized sums"
     )
-
-    def __post_init__(self) -> None:
-        locator.check_types(self)
 
 
 class SnipLocalizer(locator.Localizer):

@@ -52,7 +52,7 @@ COUNTS = {"floor": locator.top_count, "original": original_count}
 
 
 @dataclass(frozen=True, kw_only=True)
-class WandaConfig:
+class WandaConfig(locator.Options):
     """Wanda's options (each field's help says what it does)."""
 
     norm: Literal["pooled", "per_sample"] = locator.option(
@@ -68,9 +68,6 @@ class WandaConfig:
         help="entries a group of n keeps: floor(K n), or the reference code's n - int(n (1 - K)) "
         "(one more whenever K n is not an integer)",
     )
-
-    def __post_init__(self) -> None:
-        locator.check_types(self)
 
 
 class WandaLocalizer(locator.Localizer):

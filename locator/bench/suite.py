@@ -68,7 +68,7 @@ from locator.errors import LocatorError
 from locator.evaluation import EvaluationOptions, EvaluationRequest, check_evaluation
 from locator.io import read_text
 from locator.models import ModelOptions
-from locator.options import OptionError, UnknownOptionError, check_types, convert, option, parse
+from locator.options import OptionError, Options, UnknownOptionError, convert, option, parse
 
 if TYPE_CHECKING:
     from locator.bench.ground_truth import GroundTruthSpec
@@ -82,7 +82,7 @@ else:  # pragma: no cover - Python 3.10
 
 
 @dataclass(frozen=True, kw_only=True)
-class CorporaSpec:
+class CorporaSpec(Options):
     """One target corpus and the control corpora whose top entries are removed: a suite's
     ``[[corpora]]`` table, a skill's corpus and controls, a method's own controls."""
 
@@ -90,7 +90,7 @@ class CorporaSpec:
     controls: tuple[str, ...] = option((), help="the datasets whose top entries are removed")
 
     def __post_init__(self) -> None:
-        check_types(self)
+        super().__post_init__()
         if len(set(self.controls)) != len(self.controls):
             raise OptionError("controls", f"has duplicates: {list(self.controls)}.")
 

@@ -16,11 +16,11 @@ from locator.data import CalibrationOptions
 from locator.errors import LocatorError, UnknownNameError
 from locator.evaluation import EvaluationOptions, EvaluationRequest
 from locator.models import ModelOptions
-from locator.options import OptionError, click_options, describe, option, parse
+from locator.options import OptionError, Options, click_options, describe, option, parse
 
 
 @dataclass(frozen=True, kw_only=True)
-class Sketch:
+class Sketch(Options):
     rank: int = option(8, help="Rank of the sketch.")
     scale: float = option(1.0, help="Scale.", above=0, maximum=4)
     mode: Literal["fast", "exact"] = option("fast", help="How.")
@@ -66,6 +66,12 @@ def test_unknown_keys_suggest_the_closest():
     assert str(error.value).startswith(
         "suite.toml: sketches[0].rnak: unknown key 'rnak'. Did you mean 'rank'? Valid: "
     )
+
+
+def test_an_option_class_checks_itself_when_built_in_python():
+    with pytest.raises(OptionError, match=r"^scale must be a number > 0 and <= 4, got 0\.$"):
+        Sketch(scale=0)
+    assert type(Sketch(scale=2).scale) is float  # stored converted, as parse would
 
 
 def test_a_missing_field_is_named_with_its_help():
