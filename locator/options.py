@@ -1,11 +1,11 @@
 """Options: the one parser of every option set (model, calibration, evaluation, method configs).
 
 An option set is a frozen keyword-only dataclass whose fields are declared with `option`, which
-keeps the field's help. `parse` builds one from Python values, TOML values or command-line
-strings, converting each by its field's type; an unknown key is an `UnknownOptionError` (an
-`UnknownNameError` with a did-you-mean). A class checks its own values once, in
-``__post_init__`` (`check_types` does the type and bound checks every class shares), raising
-`OptionError`, which names the key, so a suite can say
+keeps the field's help and a number's bounds. `parse` builds one from Python values, TOML values
+or command-line strings, converting each by its field's type; an unknown key is an
+`UnknownOptionError` (an `UnknownNameError` with a did-you-mean). A class checks its own values
+once, in ``__post_init__`` (the `Options` base runs `check_types`: the type, choice and bound
+checks every class shares), raising `OptionError`, which names the key, so a suite can say
 ``tasks[0].limit: must be ...`` and the Python API ``limit must be ...``. `click_options` turns
 the fields into command-line options and `describe` into rows for listings and docs, so no
 option is declared twice.
@@ -42,13 +42,11 @@ def option(
     missing required field); `flag` is its command-line flag where it is not ``--`` and the
     name with dashes; a number field's values must be >= `minimum`, <= `maximum`, > `above`
     and < `below` where given (`check_types`)."""
-    bounds = {"minimum": minimum, "above": above, "maximum": maximum, "below": below}
-    metadata = {
-        "help": help,
-        "flag": flag,
-        "bounds": {k: v for k, v in bounds.items() if v is not None},
-    }
-    return dataclasses.field(default=default, metadata=metadata)
+    given = {"minimum": minimum, "above": above, "maximum": maximum, "below": below}
+    bounds = {key: value for key, value in given.items() if value is not None}
+    return dataclasses.field(
+        default=default, metadata={"help": help, "flag": flag, "bounds": bounds}
+    )
 
 
 class OptionError(LocatorError):
@@ -85,11 +83,9 @@ _BOUNDS: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
     "above": (">", operator.gt),
     "below": ("<", operator.lt),
 }
-Bounds = Mapping[str, float]
-"""A number's bounds, by `option`'s argument names: ``{"minimum": 0, "below": 1}``."""
 
 
-def _expected(kind: Any, bounds: Bounds | None = None) -> str:
+def _expected(kind: Any, bounds: Mapping[str, float] | None = None) -> str:
     """What a value of type `kind` must be, in words: ``a positive integer or None``."""
     origin, arguments = typing.get_origin(kind), typing.get_args(kind)
     if origin is Literal:
@@ -107,11 +103,13 @@ def _expected(kind: Any, bounds: Bounds | None = None) -> str:
     return name
 
 
-def convert(kind: Any, value: Any, *, text: bool = False, bounds: Bounds | None = None) -> Any:
-    """`value` as a value of type `kind` (a number within `bounds`), or a `ValueError`
-    saying what it must be. With `text`, strings are parsed (``"4"`` -> 4, ``"true"``,
-    ``"none"``); without, a value must already have the type (a TOML or Python value), but an
-    int is a float."""
+def convert(
+    kind: Any, value: Any, *, text: bool = False, bounds: Mapping[str, float] | None = None
+) -> Any:
+    """`value` as a value of type `kind` (a number within `bounds`, named as `option`'s
+    arguments: ``{"minimum": 0, "below": 1}``), or a `ValueError` saying what it must be. With
+    `text`, strings are parsed (``"4"`` -> 4, ``"true"``, ``"none"``); without, a value must
+    already have the type (a TOML or Python value), but an int is a float."""
     origin, arguments = typing.get_origin(kind), typing.get_args(kind)
     if origin is Literal:
         for choice in arguments:
@@ -151,7 +149,7 @@ def convert(kind: Any, value: Any, *, text: bool = False, bounds: Bounds | None 
     elif kind in (str, Path):
         if isinstance(value, (str, Path)) and str(value) and (kind is Path or type(value) is str):
             return kind(value)
-    elif not isinstance(kind, type) or isinstance(value, kind):
+    elif kind is Any or not isinstance(kind, type) or isinstance(value, kind):
         return value
     raise ValueError(f"must be {_expected(kind, bounds)}, got {value!r}.")
 
@@ -189,10 +187,9 @@ def parse(
 ) -> T:
     """Build option class `cls` from `values`, converted by each field's type (strings parsed
     with `text`) and checked by the class. Errors are one line: an unknown key is an
-    `UnknownOptionError` ("Unknown `kind` ..."), a bad or missing value an `OptionError` (a
-    missing one says the field's help); with `where`
-    (the place the values come from, ``"suite.toml: tasks[0]."``), both become
-    ``"<where><key>: <problem>"``."""
+    `UnknownOptionError` ("Unknown `kind` ..."), a bad value an `OptionError`, a missing one
+    too (``path missing: <its help>``); with `where` (the place the values come from,
+    ``"suite.toml: tasks[0]."``), they become ``"<where><key>: <problem>"``."""
     hints = typing.get_type_hints(cls)
     fields = {field.name: field for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
     try:

@@ -91,8 +91,12 @@ class CorporaSpec(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if len(set(self.controls)) != len(self.controls):
-            raise OptionError("controls", f"has duplicates: {list(self.controls)}.")
+        _refuse_repeats(self.controls)
+
+
+def _refuse_repeats(controls: tuple[str, ...] | None) -> None:
+    if controls is not None and len(set(controls)) != len(controls):
+        raise OptionError("controls", f"has duplicates: {list(controls)}.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,18 +113,22 @@ class SkillSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
-class MethodSpec:
+class MethodSpec(Options):
     """One method entry: registered `name`, unique `label`, `config` (its config dataclass,
     parsed from the table's options by `make_config`; None: the defaults), and `match`, the label
     of the method whose per-matrix counts a matched baseline copies. `controls`, when given,
     replaces the corpora entry's controls for this method (the paper's MathNeuro with an MMLU
     control beside the RACE one, without running every other method twice)."""
 
-    name: str
-    label: str
+    name: str = option(help="a method (see `locator localizers`)")
+    label: str = option(help="unique (default: the name, or <name>-matched-<match>)")
     config: Any = None
     match: str | None = None
     controls: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _refuse_repeats(self.controls)
 
     def localizer(self) -> Any:
         """The configured `Localizer`."""
@@ -428,28 +436,19 @@ def _methods(check: _Checker, tables: list[Mapping[str, Any]]) -> tuple[MethodSp
     for index, table in enumerate(tables):
         where = f"methods[{index}]."
         check.keys(where, table, _METHOD_KEYS)
-        if "name" not in table:
-            raise check.fail(f"{where}name", "missing: a method (see `locator localizers`).")
-        name = check.value(f"{where}name", table["name"])
-        match = table.get("match")
-        if match is not None:
-            check.value(f"{where}match", match)
-        default_label = name if match is None else f"{name}-matched-{match}"
+        values = {key: value for key, value in table.items() if key != "options"}
+        if "label" not in table:  # the name, or <name>-matched-<match> for a matched baseline
+            values["label"] = "-matched-".join(
+                str(table[k]) for k in ("name", "match") if k in table
+            )
+        method = check.parse(MethodSpec, values, where)
         options = table.get("options", {})
         if not isinstance(options, dict):
             raise check.fail(f"{where}options", f"must be a table, got {options!r}.")
-        label = check.value(f"{where}label", table.get("label", default_label))
-        if label in {m.label for m in methods}:
-            raise check.fail(f"{where}label", f"{label!r} is used twice; give each a label.")
-        config = _method_config(check, f"methods[{index}]", name, options)
-        controls = None
-        if "controls" in table:
-            # checked as a corpora entry's controls, whose target they are used with
-            entry = {"target": "-", "controls": table["controls"]}
-            controls = check.parse(CorporaSpec, entry, where).controls
-        methods.append(
-            MethodSpec(name=name, label=label, config=config, match=match, controls=controls)
-        )
+        if method.label in {m.label for m in methods}:
+            raise check.fail(f"{where}label", f"{method.label!r} is used twice; give each a label.")
+        config = _method_config(check, f"methods[{index}]", method.name, options)
+        methods.append(dataclasses.replace(method, config=config))
     labels = {m.label: m for m in methods}
     for index, method in enumerate(methods):
         if method.match is None:

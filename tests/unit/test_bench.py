@@ -124,8 +124,14 @@ VALID = {
         ),
         (
             {"methods": [{"name": "mathneuro", "controls": "c"}]},
-            "methods[0].controls: must be a list, each a non-empty string, got 'c'.",
+            "methods[0].controls: must be a list, each a non-empty string or None, got 'c'.",
         ),
+        (
+            {"methods": [{"name": "mathneuro", "controls": ["c", "c"]}]},
+            "methods[0].controls: has duplicates: ['c', 'c'].",
+        ),
+        ({"methods": [{"label": "m"}]}, "methods[0].name: missing: a method (see `locator"),
+        ({"methods": [{"name": "mathneuro", "label": ""}]}, "methods[0].label: must be a non"),
     ],
 )
 def test_bad_suites_fail_with_file_key_and_choices(change, message):
