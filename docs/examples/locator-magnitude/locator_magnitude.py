@@ -6,10 +6,10 @@ import locator
 
 
 @dataclass(frozen=True, kw_only=True)
-class MagnitudeConfig:
+class MagnitudeConfig(locator.Options):
     """The options: `-o power 2` on the command line, `options = { power = 2 }` in a suite."""
 
-    power: float = 1.0
+    power: float = locator.option(1.0, help="the exponent of |W|")
 
 
 class MagnitudeLocalizer(locator.Localizer):
