@@ -95,6 +95,7 @@ class CorporaSpec(Options):
 
 
 def _refuse_repeats(controls: tuple[str, ...] | None) -> None:
+    """Refuse controls that name a corpus twice (its entries would be removed twice)."""
     if controls is not None and len(set(controls)) != len(controls):
         raise OptionError("controls", f"has duplicates: {list(controls)}.")
 
@@ -109,7 +110,7 @@ class SkillSpec:
     corpus: str = option(help="its calibration corpus")
     task: str = option("", help="its evaluation task (default: the corpus's)")
     metric: str = option("", help="the task's metric (default for an nll: task: nll_per_byte)")
-    controls: tuple[str, ...] = option((), help="default: the other skills' corpora")
+    controls: tuple[str, ...] = option((), help="its controls (default: the other skills' corpora)")
 
 
 @dataclass(frozen=True, kw_only=True)
