@@ -95,7 +95,7 @@ class CorporaSpec(Options):
 
 
 def _refuse_repeats(controls: tuple[str, ...] | None) -> None:
-    """Refuse controls that name a corpus twice (its entries would be removed twice)."""
+    """Refuse controls that name a corpus twice."""
     if controls is not None and len(set(controls)) != len(controls):
         raise OptionError("controls", f"has duplicates: {list(controls)}.")
 
