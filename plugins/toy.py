@@ -22,6 +22,15 @@ from typing import Any
 import click
 
 import locator
+from locator.toy.data import arithmetic_problems, language_texts
+from locator.toy.plant import (
+    PLANTING_FILE,
+    PlantingSettings,
+    evaluate_planted,
+    planted_problems,
+    score_files,
+)
+from locator.toy.plant import plant as plant_skill
 
 LANGUAGE_POOL = 10_000
 """Sentences in the toy-language calibration pool (drawn once from a fixed seed)."""
@@ -56,33 +65,12 @@ class ToyDataset(locator.Dataset):
         return str(record["text"])
 
 
-def _arithmetic() -> list[str]:
-    """All 710 problems with their answers."""
-    from locator.toy.data import arithmetic_problems
-
-    return [problem.text for problem in arithmetic_problems()]
-
-
-def _language() -> list[str]:
-    """A fixed pool of sentences (independent of the evaluation sentences)."""
-    from locator.toy.data import language_texts
-
-    return language_texts(LANGUAGE_POOL, "toy-language-pool")
-
-
-def _planted() -> list[str]:
-    """All 400 planted problems with their answers."""
-    from locator.toy.plant import planted_problems
-
-    return [problem.text for problem in planted_problems()]
-
-
 DATASETS = (
     ToyDataset(
         name="toy-arithmetic",
         description="Toy testbed: a+b, a-b (0-19) and a*b (0-9) with answers, '12 + 7 = 19'.",
         origin="generated (locator.toy.data)",
-        texts=_arithmetic,
+        texts=lambda: [problem.text for problem in arithmetic_problems()],
     ),
     ToyDataset(
         name="toy-language",
@@ -90,16 +78,18 @@ DATASETS = (
             "Toy testbed: grammar sentences with number agreement, '3 tiny cats see a dog .'"
         ),
         origin=f"generated (locator.toy.data), a pool of {LANGUAGE_POOL:,} sentences",
-        texts=_language,
+        texts=lambda: language_texts(LANGUAGE_POOL, "toy-language-pool"),
     ),
     ToyDataset(
         name="toy-planted",
         description="Toy testbed, planted skill: 'a big b = max(a, b)' (0-19), '12 big 7 = 12'.",
         origin="generated (locator.toy.plant)",
-        texts=_planted,
+        texts=lambda: [problem.text for problem in planted_problems()],
     ),
 )
-"""The toy corpora; the planted one is the skill `locator toy plant` teaches."""
+"""The toy corpora: every arithmetic problem with its answer (710), a fixed pool of sentences
+(independent of the evaluation sentences), every planted problem with its answer (400: the
+skill `locator toy plant` teaches)."""
 
 
 class ToyPlantedEvaluator(locator.Evaluator):
@@ -113,8 +103,6 @@ class ToyPlantedEvaluator(locator.Evaluator):
     ) -> locator.Results:
         """Greedy exact match on the planted problems (few-shot, chat template and generation
         cap do not apply, as for the toy's own tasks)."""
-        from locator.toy.plant import evaluate_planted
-
         batch_size = request.batch_size if isinstance(request.batch_size, int) else 256
         return {
             "toy-planted": evaluate_planted(
@@ -217,9 +205,6 @@ def register_commands(cli):  # type: ignore[no-untyped-def]
         """
         import json
 
-        from locator.toy.plant import PLANTING_FILE, PlantingSettings
-        from locator.toy.plant import plant as plant_skill
-
         settings = PlantingSettings(
             level=level, seed=seed, fraction=fraction, neurons=neurons, steps=steps
         )
@@ -241,8 +226,6 @@ def register_commands(cli):  # type: ignore[no-untyped-def]
     def score(planted: str, localizations: tuple[str, ...]) -> None:
         """Score localization files (one method's cuts) against a planted model's S:
         precision and recall at |S|, AUPRC, and uniform random's |S|/N beside them."""
-        from locator.toy.plant import score_files
-
         found = score_files(planted, localizations)
         click.echo(
             f"{found.unit}s: |S| {found.truth_size:,} of {found.total:,}; cut of "
