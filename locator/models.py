@@ -270,13 +270,13 @@ class ModelOptions:
         import torch
         from transformers import AutoModelForCausalLM
 
-        targets = _Targets.of(self)
+        targets = _targets(self)
         dtype = self.dtype if self.dtype == "auto" else getattr(torch, self.dtype)
         model_options = {"dtype": dtype, "device_map": self.device_map or self.device}
         if targets.gguf_file is not None:
             model_options["gguf_file"] = targets.gguf_file
             model_options.update(_dequantized())
-        tokenizer = targets.load_tokenizer()
+        tokenizer = _tokenizer(self.path, targets)
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 targets.model, **targets.shared, **model_options
@@ -294,8 +294,7 @@ class ModelOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class _Targets:
-    """Where `ModelOptions.load` reads a model's parts and with which `from_pretrained`
-    options."""
+    """Where `load_model` reads a model's parts and with which `from_pretrained` options."""
 
     request: ModelOptions
     kind: str
@@ -305,57 +304,30 @@ class _Targets:
     tokenizer_options: dict[str, Any]
     gguf_file: str | None
 
-    @classmethod
-    def of(cls, request: ModelOptions) -> _Targets:
-        """Check the request (`ModelOptions.check`) and say where its parts are read from."""
-        location = request.check()
-        path = location.path
-        if location.source is not None and location.kind != "hub":
-            path = str(location.source.prepare(Path(path)))
-        shared = {"revision": request.revision, "trust_remote_code": request.trust_remote_code}
-        tokenizer_options: dict[str, Any] = dict(shared)
-        gguf_file = None
-        if location.kind == "gguf":
-            gguf_file = Path(path).name
-            path = str(Path(path).parent)
-            if not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
-                tokenizer_options["gguf_file"] = gguf_file
-        return cls(
-            request=request,
-            kind=location.kind,
-            model=path,
-            tokenizer=path,
-            shared=shared,
-            tokenizer_options=tokenizer_options,
-            gguf_file=gguf_file,
-        )
 
-    def load_tokenizer(self) -> Any:
-        """The tokenizer the model loads with, without the weights; a broken one is a one-line
-        `LocatorError`."""
-        from transformers import AutoTokenizer
-
-        try:
-            return AutoTokenizer.from_pretrained(self.tokenizer, **self.tokenizer_options)
-        except LocatorError:
-            raise
-        except Exception as error:  # a broken model is the user's input: one line, no traceback
-            raise load_error(self.request.path, error) from None
-
-    def positions(self) -> int | None:
-        """The model's positions (`locator.rows.model_positions`) read from its config alone,
-        without the weights; None when the config cannot be read without them (a GGUF's)."""
-        from transformers import AutoConfig
-
-        from locator.rows import model_positions
-
-        if self.gguf_file is not None:
-            return None  # read with the weights; rows are still cut to it before any pass
-        try:
-            config = AutoConfig.from_pretrained(self.model, **self.shared)
-        except Exception as error:  # a broken model is the user's input: one line, no traceback
-            raise load_error(self.request.path, error) from None
-        return model_positions(config)
+def _targets(request: ModelOptions) -> _Targets:
+    """Check the request (`ModelOptions.check`) and say where its parts are read from."""
+    location = request.check()
+    path = location.path
+    if location.source is not None and location.kind != "hub":
+        path = str(location.source.prepare(Path(path)))
+    shared = {"revision": request.revision, "trust_remote_code": request.trust_remote_code}
+    tokenizer_options: dict[str, Any] = dict(shared)
+    gguf_file = None
+    if location.kind == "gguf":
+        gguf_file = Path(path).name
+        path = str(Path(path).parent)
+        if not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
+            tokenizer_options["gguf_file"] = gguf_file
+    return _Targets(
+        request=request,
+        kind=location.kind,
+        model=path,
+        tokenizer=path,
+        shared=shared,
+        tokenizer_options=tokenizer_options,
+        gguf_file=gguf_file,
+    )
 
 
 def load_model(name: str, **options: Any) -> tuple[Any, Any]:
@@ -370,15 +342,43 @@ def load_model(name: str, **options: Any) -> tuple[Any, Any]:
     return parse(ModelOptions, {"path": name, **options}).load()
 
 
+def _tokenizer(name: str, targets: _Targets) -> Any:
+    """The tokenizer at `targets`; a broken one is a one-line `LocatorError`."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(targets.tokenizer, **targets.tokenizer_options)
+    except LocatorError:
+        raise
+    except Exception as error:  # a broken model is the user's input: one line, no traceback
+        raise load_error(name, error) from None
+
+
+def _positions(name: str, targets: _Targets) -> int | None:
+    """The model's positions (`locator.rows.model_positions`) read from its config alone,
+    without the weights; None when the config cannot be read without them (a GGUF's)."""
+    from transformers import AutoConfig
+
+    from locator.rows import model_positions
+
+    if targets.gguf_file is not None:
+        return None  # read with the weights; rows are still cut to it before any pass
+    try:
+        config = AutoConfig.from_pretrained(targets.model, **targets.shared)
+    except Exception as error:  # a broken model is the user's input: one line, no traceback
+        raise load_error(name, error) from None
+    return model_positions(config)
+
+
 def check_calibration(
     model: ModelOptions, corpora: Sequence[Any], calibration: CalibrationOptions
 ) -> None:
     """Every check of calibration corpora (each a `locator.data.Corpus` or a list of texts, the
-    target first) read as `calibration` says, that needs no weights; made before the model
-    loads and before any baseline is evaluated: the texts have content and differ from the
-    target (`locator.rows.check_corpora`), the tokenizer has a chat template that renders them
-    into text (``chat_template``), ``pack`` fits the model's positions and every corpus fills
-    at least one row (`locator.rows.corpus_rows`)."""
+    target first) read as `calibration` (`locator.data.CalibrationOptions`) says, that needs no
+    weights; made before the model loads and before any baseline is evaluated: the texts have
+    content and differ from the target (`locator.rows.check_corpora`), the tokenizer has a chat
+    template that renders them into text (``chat_template``), ``pack`` fits the model's
+    positions and every corpus fills at least one row (`locator.rows.corpus_rows`)."""
     from locator.data import render_chat
     from locator.rows import check_corpora, check_positions, corpus_rows
 
@@ -388,12 +388,12 @@ def check_calibration(
         for role, corpus in zip(roles, corpora, strict=True)
     ]
     check_corpora(corpora)
-    targets = _Targets.of(model)
-    positions = targets.positions()
+    targets = _targets(model)
+    positions = _positions(model.path, targets)
     check_positions(positions, calibration.pack)
     if not calibration.chat_template and calibration.pack is None:
         return  # one row per text: a text with content always has tokens
-    tokenizer = targets.load_tokenizer()
+    tokenizer = _tokenizer(model.path, targets)
     if calibration.chat_template:
         corpora = [(label, render_chat(tokenizer, texts)) for label, texts in corpora]
         for label, texts in corpora:
