@@ -49,18 +49,21 @@ def cached_statistics(
     texts: Sequence[str],
     rows: Sequence[Sequence[int]],
     *,
+    cache_dir: str | Path | None,
     kinds: frozenset[str] | set[str],
-    cache_dir: str | Path,
     batch_size: int = 8,
     corpus: str = "",
     progress: bool = True,
     model_key: str | None = None,
 ) -> ActivationStats:
     """`locator.passes.collect_from_rows`, reading and extending an on-disk cache in
-    `cache_dir`: the corpus's token `rows` (`locator.rows.corpus_rows`) key it and feed the pass.
+    `cache_dir` (None: no cache): the corpus's token `rows` (`locator.rows.corpus_rows`) key it
+    and feed the pass.
 
     `model_key` (from `model_fingerprint`) may be passed to avoid hashing the model per corpus.
     """
+    if cache_dir is None:
+        return collect_from_rows(model, tokenizer, texts, rows, kinds, batch_size, corpus, progress)
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import save
 

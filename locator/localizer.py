@@ -17,7 +17,6 @@ import dataclasses
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -25,11 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from locator.architecture import ScoredParameter, scored_parameters
+from locator.cache import cached_statistics, model_fingerprint
 from locator.data import CalibrationOptions, Corpus, resolve_corpus
 from locator.errors import LocatorError, UnknownNameError
 from locator.localization import Localization, Neurons, Selection
 from locator.options import OptionError, parse
-from locator.passes import collect_from_rows
 from locator.plugins import Registry, registry
 from locator.provenance import model_identity, with_provenance
 from locator.rows import check_corpora, corpus_rows, model_positions
@@ -452,22 +451,19 @@ def localize(
         (label, corpus_rows(tokenizer, texts, calibration, label, positions))
         for label, texts in corpora
     ]
-    collect: Any = collect_from_rows
-    if cache_dir is not None:
-        from locator.cache import cached_statistics, model_fingerprint
-
-        key = model_fingerprint(model)
-        collect = partial(cached_statistics, cache_dir=cache_dir, model_key=key)
+    key = None if cache_dir is None else model_fingerprint(model)
     collected = [
-        collect(
+        cached_statistics(
             model,
             tokenizer,
             texts,
             made,
+            cache_dir=cache_dir,
             kinds=localizer.statistics,
             batch_size=calibration.batch_size,
             corpus=label,
             progress=progress,
+            model_key=key,
         )
         for (label, texts), (_, made) in zip(corpora, rows, strict=True)
     ]
