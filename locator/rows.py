@@ -173,12 +173,10 @@ def corpus_rows(
     texts, texts without content or no tokens. With the model's `positions`, a longer row is
     cut to them (`fit_positions`) and a longer `pack` refused (`check_positions`)."""
     label = corpus or "(unnamed)"
-    pack = calibration.pack
+    max_length, pack = calibration.max_length, calibration.pack
     check_positions(positions, pack)
     check_texts(texts, corpus)
-    rows = fit_positions(
-        token_rows(tokenizer, texts, calibration.max_length, pack), positions, label
-    )
+    rows = fit_positions(token_rows(tokenizer, texts, max_length, pack), positions, label)
     if not any(rows):
         unit = "" if pack is None else f" in rows of {pack} (a shorter tail is dropped)"
         raise LocatorError(f"corpus {label} has no tokens after tokenization{unit}.")
