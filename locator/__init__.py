@@ -4,8 +4,11 @@ The public API is imported lazily: ``import locator`` loads neither torch nor an
 also all a plugin needs: `Localizer`, `LocalizationContext`, `Selection`, `Neurons`,
 `Localization`, the statistics (`StatisticKind`, `Activations`, `WeightGradients`, `Forward`,
 `Feed`), the ranking helpers (`top_count`, `top_indices`, `top_cuts`, `ranked_selections`,
-`split_neurons`), `Options` and `option` (a config and its fields), `MlpLayout` and
-`hookimpl`.
+`split_neurons`), the model runner and its edits (`ModelRunner`, `Batch`, `scale`, `replace`,
+`record`, `compose`), datasets (`Dataset`, `HubDataset`, `Record`, `load_hub_split`,
+`read_records`), evaluators (`Evaluator`, `EvaluationRequest`, `Evaluation`, `ItemScore`,
+`Results`), model sources (`ModelSource`, `model_cache_dir`, `atomic_directory`),
+`Options` and `option` (a method's config and its fields), `MlpLayout` and `hookimpl`.
 
 Example::
 
@@ -65,6 +68,10 @@ _LAZY = {
     "CalibrationOptions": "locator.data",
     "Corpus": "locator.data",
     "Dataset": "locator.data",
+    "HubDataset": "locator.data",
+    "Record": "locator.data",
+    "load_hub_split": "locator.data",
+    "read_records": "locator.data",
     "get_dataset": "locator.data",
     "list_datasets": "locator.data",
     "load_corpus": "locator.data",
@@ -74,6 +81,8 @@ _LAZY = {
     "EvaluationOptions": "locator.evaluation",
     "EvaluationRequest": "locator.evaluation",
     "Evaluator": "locator.evaluation",
+    "ItemScore": "locator.evaluation",
+    "Results": "locator.evaluation",
     "evaluate": "locator.evaluation",
     "list_evaluators": "locator.evaluation",
     "list_tasks": "locator.evaluation",
@@ -81,81 +90,41 @@ _LAZY = {
     "ModelSource": "locator.models",
     "list_models": "locator.models",
     "load_model": "locator.models",
+    "model_cache_dir": "locator.models",
+    "atomic_directory": "locator.io",
     "option": "locator.options",
     "Options": "locator.options",
+    "Batch": "locator.runs",
+    "ModelRunner": "locator.runs",
+    "compose": "locator.runs",
+    "record": "locator.runs",
+    "replace": "locator.runs",
+    "scale": "locator.runs",
 }
 
 __all__ = [
-    "ActivationStats",
-    "Activations",
-    "CalibrationOptions",
-    "Corpus",
-    "Dataset",
-    "Evaluation",
-    "EvaluationOptions",
-    "EvaluationRequest",
-    "Evaluator",
-    "Feed",
-    "Forward",
-    "Localization",
-    "LocalizationContext",
-    "Localizer",
     "LocatorError",
     "LocatorWarning",
-    "MlpLayout",
-    "ModelOptions",
-    "ModelSource",
-    "Neurons",
-    "NoConfig",
-    "Options",
-    "ScoredParameter",
-    "Selection",
-    "StatisticKind",
     "UnknownNameError",
-    "WeightGradients",
     "__version__",
-    "apply",
-    "build_context",
-    "check_choices",
-    "collect_statistics",
-    "evaluate",
-    "get_dataset",
-    "get_localizer",
     "hookimpl",
-    "intervene",
-    "list_datasets",
-    "list_evaluators",
-    "list_localizers",
-    "list_models",
-    "list_plugins",
-    "list_statistics",
-    "list_tasks",
-    "load_corpus",
-    "load_model",
-    "localize",
-    "option",
-    "ranked_selections",
-    "register_plugin",
-    "render_chat",
-    "run_method",
-    "sample_corpus",
-    "scored_parameters",
-    "split_neurons",
-    "statistic_kinds",
-    "top_count",
-    "top_cuts",
-    "top_indices",
+    *_LAZY,
 ]
 
+# ruff: noqa: F401 (for type checkers only: __all__ names these through _LAZY)
 if TYPE_CHECKING:
     from locator.architecture import MlpLayout, ScoredParameter, scored_parameters
     from locator.data import (
         CalibrationOptions,
         Corpus,
         Dataset,
+        HubDataset,
+        Record,
         get_dataset,
         list_datasets,
         load_corpus,
+        load_hub_split,
+        read_records,
         render_chat,
         sample_corpus,
     )
@@ -164,11 +133,14 @@ if TYPE_CHECKING:
         EvaluationOptions,
         EvaluationRequest,
         Evaluator,
+        ItemScore,
+        Results,
         evaluate,
         list_evaluators,
         list_tasks,
     )
     from locator.intervention import apply, intervene
+    from locator.io import atomic_directory
     from locator.localization import Localization, Neurons, Selection
     from locator.localizer import (
         LocalizationContext,
@@ -182,12 +154,13 @@ if TYPE_CHECKING:
         run_method,
         statistic_kinds,
     )
-    from locator.models import ModelOptions, ModelSource, list_models, load_model
+    from locator.models import ModelOptions, ModelSource, list_models, load_model, model_cache_dir
     from locator.options import Options, option
     from locator.passes import collect_statistics
     from locator.plugins import list_plugins, register_plugin
     from locator.ranking import ranked_selections, split_neurons, top_count, top_cuts, top_indices
     from locator.rows import Feed
+    from locator.runs import Batch, ModelRunner, compose, record, replace, scale
     from locator.stats import (
         Activations,
         ActivationStats,

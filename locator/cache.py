@@ -23,7 +23,6 @@ from torch import nn
 from locator.io import atomic_write
 from locator.passes import collect_from_rows
 from locator.provenance import weights_fingerprint
-from locator.rows import corpus_rows, model_positions
 from locator.stats import ActivationStats, get_statistic
 
 
@@ -48,25 +47,26 @@ def cached_statistics(
     model: nn.Module,
     tokenizer: Any,
     texts: Sequence[str],
+    rows: Sequence[Sequence[int]],
     *,
+    cache_dir: str | Path | None,
     kinds: frozenset[str] | set[str],
-    cache_dir: str | Path,
     batch_size: int = 8,
-    max_length: int | None = None,
-    pack: int | None = None,
     corpus: str = "",
     progress: bool = True,
     model_key: str | None = None,
 ) -> ActivationStats:
-    """`locator.passes.collect_statistics`, reading and extending an on-disk cache in
-    `cache_dir`; the corpus is tokenized once, for the key and the pass.
+    """`locator.passes.collect_from_rows`, reading and extending an on-disk cache in
+    `cache_dir` (None: no cache): the corpus's token `rows` (`locator.rows.corpus_rows`) key it
+    and feed the pass.
 
     `model_key` (from `model_fingerprint`) may be passed to avoid hashing the model per corpus.
     """
+    if cache_dir is None:
+        return collect_from_rows(model, tokenizer, texts, rows, kinds, batch_size, corpus, progress)
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import save
 
-    rows = corpus_rows(tokenizer, texts, max_length, pack, corpus, model_positions(model))
     model_key = model_key or model_fingerprint(model)
     key = hashlib.sha256((model_key + corpus_fingerprint(rows)).encode()).hexdigest()[:32]
     path = Path(cache_dir) / f"statistics-{key}.safetensors"

@@ -175,7 +175,7 @@ def localize(
     file, ends in .jsonl or has a '/'. Texts that nll:<corpus> evaluates are never used.
     """
     from locator.corpora import corpus_kind
-    from locator.data import render_chat, sample_corpus
+    from locator.data import sample_corpus
     from locator.heldout import calibration_texts
     from locator.io import check_output_file
     from locator.localization import Localization, is_localization_file
@@ -211,8 +211,6 @@ def localize(
     check_calibration(model, corpora, calibration)  # before the model loads
     reference_localization = Localization.load(reference) if reference else None
     loaded, tokenizer = model.load()
-    if calibration.chat_template:
-        corpora = [render_chat(tokenizer, corpus) for corpus in corpora]
     result = run_localize(
         loaded,
         tokenizer,
@@ -221,9 +219,7 @@ def localize(
         controls=corpora[1:],
         proportion=proportion,
         seed=seed,
-        batch_size=calibration.batch_size,
-        max_length=calibration.max_length,
-        pack=calibration.pack,
+        calibration=calibration,
         reference=reference_localization,
     )
     described = [dict(c, **files.get(i, {})) for i, c in enumerate(result.provenance["corpora"])]

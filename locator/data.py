@@ -315,6 +315,17 @@ class CalibrationOptions:
             )
             raise OptionError("pack", both, both)
 
+    def identity(self) -> dict[str, Any]:
+        """What changes a selection besides the number of texts (a suite's grid axis; the batch
+        size never keyed one): the draw, the truncation, and the chat template and pack when
+        set (left out when not, so that suites from before them keep their hashes)."""
+        return {
+            "with_replacement": self.with_replacement,
+            "max_length": self.max_length,
+            **({"chat_template": True} if self.chat_template else {}),
+            **({"pack": self.pack} if self.pack is not None else {}),
+        }
+
 
 def sample_corpus(
     name: str,
@@ -433,18 +444,26 @@ def load_corpus(name: str, **options: Any) -> list[str]:
 def resolve_corpus(
     value: str | Corpus | Sequence[str],
     role: str,
+    calibration: CalibrationOptions,
     *,
-    num_samples: int,
     seed: int,
-    replace: bool,
     data_dir: str | Path | None,
+    tokenizer: Any,
 ) -> tuple[str, Sequence[str]]:
     """``(label, texts)`` of a corpus given as a corpus value (a dataset name, a JSON Lines
-    file or ``task:<task>``: `sample_corpus`), a `Corpus` or a list of texts (labelled `role`)."""
+    file or ``task:<task>``: `sample_corpus` draws `calibration`'s `num_samples` under `seed`),
+    a `Corpus` or a list of texts (labelled `role`); through `tokenizer`'s chat template
+    (`render_chat`) when `calibration` asks for it."""
     if isinstance(value, str):
         value = sample_corpus(
-            value, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
+            value,
+            num_samples=calibration.num_samples,
+            seed=seed,
+            replace=calibration.with_replacement,
+            data_dir=data_dir,
         )
+    if calibration.chat_template:
+        value = render_chat(tokenizer, value)
     if isinstance(value, Corpus):
         return value.label, value.texts
     return role, value

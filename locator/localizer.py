@@ -17,7 +17,6 @@ import dataclasses
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -25,14 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from locator.architecture import ScoredParameter, scored_parameters
+from locator.cache import cached_statistics, model_fingerprint
 from locator.data import CalibrationOptions, Corpus, resolve_corpus
 from locator.errors import LocatorError, UnknownNameError
 from locator.localization import Localization, Neurons, Selection
 from locator.options import OptionError, parse
-from locator.passes import collect_statistics
 from locator.plugins import Registry, registry
 from locator.provenance import model_identity, with_provenance
-from locator.rows import check_corpora, model_positions
+from locator.rows import check_corpora, corpus_rows, model_positions
 from locator.runs import ModelRunner, running
 from locator.stats import ActivationStats
 
@@ -405,6 +404,7 @@ def localize(
     num_samples: int = 500,
     replace: bool = False,
     data_dir: str | Path | None = None,
+    calibration: CalibrationOptions | None = None,
 ) -> Localization:
     """Find the entries of `model` that carry the skill shown by the `target` corpus.
 
@@ -417,61 +417,59 @@ def localize(
     `locator.sample_corpus`, or a list of texts used as given. `controls` is a
     list of corpora whose top entries are removed by methods that use them. Each corpus is read
     one row per text (`max_length` truncates), or with `pack` = N as one token stream cut into
-    rows of N tokens (LAPE's original input; see `locator.rows.token_rows`). `reference` is the
-    localization a matched baseline (``random``) copies its per-matrix counts from. With
+    rows of N tokens (LAPE's original input; see `locator.rows.token_rows`). `calibration` (a
+    `locator.CalibrationOptions`, which adds `chat_template`) gives these options as one object
+    instead of `batch_size`, `max_length`, `pack`, `num_samples` and `replace`. `reference` is
+    the localization a matched baseline (``random``) copies its per-matrix counts from. With
     `cache_dir`, statistics are read from and written to an on-disk cache, so a repeated call
     with another method, proportion or option runs no pass over the model.
     """
     localizer = checked_localizer(
         method, options, proportion=proportion, seed=seed, controls=controls, reference=reference
     )
-    calibration = CalibrationOptions(
+    keywords = CalibrationOptions(
         num_samples=num_samples,
         with_replacement=replace,
         batch_size=batch_size,
         max_length=max_length,
         pack=pack,
     )
-    corpora = [
-        resolve_corpus(
-            corpus, role, num_samples=num_samples, seed=seed, replace=replace, data_dir=data_dir
+    if calibration is not None and keywords != CalibrationOptions():
+        raise LocatorError(
+            "give the calibration options either as calibration= or as keywords (batch_size, "
+            "max_length, pack, num_samples, replace), not both."
         )
+    calibration = calibration or keywords
+    corpora = [
+        resolve_corpus(corpus, role, calibration, seed=seed, data_dir=data_dir, tokenizer=tokenizer)
         for role, corpus in [("target", target)]
         + [(f"control{i}", control) for i, control in enumerate(controls)]
     ]
     check_corpora(corpora)  # before any pass: no empty corpus, no control equal to the target
-    collect: Any = collect_statistics
-    if cache_dir is not None:
-        from locator.cache import cached_statistics, model_fingerprint
-
-        key = model_fingerprint(model)
-        collect = partial(cached_statistics, cache_dir=cache_dir, model_key=key)
+    positions = model_positions(model)
+    rows = [
+        (label, corpus_rows(tokenizer, texts, calibration, label, positions))
+        for label, texts in corpora
+    ]
+    key = None if cache_dir is None else model_fingerprint(model)
     collected = [
-        collect(
+        cached_statistics(
             model,
             tokenizer,
             texts,
+            made,
+            cache_dir=cache_dir,
             kinds=localizer.statistics,
             batch_size=calibration.batch_size,
-            max_length=calibration.max_length,
-            pack=calibration.pack,
             corpus=label,
             progress=progress,
+            model_key=key,
         )
-        for label, texts in corpora
+        for (label, texts), (_, made) in zip(corpora, rows, strict=True)
     ]
     runner = None
-    if localizer.runs_model:
-        runner = ModelRunner.build(
-            model,
-            tokenizer,
-            corpora,
-            batch_size=batch_size,
-            max_length=max_length,
-            pack=pack,
-            seed=seed,
-            progress=progress,
-        )
+    if localizer.runs_model:  # on the rows the statistics read, not tokenized again
+        runner = ModelRunner(model, rows, calibration.batch_size, seed=seed, progress=progress)
     context = build_context(
         model,
         collected[0],
@@ -486,9 +484,7 @@ def localize(
         found,
         model=model_identity(model),
         corpora=corpora,
-        max_length=max_length,
-        pack=pack,
-        batch_size=batch_size,
-        positions=model_positions(model),
+        calibration=calibration,
+        positions=positions,
         reference=reference,
     )

@@ -12,18 +12,21 @@ work. GGUF weights are dequantized to float by transformers (they need the ``ggu
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import importlib.util
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from locator.errors import LocatorError, UnknownNameError
 from locator.options import OptionError, check_choice, check_types, option, parse
 from locator.plugins import registry
+
+if TYPE_CHECKING:
+    from locator.data import CalibrationOptions
 
 DTYPES = ("auto", "float32", "float16", "bfloat16", "float64")
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -253,15 +256,40 @@ class ModelOptions:
 
     def check(self) -> ModelLocation:
         """Every check `load` makes before it loads: the device exists, and where the model
-        comes from (`resolve_model`). Returns the location."""
+        comes from (`resolve_model`, looked up once per options object). Returns the location."""
         if self.device is not None:
             check_device(self.device)
+        return self._location
+
+    @cached_property
+    def _location(self) -> ModelLocation:
         return resolve_model(self.path, revision=self.revision)
 
     def load(self) -> tuple[Any, Any]:
-        """``(model, tokenizer)`` in eval mode: `load_model` with these options."""
-        options = dataclasses.asdict(self)
-        return load_model(options.pop("path"), **options)
+        """``(model, tokenizer)`` in eval mode (see `load_model`)."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        targets = _targets(self)
+        dtype = self.dtype if self.dtype == "auto" else getattr(torch, self.dtype)
+        model_options = {"dtype": dtype, "device_map": self.device_map or self.device}
+        if targets.gguf_file is not None:
+            model_options["gguf_file"] = targets.gguf_file
+            model_options.update(_dequantized())
+        tokenizer = _tokenizer(self.path, targets)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                targets.model, **targets.shared, **model_options
+            )
+        except LocatorError:
+            raise
+        except Exception as error:  # a broken model is the user's input: one line, no traceback
+            raise load_error(self.path, error) from None
+        if targets.kind == "gguf":
+            _forget_quantization(model)
+        check_placement(model)
+        model.eval()
+        return model, tokenizer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -277,9 +305,8 @@ class _Targets:
     gguf_file: str | None
 
 
-def _targets(name: str, options: Mapping[str, Any]) -> _Targets:
+def _targets(request: ModelOptions) -> _Targets:
     """Check the request (`ModelOptions.check`) and say where its parts are read from."""
-    request = parse(ModelOptions, {"path": name, **options})
     location = request.check()
     path = location.path
     if location.source is not None and location.kind != "hub":
@@ -312,36 +339,7 @@ def load_model(name: str, **options: Any) -> tuple[Any, Any]:
     dequantized to float; a GGUF's tokenizer comes from tokenizer files next to it when there
     are any, else from the GGUF itself. Code from the hub runs only with `trust_remote_code`.
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    targets = _targets(name, options)
-    request = targets.request
-    dtype = request.dtype if request.dtype == "auto" else getattr(torch, request.dtype)
-    model_options = {"dtype": dtype, "device_map": request.device_map or request.device}
-    if targets.gguf_file is not None:
-        model_options["gguf_file"] = targets.gguf_file
-        model_options.update(_dequantized())
-    tokenizer = _tokenizer(name, targets)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            targets.model, **targets.shared, **model_options
-        )
-    except LocatorError:
-        raise
-    except Exception as error:  # a broken model is the user's input: one line, no traceback
-        raise load_error(name, error) from None
-    if targets.kind == "gguf":
-        _forget_quantization(model)
-    check_placement(model)
-    model.eval()
-    return model, tokenizer
-
-
-def load_tokenizer(name: str, **options: Any) -> Any:
-    """The tokenizer `load_model` would load with the model (options as there), without the
-    weights: for the checks that need only the tokenizer, before the model loads."""
-    return _tokenizer(name, _targets(name, options))
+    return parse(ModelOptions, {"path": name, **options}).load()
 
 
 def _tokenizer(name: str, targets: _Targets) -> Any:
@@ -356,14 +354,13 @@ def _tokenizer(name: str, targets: _Targets) -> Any:
         raise load_error(name, error) from None
 
 
-def model_positions_before_loading(name: str, **options: Any) -> int | None:
+def _positions(name: str, targets: _Targets) -> int | None:
     """The model's positions (`locator.rows.model_positions`) read from its config alone,
     without the weights; None when the config cannot be read without them (a GGUF's)."""
     from transformers import AutoConfig
 
     from locator.rows import model_positions
 
-    targets = _targets(name, options)
     if targets.gguf_file is not None:
         return None  # read with the weights; rows are still cut to it before any pass
     try:
@@ -373,7 +370,9 @@ def model_positions_before_loading(name: str, **options: Any) -> int | None:
     return model_positions(config)
 
 
-def check_calibration(model: ModelOptions, corpora: Sequence[Any], calibration: Any) -> None:
+def check_calibration(
+    model: ModelOptions, corpora: Sequence[Any], calibration: CalibrationOptions
+) -> None:
     """Every check of calibration corpora (each a `locator.data.Corpus` or a list of texts, the
     target first) read as `calibration` (`locator.data.CalibrationOptions`) says, that needs no
     weights; made before the model loads and before any baseline is evaluated: the texts have
@@ -381,23 +380,20 @@ def check_calibration(model: ModelOptions, corpora: Sequence[Any], calibration: 
     template that renders them into text (``chat_template``), ``pack`` fits the model's
     positions and every corpus fills at least one row (`locator.rows.corpus_rows`)."""
     from locator.data import render_chat
-    from locator.rows import check_corpora, check_positions, check_rows, corpus_rows
+    from locator.rows import check_corpora, check_positions, corpus_rows
 
-    max_length, pack = calibration.max_length, calibration.pack
-    check_rows(max_length, pack)
     roles = ["target", *(f"control{i}" for i in range(len(corpora) - 1))]
     corpora = [
         (getattr(corpus, "label", role), list(getattr(corpus, "texts", corpus)))
         for role, corpus in zip(roles, corpora, strict=True)
     ]
     check_corpora(corpora)
-    options = dataclasses.asdict(model)
-    path = options.pop("path")
-    positions = model_positions_before_loading(path, **options)
-    check_positions(positions, pack)
-    if not calibration.chat_template and pack is None:
+    targets = _targets(model)
+    positions = _positions(model.path, targets)
+    check_positions(positions, calibration.pack)
+    if not calibration.chat_template and calibration.pack is None:
         return  # one row per text: a text with content always has tokens
-    tokenizer = load_tokenizer(path, **options)
+    tokenizer = _tokenizer(model.path, targets)
     if calibration.chat_template:
         corpora = [(label, render_chat(tokenizer, texts)) for label, texts in corpora]
         for label, texts in corpora:
@@ -408,7 +404,7 @@ def check_calibration(model: ModelOptions, corpora: Sequence[Any], calibration: 
                 )
         check_corpora(corpora)
     for label, texts in corpora:
-        corpus_rows(tokenizer, texts, max_length, pack, label, positions)
+        corpus_rows(tokenizer, texts, calibration, label, positions)
 
 
 def check_model_folder(folder: Path) -> None:

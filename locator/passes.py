@@ -32,8 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from locator.architecture import mlp_neurons, scored_parameters
+from locator.data import CalibrationOptions
 from locator.errors import LocatorError
-from locator.rows import batches, check_batch_size, corpus_rows, model_positions
+from locator.rows import batches, corpus_rows, model_positions
 from locator.stats import (
     Activations,
     ActivationStats,
@@ -195,7 +196,8 @@ def collect_statistics(
     each text; `pack` concatenates them and cuts rows of that many tokens); each row is one
     sample; a row longer than the model's positions is cut to them (`locator.rows.fit_positions`).
     Kinds that declare another `Forward` (a dtype, a batch size) get a pass of their own."""
-    rows = corpus_rows(tokenizer, texts, max_length, pack, corpus, model_positions(model))
+    calibration = CalibrationOptions(batch_size=batch_size, max_length=max_length, pack=pack)
+    rows = corpus_rows(tokenizer, texts, calibration, corpus, model_positions(model))
     return collect_from_rows(model, tokenizer, texts, rows, kinds, batch_size, corpus, progress)
 
 
@@ -210,9 +212,9 @@ def collect_from_rows(
     progress: bool = True,
 ) -> ActivationStats:
     """`collect_statistics` from the corpus's token `rows` already made (`corpus_rows`); the
-    `texts` and `tokenizer` serve a kind whose `Feed` makes its own input."""
+    `texts` and `tokenizer` serve a kind whose `Feed` makes its own input; `batch_size` is a
+    checked `locator.CalibrationOptions`' one."""
     resolved = [get_statistic(name) for name in sorted(kinds)]
-    check_batch_size(batch_size)
     totals: dict[tuple[str, str], Tensor] = {}
     # Kinds that need the same forward share one pass; the default forward is the batched one.
     for forward in dict.fromkeys(kind.forward for kind in resolved):

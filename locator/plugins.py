@@ -30,13 +30,36 @@ ENTRY_POINT_GROUP = "locator"
 LOAD_PLUGINS_VARIABLE = "LOCATOR_LOAD_PLUGINS"
 
 T = TypeVar("T")
+_Hook = TypeVar("_Hook", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class RegistrySpec:
+    """What one ``register_<things>`` hook registers: `kind` names one item in messages,
+    `expected` is the ``module:Class`` every item must be (imported on first use, since those
+    modules import this one), a subclass of it when `classes`. Items are named by `.name`.
+
+    It decorates its hook in `HookSpecs`, which it marks as a hook specification, and enters
+    itself in `REGISTRIES` under the hook's name, so each registry is declared once."""
+
+    kind: str
+    expected: str
+    classes: bool = False
+
+    def __call__(self, hook: _Hook) -> _Hook:
+        REGISTRIES[hook.__name__] = self
+        return hookspec(hook)
+
+
+REGISTRIES: dict[str, RegistrySpec] = {}
+"""Every registry, by the hook that fills it."""
 
 
 class HookSpecs:
     """The hooks a locator plugin may implement. Arguments may be added, never removed: each
     implementation is called with only the arguments it declares."""
 
-    @hookspec
+    @RegistrySpec("localizer", "locator.localizer:Localizer", classes=True)
     def register_localizers(self, register: Callable[[type], None]) -> None:
         """Register `Localizer` subclasses.
 
@@ -47,7 +70,7 @@ class HookSpecs:
                 register(MyLocalizer)
         """
 
-    @hookspec
+    @RegistrySpec("dataset", "locator.data:Dataset")
     def register_datasets(self, register: Callable[..., None]) -> None:
         """Register datasets that turn a name into calibration texts.
 
@@ -58,7 +81,7 @@ class HookSpecs:
                 register(MyDataset())
         """
 
-    @hookspec
+    @RegistrySpec("evaluator", "locator.evaluation:Evaluator")
     def register_evaluators(self, register: Callable[..., None]) -> None:
         """Register evaluators that measure a skill of an in-memory model.
 
@@ -69,19 +92,18 @@ class HookSpecs:
                 register(MyEvaluator())
         """
 
-    @hookspec
+    @RegistrySpec("model", "locator.models:ModelSource")
     def register_models(self, register: Callable[[Any], None]) -> None:
-        """Register models by short name (`locator.models.ModelSource`): a hub id and, where a
+        """Register models by short name (`locator.ModelSource`): a hub id and, where a
         package installs a local copy, how to find it offline.
 
         Example::
 
             from pathlib import Path
-            from locator.models import ModelSource
 
             @locator.hookimpl
             def register_models(register):
-                register(ModelSource(
+                register(locator.ModelSource(
                     name="my-model",
                     hub_id="me/my-model",
                     description="My model, Q8 GGUF.",
@@ -91,7 +113,7 @@ class HookSpecs:
                 ))
         """
 
-    @hookspec
+    @RegistrySpec("statistic", "locator.stats:StatisticKind")
     def register_statistics(self, register: Callable[[Any], None]) -> None:
         """Register statistic kinds (`locator.StatisticKind` instances) that methods can declare
         in their `statistics`; kinds of one corpus are collected in one pass.
@@ -112,7 +134,7 @@ class HookSpecs:
                                      description="per input channel, the largest |x|"))
         """
 
-    @hookspec
+    @RegistrySpec("MLP layout", "locator.architecture:MlpLayout")
     def register_layouts(self, register: Callable[[Any], None]) -> None:
         """Register MLP layouts (`locator.MlpLayout`), so that neuron-level methods find the
         neurons of model families the built-in layouts do not cover.
@@ -296,28 +318,6 @@ def _check_type(kind: str, item: Any, expected: type, classes: bool, source: str
     else:
         hint = f"register a {expected.__module__}.{expected.__name__} instance"
     raise RegistrationError(f"plugin {source!r} registered {what} as a {kind}; {hint}.")
-
-
-@dataclass(frozen=True)
-class RegistrySpec:
-    """What one ``register_<things>`` hook registers: `kind` names one item in messages,
-    `expected` is the ``module:Class`` every item must be (imported on first use, since those
-    modules import this one), a subclass of it when `classes`. Items are named by `.name`."""
-
-    kind: str
-    expected: str
-    classes: bool = False
-
-
-REGISTRIES: dict[str, RegistrySpec] = {
-    "register_localizers": RegistrySpec("localizer", "locator.localizer:Localizer", classes=True),
-    "register_datasets": RegistrySpec("dataset", "locator.data:Dataset"),
-    "register_evaluators": RegistrySpec("evaluator", "locator.evaluation:Evaluator"),
-    "register_models": RegistrySpec("model", "locator.models:ModelSource"),
-    "register_statistics": RegistrySpec("statistic", "locator.stats:StatisticKind"),
-    "register_layouts": RegistrySpec("MLP layout", "locator.architecture:MlpLayout"),
-}
-"""Every registry, by the hook that fills it."""
 
 
 def registry(hook: str) -> Registry[Any]:

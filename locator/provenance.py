@@ -11,7 +11,10 @@ import hashlib
 import importlib.metadata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from locator.data import CalibrationOptions
 
 DISTRIBUTION = "skill-locator"
 """The distribution (pip) name of locator; the import name is ``locator``."""
@@ -101,18 +104,16 @@ def with_provenance(
     *,
     model: dict[str, Any],
     corpora: Iterable[tuple[str, Any]],
-    max_length: int | None,
-    pack: int | None = None,
-    batch_size: int | None = None,
+    calibration: CalibrationOptions,
     positions: int | None = None,
     reference: Any = None,
 ) -> Any:
     """`localization` recording the model identity, versions, how each corpus became rows
-    (`max_length`, `pack`, `batch_size`, and `positions`: the model's positions every longer row
-    was cut to, `locator.rows.fit_positions`), each corpus (``(label, texts)``: its label,
-    text count and content hash) and the `reference` a matched baseline copied its counts from
-    (its `content_hash`): every input that changes a selection, so two different
-    selections never carry identical provenance."""
+    (`calibration`'s `max_length`, `pack` and `batch_size`, and `positions`: the model's
+    positions every longer row was cut to, `locator.rows.fit_positions`), each corpus
+    (``(label, texts)``: its label, text count and content hash) and the `reference` a matched
+    baseline copied its counts from (its `content_hash`): every input that changes a
+    selection, so two different selections never carry identical provenance."""
     from dataclasses import replace
 
     described = [
@@ -123,9 +124,9 @@ def with_provenance(
         **localization.provenance,
         "model": model,
         "versions": versions(),
-        "max_length": max_length,
-        "pack": pack,
-        "batch_size": batch_size,
+        "max_length": calibration.max_length,
+        "pack": calibration.pack,
+        "batch_size": calibration.batch_size,
         "positions": positions,
         "corpora": described,
         "reference": None if reference is None else reference.content_hash(),

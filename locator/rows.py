@@ -22,19 +22,8 @@ from locator.data import CalibrationOptions
 from locator.errors import LocatorError, LocatorWarning
 
 
-def check_batch_size(batch_size: object) -> None:
-    """`locator.CalibrationOptions`' check of `batch_size`, for a caller given it as a keyword."""
-    CalibrationOptions(batch_size=batch_size)  # type: ignore[arg-type]
-
-
-def check_max_length(max_length: object) -> None:
-    """`locator.CalibrationOptions`' check of `max_length` (None: no truncation)."""
-    CalibrationOptions(max_length=max_length)  # type: ignore[arg-type]
-
-
 def tokenize(tokenizer: object, texts: Sequence[str], max_length: int | None) -> list[list[int]]:
     """Token ids of each text, truncated to `max_length` tokens when given."""
-    check_max_length(max_length)
     encoded = tokenizer(  # type: ignore[operator]
         list(texts),
         truncation=max_length is not None,
@@ -42,12 +31,6 @@ def tokenize(tokenizer: object, texts: Sequence[str], max_length: int | None) ->
         add_special_tokens=True,
     )
     return [list(ids) for ids in encoded["input_ids"]]
-
-
-def check_rows(max_length: int | None, pack: int | None) -> None:
-    """`locator.CalibrationOptions`' checks of how a corpus becomes token rows (before any
-    model loads): `pack` a row length or None, and not together with `max_length`."""
-    CalibrationOptions(max_length=max_length, pack=pack)
 
 
 def token_rows(
@@ -59,9 +42,9 @@ def token_rows(
     the corpus is read as LAPE's original code reads it: every text's token ids (as the
     tokenizer encodes it, special tokens included), concatenated in corpus order into one stream
     and cut into rows of N tokens, the tail shorter than N dropped; attention then crosses the
-    texts a row spans, and each row is one sample of every per-sample statistic.
+    texts a row spans, and each row is one sample of every per-sample statistic. The values
+    are those of a `locator.CalibrationOptions`, which checked them.
     """
-    check_rows(max_length, pack)
     if pack is None:
         return tokenize(tokenizer, texts, max_length)
     stream = [token for ids in tokenize(tokenizer, texts, None) for token in ids]
@@ -182,16 +165,15 @@ def check_corpus_names(target: str, controls: Sequence[str]) -> None:
 def corpus_rows(
     tokenizer: object,
     texts: Sequence[str],
-    max_length: int | None,
-    pack: int | None = None,
+    calibration: CalibrationOptions,
     corpus: str = "",
     positions: int | None = None,
 ) -> list[list[int]]:
-    """`token_rows` of a corpus that must have some: raises for no texts, texts without
-    content or no tokens. With the model's `positions`, a longer row is cut to them
-    (`fit_positions`) and a longer `pack` refused (`check_positions`)."""
+    """`token_rows` of a corpus as `calibration` reads it, which must have some: raises for no
+    texts, texts without content or no tokens. With the model's `positions`, a longer row is
+    cut to them (`fit_positions`) and a longer `pack` refused (`check_positions`)."""
     label = corpus or "(unnamed)"
-    check_rows(max_length, pack)
+    max_length, pack = calibration.max_length, calibration.pack
     check_positions(positions, pack)
     check_texts(texts, corpus)
     rows = fit_positions(token_rows(tokenizer, texts, max_length, pack), positions, label)

@@ -36,10 +36,11 @@ import torch
 from torch import Tensor, nn
 
 from locator.architecture import NeuronSite, ScoredParameter, mlp_neurons, scored_parameters
+from locator.data import CalibrationOptions
 from locator.errors import LocatorError
 from locator.localization import Neurons
 from locator.ranking import split_neurons, top_count, top_indices
-from locator.rows import batches, check_batch_size, corpus_rows, model_positions
+from locator.rows import batches, corpus_rows, model_positions
 
 RunSite = Literal["neuron_activation", "linear_input"]
 """Where an edit applies: an MLP's neuron activations or a scored linear's input."""
@@ -114,23 +115,29 @@ def compose(*edits: Edit) -> Edit:
 
 
 class ModelRunner:
-    """The passes a model-running method may make (see the module docstring).
-
-    `target` and `controls` are `RunCorpus` objects; `seed` seeds `generator()`; `progress`
-    turns on the progress bars of `steps`. Build one with `ModelRunner.build`.
+    """The passes a model-running method may make (see the module docstring), over
+    ``[(label, rows)]``, the target first, then the controls, whose token rows are already made
+    (`locator.rows.corpus_rows`: a statistics pass's) and are fed in batches of `batch_size`
+    (`ModelRunner.build` makes them from texts). `target` and `controls` are `RunCorpus`
+    objects; `seed` seeds `generator()`; `progress` turns on the progress bars of `steps`.
     """
 
     def __init__(
         self,
         model: nn.Module,
-        target: RunCorpus,
-        controls: Sequence[RunCorpus] = (),
+        corpora: Sequence[tuple[str, Sequence[Sequence[int]]]],
+        batch_size: int = 8,
         *,
         seed: int = 0,
         progress: bool = True,
     ) -> None:
         self._model = model
-        self.target = target
+        self.target, *controls = (
+            RunCorpus(
+                name=label, rows=tuple(map(tuple, rows)), batches=tuple(batches(rows, batch_size))
+            )
+            for label, rows in corpora
+        )
         self.controls = tuple(controls)
         self.seed = seed
         self.progress = progress
@@ -141,29 +148,21 @@ class ModelRunner:
         model: nn.Module,
         tokenizer: object,
         corpora: Sequence[tuple[str, Sequence[str]]],
+        calibration: CalibrationOptions | None = None,
         *,
-        batch_size: int = 8,
-        max_length: int | None = None,
-        pack: int | None = None,
         seed: int = 0,
         progress: bool = True,
     ) -> ModelRunner:
-        """A runner over ``[(label, texts)]``, the target first, then the controls; each text
-        becomes token rows exactly as `locator.passes.collect_statistics` makes them (cut to the
-        model's positions: `locator.rows.corpus_rows`)."""
-        check_batch_size(batch_size)
+        """A runner over ``[(label, texts)]``, each read as `calibration` says (default:
+        `CalibrationOptions()`): token rows exactly as `locator.passes.collect_statistics`
+        makes them (`locator.rows.corpus_rows`)."""
+        calibration = calibration or CalibrationOptions()
         positions = model_positions(model)
-        made = []
-        for label, texts in corpora:
-            rows = corpus_rows(tokenizer, texts, max_length, pack, label, positions)
-            made.append(
-                RunCorpus(
-                    name=label,
-                    rows=tuple(tuple(row) for row in rows),
-                    batches=tuple(batches(rows, batch_size)),
-                )
-            )
-        return cls(model, made[0], made[1:], seed=seed, progress=progress)
+        rows = [
+            (label, corpus_rows(tokenizer, texts, calibration, label, positions))
+            for label, texts in corpora
+        ]
+        return cls(model, rows, calibration.batch_size, seed=seed, progress=progress)
 
     @property
     def corpora(self) -> tuple[RunCorpus, ...]:

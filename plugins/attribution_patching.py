@@ -29,7 +29,6 @@ import torch
 from torch import Tensor
 
 import locator
-from locator.runs import ModelRunner, record
 
 
 class AttributionPatchingLocalizer(locator.Localizer):
@@ -49,14 +48,14 @@ class AttributionPatchingLocalizer(locator.Localizer):
         return runner.neuron_cuts(attribution_scores(runner), counts)
 
 
-def control_means(runner: ModelRunner) -> dict[str, Tensor]:
+def control_means(runner: locator.ModelRunner) -> dict[str, Tensor]:
     """Each neuron's mean activation over every real token of all controls (fp64)."""
     sums: dict[str, Tensor] = {}
     tokens = 0
     for corpus in runner.controls:
         for batch in runner.steps(corpus.batches, f"attribution patching: {corpus.name}"):
             store: dict[str, Tensor] = {}
-            runner.token_log_probs(batch, edit=record(store))
+            runner.token_log_probs(batch, edit=locator.record(store))
             real = batch[1].to(runner.device, torch.float64)[..., None]  # [batch, seq, 1]
             for name, a in store.items():
                 total = (a.to(torch.float64) * real).sum((0, 1))
@@ -65,7 +64,7 @@ def control_means(runner: ModelRunner) -> dict[str, Tensor]:
     return {name: total / tokens for name, total in sums.items()}
 
 
-def attribution_scores(runner: ModelRunner) -> dict[str, Tensor]:
+def attribution_scores(runner: locator.ModelRunner) -> dict[str, Tensor]:
     """score_i of every neuron (see the module docstring), by down-projection name (fp64)."""
     means = control_means(runner)
     names = list(runner.neurons)
@@ -73,7 +72,7 @@ def attribution_scores(runner: ModelRunner) -> dict[str, Tensor]:
     predicted = runner.target.num_predicted
     for batch in runner.steps(runner.target.batches, "attribution patching: target"):
         store: dict[str, Tensor] = {}
-        log_probs = runner.token_log_probs(batch, edit=record(store, grad=True), grad=True)
+        log_probs = runner.token_log_probs(batch, edit=locator.record(store, grad=True), grad=True)
         loss = -log_probs.sum() / max(predicted, 1)  # this batch's part of L_T
         grads = torch.autograd.grad(loss, [store[name] for name in names])
         real = batch[1].to(runner.device, torch.float64)[..., None]

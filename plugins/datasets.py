@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import locator
-from locator.data import Dataset, HubDataset, Record, load_hub_split
-from locator.errors import LocatorError
 
 LETTERS = "ABCD"
 
@@ -54,7 +52,7 @@ def _answer_index(value: Any) -> int:
     raise ValueError(f"answer must be a letter A-D or an index 0-3, got {value!r}")
 
 
-class Gsm8kDataset(HubDataset):
+class Gsm8kDataset(locator.HubDataset):
     """``Question: {question}\\nAnswer: {answer}``, the answer being the full worked solution
     (calculator annotations and the final ``#### N`` line included, as in the dataset)."""
 
@@ -66,11 +64,11 @@ class Gsm8kDataset(HubDataset):
     hub_config = "main"
     fields = ("question", "answer")
 
-    def format(self, record: Record) -> str:
+    def format(self, record: locator.Record) -> str:
         """Question and worked solution."""
         return f"Question: {record['question']}\nAnswer: {record['answer']}"
 
-    def turns(self, record: Record) -> tuple[str, str]:
+    def turns(self, record: locator.Record) -> tuple[str, str]:
         """The question asks, the worked solution answers."""
         return str(record["question"]), str(record["answer"])
 
@@ -87,15 +85,15 @@ MATH_SUBJECTS = {
 """The hub's MATH configs (EleutherAI/hendrycks_math) and the `type` each record carries."""
 
 
-def _problem_solution(record: Record) -> str:
+def _problem_solution(record: locator.Record) -> str:
     return f"Problem: {record['problem']}\nSolution: {record['solution']}"
 
 
-def _problem_turns(record: Record) -> tuple[str, str]:
+def _problem_turns(record: locator.Record) -> tuple[str, str]:
     return str(record["problem"]), str(record["solution"])
 
 
-class MathDataset(HubDataset):
+class MathDataset(locator.HubDataset):
     """``Problem: {problem}\\nSolution: {solution}`` (the solution ends in ``\\boxed{...}``).
 
     The hub keeps MATH as one config per subject; they are read in the order of
@@ -113,23 +111,23 @@ class MathDataset(HubDataset):
         """The hub id (all subject configs) and the local folder."""
         return f"hub {self.hub_id} (7 subject configs); local <data_dir>/{self.name}/"
 
-    def hub_records(self, split: str) -> list[Record]:
+    def hub_records(self, split: str) -> list[locator.Record]:
         """The split of every subject config, concatenated."""
-        records: list[Record] = []
+        records: list[locator.Record] = []
         for config in MATH_SUBJECTS:
-            records += load_hub_split(self.name, self.hub_id, config, split)
+            records += locator.load_hub_split(self.name, self.hub_id, config, split)
         return records
 
-    def format(self, record: Record) -> str:
+    def format(self, record: locator.Record) -> str:
         """Problem and worked solution."""
         return _problem_solution(record)
 
-    def turns(self, record: Record) -> tuple[str, str]:
+    def turns(self, record: locator.Record) -> tuple[str, str]:
         """The problem asks, the worked solution answers."""
         return _problem_turns(record)
 
 
-class Math500Dataset(HubDataset):
+class Math500Dataset(locator.HubDataset):
     """MATH-500, the 500-problem test subset of MATH used by "Let's Verify Step by Step";
     formatted like `math`."""
 
@@ -141,22 +139,22 @@ class Math500Dataset(HubDataset):
     hub_id = "HuggingFaceH4/MATH-500"
     fields = ("problem", "solution")
 
-    def format(self, record: Record) -> str:
+    def format(self, record: locator.Record) -> str:
         """Problem and worked solution."""
         return _problem_solution(record)
 
-    def turns(self, record: Record) -> tuple[str, str]:
+    def turns(self, record: locator.Record) -> tuple[str, str]:
         """The problem asks, the worked solution answers."""
         return _problem_turns(record)
 
 
-class _MultipleChoiceDataset(HubDataset):
+class _MultipleChoiceDataset(locator.HubDataset):
     """A multiple-choice dataset whose `turns` are what a record asks (with lettered options)
     and the answer's letter; its calibration text is ``{heading}: {asked}\nAnswer: {letter}``."""
 
     heading: ClassVar[str]
 
-    def format(self, record: Record) -> str:
+    def format(self, record: locator.Record) -> str:
         """The heading, what is asked, the answer letter."""
         asked, letter = self.turns(record)
         return f"{self.heading}: {asked}\nAnswer: {letter}"
@@ -180,7 +178,7 @@ class MmluDataset(_MultipleChoiceDataset):
     local_files = {"validation": "val"}
     fields = ("question", "choices", "answer")
 
-    def from_local(self, record: Record) -> Record:
+    def from_local(self, record: locator.Record) -> locator.Record:
         """Options as a list, the answer as an index."""
         answer = record["answer_index"] if "answer_index" in record else record["answer"]
         return {
@@ -190,7 +188,7 @@ class MmluDataset(_MultipleChoiceDataset):
             "answer": _answer_index(answer),
         }
 
-    def turns(self, record: Record) -> tuple[str, str]:
+    def turns(self, record: locator.Record) -> tuple[str, str]:
         """Question and options ask, the letter answers."""
         return f"{record['question']}\n{_options(record['choices'])}", LETTERS[record["answer"]]
 
@@ -211,7 +209,7 @@ class RaceDataset(_MultipleChoiceDataset):
     hub_config = "all"
     fields = ("article", "question", "options", "answer")
 
-    def from_local(self, record: Record) -> Record:
+    def from_local(self, record: locator.Record) -> locator.Record:
         """Options as a list, the answer as a letter."""
         return {
             "example_id": record.get("example_id", ""),
@@ -221,7 +219,7 @@ class RaceDataset(_MultipleChoiceDataset):
             "answer": LETTERS[_answer_index(record["answer"])],
         }
 
-    def turns(self, record: Record) -> tuple[str, str]:
+    def turns(self, record: locator.Record) -> tuple[str, str]:
         """Article, question and options ask, the letter answers."""
         asked = (
             f"{record['article']}\nQuestion: {record['question']}\n{_options(record['options'])}"
@@ -234,7 +232,7 @@ def _is_heading(text: str) -> bool:
     return stripped.startswith("= ") and stripped.endswith(" =")
 
 
-class WikitextDataset(HubDataset):
+class WikitextDataset(locator.HubDataset):
     """One non-blank, non-heading line (a paragraph) of WikiText-2, stripped.
 
     The hub's ``wikitext-2-raw-v1``; locally ``wikitext2/raw_train_sample.jsonl`` is the train
@@ -251,11 +249,11 @@ class WikitextDataset(HubDataset):
     local_files = {"train": "raw_train_sample"}
     fields = ("text",)
 
-    def keep(self, record: Record) -> bool:
+    def keep(self, record: locator.Record) -> bool:
         """Paragraphs only: no blank lines, no ``= Heading =`` lines."""
         return bool(record["text"].strip()) and not _is_heading(record["text"])
 
-    def format(self, record: Record) -> str:
+    def format(self, record: locator.Record) -> str:
         """The paragraph."""
         return str(record["text"]).strip()
 
@@ -298,13 +296,13 @@ def chunk_source(text: str) -> list[str]:
 
 
 @functools.lru_cache(maxsize=4)
-def _python_chunks(root: str, skip: frozenset[str]) -> tuple[Record, ...]:
+def _python_chunks(root: str, skip: frozenset[str]) -> tuple[locator.Record, ...]:
     """Chunks of every ``.py`` file under `root`, files in sorted path order."""
     files = []
     for folder, subfolders, names in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if d not in skip and not d.startswith("."))
         files += [Path(folder, name) for name in names if name.endswith(".py")]
-    records: list[Record] = []
+    records: list[locator.Record] = []
     for path in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
         try:
             text = path.read_text(encoding="utf-8")
@@ -315,7 +313,7 @@ def _python_chunks(root: str, skip: frozenset[str]) -> tuple[Record, ...]:
     return tuple(records)
 
 
-class PythonCodeDataset(Dataset):
+class PythonCodeDataset(locator.Dataset):
     """Chunks of real Python source (at most about 2,000 characters, whole top-level
     definitions where they fit), as written.
 
@@ -332,16 +330,18 @@ class PythonCodeDataset(Dataset):
         """The standard library, or the local folder."""
         return "this Python's standard library; local <data_dir>/python-code/**/*.py"
 
-    def records(self, split: str, data_dir: Path | None) -> Sequence[Record]:
+    def records(self, split: str, data_dir: Path | None) -> Sequence[locator.Record]:
         """The chunks of the local folder's files, or of the standard library's."""
         if split != "all":
-            raise LocatorError(f"dataset {self.name!r} has one split, 'all'; got {split!r}.")
+            raise locator.LocatorError(
+                f"dataset {self.name!r} has one split, 'all'; got {split!r}."
+            )
         local = None if data_dir is None else data_dir / self.name
         if local is not None and local.is_dir():
             return _python_chunks(str(local), frozenset({"__pycache__"}))
         return _python_chunks(sysconfig.get_paths()["stdlib"], STDLIB_SKIP)
 
-    def format(self, record: Record) -> str:
+    def format(self, record: locator.Record) -> str:
         """The source text."""
         return str(record["text"])
 
@@ -364,7 +364,7 @@ LANGUAGES = {
 The first seven are the LAPE paper's languages."""
 
 
-class LanguageDataset(HubDataset):
+class LanguageDataset(locator.HubDataset):
     """Prose in one language, one paragraph or sentence per text, as written (stripped).
 
     Locally ``<data_dir>/handbook/<code>/{train,test}.jsonl``: paragraphs of the Debian
@@ -381,15 +381,17 @@ class LanguageDataset(HubDataset):
     code: ClassVar[str]
     HUB_SPLITS: ClassVar[Mapping[str, str]] = {"train": "dev", "test": "devtest"}
 
-    def hub_records(self, split: str) -> list[Record]:
+    def hub_records(self, split: str) -> list[locator.Record]:
         """FLORES+'s ``dev`` as ``train``, ``devtest`` as ``test``."""
-        return load_hub_split(self.name, self.hub_id, self.hub_config, self.HUB_SPLITS[split])
+        return locator.load_hub_split(
+            self.name, self.hub_id, self.hub_config, self.HUB_SPLITS[split]
+        )
 
-    def keep(self, record: Record) -> bool:
+    def keep(self, record: locator.Record) -> bool:
         """No blank texts."""
         return bool(str(record["text"]).strip())
 
-    def format(self, record: Record) -> str:
+    def format(self, record: locator.Record) -> str:
         """The paragraph."""
         return str(record["text"]).strip()
 

@@ -34,8 +34,6 @@ from locator_plugins.skill_tasks import SKILL_TASKS, corpus_nll, per_item, per_u
 
 import locator
 from locator.data import offline_variable
-from locator.errors import LocatorError
-from locator.evaluation import Evaluation, EvaluationRequest, Evaluator, ItemScore, Results
 from locator.heldout import NLL_PREFIX, corpus_of_task, held_out_texts, is_file_corpus
 from locator.io import read_text
 
@@ -178,11 +176,13 @@ def _top(loaded: dict[str, Any], task: str) -> Any:
         t for n, t in loaded["tasks"].items() if n not in children
     ]
     if len(tops) != 1:
-        raise LocatorError(f"{task!r} defines {len(tops)} lm-eval tasks; give one task or group.")
+        raise locator.LocatorError(
+            f"{task!r} defines {len(tops)} lm-eval tasks; give one task or group."
+        )
     return tops[0]
 
 
-def _load_error(task: str, error: Exception, data_dir: Path | None) -> LocatorError:
+def _load_error(task: str, error: Exception, data_dir: Path | None) -> locator.LocatorError:
     variable = offline_variable()
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if variable is not None and isinstance(error, ConnectionError):
@@ -191,11 +191,13 @@ def _load_error(task: str, error: Exception, data_dir: Path | None) -> LocatorEr
         else:
             known = ", ".join(sorted(LOCAL_SOURCES))
             hint = f"the data directory has no local copy of it (locator reads local {known})"
-        return LocatorError(
+        return locator.LocatorError(
             f"lm-eval task {task!r} needs its dataset from the hub, which {variable}=1 "
             f"forbids, and it is not in the local cache; {hint}."
         )
-    return LocatorError(f"cannot load lm-eval task {task!r}: {type(error).__name__}: {first}")
+    return locator.LocatorError(
+        f"cannot load lm-eval task {task!r}: {type(error).__name__}: {first}"
+    )
 
 
 def _metrics(entry: dict[str, Any]) -> dict[str, float]:
@@ -263,7 +265,7 @@ def _items(task: str, loaded: Any, metrics: dict[str, float], samples: dict[str,
                 scored = _item_value(aggregations[metric], sample[metric])
                 if scored is not None:
                     items.append(
-                        ItemScore(
+                        locator.ItemScore(
                             task=task if leaf is loaded else leaf.task_name,
                             metric=reported,
                             item=int(sample["doc_id"]),
@@ -283,7 +285,7 @@ def _records(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [json.loads(json.dumps(s, default=handle_non_serializable)) for s in samples]
 
 
-class LmEvalEvaluator(Evaluator):
+class LmEvalEvaluator(locator.Evaluator):
     """lm-evaluation-harness tasks (and lm-eval YAML files, and locator's skill tasks) on the
     in-memory model."""
 
@@ -292,9 +294,8 @@ class LmEvalEvaluator(Evaluator):
     def task_names(self) -> Sequence[str]:
         """Every lm-eval task, group and tag name (indexes all of lm-eval once), the skill
         tasks and ``nll:<dataset>`` of every installed dataset."""
-        from locator.data import list_datasets
 
-        corpora = [f"{NLL_PREFIX}{name}" for name in list_datasets()]
+        corpora = [f"{NLL_PREFIX}{name}" for name in locator.list_datasets()]
         return [*SKILL_TASKS, *corpora, *_manager(False).all_tasks]
 
     def serves(self, task: str) -> bool:
@@ -307,7 +308,9 @@ class LmEvalEvaluator(Evaluator):
             or task in _manager(False).task_index
         )
 
-    def evaluate(self, model: Any, tokenizer: Any, request: EvaluationRequest) -> Evaluation:
+    def evaluate(
+        self, model: Any, tokenizer: Any, request: locator.EvaluationRequest
+    ) -> locator.Evaluation:
         """Run lm-eval's `simple_evaluate` on the model as it is, batched, with progress bars;
         with ``request.log_samples``, also per-item scores and lm-eval's sample logs."""
         import lm_eval
@@ -338,9 +341,9 @@ class LmEvalEvaluator(Evaluator):
         finally:
             model.train(training)  # HFLM switches the model to eval mode
         results = output["results"]
-        report: Results = {}
+        report: locator.Results = {}
         directions: dict[str, dict[str, bool]] = {}
-        items: list[ItemScore] = []
+        items: list[locator.ItemScore] = []
         samples: dict[str, list[dict[str, Any]]] = {}
         for task, loaded in objects.items():
             name = getattr(loaded, "task_name", None) or loaded.name
@@ -360,11 +363,11 @@ class LmEvalEvaluator(Evaluator):
                     for leaf in leaves
                     for record in _records(logged.get(leaf.task_name, []))
                 ]
-        return Evaluation(
+        return locator.Evaluation(
             metrics=report, higher_is_better=directions, items=tuple(items), samples=samples
         )
 
-    def check(self, request: EvaluationRequest) -> None:
+    def check(self, request: locator.EvaluationRequest) -> None:
         """Tags (sets of tasks, reported one by one) and tasks that execute model output as
         code are refused; an ``nll:<corpus>`` task needs a corpus with held-out texts."""
         for task in request.tasks:
@@ -380,7 +383,7 @@ class LmEvalEvaluator(Evaluator):
             if entry.kind.name == "TAG":
                 members = sorted(entry.tags)
                 more = ", ..." if len(members) > 3 else ""
-                raise LocatorError(
+                raise locator.LocatorError(
                     f"{task!r} is an lm-eval tag naming {len(members)} tasks "
                     f"({', '.join(members[:3])}{more}); name the tasks."
                 )
@@ -403,7 +406,7 @@ class LmEvalEvaluator(Evaluator):
                 loaded = _local_object(manager, task, local)
             if loaded is None:
                 loaded = _top(manager.load([task]), task)
-        except LocatorError:
+        except locator.LocatorError:
             raise
         except Exception as error:  # lm-eval and datasets failures become one line
             raise _load_error(task, error, local.data_dir if local else None) from None
@@ -429,7 +432,7 @@ def _calibration_split(task: Any) -> tuple[str, Any]:
         if split and split != evaluated:
             return split, docs()
     splits = [s for s in (config.training_split, config.validation_split, fewshot) if s]
-    raise LocatorError(
+    raise locator.LocatorError(
         f"lm-eval task {task.task_name!r} has no split left for calibration: it evaluates "
         f"split {evaluated!r} and has {', '.join(repr(s) for s in splits) or 'no other split'}"
         " (calibration reads its training, validation or few-shot split, never the evaluated one)."
@@ -475,15 +478,17 @@ def task_calibration(task: str, data_dir: Path | None) -> tuple[str, list[tuple[
         splits.append(split if len(leaves) == 1 else f"{leaf.task_name}:{split}")
         try:
             rendered += [_rendered(leaf, doc) for doc in docs]
-        except LocatorError:
+        except locator.LocatorError:
             raise
         except Exception as error:  # a document the task's templates cannot render
-            raise LocatorError(
+            raise locator.LocatorError(
                 f"lm-eval task {leaf.task_name!r}: cannot render a {split!r} document for "
                 f"calibration: {type(error).__name__}: {error}"
             ) from None
     if not rendered:
-        raise LocatorError(f"lm-eval task {task!r}: split {'+'.join(splits)!r} has no documents.")
+        raise locator.LocatorError(
+            f"lm-eval task {task!r}: split {'+'.join(splits)!r} has no documents."
+        )
     return "+".join(splits), rendered
 
 
@@ -491,19 +496,18 @@ def _check_corpus_task(task: str, data_dir: Path | None) -> None:
     """An ``nll:<corpus>`` task names an installed dataset (did-you-mean otherwise) or a file
     with held-out texts; a local dataset's held-out texts are read (the hub's are not fetched
     before the model loads)."""
-    from locator.data import get_dataset
 
     corpus = corpus_of_task(task)
     if corpus is None:
         return
     if not is_file_corpus(corpus):
-        get_dataset(corpus)
+        locator.get_dataset(corpus)
         if data_dir is None:
             return
     held_out_texts(corpus, data_dir)
 
 
-def _skill_task(task: str, lm: Any, request: EvaluationRequest) -> Any:
+def _skill_task(task: str, lm: Any, request: locator.EvaluationRequest) -> Any:
     """The lm-eval Task of one of locator's skill tasks, built for this request and model."""
     from lm_eval.api.task import ConfigurableTask
 
@@ -514,8 +518,8 @@ def _skill_task(task: str, lm: Any, request: EvaluationRequest) -> Any:
     return ConfigurableTask(config=config)
 
 
-def _unsafe(task: str) -> LocatorError:
-    return LocatorError(
+def _unsafe(task: str) -> locator.LocatorError:
+    return locator.LocatorError(
         f"lm-eval task {task!r} executes model output as code; locator never runs such tasks."
     )
 

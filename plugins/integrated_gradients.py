@@ -39,7 +39,6 @@ import torch
 from torch import Tensor
 
 import locator
-from locator.runs import Batch, ModelRunner, record, replace
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,7 +111,7 @@ Objective = Literal["log_likelihood", "probability"]
 
 
 def sample_attributions(
-    runner: ModelRunner,
+    runner: locator.ModelRunner,
     steps: int,
     scope: Literal["all", "layer"] = "all",
     objective: Objective = "log_likelihood",
@@ -125,7 +124,7 @@ def sample_attributions(
     description = f"integrated gradients ({steps} steps)"
     for batch in runner.steps(batches, description, total=len(batches)):
         clean: dict[str, Tensor] = {}
-        runner.token_log_probs(batch, edit=record(clean))
+        runner.token_log_probs(batch, edit=locator.record(clean))
         real = batch[1].to(runner.device, torch.float64)[..., None]  # [batch, seq, 1]
         result = {}
         for group in groups:
@@ -138,7 +137,11 @@ def sample_attributions(
 
 
 def _mean_gradients(
-    runner: ModelRunner, batch: Batch, clean: dict[str, Tensor], steps: int, objective: Objective
+    runner: locator.ModelRunner,
+    batch: locator.Batch,
+    clean: dict[str, Tensor],
+    steps: int,
+    objective: Objective,
 ) -> dict[str, Tensor]:
     """(1/m) sum_{k=1..m} dF/da at a = (k/m) x `clean` for the sites in `clean` (the others
     computed normally), F summed over the batch's samples: each row's gradient is its own
@@ -147,7 +150,7 @@ def _mean_gradients(
     totals = {name: torch.zeros_like(a, dtype=torch.float64) for name, a in clean.items()}
     for k in range(1, steps + 1):
         values = {name: (a * (k / steps)).requires_grad_(True) for name, a in clean.items()}
-        log_probs = runner.token_log_probs(batch, edit=replace(values), grad=True)
+        log_probs = runner.token_log_probs(batch, edit=locator.replace(values), grad=True)
         if objective == "log_likelihood":
             f = log_probs.sum()
         else:  # each sample's mean next-token probability

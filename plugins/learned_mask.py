@@ -37,7 +37,6 @@ import torch
 from torch import Tensor
 
 import locator
-from locator.runs import ModelRunner, scale
 
 BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1
 """HardConcrete's temperature and stretch (Louizos et al. 2018)."""
@@ -84,7 +83,7 @@ def gates(log_alpha: Tensor, u: Tensor) -> Tensor:
     return (s * (ZETA - GAMMA) + GAMMA).clamp(0, 1)
 
 
-def train_log_alpha(runner: ModelRunner, config: LearnedMaskConfig, count: int) -> Tensor:
+def train_log_alpha(runner: locator.ModelRunner, config: LearnedMaskConfig, count: int) -> Tensor:
     """The trained log_alpha of every neuron (layers concatenated in model order)."""
     total = sum(site.size for site in runner.neurons.values())
     dtype = torch.promote_types(runner.dtype, torch.float32)
@@ -103,7 +102,7 @@ def train_log_alpha(runner: ModelRunner, config: LearnedMaskConfig, count: int) 
             predicted = max(corpus.num_predicted, 1)
             for batch in corpus.batches:
                 kept = _split(runner, 1 - gates(log_alpha, u))
-                log_probs = runner.token_log_probs(batch, edit=scale(kept), grad=True)
+                log_probs = runner.token_log_probs(batch, edit=locator.scale(kept), grad=True)
                 if is_target:  # P_T: mean probability of the predicted (real) tokens
                     real = batch[1][:, 1:].to(log_probs.device, log_probs.dtype)
                     term = (log_probs.exp() * real).sum() / predicted
@@ -117,7 +116,7 @@ def train_log_alpha(runner: ModelRunner, config: LearnedMaskConfig, count: int) 
     return log_alpha.detach()
 
 
-def _split(runner: ModelRunner, flat: Tensor) -> dict[str, Tensor]:
+def _split(runner: locator.ModelRunner, flat: Tensor) -> dict[str, Tensor]:
     """A tensor over all neurons (model order) as one ``[neurons]`` tensor per MLP."""
     sizes = [site.size for site in runner.neurons.values()]
     return dict(zip(runner.neurons, flat.split(sizes), strict=True))

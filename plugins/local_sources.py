@@ -18,8 +18,7 @@ from typing import Any
 from locator_plugins.datasets import MATH_SUBJECTS
 from locator_plugins.skill_tasks import require_dataset
 
-from locator.data import Record, read_records
-from locator.errors import LocatorError
+import locator
 
 
 class LocalData:
@@ -27,7 +26,7 @@ class LocalData:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self._records: dict[tuple[str, str], list[Record]] = {}
+        self._records: dict[tuple[str, str], list[locator.Record]] = {}
 
     def splits(self, dataset: str) -> list[str]:
         """The dataset's splits present locally (an error if there are none)."""
@@ -35,13 +34,13 @@ class LocalData:
         splits = found.local_splits(self.data_dir) if hasattr(found, "local_splits") else []
         if not splits:
             folder = self.data_dir / (getattr(found, "folder", None) or dataset)
-            raise LocatorError(
+            raise locator.LocatorError(
                 f"no local files for dataset {dataset!r}: expected {folder}/<split>.jsonl "
                 "(or .parquet, .csv)."
             )
         return list(splits)
 
-    def records(self, dataset: str, split: str) -> list[Record]:
+    def records(self, dataset: str, split: str) -> list[locator.Record]:
         """The split's records in the hub layout of locator's dataset."""
         key = (dataset, split)
         if key not in self._records:
@@ -142,7 +141,7 @@ def _wikitext(config: str | None, local: LocalData) -> Splits:
             continue
         pages: list[list[str]] = []
         path = require_dataset("wikitext").local_path(name, local.data_dir)
-        for record in read_records(path):  # with the title lines the dataset leaves out
+        for record in locator.read_records(path):  # with the title lines the dataset leaves out
             text = str(record["text"])
             if _is_title(text) or not pages:
                 pages.append([])
@@ -193,7 +192,7 @@ def local_overrides(leaf: str, config: dict[str, Any], local: LocalData) -> dict
         if key in ("training_split", "validation_split") and not few_shot_from_training:
             overrides[key] = None  # unused here, and absent locally (MATH has no train copy)
             continue
-        raise LocatorError(
+        raise locator.LocatorError(
             f"lm-eval task {leaf!r} reads split {split!r} of {config['dataset_path']}, which "
             f"has no local copy (local splits: {', '.join(sorted(splits)) or 'none'})."
         )

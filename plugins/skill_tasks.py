@@ -34,8 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from locator.data import Dataset, Record, get_dataset
-from locator.errors import LocatorError, UnknownNameError
+import locator
 from locator.heldout import corpus_of_task, held_out_texts
 from locator.plugins import LOAD_PLUGINS_VARIABLE
 
@@ -85,20 +84,20 @@ def _split(dataset: str, preferred: str, data_dir: Path | None) -> str:
     return preferred if preferred in local or len(local) != 1 else local[0]
 
 
-def require_dataset(name: str) -> Dataset:
+def require_dataset(name: str) -> locator.Dataset:
     """Dataset `name`, which the built-in ``datasets`` plugin registers: the lm-eval backend
     reads its local copies, and its skill tasks their items, through that plugin's datasets
     (and `MATH_SUBJECTS`), so a one-line error names the plugin when it is not loaded."""
     try:
-        return get_dataset(name)
-    except UnknownNameError:
-        raise LocatorError(
+        return locator.get_dataset(name)
+    except locator.UnknownNameError:
+        raise locator.LocatorError(
             f"the lm-eval backend reads dataset {name!r} through the built-in 'datasets' "
             f"plugin, which is not loaded; add it to {LOAD_PLUGINS_VARIABLE}."
         ) from None
 
 
-def _records(dataset: str, split: str, data_dir: Path | None) -> list[Record]:
+def _records(dataset: str, split: str, data_dir: Path | None) -> list[locator.Record]:
     return list(require_dataset(dataset).records(split, data_dir))
 
 
@@ -144,7 +143,7 @@ def _continuations(
     for row in _ordered([{"c": c, "t": t} for c, t in pairs], limit):
         tokens = len(lm._encode_pair(row["c"], " " + row["t"])[1])  # what lm-eval scores
         if tokens > lm.max_length:
-            raise LocatorError(
+            raise locator.LocatorError(
                 f"task {name!r}: an item's continuation has {tokens} tokens, more than the "
                 f"model's context of {lm.max_length}; use a model with a longer context."
             )
@@ -210,7 +209,7 @@ def corpus_nll(task: str, lm: Any, data_dir: Path | None, limit: int | None) -> 
     """The task ``nll:<corpus>``: the rolling NLL of the corpus's held-out texts."""
     corpus = corpus_of_task(task)
     if corpus is None:
-        raise LocatorError(f"{task!r} is not an nll:<corpus> task.")
+        raise locator.LocatorError(f"{task!r} is not an nll:<corpus> task.")
     return _texts(task, held_out_texts(corpus, data_dir), lm, limit)
 
 

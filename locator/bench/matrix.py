@@ -60,6 +60,8 @@ from locator.io import atomic_write
 Row = Mapping[str, Any]
 FEW_DRAWS = 3
 """A matched baseline with fewer seeded draws than this gets a note."""
+EXPERIMENT = ("model", "dtype", "num_samples")
+"""The fields (of a row, a `Matrix`, a `Standing`) that name one experiment."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -304,7 +306,7 @@ def analyze(
         measured = by_measure.get((row["task"], row["metric"]))
         if row["factor"] != 0 or removed is None or measured is None:
             continue
-        experiment = (row["model"], row["dtype"], row["num_samples"])
+        experiment = tuple(row[field] for field in EXPERIMENT)
         sides[(*experiment, row["label"], row["proportion"], removed, measured)][row["seed"]] = row
         files[(*experiment, row["label"], row["proportion"])][removed][row["seed"]] = row[
             "selection"
@@ -355,9 +357,7 @@ def analyze(
         draws = [len(cell.per_seed) for cell in cells.values()]
         matrices.append(
             Matrix(
-                model=experiment[0],
-                dtype=experiment[1],
-                num_samples=experiment[2],
+                **dict(zip(EXPERIMENT, experiment, strict=True)),
                 label=label,
                 proportion=proportion,
                 fraction=statistics.fmean(fractions) if fractions else math.nan,
@@ -424,9 +424,7 @@ def _standings(
                 estimate = Estimate(value=value, low=bounds[0], high=bounds[1])
             ranked.append(
                 Standing(
-                    model=experiment[0],
-                    dtype=experiment[1],
-                    num_samples=experiment[2],
+                    **dict(zip(EXPERIMENT, experiment, strict=True)),
                     label=label,
                     matched=next((m.matched for m in mine if m.matched), None),
                     draws=min((m.draws for m in mine if m.matched), default=0),

@@ -121,14 +121,10 @@ def _own_controls(suite: Suite, method: MethodSpec) -> list[str] | None:
 
 
 def calibration(suite: Suite) -> dict[str, Any]:
-    """The suite-wide options that change every selection but are no column of the results."""
-    options = suite.calibration
-    return {
-        "max_length": options.max_length,
-        "with_replacement": options.with_replacement,
-        "chat_template": options.chat_template,
-        "pack": options.pack,
-    }
+    """The suite-wide options that change every selection but are no column of the results:
+    `CalibrationOptions.identity` with the keys it leaves out when unset, as manifests record
+    them."""
+    return {"chat_template": False, "pack": None, **suite.calibration.identity()}
 
 
 def plan(suite: Suite) -> list[Configuration]:
@@ -157,13 +153,9 @@ def plan(suite: Suite) -> list[Configuration]:
                         "target": corpora.target,
                         "controls": list(corpora.controls),
                         "num_samples": num_samples,
-                        "with_replacement": suite.calibration.with_replacement,
                         "seed": seed,
                         "proportion": proportion,
-                        "max_length": suite.calibration.max_length,
-                        # only when set, so that older suites keep their hashes
-                        **({"chat_template": True} if suite.calibration.chat_template else {}),
-                        **({"pack": suite.calibration.pack} if suite.calibration.pack else {}),
+                        **suite.calibration.identity(),
                     }
                     configurations += [
                         Configuration(

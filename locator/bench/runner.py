@@ -354,11 +354,13 @@ class Bench:
 
     def statistics(
         self, todo: list[Configuration], texts: dict[tuple[str, int, int], Corpus]
-    ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
+    ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any], dict[str, list[list[int]]]]:
         """One pass per corpus of one (model, num_samples, seed): its statistics and seconds by
-        corpus name, and the configured localizer of every method the configurations need."""
+        corpus name, the configured localizer of every method the configurations need, and the
+        token rows the pass read by corpus name (a method that runs the model reads them too)."""
         from locator.cache import cached_statistics
         from locator.localizer import statistic_kinds
+        from locator.rows import corpus_rows, model_positions
 
         first = todo[0]
         localizers = {m.label: m.localizer() for m in needed_methods(self.suite, todo)}
@@ -371,25 +373,27 @@ class Bench:
         for configuration in todo:
             for name in configuration.corpora.controls:
                 kinds[name] = kinds.get(name, frozenset()) | readers
-        statistics, seconds = {}, {}
+        statistics, seconds, rows = {}, {}, {}
+        calibration, positions = self.suite.calibration, model_positions(self.model)
         for name in dict.fromkeys(n for c in todo for n in (c.corpora.target, *c.corpora.controls)):
             self.bar.set_postfix_str(f"statistics {name} n={first.num_samples} seed={first.seed}")
             start = time.perf_counter()
+            read = self.texts(texts[(name, first.num_samples, first.seed)])
+            rows[name] = corpus_rows(self.tokenizer, read, calibration, name, positions)
             statistics[name] = cached_statistics(
                 self.model,
                 self.tokenizer,
-                self.texts(texts[(name, first.num_samples, first.seed)]),
+                read,
+                rows[name],
                 kinds=kinds[name],
                 cache_dir=self.out / "_statistics",
-                batch_size=self.suite.calibration.batch_size,
-                max_length=self.suite.calibration.max_length,
-                pack=self.suite.calibration.pack,
+                batch_size=calibration.batch_size,
                 corpus=name,
                 progress=False,
                 model_key=self.fingerprint,
             )
             seconds[name] = time.perf_counter() - start
-        return statistics, seconds, localizers
+        return statistics, seconds, localizers, rows
 
     def texts(self, corpus: Corpus) -> Sequence[str]:
         """The corpus's texts, through the model's chat template if the suite asks for it."""
@@ -419,7 +423,7 @@ class Bench:
         from locator.rows import model_positions
 
         first = todo[0]
-        statistics, seconds, localizers = self.statistics(todo, texts)
+        statistics, seconds, localizers, rows = self.statistics(todo, texts)
         # Methods with their own controls interleave corpora in the plan: group them, so each
         # method ranks once per corpora (a matched baseline's reference included).
         appears = {corpora: i for i, corpora in reversed(list(enumerate(c.corpora for c in todo)))}
@@ -430,7 +434,7 @@ class Bench:
             used = [
                 (name, self.texts(texts[(name, first.num_samples, first.seed)])) for name in names
             ]
-            localized = self.localize(corpora, batch, statistics, localizers, used)
+            localized = self.localize(corpora, batch, statistics, localizers, rows)
             for configuration in batch:
                 localization, localize_seconds = localized[
                     (configuration.method.label, configuration.proportion)
@@ -440,9 +444,7 @@ class Bench:
                         localization,
                         model=self.identity,
                         corpora=used if localization.controls else used[:1],
-                        max_length=self.suite.calibration.max_length,
-                        pack=self.suite.calibration.pack,
-                        batch_size=self.suite.calibration.batch_size,
+                        calibration=self.suite.calibration,
                         positions=model_positions(self.model),
                     )
                 timings = {
@@ -457,10 +459,11 @@ class Bench:
         todo: list[Configuration],
         statistics: dict[str, Any],
         localizers: dict[str, Any],
-        used: list[tuple[str, Sequence[str]]],
+        rows: dict[str, list[list[int]]],
     ) -> dict[tuple[str, float], tuple[Any, float]]:
         """(label, proportion) -> (localization, seconds of the ranking that produced it), for
-        every method the configurations need, references before the baselines matched to them."""
+        every method the configurations need, references before the baselines matched to them;
+        a method that runs the model reads the corpora's token `rows` the statistics read."""
         import dataclasses
 
         from locator.localizer import build_context, run_method
@@ -489,16 +492,9 @@ class Bench:
                 start = time.perf_counter()
                 context = contexts[localizers[label].scores_head]
                 if localizers[label].runs_model:
-                    runner = ModelRunner.build(
-                        self.model,
-                        self.tokenizer,
-                        used,
-                        batch_size=self.suite.calibration.batch_size,
-                        max_length=self.suite.calibration.max_length,
-                        pack=self.suite.calibration.pack,
-                        seed=seed,
-                        progress=False,
-                    )
+                    used = [(name, rows[name]) for name in (corpora.target, *corpora.controls)]
+                    batch_size = self.suite.calibration.batch_size
+                    runner = ModelRunner(self.model, used, batch_size, seed=seed, progress=False)
                     context = dataclasses.replace(context, runner=runner)
                 found = run_method(self.model, localizers[label], context, proportions)
                 seconds = time.perf_counter() - start

@@ -231,9 +231,9 @@ def test_bad_cli_input_is_one_line_exit_2_and_writes_nothing(prepared, case, mon
 
     argv, message = CASES[case]
     loads = []
-    real = locator.models.load_model
+    real = locator.models.ModelOptions.load
     monkeypatch.setattr(
-        locator.models, "load_model", lambda *a, **k: loads.append(1) or real(*a, **k)
+        locator.models.ModelOptions, "load", lambda options: loads.append(1) or real(options)
     )
     before = _snapshot(prepared)
     result = CliRunner().invoke(cli, argv(prepared))
@@ -261,7 +261,7 @@ def test_ctrl_c_exits_130_and_leaves_nothing(workspace, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(locator.models, "load_model", interrupted)
+    monkeypatch.setattr(locator.models.ModelOptions, "load", interrupted)
     before = _snapshot(workspace)
     result = CliRunner().invoke(cli, _edit(workspace, **{"--out": str(workspace / "new")}))
     assert result.exit_code == 130 and "Interrupted" in result.output

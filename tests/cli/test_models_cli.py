@@ -85,16 +85,16 @@ def test_localize_reads_a_gguf_file(tmp_path, texts):
     assert Localization.load(out).count() > 0
 
 
-def test_model_options_reach_load_model(
+def test_model_options_reach_the_loader(
     monkeypatch, saved_model, texts, tmp_path, llama, tokenizer
 ):
     calls = []
 
-    def load_model(name, **options):
-        calls.append((name, options))
+    def load(options):
+        calls.append(options)
         raise locator.models.LocatorError("stop here")
 
-    monkeypatch.setattr(locator.models, "load_model", load_model)
+    monkeypatch.setattr(locator.models.ModelOptions, "load", load)
     monkeypatch.setattr(locator.models, "_in_hub_cache", lambda hub_id, revision: True)
     common = ["--target", texts / "target.jsonl", "--control", texts / "control.jsonl"]
     localize = ["localize", "--method", "mathneuro", *common, "--proportion", 0.1]
@@ -103,18 +103,11 @@ def test_model_options_reach_load_model(
         "--device", "cpu", "--trust-remote-code",
     )  # fmt: skip
     assert result.exit_code == 2 and "stop here" in result.output
-    assert calls[-1] == (
-        str(saved_model),
-        {
-            "revision": None,
-            "dtype": "bfloat16",
-            "device": "cpu",
-            "device_map": None,
-            "trust_remote_code": True,
-        },
+    assert calls[-1] == locator.ModelOptions(
+        path=str(saved_model), dtype="bfloat16", device="cpu", trust_remote_code=True
     )
     _run("evaluate", "--model", "owner/model", "--revision", "v2", "--task", "wikitext")
-    assert calls[-1][0] == "owner/model" and calls[-1][1]["revision"] == "v2"
+    assert calls[-1].path == "owner/model" and calls[-1].revision == "v2"
     localization = locator.localize(
         llama, tokenizer, method="random", target=["one two"], proportion=0.01, progress=False
     ).save(tmp_path / "l.safetensors")
@@ -122,7 +115,7 @@ def test_model_options_reach_load_model(
         "edit", "--model", saved_model, "--device-map", "auto", "--localization", localization,
         "--factor", 0, "--out", tmp_path / "edited",
     )  # fmt: skip
-    assert calls[-1][1]["device_map"] == "auto" and calls[-1][1]["trust_remote_code"] is False
+    assert calls[-1].device_map == "auto" and calls[-1].trust_remote_code is False
 
 
 @pytest.mark.parametrize(

@@ -73,6 +73,7 @@ def test_a_kind_whose_identity_changed_is_computed_again(llama, tokenizer, tmp_p
 
     from locator.cache import cached_statistics
     from locator.plugins import register_plugin, unregister_plugin
+    from locator.rows import corpus_rows
     from locator.stats import StatisticKind
 
     @dataclass(frozen=True, kw_only=True)
@@ -90,8 +91,9 @@ def test_a_kind_whose_identity_changed_is_computed_again(llama, tokenizer, tmp_p
 
         register_plugin(Plugin(), name="tokens-kind")
         try:
+            rows = corpus_rows(tokenizer, TARGET, locator.CalibrationOptions())
             return cached_statistics(
-                llama, tokenizer, TARGET, kinds={"tokens"}, cache_dir=tmp_path, progress=False
+                llama, tokenizer, TARGET, rows, kinds={"tokens"}, cache_dir=tmp_path, progress=False
             )
         finally:
             unregister_plugin("tokens-kind")

@@ -12,6 +12,7 @@ from locator.bench import runner
 from locator.bench.suite import parse_suite
 from locator.cli import cli
 from locator.data import CalibrationOptions, render_chat
+from locator.provenance import texts_hash
 from locator.testing import tiny_tokenizer
 
 TEMPLATE = "<s>{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }}\n{% endfor %}"
@@ -58,6 +59,26 @@ def test_cli_localize_with_chat_template_needs_one(saved_model, data_dir, tmp_pa
     result = CliRunner().invoke(cli, [*arguments, "--data-dir", str(data_dir), "--chat-template"])
     assert result.exit_code == 2 and "has no chat template" in result.output
     assert not out.exists()
+
+
+def test_localize_takes_the_calibration_options_as_one_object(llama, data_dir, chat_tokenizer):
+    """`calibration=` equals the keywords it replaces, and adds the chat template (the texts the
+    CLI's --chat-template reads)."""
+    common = {"method": "wanda", "target": "gsm8k", "proportion": 0.1, "data_dir": data_dir}
+    common["progress"] = False
+    by_keywords = locator.localize(llama, chat_tokenizer, num_samples=2, max_length=8, **common)
+    options = CalibrationOptions(num_samples=2, max_length=8)
+    by_object = locator.localize(llama, chat_tokenizer, calibration=options, **common)
+    assert by_object.content_hash() == by_keywords.content_hash()
+    assert by_object.provenance["max_length"] == 8
+    chat = CalibrationOptions(num_samples=2, chat_template=True)
+    found = locator.localize(llama, chat_tokenizer, calibration=chat, **common)
+    drawn = locator.sample_corpus("gsm8k", num_samples=2, seed=0, data_dir=data_dir)
+    rendered = render_chat(chat_tokenizer, drawn)
+    assert found.target == rendered.label
+    assert found.provenance["corpora"][0]["sha256"] == texts_hash(rendered.texts)
+    with pytest.raises(locator.LocatorError, match="either as calibration= or as keywords"):
+        locator.localize(llama, chat_tokenizer, calibration=options, batch_size=2, **common)
 
 
 def test_suite_chat_template_is_checked_and_changes_the_selection():

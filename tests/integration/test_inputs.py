@@ -60,7 +60,7 @@ def test_the_model_runner_cuts_the_same_rows(gpt2, tokenizer):
         runner = ModelRunner.build(gpt2, tokenizer, [("target", [long, "a cat"])], progress=False)
     assert max(len(row) for row in runner.target.rows) == POSITIONS
     assert [list(r) for r in runner.target.rows] == corpus_rows(
-        tokenizer, [long, "a cat"], POSITIONS, None
+        tokenizer, [long, "a cat"], locator.CalibrationOptions(max_length=POSITIONS)
     )
 
 
@@ -309,7 +309,7 @@ def test_bad_input_is_one_line_before_the_model_loads(folder, case, monkeypatch)
     (folder / "wanda.toml").write_text(_suite(folder, (), WANDA_WITH_CONTROLS))
     argv, message = CLI_CASES[case]
     loads = []
-    monkeypatch.setattr(locator.models, "load_model", lambda *a, **k: loads.append(1))
+    monkeypatch.setattr(locator.models.ModelOptions, "load", lambda options: loads.append(1))
     before = sorted(p.name for p in folder.iterdir())
     result = CliRunner().invoke(cli, argv(folder))
     assert result.exit_code == 2, result.output

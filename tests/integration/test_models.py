@@ -322,3 +322,29 @@ def test_suites_check_short_names_gguf_files_and_devices_before_any_work(tiny_gg
         check({"path": "tiny.gguf"}, {"path": "smolm2"})
     with pytest.raises(LocatorError, match="models 'tiny.gguf': device 'cuda:9' does not exist"):
         check({"path": "tiny.gguf", "device": "cuda:9"})
+
+
+def test_a_run_looks_a_short_name_up_once(saved_model):
+    """The CLI's path: check, then every calibration check, then load, on one options object."""
+    import locator.plugins
+    from locator.data import CalibrationOptions
+    from locator.models import check_calibration
+    from locator.testing import sample_texts
+
+    found = []
+
+    class Plugin:
+        @locator.hookimpl
+        def register_models(self, register):
+            find = lambda: found.append(1) or saved_model  # noqa: E731
+            register(ModelSource(name="counted", hub_id="o/c", description="", size="", find=find))
+
+    locator.plugins.register_plugin(Plugin(), name="counted-models")
+    try:
+        options = ModelOptions(path="counted")
+        options.check()
+        check_calibration(options, [sample_texts(3, seed=1)], CalibrationOptions(pack=2))
+        model, tokenizer = options.load()
+    finally:
+        locator.plugins.unregister_plugin("counted-models")
+    assert len(found) == 1 and model.name_or_path == str(saved_model)

@@ -32,7 +32,9 @@ def test_scores_equal_the_reference(model, tokenizer, expected):
     wanted = expected(model, tokenizer)
     for candidate, tolerance in ((model, 1e-4), (fp64(model), 1e-9)):
         corpora = [("target", TARGET), ("c0", CONTROLS[0]), ("c1", CONTROLS[1])]
-        runner = ModelRunner.build(candidate, tokenizer, corpora, batch_size=3, progress=False)
+        runner = ModelRunner.build(
+            candidate, tokenizer, corpora, locator.CalibrationOptions(batch_size=3), progress=False
+        )
         got = attribution_scores(runner)
         assert list(got) == list(wanted)
         for name, value in wanted.items():

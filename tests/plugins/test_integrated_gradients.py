@@ -36,7 +36,9 @@ def reference_samples(model, tokenizer, scope="all", objective="log_likelihood")
 
 def method_samples(model, tokenizer, scope="all", objective="log_likelihood"):
     """The plugin's per-sample attributions, batch 1 so rows are in corpus order."""
-    runner = ModelRunner.build(model, tokenizer, [("target", TARGET)], batch_size=1)
+    runner = ModelRunner.build(
+        model, tokenizer, [("target", TARGET)], locator.CalibrationOptions(batch_size=1)
+    )
     runner.progress = False
     return [
         {name: a[0] for name, a in batch.items()}

@@ -21,7 +21,14 @@ def test_trained_gates_equal_the_reference(model, tokenizer, count):
     model64 = fp64(model)
     wanted = learned_mask(model64, tokenizer, TARGET, CONTROLS, count, seed=7, **OPTIONS)
     corpora = [("target", TARGET), ("c0", CONTROLS[0])]
-    runner = ModelRunner.build(model64, tokenizer, corpora, batch_size=2, seed=7, progress=False)
+    runner = ModelRunner.build(
+        model64,
+        tokenizer,
+        corpora,
+        locator.CalibrationOptions(batch_size=2),
+        seed=7,
+        progress=False,
+    )
     got = train_log_alpha(runner, LearnedMaskConfig(**OPTIONS), count)
     torch.testing.assert_close(got, torch.cat(list(wanted.values())), rtol=1e-7, atol=1e-9)
     # The gates moved: the check is not of the starting values.

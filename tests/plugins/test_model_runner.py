@@ -131,7 +131,10 @@ def test_a_method_that_writes_a_weight_is_stopped(fresh, tokenizer):
 
 def test_runner_corpora_are_the_statistics_token_rows(llama, tokenizer):
     runner = ModelRunner.build(
-        llama, tokenizer, [("t", TARGET), ("c", CONTROLS[0])], batch_size=2, max_length=6
+        llama,
+        tokenizer,
+        [("t", TARGET), ("c", CONTROLS[0])],
+        locator.CalibrationOptions(batch_size=2, max_length=6),
     )
     for corpus, texts in zip(runner.corpora, [TARGET, CONTROLS[0]], strict=True):
         rows = token_rows(tokenizer, texts, 6)
@@ -149,7 +152,13 @@ def test_edits_equal_the_same_edits_one_text_at_a_time(model, tokenizer):
     """Scaling, replacing and masking at the neuron sites of a padded batch give each row the
     log probabilities of its text edited alone (fp64); record sees every site."""
     model64 = fp64(model)
-    runner = ModelRunner.build(model64, tokenizer, [("t", TARGET)], batch_size=5, progress=False)
+    runner = ModelRunner.build(
+        model64,
+        tokenizer,
+        [("t", TARGET)],
+        locator.CalibrationOptions(batch_size=5),
+        progress=False,
+    )
     names = list(runner.neurons)
     assert names == list(sites(model64))
     factors = {

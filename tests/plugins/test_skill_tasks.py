@@ -225,17 +225,17 @@ def test_chat_template_and_system_instruction_reach_the_prompt(llama, data_dir):
     assert prompt.count("<assistant>") == 6  # five answered turns, then the generation prompt
 
 
-def test_missing_datasets_plugin_is_named(llama, tokenizer, data_dir, monkeypatch):
-    from locator_plugins import skill_tasks
+def test_missing_datasets_plugin_is_named(llama, tokenizer, data_dir):
+    from locator_plugins import datasets
 
-    from locator.errors import UnknownNameError
+    from locator.plugins import register_plugin, unregister_plugin
 
-    def unknown(name):
-        raise UnknownNameError("dataset", name, [])
-
-    monkeypatch.setattr(skill_tasks, "get_dataset", unknown)
-    with pytest.raises(LocatorError, match="built-in 'datasets' plugin, which is not loaded"):
-        locator.evaluate(llama, tokenizer, ["gsm8k_nll"], data_dir=data_dir, limit=1)
+    unregister_plugin("datasets")
+    try:
+        with pytest.raises(LocatorError, match="built-in 'datasets' plugin, which is not loaded"):
+            locator.evaluate(llama, tokenizer, ["gsm8k_nll"], data_dir=data_dir, limit=1)
+    finally:
+        register_plugin(datasets, name="datasets")
 
 
 def test_bench_writes_per_item_scores_whose_weighted_mean_is_the_metric(
