@@ -60,10 +60,7 @@ class IntegratedGradientsConfig(locator.Options):
         help="Dai et al.'s per-sample threshold t (keep neurons above t x max)",
     )
     share: float = locator.option(
-        0.0,
-        minimum=0,
-        below=1,
-        help="with a threshold: the fraction p of samples a neuron must pass",
+        0.0, minimum=0, below=1, help="with a threshold: the share p of samples a neuron must pass"
     )
 
 
