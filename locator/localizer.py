@@ -14,11 +14,10 @@ into a `Localization` with the method's metadata and what a matched baseline cop
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -215,18 +214,6 @@ def _wrap(
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A config dataclass as a plain dict."""
     return dataclasses.asdict(config)
-
-
-def check_choices(config: Any) -> None:
-    """Raise a `ValueError` naming the field and its choices unless every field of the config
-    dataclass typed ``Literal[...]`` holds one of them; call it from a config's
-    ``__post_init__``."""
-    hints = typing.get_type_hints(type(config))
-    for field in dataclasses.fields(config):
-        choices = typing.get_args(hints[field.name])
-        value = getattr(config, field.name)
-        if typing.get_origin(hints[field.name]) is Literal and value not in choices:
-            raise ValueError(f"{field.name} must be one of {list(choices)}, got {value!r}.")
 
 
 def make_config(localizer: type[Localizer], options: Mapping[str, Any]) -> Any:
