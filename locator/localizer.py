@@ -18,14 +18,14 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from locator.architecture import ScoredParameter, scored_parameters
 from locator.cache import cached_statistics, model_fingerprint
-from locator.data import CalibrationOptions, Corpus, resolve_corpus
+from locator.data import CalibrationOptions, Corpus, draw_corpus, resolve_corpus
 from locator.errors import LocatorError, UnknownNameError
 from locator.localization import Localization, Neurons, Selection
 from locator.options import OptionError, parse
@@ -34,6 +34,9 @@ from locator.provenance import model_identity, with_provenance
 from locator.rows import check_corpora, corpus_rows, model_positions
 from locator.runs import ModelRunner, running
 from locator.stats import ActivationStats
+
+if TYPE_CHECKING:
+    from locator.models import ModelOptions
 
 Selected = Mapping[str, Selection] | Neurons
 """What a method returns for one proportion: parameter name -> `Selection` (a parameter left
@@ -488,3 +491,67 @@ def localize(
         positions=positions,
         reference=reference,
     )
+
+
+def localize_to_file(
+    model: ModelOptions,
+    out: str | Path,
+    *,
+    method: str,
+    target: str,
+    controls: Sequence[str] = (),
+    proportion: float,
+    options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    reference: str | Path | None = None,
+    calibration: CalibrationOptions | None = None,
+    data_dir: str | Path | None = None,
+) -> tuple[Localization, Path]:
+    """`localize` the model `model` (a `locator.ModelOptions`) and save the result to `out`
+    (``locator localize``); return it and the path written.
+
+    Every check is made before the model loads: the request, the output file (only a
+    localization file is replaced), the model, the corpora and the calibration
+    (`locator.models.check_calibration`). A corpus value is drawn as `localize` draws it,
+    except that a JSON Lines file is used as given (its texts not held out for
+    ``nll:<file>``), labelled by its role (``target``, ``control0``, ...), with its file name
+    and SHA-256 added to its provenance entry. `reference` is a localization file to match.
+    """
+    from locator.corpora import corpus_kind
+    from locator.heldout import calibration_texts
+    from locator.io import check_output_file
+    from locator.localization import is_localization_file
+    from locator.models import check_calibration
+    from locator.provenance import file_hash
+
+    calibration = calibration or CalibrationOptions()
+    localizer = checked_localizer(
+        method, options, proportion=proportion, seed=seed, controls=controls, reference=reference
+    )
+    check_output_file(out, overwrite=is_localization_file)
+    model.check()
+    files = {}
+    corpora: list[Any] = []
+    for value in (target, *controls):  # a path (even a missing one), a task or a dataset
+        if corpus_kind(value) == "file":
+            corpora.append(calibration_texts(value))
+            files[len(corpora) - 1] = {"file": Path(value).name, "file_sha256": file_hash(value)}
+        else:
+            corpora.append(draw_corpus(value, calibration, seed=seed, data_dir=data_dir))
+    check_calibration(model, corpora, calibration)  # before the model loads
+    matched = Localization.load(reference) if reference else None
+    loaded, tokenizer = model.load()
+    result = localize(
+        loaded,
+        tokenizer,
+        method=localizer,
+        target=corpora[0],
+        controls=corpora[1:],
+        proportion=proportion,
+        seed=seed,
+        calibration=calibration,
+        reference=matched,
+    )
+    described = [dict(c, **files.get(i, {})) for i, c in enumerate(result.provenance["corpora"])]
+    result = dataclasses.replace(result, provenance={**result.provenance, "corpora": described})
+    return result, result.save(out, overwrite=True)  # check_output_file allowed a localization
