@@ -154,17 +154,7 @@ def plugins(as_json: bool) -> None:
 @data_dir_option
 @option_pairs
 def localize(
-    model: ModelOptions,
-    method: str,
-    target: str,
-    controls: tuple[str, ...],
-    proportion: float,
-    out: str,
-    seed: int,
-    reference: str | None,
-    calibration: CalibrationOptions,
-    data_dir: str | None,
-    options: tuple[tuple[str, str], ...],
+    model: ModelOptions, out: str, options: tuple[tuple[str, str], ...], **request: Any
 ) -> None:
     """Localize a skill in a model and save the selection (safetensors).
 
@@ -175,13 +165,9 @@ def localize(
     """
     from locator.localizer import localize_to_file
 
-    result, path = localize_to_file(
-        model, out, method=method, target=target, controls=controls, proportion=proportion,
-        options=dict(options), seed=seed, reference=reference, calibration=calibration,
-        data_dir=data_dir,
-    )  # fmt: skip
+    result, path = localize_to_file(model, out, options=dict(options), **request)
     click.echo(
-        f"{method}: selected {result.count():,} of {result.numel():,} scored entries "
+        f"{request['method']}: selected {result.count():,} of {result.numel():,} scored entries "
         f"({result.fraction():.4%}) -> {path}"
     )
 
