@@ -18,7 +18,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -28,15 +28,13 @@ from locator.cache import cached_statistics, model_fingerprint
 from locator.data import CalibrationOptions, Corpus, draw_corpus, resolve_corpus
 from locator.errors import LocatorError, UnknownNameError
 from locator.localization import Localization, Neurons, Selection
+from locator.models import ModelOptions
 from locator.options import OptionError, parse
 from locator.plugins import Registry, registry
 from locator.provenance import model_identity, with_provenance
 from locator.rows import check_corpora, corpus_rows, model_positions
 from locator.runs import ModelRunner, running
 from locator.stats import ActivationStats
-
-if TYPE_CHECKING:
-    from locator.models import ModelOptions
 
 Selected = Mapping[str, Selection] | Neurons
 """What a method returns for one proportion: parameter name -> `Selection` (a parameter left
