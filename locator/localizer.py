@@ -25,13 +25,16 @@ from torch import Tensor, nn
 
 from locator.architecture import ScoredParameter, scored_parameters
 from locator.cache import cached_statistics, model_fingerprint
+from locator.corpora import corpus_kind
 from locator.data import CalibrationOptions, Corpus, draw_corpus, resolve_corpus
 from locator.errors import LocatorError, UnknownNameError
-from locator.localization import Localization, Neurons, Selection
-from locator.models import ModelOptions
+from locator.heldout import calibration_texts
+from locator.io import check_output_file
+from locator.localization import Localization, Neurons, Selection, is_localization_file
+from locator.models import ModelOptions, check_calibration
 from locator.options import OptionError, parse
 from locator.plugins import Registry, registry
-from locator.provenance import model_identity, with_provenance
+from locator.provenance import file_hash, model_identity, with_provenance
 from locator.rows import check_corpora, corpus_rows, model_positions
 from locator.runs import ModelRunner, running
 from locator.stats import ActivationStats
@@ -410,13 +413,6 @@ def localize_to_file(
     ``nll:<file>``), labelled by its role (``target``, ``control0``, ...), with its file name
     and SHA-256 added to its provenance entry. `reference` is a localization file to match.
     """
-    from locator.corpora import corpus_kind
-    from locator.heldout import calibration_texts
-    from locator.io import check_output_file
-    from locator.localization import is_localization_file
-    from locator.models import check_calibration
-    from locator.provenance import file_hash
-
     calibration = calibration or CalibrationOptions()
     localizer = checked_localizer(
         method, options, proportion=proportion, seed=seed, controls=controls, reference=reference
