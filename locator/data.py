@@ -441,6 +441,20 @@ def load_corpus(name: str, **options: Any) -> list[str]:
     return list(sample_corpus(name, **options).texts)
 
 
+def draw_corpus(
+    value: str, calibration: CalibrationOptions, *, seed: int, data_dir: str | Path | None
+) -> Corpus:
+    """`sample_corpus` of the corpus value `value` as `calibration` says: its `num_samples`,
+    with replacement when `with_replacement`."""
+    return sample_corpus(
+        value,
+        num_samples=calibration.num_samples,
+        seed=seed,
+        replace=calibration.with_replacement,
+        data_dir=data_dir,
+    )
+
+
 def resolve_corpus(
     value: str | Corpus | Sequence[str],
     role: str,
@@ -455,13 +469,7 @@ def resolve_corpus(
     a `Corpus` or a list of texts (labelled `role`); through `tokenizer`'s chat template
     (`render_chat`) when `calibration` asks for it."""
     if isinstance(value, str):
-        value = sample_corpus(
-            value,
-            num_samples=calibration.num_samples,
-            seed=seed,
-            replace=calibration.with_replacement,
-            data_dir=data_dir,
-        )
+        value = draw_corpus(value, calibration, seed=seed, data_dir=data_dir)
     if calibration.chat_template:
         value = render_chat(tokenizer, value)
     if isinstance(value, Corpus):

