@@ -210,38 +210,12 @@ def evaluate(
     as_json: bool,
 ) -> None:
     """Evaluate a model, as edited by --localization and --factor if given."""
-    from contextlib import nullcontext
+    from locator.evaluation import evaluate_to_file
 
-    from locator.bench.results import write_json, write_lines
-    from locator.evaluation import run_evaluation
-    from locator.intervention import check_factor, intervene
-    from locator.io import check_output_file
-    from locator.localization import Localization
-
-    if (localization is None) != (factor is None):
-        raise LocatorError("--localization and --factor go together: give both or neither.")
-    if factor is not None:
-        check_factor(factor)
-    if request.log_samples and output is None:
-        raise LocatorError("--log-samples writes beside the metrics: give --output PATH too.")
-    paths = [] if output is None else [Path(output)]
-    if output is not None and request.log_samples:
-        paths.append(samples_file(Path(output)))
-    for path in paths:
-        check_output_file(path)  # never over an existing file
-    request.check()  # unknown tasks fail before the model loads
-    model.check()
-    found = Localization.load(localization) if localization is not None else None
-    loaded, tokenizer = model.load()
-    editing = intervene(loaded, found, factor) if found is not None and factor is not None else None
-    with editing or nullcontext():
-        evaluation = run_evaluation(loaded, tokenizer, request)
+    evaluation, found, paths = evaluate_to_file(
+        model, request, output, localization=localization, factor=factor
+    )
     results = evaluation.metrics
-    if output is not None:
-        write_json(Path(output), results)
-    if output is not None and request.log_samples:
-        records = [record for task in results for record in evaluation.samples.get(task, [])]
-        write_lines(samples_file(Path(output)), [json.dumps(r) for r in records])
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
@@ -253,12 +227,6 @@ def evaluate(
             click.echo(f"{task:<{width}}  {metric:<32}  {value:.4f}")
     for path in paths:
         click.echo(f"-> {path}")
-
-
-def samples_file(output: Path) -> Path:
-    """Where ``--log-samples`` writes the per-item records of ``--output`` OUTPUT:
-    ``metrics.json`` -> ``metrics.samples.jsonl``."""
-    return output.with_name(f"{output.stem}.samples.jsonl")
 
 
 @cli.command()

@@ -15,14 +15,21 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from locator.errors import LocatorError, UnknownNameError
-from locator.options import OptionError, check_types, option, parse
+from locator.io import check_output_file
+from locator.options import OptionError, Options, option, parse
 from locator.plugins import Registry, registry
+
+if TYPE_CHECKING:
+    from locator.localization import Localization
+    from locator.models import ModelOptions
 
 Results = dict[str, dict[str, float]]
 LISTED_TASKS = 25
@@ -30,7 +37,7 @@ LISTED_TASKS = 25
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvaluationOptions:
+class EvaluationOptions(Options):
     """How a task is evaluated, as far as it changes the numbers: a suite's ``[[tasks]]``
     table, the CLI's and `evaluate`'s options (see lm-eval for the prompt options)."""
 
@@ -52,7 +59,7 @@ class EvaluationOptions:
     system_instruction: str | None = option(None, help="A system prompt put before every prompt.")
 
     def __post_init__(self) -> None:
-        check_types(self)
+        super().__post_init__()
         if self.fewshot_as_multiturn and not self.apply_chat_template:
             raise OptionError(
                 "fewshot_as_multiturn",
@@ -303,3 +310,51 @@ def evaluate(model: Any, tokenizer: Any, tasks: str | Sequence[str], **options: 
     """
     request = check_evaluation(tasks, **options)
     return run_evaluation(model, tokenizer, request).metrics
+
+
+def evaluate_to_file(
+    model: ModelOptions,
+    request: EvaluationRequest,
+    output: str | Path | None = None,
+    *,
+    localization: str | Path | None = None,
+    factor: float | None = None,
+) -> tuple[Evaluation, Localization | None, list[Path]]:
+    """Evaluate the model `model` (a `locator.ModelOptions`) on `request`, edited by the
+    localization file `localization` scaled by `factor` when given (both or neither), and
+    write the metrics to `output` (JSON) and, with ``request.log_samples``, the per-item
+    records beside it (``m.json`` -> ``m.samples.jsonl``) (``locator evaluate``); return the
+    evaluation, the localization (None without one) and the paths written.
+
+    Every check is made before the model loads: the factor, the output files (never written
+    over an existing file), the tasks (`EvaluationRequest.check`) and the model.
+    """
+    from locator.bench.results import write_json, write_lines
+    from locator.intervention import check_factor, intervene
+    from locator.localization import Localization
+
+    if (localization is None) != (factor is None):
+        raise LocatorError("--localization and --factor go together: give both or neither.")
+    if factor is not None:
+        check_factor(factor)
+    if request.log_samples and output is None:
+        raise LocatorError("--log-samples writes beside the metrics: give --output PATH too.")
+    paths = [] if output is None else [Path(output)]
+    if request.log_samples:
+        paths.append(paths[0].with_name(f"{paths[0].stem}.samples.jsonl"))
+    for path in paths:
+        check_output_file(path)
+    request.check()  # unknown tasks fail before the model loads
+    model.check()
+    found = Localization.load(localization) if localization is not None else None
+    loaded, tokenizer = model.load()
+    editing = intervene(loaded, found, factor) if found is not None and factor is not None else None
+    with editing or nullcontext():
+        evaluation = run_evaluation(loaded, tokenizer, request)
+    if paths:
+        write_json(paths[0], evaluation.metrics)
+    if request.log_samples:
+        tasks = evaluation.metrics
+        records = [record for task in tasks for record in evaluation.samples.get(task, [])]
+        write_lines(paths[1], [json.dumps(record) for record in records])
+    return evaluation, found, paths

@@ -13,7 +13,7 @@ import locator
 from locator import LocatorError
 from locator.bench import results
 from locator.cli import cli
-from locator.evaluation import Evaluation, check_evaluation, run_evaluation
+from locator.evaluation import Evaluation, check_evaluation, evaluate_to_file, run_evaluation
 from locator.testing import tiny_tokenizer
 from tests.conftest import suite_toml
 
@@ -301,6 +301,17 @@ def test_cli_writes_metrics_and_per_item_records(saved_model, data_dir, tmp_path
     assert total / tokens == pytest.approx(metrics["gsm8k_nll"]["nll_per_token"], rel=1e-9)
     again = CliRunner().invoke(cli, [*arguments, "--output", str(output)])
     assert again.exit_code == 2 and "exists" in again.output
+    # The CLI only prints what the library call writes: the same files from Python.
+    options = dict(data_dir=data_dir, limit=2, batch_size="auto", log_samples=True)
+    mine = tmp_path / "python" / "metrics.json"
+    mine.parent.mkdir()
+    evaluation, found, paths = evaluate_to_file(
+        locator.ModelOptions(path=str(saved_model)), check_evaluation("gsm8k_nll", **options), mine
+    )
+    assert found is None and paths == [mine, mine.with_name("metrics.samples.jsonl")]
+    assert evaluation.metrics == metrics
+    for path, theirs in zip(paths, [output, tmp_path / "metrics.samples.jsonl"], strict=True):
+        assert path.read_bytes() == theirs.read_bytes()
 
 
 @pytest.mark.parametrize(
