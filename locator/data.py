@@ -27,7 +27,7 @@ from typing import Any, ClassVar, overload
 
 from locator.errors import LocatorError, UnknownNameError
 from locator.io import read_text
-from locator.options import OptionError, check_types, option
+from locator.options import OptionError, Options, option
 from locator.plugins import Registry, registry
 
 LOCAL_SUFFIXES = (".jsonl", ".parquet", ".csv")
@@ -280,7 +280,7 @@ class Corpus:
 
 
 @dataclass(frozen=True, kw_only=True)
-class CalibrationOptions:
+class CalibrationOptions(Options):
     """How calibration texts are drawn from a named dataset and read by a statistics pass: the
     CLI's ``localize`` options, a suite's top-level keys and `locator.localize`'s arguments.
     Each corpus is read one row per text (`max_length` truncates), or with `pack` = N as one
@@ -307,7 +307,7 @@ class CalibrationOptions:
     )
 
     def __post_init__(self) -> None:
-        check_types(self)
+        super().__post_init__()
         if self.pack is not None and self.max_length is not None:
             both = (
                 f"give either max_length ({self.max_length}) or pack ({self.pack}), not both: "

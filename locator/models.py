@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from locator.errors import LocatorError, UnknownNameError
-from locator.options import OptionError, check_choice, check_types, option, parse
+from locator.options import OptionError, Options, check_choice, option, parse
 from locator.plugins import registry
 
 if TYPE_CHECKING:
@@ -249,7 +249,7 @@ def check_device(device: str) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelOptions:
+class ModelOptions(Options):
     """A model and how to load it: the CLI's model flags, a suite's ``[[models]]`` table and
     `load_model`'s arguments. `path` is a short name (``locator models``), hub id, model folder
     or .gguf file. Values are checked on construction; `check` makes every check that needs the
@@ -267,7 +267,7 @@ class ModelOptions:
     trust_remote_code: bool = option(False, help="Run model code from the hub (off: safe).")
 
     def __post_init__(self) -> None:
-        check_types(self)
+        super().__post_init__()
         check_choice("dtype", self.dtype, DTYPES, "dtype")
         if self.device is not None and self.device_map is not None:
             both = "give a device or a device map, not both: a device map places the model itself."

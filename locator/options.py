@@ -4,8 +4,8 @@ An option set is a frozen keyword-only dataclass whose fields are declared with 
 keeps the field's help and a number's bounds. `parse` builds one from Python values, TOML values
 or command-line strings, converting each by its field's type; an unknown key is an
 `UnknownOptionError` (an `UnknownNameError` with a did-you-mean). A class checks its own values
-once, in ``__post_init__`` (the `Options` base runs `check_types`: the type, choice and bound
-checks every class shares), raising `OptionError`, which names the key, so a suite can say
+once, in ``__post_init__`` (the `Options` base's makes the type, choice and bound checks
+every class shares), raising `OptionError`, which names the key, so a suite can say
 ``tasks[0].limit: must be ...`` and the Python API ``limit must be ...``. `click_options` turns
 the fields into command-line options and `describe` into rows for listings and docs, so no
 option is declared twice.
@@ -41,7 +41,7 @@ def option(
     """A dataclass field with a `help` text (for ``--help``, listings, docs and the error of a
     missing required field); `flag` is its command-line flag where it is not ``--`` and the
     name with dashes; a number field's values must be >= `minimum`, <= `maximum`, > `above`
-    and < `below` where given (`check_types`)."""
+    and < `below` where given (`Options` checks them)."""
     given = {"minimum": minimum, "above": above, "maximum": maximum, "below": below}
     bounds = {key: value for key, value in given.items() if value is not None}
     return dataclasses.field(
@@ -155,26 +155,20 @@ def convert(
 
 
 class Options:
-    """The base of an option class (a frozen keyword-only dataclass of `option` fields): it
-    checks every field on construction (`check_types`); a subclass that checks more calls
-    ``super().__post_init__()`` first."""
+    """The base of an option class (a frozen keyword-only dataclass of `option` fields); a
+    subclass that checks more calls ``super().__post_init__()`` first."""
 
     def __post_init__(self) -> None:
-        check_types(self)
-
-
-def check_types(instance: Any) -> None:
-    """Check every field of a dataclass `instance` against its type (an `OptionError` naming
-    the first bad one) and store it converted (a float field given an int holds a float); an
-    option class calls it first in ``__post_init__`` (`Options` does)."""
-    hints = typing.get_type_hints(type(instance))
-    for field in dataclasses.fields(instance):
-        value, bounds = getattr(instance, field.name), field.metadata.get("bounds")
-        try:
-            value = convert(hints[field.name], value, bounds=bounds)
-        except ValueError as error:
-            raise OptionError(field.name, str(error)) from None
-        object.__setattr__(instance, field.name, value)
+        """Check every field against its type, choices and bounds (an `OptionError` naming the
+        first bad one) and store it converted (a float field given an int holds a float)."""
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]  # a dataclass subclass
+            value, bounds = getattr(self, field.name), field.metadata.get("bounds")
+            try:
+                value = convert(hints[field.name], value, bounds=bounds)
+            except ValueError as error:
+                raise OptionError(field.name, str(error)) from None
+            object.__setattr__(self, field.name, value)
 
 
 def parse(
