@@ -17,7 +17,7 @@ import click
 
 from locator.data import CalibrationOptions
 from locator.errors import LocatorError, LocatorWarning
-from locator.evaluation import EvaluationRequest
+from locator.evaluation import EvaluationRequest, evaluate_to_file
 from locator.models import ModelOptions
 from locator.options import click_options
 from locator.provenance import DISTRIBUTION
@@ -205,22 +205,18 @@ def evaluate(
     model: ModelOptions,
     request: EvaluationRequest,
     output: str | None,
-    localization: str | None,
-    factor: float | None,
     as_json: bool,
+    **edit: Any,
 ) -> None:
     """Evaluate a model, as edited by --localization and --factor if given."""
-    from locator.evaluation import evaluate_to_file
-
-    evaluation, found, paths = evaluate_to_file(
-        model, request, output, localization=localization, factor=factor
-    )
+    evaluation, found, paths = evaluate_to_file(model, request, output, **edit)
     results = evaluation.metrics
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     if found is not None:
-        click.echo(f"model edited: {found.method} selection ({found.count():,} entries) x {factor}")
+        edited = f"{found.method} selection ({found.count():,} entries) x {edit['factor']}"
+        click.echo(f"model edited: {edited}")
     width = max(len(task) for task in results)
     for task, metrics in results.items():
         for metric, value in metrics.items():

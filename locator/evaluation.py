@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from locator.errors import LocatorError, UnknownNameError
 from locator.io import check_output_file
+from locator.models import ModelOptions
 from locator.options import OptionError, Options, option, parse
 from locator.plugins import Registry, registry
 
 if TYPE_CHECKING:
     from locator.localization import Localization
-    from locator.models import ModelOptions
 
 Results = dict[str, dict[str, float]]
 LISTED_TASKS = 25
@@ -269,7 +269,7 @@ def check_chat_template(tokenizer: Any, request: EvaluationRequest) -> None:
 def run_evaluation(model: Any, tokenizer: Any, request: EvaluationRequest) -> Evaluation:
     """Evaluate `model` (as currently edited) on a checked request: metrics, their directions
     and, with ``request.log_samples``, per-item scores and records. `evaluate` is the short
-    form; the bench and ``locator evaluate --log-samples`` use this one."""
+    form; the bench and `evaluate_to_file` use this one."""
     check_chat_template(tokenizer, request)
     metrics: Results = {}
     directions: dict[str, dict[str, bool]] = {}
@@ -320,15 +320,11 @@ def evaluate_to_file(
     localization: str | Path | None = None,
     factor: float | None = None,
 ) -> tuple[Evaluation, Localization | None, list[Path]]:
-    """Evaluate the model `model` (a `locator.ModelOptions`) on `request`, edited by the
-    localization file `localization` scaled by `factor` when given (both or neither), and
-    write the metrics to `output` (JSON) and, with ``request.log_samples``, the per-item
-    records beside it (``m.json`` -> ``m.samples.jsonl``) (``locator evaluate``); return the
-    evaluation, the localization (None without one) and the paths written.
-
-    Every check is made before the model loads: the factor, the output files (never written
-    over an existing file), the tasks (`EvaluationRequest.check`) and the model.
-    """
+    """Evaluate `model` on `request`, edited by the localization file `localization` scaled by
+    `factor` if given (both or neither), and write the metrics to `output` (JSON) and with
+    ``request.log_samples`` each item's record beside them (``m.json``: ``m.samples.jsonl``),
+    never over an existing file (``locator evaluate``). Every check is made before the model
+    loads. Returns the evaluation, the localization (or None) and the paths written."""
     from locator.bench.results import write_json, write_lines
     from locator.intervention import check_factor, intervene
     from locator.localization import Localization
@@ -354,7 +350,6 @@ def evaluate_to_file(
     if paths:
         write_json(paths[0], evaluation.metrics)
     if request.log_samples:
-        tasks = evaluation.metrics
-        records = [record for task in tasks for record in evaluation.samples.get(task, [])]
+        records = [r for task in request.tasks for r in evaluation.samples.get(task, [])]
         write_lines(paths[1], [json.dumps(record) for record in records])
     return evaluation, found, paths
