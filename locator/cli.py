@@ -309,7 +309,8 @@ def bench(suite: str, out: str, shard: str | None, no_progress: bool) -> None:
 @click.option(
     "--skill-task",
     default=None,
-    help="The task that measures the skill [the target dataset's task]; the others are controls.",
+    help="The task that measures the skill [a matrix suite's [[skills]] pairing, else the target "
+    "dataset's task]; the others are controls.",
 )
 def report(results: str, out: str | None, skill_task: str | None) -> None:
     """Write a Markdown and a self-contained HTML report with figures from a results folder."""
