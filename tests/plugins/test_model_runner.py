@@ -54,31 +54,10 @@ def fresh(request, tokenizer):
     return model
 
 
-@pytest.mark.parametrize("method", list(METHODS))
-def test_each_method_leaves_the_model_as_it_was(fresh, tokenizer, method):
-    before = state(fresh)
+def localize_each(model, tokenizer, method):
+    """`method` with its test options at K = 10%; integrated gradients takes no controls."""
     controls = [] if method == "integrated-gradients" else CONTROLS
-    found = locator.localize(
-        fresh,
-        tokenizer,
-        method=method,
-        options=METHODS[method],
-        target=TARGET,
-        controls=controls,
-        proportion=0.1,
-        batch_size=2,
-        progress=False,
-    )
-    assert found.count() > 0
-    assert_as_before(fresh, before)
-
-
-@pytest.mark.parametrize("method", list(METHODS))
-def test_each_method_runs_on_a_bfloat16_model(llama, tokenizer, method):
-    """The edits are computed in fp32 (gates, interpolations); the model's linears are bf16."""
-    model = copy.deepcopy(llama).to(torch.bfloat16)
-    controls = [] if method == "integrated-gradients" else CONTROLS
-    found = locator.localize(
+    return locator.localize(
         model,
         tokenizer,
         method=method,
@@ -89,6 +68,21 @@ def test_each_method_runs_on_a_bfloat16_model(llama, tokenizer, method):
         batch_size=2,
         progress=False,
     )
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_leaves_the_model_as_it_was(fresh, tokenizer, method):
+    before = state(fresh)
+    found = localize_each(fresh, tokenizer, method)
+    assert found.count() > 0
+    assert_as_before(fresh, before)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_runs_on_a_bfloat16_model(llama, tokenizer, method):
+    """The edits are computed in fp32 (gates, interpolations); the model's linears are bf16."""
+    model = copy.deepcopy(llama).to(torch.bfloat16)
+    found = localize_each(model, tokenizer, method)
     assert found.count() > 0
 
 
