@@ -209,12 +209,14 @@ def parse(
 
 def describe(cls: type) -> list[dict[str, Any]]:
     """The fields of an option class as rows: name, type (what a value must be, in words),
-    default (None when required) and help, for listings (``locator localizers``) and docs."""
+    required, default (None when required) and help, for listings (``locator localizers``) and
+    the documentation's tables (``docs/hooks/options.py``)."""
     hints = typing.get_type_hints(cls)
     return [
         {
             "name": field.name,
             "type": _expected(hints[field.name], field.metadata.get("bounds")),
+            "required": field.default is dataclasses.MISSING,
             "default": None if field.default is dataclasses.MISSING else field.default,
             "help": field.metadata.get("help", ""),
         }

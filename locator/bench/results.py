@@ -34,6 +34,7 @@ from locator.bench import claims
 from locator.bench.plan import stable_hash
 from locator.errors import LocatorError
 from locator.io import atomic_write
+from locator.options import option
 
 SCHEMA_VERSION = "locator.bench/2"
 
@@ -42,41 +43,58 @@ SCHEMA_VERSION = "locator.bench/2"
 class Row:
     """One row of a results folder: one metric of one task in one configuration, the baseline
     beside it, the selection's size, the timings and the versions. `SCHEMA` is derived from
-    these fields (see ``benchmarks/README.md`` for what each holds)."""
+    these fields, and the documentation's column table from their help."""
 
-    suite: str
-    model: str
-    dtype: str
-    model_revision: str | None
-    model_fingerprint: str | None
-    method: str
-    label: str
-    method_config: str
-    target: str
-    controls: str
-    proportion: float
-    factor: float
-    seed: int
-    num_samples: int
-    task: str
-    limit: int | None
-    metric: str
-    value: float | None
-    baseline_value: float | None
-    higher_is_better: bool | None
-    selected_count: int
-    selected_fraction: float
-    scored_count: int
-    selection: str
-    statistics_seconds: float
-    localization_seconds: float
-    evaluation_seconds: float
-    config_hash: str
-    locator_version: str
-    torch_version: str | None
-    transformers_version: str | None
-    lm_eval_version: str | None
-    created_at: datetime
+    suite: str = option(help="the suite's name")
+    model: str = option(help="the model's path, short name or hub id as written in the suite")
+    dtype: str = option(help="the model's dtype")
+    model_revision: str | None = option(help="the hub commit (null for a folder)")
+    model_fingerprint: str | None = option(
+        help="a hash of the weights (`locator.provenance.weights_fingerprint`)"
+    )
+    method: str = option(help="the registered method's name")
+    label: str = option(help="the suite's label for this method entry")
+    method_config: str = option(
+        help="the method's full config as JSON, defaults filled in; for a matched baseline "
+        "`matched_to`, the label of the method entry it copied its counts from (the same value "
+        "its saved selection records)"
+    )
+    target: str = option(help="the target dataset")
+    controls: str = option(help='the control datasets, comma-joined (`""` for none)')
+    proportion: float = option(help="K, the proportion the selection was cut at")
+    factor: float = option(help="the intervention factor (0 prunes)")
+    seed: int = option(help="the repeat's seed")
+    num_samples: int = option(help="calibration texts per corpus")
+    task: str = option(help="the evaluation task")
+    limit: int | None = option(help="the task's example limit (null: all)")
+    metric: str = option(help="the metric's name")
+    value: float | None = option(help="the metric of the edited model")
+    baseline_value: float | None = option(help="the metric of the unedited model")
+    higher_is_better: bool | None = option(
+        help="the metric's direction, from lm-eval's task definition (null: unknown, e.g. a "
+        "`_stderr`)"
+    )
+    selected_count: int = option(help="entries edited")
+    selected_fraction: float = option(
+        help="`selected_count / scored_count`, the real budget (methods differ at one K)"
+    )
+    scored_count: int = option(help="entries scored (all decoder linears)")
+    selection: str = option(help="the localization file, relative to the results folder")
+    statistics_seconds: float = option(
+        help="statistics passes of this configuration's corpora (near 0 from the cache)"
+    )
+    localization_seconds: float = option(
+        help="the ranking call that produced the selection (shared by all its proportions)"
+    )
+    evaluation_seconds: float = option(
+        help="this task's evaluation of the edited model (0 when the selection is empty)"
+    )
+    config_hash: str = option(help="the configuration's stable hash (its part file's name)")
+    locator_version: str = option(help="provenance: locator's version")
+    torch_version: str | None = option(help="provenance: torch's version")
+    transformers_version: str | None = option(help="provenance: transformers' version")
+    lm_eval_version: str | None = option(help="provenance: lm-eval's version")
+    created_at: datetime = option(help="when the part was written")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,14 +102,16 @@ class Sample:
     """One per-item score (``_samples/*.parquet``): a row's metric ``value`` in the results is
     the mean of these ``value``s weighted by ``weight``, over the items of its (task, metric)."""
 
-    config_hash: str
-    model: str
-    dtype: str
-    task: str
-    metric: str
-    item: int
-    value: float
-    weight: float
+    config_hash: str = option(help='the configuration (`"baseline"` for the unedited model)')
+    model: str = option(help="as in the results")
+    dtype: str = option(help="as in the results")
+    task: str = option(
+        help="as in the results (for an lm-eval group, the subtask holding the item)"
+    )
+    metric: str = option(help="as in the results")
+    item: int = option(help="the item's index in the task (lm-eval's `doc_id`)")
+    value: float = option(help="the item's value of the metric")
+    weight: float = option(help="the item's weight in the metric's weighted mean")
 
 
 _ARROW = {

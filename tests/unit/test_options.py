@@ -89,11 +89,12 @@ def test_where_names_the_file_and_key():
     assert str(error.value) == "s.toml: tasks[2].limit: must be a positive integer or None, got 0."
 
 
-def test_describe_gives_name_type_default_and_help():
+def test_describe_gives_name_type_requirement_default_and_help():
     rows = {row["name"]: row for row in describe(Sketch)}
     assert rows["rank"] == {
         "name": "rank",
         "type": "an integer",
+        "required": False,
         "default": 8,
         "help": "Rank of the sketch.",
     }
@@ -106,6 +107,7 @@ def test_describe_gives_name_type_default_and_help():
     assert describe(ModelOptions)[0] == {
         "name": "path",
         "type": "a non-empty string",
+        "required": True,
         "default": None,
         "help": "Short name (`locator models`), hub id, model folder or .gguf file.",
     }
