@@ -288,13 +288,11 @@ class CalibrationOptions(Options):
     """
 
     batch_size: int = option(8, help="Texts per batch of a statistics pass.", minimum=1)
-    max_length: int | None = option(
-        None, help="Truncate texts to this many tokens (>= 1).", minimum=1
-    )
+    max_length: int | None = option(None, help="Truncate texts to this many tokens.", minimum=1)
     pack: int | None = option(
         None,
-        help="Read each corpus as one token stream cut into rows of this many tokens (LAPE's "
-        "original input) instead of one row per text.",
+        help="Read each corpus as one token stream cut into rows of this many tokens, the tail "
+        "dropped (LAPE's original input), instead of one row per text; not with max_length.",
         minimum=1,
     )
     num_samples: int = option(500, help="Texts drawn from a named dataset.", minimum=1)

@@ -93,7 +93,7 @@ class EvaluationRequest(EvaluationOptions):
         help="Evaluation task (lm-eval name or YAML file, toy task), repeatable.", flag="--task"
     )
     batch_size: int | Literal["auto"] = option(
-        8, help="An integer, or 'auto' (lm-eval's).", minimum=1
+        8, help="Items per evaluation batch, or 'auto' (lm-eval's largest that fits).", minimum=1
     )
     data_dir: Path | None = option(None, help="Folder of local copies of the data.")
     log_samples: bool = option(

@@ -259,7 +259,7 @@ class ModelOptions(Options):
         help="Short name (`locator models`), hub id, model folder or .gguf file.", flag="--model"
     )
     revision: str | None = option(None, help="Hub revision (branch, tag or commit) of a hub id.")
-    dtype: str = option("auto", help=" | ".join(DTYPES))
+    dtype: str = option("auto", help=f"The weights' dtype: {' | '.join(DTYPES)}.")
     device: str | None = option(None, help="Put the model on this device: cpu, cuda, cuda:1, mps.")
     device_map: str | None = option(
         None, help=f"Let accelerate spread the model over the devices: {' | '.join(DEVICE_MAPS)}."

@@ -123,9 +123,13 @@ class MethodSpec(Options):
 
     name: str = option(help="a method (see `locator localizers`)")
     label: str = option(help="unique (default: the name, or <name>-matched-<match>)")
-    config: Any = None
-    match: str | None = None
-    controls: tuple[str, ...] | None = None
+    config: Any = option(None, help="its config (a suite's `options`; None: the defaults)")
+    match: str | None = option(
+        None, help="a matched baseline: the label of the method whose per-matrix counts it copies"
+    )
+    controls: tuple[str, ...] | None = option(
+        None, help="this method's controls instead of the corpora entry's"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -144,8 +148,12 @@ class TaskSpec(EvaluationOptions):
     and factors of the cells that evaluate it (None: all)."""
 
     name: str = option(help="an evaluation task")
-    proportions: tuple[float, ...] | None = None
-    factors: tuple[float, ...] | None = None
+    proportions: tuple[float, ...] | None = option(
+        None, help="evaluate the task only in cells of these proportions (None: all)"
+    )
+    factors: tuple[float, ...] | None = option(
+        None, help="... and of these factors (None: all; the unedited model: always)"
+    )
 
     def applies(self, proportion: float, factor: float) -> bool:
         """Whether this task is evaluated in a configuration of this proportion and factor
