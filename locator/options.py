@@ -209,8 +209,8 @@ def parse(
 
 def describe(cls: type) -> list[dict[str, Any]]:
     """The fields of an option class as rows: name, type (what a value must be, in words),
-    required, default (None when required) and help, for listings (``locator localizers``) and
-    the documentation's tables (``docs/hooks/options.py``)."""
+    required, default (None when required), help and flag (where it is not the name's), for
+    listings (``locator localizers``) and the documentation's tables (``docs/hooks/options.py``)."""
     hints = typing.get_type_hints(cls)
     return [
         {
@@ -219,6 +219,7 @@ def describe(cls: type) -> list[dict[str, Any]]:
             "required": field.default is dataclasses.MISSING,
             "default": None if field.default is dataclasses.MISSING else field.default,
             "help": field.metadata.get("help", ""),
+            "flag": field.metadata.get("flag"),
         }
         for field in dataclasses.fields(cls)
     ]

@@ -35,14 +35,16 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def options(cls: type, leave_out: tuple[str, ...] = ()) -> list[list[str]]:
-    """One table row per field of option class `cls`: name, type, default, help."""
+    """One table row per field of option class `cls`: name (and flag where it is not the
+    name's), type, default, help."""
     from locator.options import describe
 
     return [
-        [f"`{row['name']}`", row["type"], default(row), row["help"]]
+        [f"`{row['name']}`" + (f" (`{row['flag']}`)" if row["flag"] else ""), row["type"],
+         default(row), row["help"]]
         for row in describe(cls)
         if row["name"] not in leave_out
-    ]
+    ]  # fmt: skip
 
 
 def default(row: dict[str, Any]) -> str:

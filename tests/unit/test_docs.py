@@ -56,8 +56,9 @@ def test_every_marker_renders_every_field_with_its_help():
                     if field.name in leave_out:
                         continue
                     help = field.metadata.get("help", "")
-                    assert help, f"{cls.__name__}.{field.name} has no help"
-                    row = rf"^\|(?:[^|]*\|)? `{field.name}` \|.*\| {re.escape(help)} \|$"
+                    ours = cls.__module__.split(".")[0] in ("locator", "locator_plugins")
+                    assert help or not ours, f"{cls.__name__}.{field.name} has no help"
+                    row = rf"^\|(?:[^|]*\|)? `{field.name}`[^|]* \|.*\| {re.escape(help)} \|$"
                     assert re.search(row, rendered.replace(r"\|", "|"), re.M), (path, field.name)
     assert DOCUMENTED <= found, f"no table of {sorted(DOCUMENTED - found)} in the docs"
 

@@ -89,7 +89,7 @@ def test_where_names_the_file_and_key():
     assert str(error.value) == "s.toml: tasks[2].limit: must be a positive integer or None, got 0."
 
 
-def test_describe_gives_name_type_requirement_default_and_help():
+def test_describe_gives_name_type_requirement_default_help_and_flag():
     rows = {row["name"]: row for row in describe(Sketch)}
     assert rows["rank"] == {
         "name": "rank",
@@ -97,6 +97,7 @@ def test_describe_gives_name_type_requirement_default_and_help():
         "required": False,
         "default": 8,
         "help": "Rank of the sketch.",
+        "flag": None,
     }
     assert rows["mode"]["type"] == "one of ['fast', 'exact']"
     assert rows["scale"]["type"] == "a number > 0 and <= 4"
@@ -110,6 +111,7 @@ def test_describe_gives_name_type_requirement_default_and_help():
         "required": True,
         "default": None,
         "help": "Short name (`locator models`), hub id, model folder or .gguf file.",
+        "flag": "--model",
     }
 
 
