@@ -149,10 +149,12 @@ class TaskSpec(EvaluationOptions):
 
     name: str = option(help="an evaluation task")
     proportions: tuple[float, ...] | None = option(
-        None, help="evaluate the task only in cells of these proportions (None: all)"
+        None,
+        help="evaluate the task only in cells of these proportions (None: all; the "
+        "unedited model evaluates every task)",
     )
     factors: tuple[float, ...] | None = option(
-        None, help="... and of these factors (None: all; the unedited model: always)"
+        None, help="evaluate the task only in cells of these factors (None: all)"
     )
 
     def applies(self, proportion: float, factor: float) -> bool:
