@@ -61,6 +61,7 @@ def test_every_marker_renders_every_field_with_its_help():
                     row = rf"^\|(?:[^|]*\|)? `{field.name}`[^|]* \|.*\| {re.escape(help)} \|$"
                     assert re.search(row, rendered.replace(r"\|", "|"), re.M), (path, field.name)
     assert DOCUMENTED <= found, f"no table of {sorted(DOCUMENTED - found)} in the docs"
+    assert "- docs/hooks/options.py" in (ROOT / "mkdocs.yml").read_text()  # mkdocs runs the hook
 
 
 def test_no_page_writes_a_documented_class_s_fields_by_hand():
