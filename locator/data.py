@@ -8,7 +8,7 @@ local files laid out as ``<data_dir>/<folder>/<split>.jsonl`` (or ``.parquet``, 
 Local records are converted to the hub's layout, so one `format` serves both sources.
 
 `sample_corpus` draws ``num_samples`` formatted texts under a seed, without replacement by
-default (``replace=True`` is the MathNeuro paper's draw); `load_corpus` returns just the texts.
+default (``replace=True`` is the MathNeuro paper's draw).
 `read_texts` reads a JSON Lines file of texts as given.
 """
 
@@ -434,11 +434,6 @@ def render_chat(tokenizer: Any, corpus: Corpus | Sequence[str]) -> Corpus | list
         texts = tuple(render(user, assistant) for user, assistant in turns)
         return dataclasses.replace(corpus, texts=texts, chat=True)
     return [render(text, "") for text in corpus]
-
-
-def load_corpus(name: str, **options: Any) -> list[str]:
-    """The texts of `sample_corpus` (same arguments), as a list."""
-    return list(sample_corpus(name, **options).texts)
 
 
 def draw_corpus(

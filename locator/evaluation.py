@@ -183,16 +183,6 @@ def evaluators() -> Registry[Evaluator]:
     return registry("register_evaluators")
 
 
-def list_evaluators() -> list[str]:
-    """Names of the installed evaluators."""
-    return evaluators().names()
-
-
-def get_evaluator(name: str) -> Evaluator:
-    """The registered evaluator called `name`."""
-    return evaluators().get(name)
-
-
 def _ordered() -> list[Evaluator]:
     """Evaluators with a fixed task list first, then open-ended ones; by name within each."""
     found = evaluators()
@@ -234,16 +224,16 @@ def route(tasks: Sequence[str]) -> list[tuple[Evaluator, list[str]]]:
 
     Unknown tasks raise an `UnknownNameError` with a did-you-mean.
     """
-    evaluators = _ordered()
+    ordered = _ordered()
     routed: dict[str, list[str]] = {}
     for task in tasks:
-        for evaluator in evaluators:
+        for evaluator in ordered:
             if evaluator.serves(task):
                 routed.setdefault(evaluator.name, []).append(task)
                 break
         else:
             raise UnknownTaskError(task, list_tasks())
-    return [(get_evaluator(name), names) for name, names in routed.items()]
+    return [(evaluators().get(name), names) for name, names in routed.items()]
 
 
 def check_evaluation(tasks: str | Sequence[str], **options: Any) -> EvaluationRequest:

@@ -165,7 +165,7 @@ def run_method(
     reference = context.reference
     metadata = {
         "method": localizer.name,
-        "config": config_to_dict(localizer.config),
+        "config": dataclasses.asdict(localizer.config),
         "seed": context.seed,
         "target": context.target.corpus,
         "controls": tuple(s.corpus for s in context.controls) if localizer.uses_controls else (),
@@ -213,11 +213,6 @@ def _wrap(
 
 
 # Configs: built from Python values or from strings (CLI, TOML), checked against field types.
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """A config dataclass as a plain dict."""
-    return dataclasses.asdict(config)
 
 
 def make_config(localizer: type[Localizer], options: Mapping[str, Any]) -> Any:

@@ -244,11 +244,12 @@ class LocalizerContract:
 
     def test_config_round_trip(self) -> None:
         """The config built from options reproduces itself from its own dict."""
+        import dataclasses
+
         import locator
-        from locator.localizer import config_to_dict
 
         localizer = locator.get_localizer(self.method, self.options)
-        again = locator.get_localizer(self.method, config_to_dict(localizer.config))
+        again = locator.get_localizer(self.method, dataclasses.asdict(localizer.config))
         assert again.config == localizer.config
 
     def test_selections_match_parameters_and_weights_unchanged(self) -> None:
