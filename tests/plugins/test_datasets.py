@@ -111,9 +111,7 @@ def test_sampling_with_and_without_replacement():
         sample_split("math500", split=None, num_samples=501, data_dir=SHARED_DATA)
     drawn = corpus_texts("math500", num_samples=600, replace=True, data_dir=SHARED_DATA)
     assert len(drawn) == 600 and len(set(drawn)) < 600
-    assert drawn == corpus_texts(
-        "math500", num_samples=600, replace=True, data_dir=SHARED_DATA
-    )
+    assert drawn == corpus_texts("math500", num_samples=600, replace=True, data_dir=SHARED_DATA)
 
 
 @needs_shared_data
