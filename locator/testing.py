@@ -38,22 +38,12 @@ def sample_texts(
 
 def tiny_tokenizer() -> Any:
     """A word-level `PreTrainedTokenizerFast` over `WORDS`, with bos, eos, pad and unk."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from locator.toy.tokenizer import word_tokenizer
 
     specials = ["<pad>", "<unk>", "<s>", "</s>"]
     vocabulary = {word: i for i, word in enumerate(specials + sorted(set(WORDS)))}
-    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", vocabulary["<s>"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
+    return word_tokenizer(
+        vocabulary, bos="<s>", pad="<pad>", unk="<unk>", split="Whitespace", eos_token="</s>"
     )
 
 
