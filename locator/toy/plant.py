@@ -110,22 +110,14 @@ def evaluate_planted(
 ) -> dict[str, float]:
     """Exact match (0-1) of greedy answers (the number, then eos) on the planted problems,
     in a seeded order so that ``limit`` takes a representative sample."""
-    from locator.toy.evaluate import greedy_complete
+    from locator.toy.evaluate import exact_match
 
     problems = planted_problems()
     random.Random("toy-planted-test").shuffle(problems)
     problems = problems[:limit]
     if not problems:
         raise LocatorError("limit must leave at least one planted problem to evaluate.")
-    correct = 0
-    for start in range(0, len(problems), batch_size):
-        chunk = problems[start : start + batch_size]
-        completions = greedy_complete(model, tokenizer, [p.prompt for p in chunk], max_new_tokens=2)
-        correct += sum(
-            completion.strip() == str(problem.answer)
-            for completion, problem in zip(completions, chunk, strict=True)
-        )
-    return {"exact_match": correct / len(problems)}
+    return exact_match(model, tokenizer, problems, batch_size, max_new_tokens=2)
 
 
 @dataclass(frozen=True, kw_only=True)
