@@ -19,7 +19,7 @@ import dataclasses
 import json
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -375,27 +375,48 @@ def sample_split(
     if split is not None and dataset.splits and split not in dataset.splits:
         raise UnknownNameError(f"split of dataset {name!r}", split, dataset.splits)
     resolved = dataset.resolve_split(split, directory)
-    records = dataset.records(resolved, directory)
-    if not records:
-        raise LocatorError(f"dataset {name!r} split {resolved!r} has no records.")
-    if not replace and num_samples > len(records):
+    return draw_texts(
+        dataset.records(resolved, directory), f"dataset {name!r} split {resolved!r}", "records",
+        dataset.format, dataset.turns, dataset=name, split=resolved, num_samples=num_samples,
+        seed=seed, replace=replace,
+    )  # fmt: skip
+
+
+def draw_texts(
+    items: Sequence[Any],
+    where: str,
+    what: str,
+    text: Callable[[Any], str],
+    turns: Callable[[Any], tuple[str, str]] | None,
+    *,
+    num_samples: int,
+    seed: int,
+    replace: bool,
+    **corpus: Any,
+) -> Corpus:
+    """A `Corpus` (`corpus`: its `dataset` and `split`) of `num_samples` of `items` drawn under
+    `seed`, with replacement if `replace`, made texts by `text` and turns by `turns`; `where`
+    has the items, as `what` (for the one-line errors)."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise LocatorError(f"num_samples must be a positive integer, got {num_samples!r}.")
+    if not items:
+        raise LocatorError(f"{where} has no {what}.")
+    if not replace and num_samples > len(items):
         raise LocatorError(
-            f"dataset {name!r} split {resolved!r} has {len(records)} records; cannot draw "
-            f"{num_samples} without replacement (draw fewer, or use replace=True / --replace)."
+            f"{where} has {len(items)} {what}; cannot draw {num_samples} without replacement "
+            "(draw fewer, or use replace=True / --replace)."
         )
-    rng = random.Random(seed)
-    positions = range(len(records))
+    rng, positions = random.Random(seed), range(len(items))
     chosen = (
         rng.choices(positions, k=num_samples) if replace else rng.sample(positions, num_samples)
     )
     return Corpus(
-        dataset=name,
-        split=resolved,
         num_samples=num_samples,
         seed=seed,
         replace=replace,
-        texts=tuple(dataset.format(records[i]) for i in chosen),
-        turns=tuple(dataset.turns(records[i]) for i in chosen),
+        texts=tuple(text(items[i]) for i in chosen),
+        turns=() if turns is None else tuple(turns(items[i]) for i in chosen),
+        **corpus,
     )
 
 
