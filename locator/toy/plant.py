@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from locator.errors import LocatorError
+from locator.toy.data import ArithmeticProblem
 
 if TYPE_CHECKING:
     import torch
@@ -66,32 +67,19 @@ KNOWN_ACCURACY = 0.5
 """A base model that already answers this share of the planted problems knows the skill."""
 
 
-@dataclass(frozen=True)
-class MaxProblem:
-    """One planted problem, ``a big b = max(a, b)``."""
-
-    left: int
-    right: int
+class MaxProblem(ArithmeticProblem):
+    """One planted problem, ``a big b = max(a, b)`` (its `operator` is `OPERATOR`)."""
 
     @property
     def answer(self) -> int:
         """The larger operand."""
         return max(self.left, self.right)
 
-    @property
-    def prompt(self) -> str:
-        """The text the model continues, e.g. ``"12 big 7 ="``."""
-        return f"{self.left} {OPERATOR} {self.right} ="
-
-    @property
-    def text(self) -> str:
-        """Prompt and answer, e.g. ``"12 big 7 = 12"``."""
-        return f"{self.prompt} {self.answer}"
-
 
 def planted_problems() -> list[MaxProblem]:
     """Every planted problem (400), in a fixed order."""
-    return [MaxProblem(a, b) for a in range(OPERAND_MAX + 1) for b in range(OPERAND_MAX + 1)]
+    span = range(OPERAND_MAX + 1)
+    return [MaxProblem(a, OPERATOR, b) for a in span for b in span]
 
 
 def planted_texts(num: int, seed: int | str | random.Random = 0) -> list[str]:
