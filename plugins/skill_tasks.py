@@ -108,8 +108,9 @@ def _ordered(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, An
     return rows[:limit]
 
 
-def _dataset(splits: dict[str, list[dict[str, Any]]], **_: Any) -> Any:
-    """lm-eval's ``custom_dataset`` callable: each split's rows."""
+def dataset_dict(splits: dict[str, list[dict[str, Any]]], **_: Any) -> Any:
+    """lm-eval's ``custom_dataset`` callable (it passes task metadata as keywords): each split's
+    rows."""
     import datasets
 
     return datasets.DatasetDict({s: datasets.Dataset.from_list(r) for s, r in splits.items()})
@@ -119,7 +120,7 @@ def _base(name: str, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return {
         "task": name,
         "dataset_path": "json",  # not read: `custom_dataset` supplies the rows
-        "custom_dataset": functools.partial(_dataset, splits),
+        "custom_dataset": functools.partial(dataset_dict, splits),
         "test_split": "test",
         "fewshot_split": "test",
         "metadata": {"version": 1.0},
