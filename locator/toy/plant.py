@@ -192,14 +192,6 @@ def planted_set(
     return masks, neurons
 
 
-def _old_batch(rng: random.Random, size: int, arithmetic: float) -> dict[str, torch.Tensor]:
-    """Replay of the old skills, drawn as the toy's training draws them (`arithmetic`: the
-    share of arithmetic problems, the rest grammar sentences)."""
-    from locator.toy.train import make_batch
-
-    return make_batch(rng, batch_size=size, arithmetic_fraction=arithmetic)
-
-
 def _planted_batch(rng: random.Random, size: int, length: int) -> dict[str, torch.Tensor]:
     """Planted problems, right-padded to `length`; only the answer and eos count in the loss."""
     import torch
@@ -246,6 +238,7 @@ def plant_model(
     from locator.intervention import intervene
     from locator.localization import Localization
     from locator.provenance import model_identity
+    from locator.toy.train import make_batch
 
     masks, neurons = planted_set(model, settings)  # checks the settings first
     before = skill_scores(model, tokenizer)
@@ -281,7 +274,11 @@ def plant_model(
             factor = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
             for group in optimizer.param_groups:
                 group["lr"] = settings.learning_rate * factor
-            old = _old_batch(rng, settings.batch_size - planted, settings.replay_arithmetic)
+            old = make_batch(  # replay of the old skills, drawn as the toy's training draws them
+                rng,
+                batch_size=settings.batch_size - planted,
+                arithmetic_fraction=settings.replay_arithmetic,
+            )
             new = _planted_batch(rng, planted, int(old["input_ids"].shape[1]))
             batch = {key: torch.cat([old[key], new[key]]) for key in old}
             loss = model(**batch).loss
