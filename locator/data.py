@@ -420,6 +420,17 @@ def draw_texts(
     )
 
 
+def require_chat_template(tokenizer: Any, option: str, instead: str) -> None:
+    """Raise a one-line `LocatorError` naming `option` (what asked for the template) and what
+    to do `instead` unless `tokenizer` has a chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise LocatorError(
+            f"{option}: the tokenizer {name!r} has no chat template (a base model's); "
+            f"{instead} or use an instruct model's tokenizer."
+        )
+
+
 @overload
 def render_chat(tokenizer: Any, corpus: Corpus) -> Corpus: ...
 @overload
@@ -432,12 +443,7 @@ def render_chat(tokenizer: Any, corpus: Corpus | Sequence[str]) -> Corpus | list
     tokenizer is loaded. A BOS token the template writes is dropped when the tokenizer adds
     its own, so no text starts with two.
     """
-    if not getattr(tokenizer, "chat_template", None):
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        raise LocatorError(
-            f"chat_template: the tokenizer {name!r} has no chat template (a base model's); "
-            "calibrate on plain texts or use an instruct model's tokenizer."
-        )
+    require_chat_template(tokenizer, "chat_template", "calibrate on plain texts")
     bos = str(getattr(tokenizer, "bos_token", None) or "")
     adds_bos = bool(bos) and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
 
