@@ -54,7 +54,7 @@ def _answer_index(value: Any) -> int:
 
 class _TwoFieldDataset(locator.HubDataset):
     """A dataset whose two `fields` ask and answer; its text is each under its `labels` entry:
-    ``{label}: {asked}\n{label}: {answer}``."""
+    ``{label}: {asked}\\n{label}: {answer}``."""
 
     labels: ClassVar[tuple[str, str]]
 
