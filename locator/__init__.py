@@ -73,7 +73,6 @@ _LAZY = {
     "read_records": "locator.data",
     "get_dataset": "locator.data",
     "list_datasets": "locator.data",
-    "load_corpus": "locator.data",
     "render_chat": "locator.data",
     "sample_corpus": "locator.data",
     "Evaluation": "locator.evaluation",
@@ -83,7 +82,6 @@ _LAZY = {
     "ItemScore": "locator.evaluation",
     "Results": "locator.evaluation",
     "evaluate": "locator.evaluation",
-    "list_evaluators": "locator.evaluation",
     "list_tasks": "locator.evaluation",
     "ModelOptions": "locator.models",
     "ModelSource": "locator.models",
@@ -121,7 +119,6 @@ if TYPE_CHECKING:
         Record,
         get_dataset,
         list_datasets,
-        load_corpus,
         load_hub_split,
         read_records,
         render_chat,
@@ -135,7 +132,6 @@ if TYPE_CHECKING:
         ItemScore,
         Results,
         evaluate,
-        list_evaluators,
         list_tasks,
     )
     from locator.intervention import apply, intervene

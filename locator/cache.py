@@ -90,14 +90,7 @@ def cached_statistics(
     missing = {name for name in kinds if name not in values or stored.get(name) != identities[name]}
     if missing or not header:
         fresh = collect_from_rows(
-            model,
-            tokenizer,
-            texts,
-            rows,
-            kinds=missing,
-            batch_size=batch_size,
-            corpus=corpus,
-            progress=progress,
+            model, tokenizer, texts, rows, missing, batch_size, corpus, progress
         )
         values.update({kind: dict(v) for kind, v in fresh.values.items()})
         header = {

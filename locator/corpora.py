@@ -28,12 +28,11 @@ without it cannot turn its tasks into corpora.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from locator.data import Corpus, get_dataset, sample_split
+from locator.data import Corpus, draw_texts, get_dataset, sample_split
 from locator.errors import LocatorError
 from locator.heldout import (
     NLL_PREFIX,
@@ -86,24 +85,6 @@ def task_calibration(task: str, data_dir: str | Path | None) -> tuple[str, list[
     return found
 
 
-def _draw(where: str, available: int, num_samples: int, seed: int, replace: bool) -> list[int]:
-    """`num_samples` positions of `available` drawn under `seed`, as `sample_corpus` draws."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise LocatorError(f"num_samples must be a positive integer, got {num_samples!r}.")
-    if not available:
-        raise LocatorError(f"{where} has no texts for calibration.")
-    if not replace and num_samples > available:
-        raise LocatorError(
-            f"{where} has {available} texts for calibration; cannot draw {num_samples} without "
-            "replacement (draw fewer, or use replace=True / --replace)."
-        )
-    rng = random.Random(seed)
-    positions = range(available)
-    if replace:
-        return rng.choices(positions, k=num_samples)
-    return rng.sample(positions, num_samples)
-
-
 def sample_any_corpus(
     value: str,
     *,
@@ -144,16 +125,10 @@ def sample_any_corpus(
         split = f"{part.split}-calibration"
         where = f"dataset {value!r} split {part.split!r} (less its held-out fifth)"
         text, turns = dataset.format, dataset.turns
-    chosen = _draw(where, len(items), num_samples, seed, replace)
-    return Corpus(
-        dataset=label,
-        split=split,
-        num_samples=num_samples,
-        seed=seed,
-        replace=replace,
-        texts=tuple(text(items[i]) for i in chosen),
-        turns=() if turns is None else tuple(turns(items[i]) for i in chosen),
-    )
+    return draw_texts(
+        items, where, "texts for calibration", text, turns, dataset=label, split=split,
+        num_samples=num_samples, seed=seed, replace=replace,
+    )  # fmt: skip
 
 
 def check_corpus(value: str, *, data_dir: str | Path | None = None) -> None:

@@ -8,7 +8,7 @@ local files laid out as ``<data_dir>/<folder>/<split>.jsonl`` (or ``.parquet``, 
 Local records are converted to the hub's layout, so one `format` serves both sources.
 
 `sample_corpus` draws ``num_samples`` formatted texts under a seed, without replacement by
-default (``replace=True`` is the MathNeuro paper's draw); `load_corpus` returns just the texts.
+default (``replace=True`` is the MathNeuro paper's draw).
 `read_texts` reads a JSON Lines file of texts as given.
 """
 
@@ -19,7 +19,7 @@ import dataclasses
 import json
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from io import StringIO
 from pathlib import Path
@@ -373,28 +373,60 @@ def sample_split(
     if split is not None and dataset.splits and split not in dataset.splits:
         raise UnknownNameError(f"split of dataset {name!r}", split, dataset.splits)
     resolved = dataset.resolve_split(split, directory)
-    records = dataset.records(resolved, directory)
-    if not records:
-        raise LocatorError(f"dataset {name!r} split {resolved!r} has no records.")
-    if not replace and num_samples > len(records):
+    return draw_texts(
+        dataset.records(resolved, directory), f"dataset {name!r} split {resolved!r}", "records",
+        dataset.format, dataset.turns, dataset=name, split=resolved, num_samples=num_samples,
+        seed=seed, replace=replace,
+    )  # fmt: skip
+
+
+def draw_texts(
+    items: Sequence[Any],
+    where: str,
+    what: str,
+    text: Callable[[Any], str],
+    turns: Callable[[Any], tuple[str, str]] | None,
+    *,
+    num_samples: int,
+    seed: int,
+    replace: bool,
+    **corpus: Any,
+) -> Corpus:
+    """A `Corpus` (`corpus`: its `dataset` and `split`) of `num_samples` of `items` drawn under
+    `seed`, with replacement if `replace`, made texts by `text` and turns by `turns`; `where`
+    has the items, as `what` (for the one-line errors)."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise LocatorError(f"num_samples must be a positive integer, got {num_samples!r}.")
+    if not items:
+        raise LocatorError(f"{where} has no {what}.")
+    if not replace and num_samples > len(items):
         raise LocatorError(
-            f"dataset {name!r} split {resolved!r} has {len(records)} records; cannot draw "
-            f"{num_samples} without replacement (draw fewer, or use replace=True / --replace)."
+            f"{where} has {len(items)} {what}; cannot draw {num_samples} without replacement "
+            "(draw fewer, or use replace=True / --replace)."
         )
-    rng = random.Random(seed)
-    positions = range(len(records))
+    rng, positions = random.Random(seed), range(len(items))
     chosen = (
         rng.choices(positions, k=num_samples) if replace else rng.sample(positions, num_samples)
     )
     return Corpus(
-        dataset=name,
-        split=resolved,
         num_samples=num_samples,
         seed=seed,
         replace=replace,
-        texts=tuple(dataset.format(records[i]) for i in chosen),
-        turns=tuple(dataset.turns(records[i]) for i in chosen),
+        texts=tuple(text(items[i]) for i in chosen),
+        turns=() if turns is None else tuple(turns(items[i]) for i in chosen),
+        **corpus,
     )
+
+
+def require_chat_template(tokenizer: Any, option: str, instead: str) -> None:
+    """Raise a one-line `LocatorError` naming `option` (what asked for the template) and what
+    to do `instead` unless `tokenizer` has a chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise LocatorError(
+            f"{option}: the tokenizer {name!r} has no chat template (a base model's); "
+            f"{instead} or use an instruct model's tokenizer."
+        )
 
 
 @overload
@@ -409,12 +441,7 @@ def render_chat(tokenizer: Any, corpus: Corpus | Sequence[str]) -> Corpus | list
     tokenizer is loaded. A BOS token the template writes is dropped when the tokenizer adds
     its own, so no text starts with two.
     """
-    if not getattr(tokenizer, "chat_template", None):
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        raise LocatorError(
-            f"chat_template: the tokenizer {name!r} has no chat template (a base model's); "
-            "calibrate on plain texts or use an instruct model's tokenizer."
-        )
+    require_chat_template(tokenizer, "chat_template", "calibrate on plain texts")
     bos = str(getattr(tokenizer, "bos_token", None) or "")
     adds_bos = bool(bos) and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
 
@@ -432,11 +459,6 @@ def render_chat(tokenizer: Any, corpus: Corpus | Sequence[str]) -> Corpus | list
         texts = tuple(render(user, assistant) for user, assistant in turns)
         return dataclasses.replace(corpus, texts=texts, chat=True)
     return [render(text, "") for text in corpus]
-
-
-def load_corpus(name: str, **options: Any) -> list[str]:
-    """The texts of `sample_corpus` (same arguments), as a list."""
-    return list(sample_corpus(name, **options).texts)
 
 
 def draw_corpus(

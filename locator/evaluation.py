@@ -183,16 +183,6 @@ def evaluators() -> Registry[Evaluator]:
     return registry("register_evaluators")
 
 
-def list_evaluators() -> list[str]:
-    """Names of the installed evaluators."""
-    return evaluators().names()
-
-
-def get_evaluator(name: str) -> Evaluator:
-    """The registered evaluator called `name`."""
-    return evaluators().get(name)
-
-
 def _ordered() -> list[Evaluator]:
     """Evaluators with a fixed task list first, then open-ended ones; by name within each."""
     found = evaluators()
@@ -234,16 +224,16 @@ def route(tasks: Sequence[str]) -> list[tuple[Evaluator, list[str]]]:
 
     Unknown tasks raise an `UnknownNameError` with a did-you-mean.
     """
-    evaluators = _ordered()
+    ordered = _ordered()
     routed: dict[str, list[str]] = {}
     for task in tasks:
-        for evaluator in evaluators:
+        for evaluator in ordered:
             if evaluator.serves(task):
                 routed.setdefault(evaluator.name, []).append(task)
                 break
         else:
             raise UnknownTaskError(task, list_tasks())
-    return [(get_evaluator(name), names) for name, names in routed.items()]
+    return [(evaluators().get(name), names) for name, names in routed.items()]
 
 
 def check_evaluation(tasks: str | Sequence[str], **options: Any) -> EvaluationRequest:
@@ -256,21 +246,14 @@ def check_evaluation(tasks: str | Sequence[str], **options: Any) -> EvaluationRe
     return request
 
 
-def check_chat_template(tokenizer: Any, request: EvaluationRequest) -> None:
-    """A request that renders prompts through a chat template needs a tokenizer that has one."""
-    if request.apply_chat_template and not getattr(tokenizer, "chat_template", None):
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        raise LocatorError(
-            f"apply_chat_template: the tokenizer {name!r} has no chat template "
-            "(a base model's); evaluate without it or use an instruct model's tokenizer."
-        )
-
-
 def run_evaluation(model: Any, tokenizer: Any, request: EvaluationRequest) -> Evaluation:
     """Evaluate `model` (as currently edited) on a checked request: metrics, their directions
     and, with ``request.log_samples``, per-item scores and records. `evaluate` is the short
     form; the bench and `evaluate_to_file` use this one."""
-    check_chat_template(tokenizer, request)
+    if request.apply_chat_template:
+        from locator.data import require_chat_template
+
+        require_chat_template(tokenizer, "apply_chat_template", "evaluate without it")
     metrics: Results = {}
     directions: dict[str, dict[str, bool]] = {}
     items: list[ItemScore] = []

@@ -115,7 +115,7 @@ def _files(folder: Path) -> dict[str, Path]:
     }
 
 
-def _digest(path: Path) -> str:
+def sha256_of(path: str | Path) -> str:
     """The SHA-256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -126,7 +126,7 @@ def _digest(path: Path) -> str:
 
 def _record_written(folder: Path) -> None:
     """Write `WRITTEN` for the files now in `folder`."""
-    record = {name: [path.stat().st_size, _digest(path)] for name, path in _files(folder).items()}
+    record = {name: [path.stat().st_size, sha256_of(path)] for name, path in _files(folder).items()}
     atomic_write(folder / WRITTEN, json.dumps(record, indent=1, sort_keys=True))
 
 
@@ -149,7 +149,7 @@ def foreign_files(folder: str | Path) -> list[str]:
             path is None
             or not isinstance(expected, list)
             or path.stat().st_size != expected[0]
-            or _digest(path) != expected[1]
+            or sha256_of(path) != expected[1]
         ):
             foreign.append(name)
     return foreign

@@ -284,17 +284,10 @@ class Localization:
 
     def counts_by_layer(self) -> dict[int, int]:
         """Selected entries per decoder block index."""
-        return self._group(lambda name: layer_and_kind(name)[0])
-
-    def counts_by_kind(self) -> dict[str, int]:
-        """Selected entries per module kind inside a block (for example ``mlp.down_proj``)."""
-        return self._group(lambda name: layer_and_kind(name)[1])
-
-    def _group(self, key: Callable[[str], Any]) -> dict[Any, int]:
-        groups: dict[Any, int] = defaultdict(int)
+        counts: dict[int, int] = defaultdict(int)
         for name, selection in self.selections.items():
-            groups[key(name)] += selection.count
-        return dict(groups)
+            counts[layer_and_kind(name)[0]] += selection.count
+        return dict(counts)
 
     @property
     def nbytes(self) -> int:

@@ -165,7 +165,7 @@ def run_method(
     reference = context.reference
     metadata = {
         "method": localizer.name,
-        "config": config_to_dict(localizer.config),
+        "config": dataclasses.asdict(localizer.config),
         "seed": context.seed,
         "target": context.target.corpus,
         "controls": tuple(s.corpus for s in context.controls) if localizer.uses_controls else (),
@@ -215,11 +215,6 @@ def _wrap(
 # Configs: built from Python values or from strings (CLI, TOML), checked against field types.
 
 
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """A config dataclass as a plain dict."""
-    return dataclasses.asdict(config)
-
-
 def make_config(localizer: type[Localizer], options: Mapping[str, Any]) -> Any:
     """Build `localizer.Config` from options (Python values or strings, parsed by the field's
     type: `locator.options.parse`)."""
@@ -241,15 +236,10 @@ def check_request(
     controls: int | None = None,
     reference: bool = False,
 ) -> None:
-    """The checks of a localization request, in one place: `localize`, the CLI and suites call
-    it before any expensive work, and methods rely on it instead of checking again.
-
-    Each given proportion must be a number in (0, 1] (not a bool), `seed` an int >= 0; with a
-    `localizer`, `controls` (the number of control corpora) must reach its `min_controls` and be
-    0 for a method that reads the target alone (`uses_controls = False`, which would silently
-    ignore them), and a `reference` is allowed only if it `accepts_reference`. Raises a one-line
-    `LocatorError`.
-    """
+    """The checks of a localization request, in one place (`localize`, the CLI and suites call it
+    before any expensive work; methods rely on it): the proportions and the seed and, with a
+    `localizer`, the number of `controls` it is given and whether it takes a `reference`.
+    Raises a one-line `LocatorError`."""
     for proportion in proportions:
         if isinstance(proportion, bool) or not isinstance(proportion, (int, float)):
             raise LocatorError(f"proportion must be a number in (0, 1], got {proportion!r}.")

@@ -306,13 +306,13 @@ class ModelOptions(Options):
         tokenizer = _tokenizer(self.path, targets)
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                targets.model, **targets.shared, **model_options
+                targets.path, **targets.shared, **model_options
             )
         except LocatorError:
             raise
         except Exception as error:  # a broken model is the user's input: one line, no traceback
             raise load_error(self.path, error) from None
-        if targets.kind == "gguf":
+        if targets.gguf_file is not None:
             _forget_quantization(model)
         check_placement(model)
         model.eval()
@@ -321,12 +321,10 @@ class ModelOptions(Options):
 
 @dataclass(frozen=True, kw_only=True)
 class _Targets:
-    """Where `load_model` reads a model's parts and with which `from_pretrained` options."""
+    """Where `load_model` reads a model and its tokenizer (`path`; a GGUF's file in it is
+    `gguf_file`) and with which `from_pretrained` options."""
 
-    request: ModelOptions
-    kind: str
-    model: str
-    tokenizer: str
+    path: str
     shared: dict[str, Any]
     tokenizer_options: dict[str, Any]
     gguf_file: str | None
@@ -347,10 +345,7 @@ def _targets(request: ModelOptions) -> _Targets:
         if not any((Path(path) / f).is_file() for f in TOKENIZER_FILES):
             tokenizer_options["gguf_file"] = gguf_file
     return _Targets(
-        request=request,
-        kind=location.kind,
-        model=path,
-        tokenizer=path,
+        path=path,
         shared=shared,
         tokenizer_options=tokenizer_options,
         gguf_file=gguf_file,
@@ -374,7 +369,7 @@ def _tokenizer(name: str, targets: _Targets) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(targets.tokenizer, **targets.tokenizer_options)
+        return AutoTokenizer.from_pretrained(targets.path, **targets.tokenizer_options)
     except LocatorError:
         raise
     except Exception as error:  # a broken model is the user's input: one line, no traceback
@@ -391,7 +386,7 @@ def _positions(name: str, targets: _Targets) -> int | None:
     if targets.gguf_file is not None:
         return None  # read with the weights; rows are still cut to it before any pass
     try:
-        config = AutoConfig.from_pretrained(targets.model, **targets.shared)
+        config = AutoConfig.from_pretrained(targets.path, **targets.shared)
     except Exception as error:  # a broken model is the user's input: one line, no traceback
         raise load_error(name, error) from None
     return model_positions(config)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from locator.architecture import mlp_neurons, scored_parameters
 from locator.data import CalibrationOptions
 from locator.errors import LocatorError
-from locator.rows import batches, corpus_rows, model_positions
+from locator.rows import batches, corpus_rows, input_device, model_positions
 from locator.stats import (
     Activations,
     ActivationStats,
@@ -140,15 +140,6 @@ def _hooks(model: nn.Module, state: _Pass) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
-
-
-def _input_device(model: nn.Module) -> torch.device:
-    """Where token ids go: the input embedding's device, since with a device map (accelerate)
-    the blocks sit on other devices (each hook accumulates on its own module's device); the
-    first parameter's for a model without `get_input_embeddings`."""
-    embeddings = getattr(model, "get_input_embeddings", None)
-    weight = embeddings().weight if callable(embeddings) else next(model.parameters())
-    return weight.device
 
 
 def _plan(model: nn.Module, kinds: Sequence[StatisticKind]) -> _Pass:
@@ -273,7 +264,7 @@ def _run_pass(
     # Without gradients or the head's input the head is not needed: the pass stops at the
     # decoder, computing no logits.
     forward = model if backward or state.needs_head else getattr(model, "base_model", model)
-    device = _input_device(model)
+    device = input_device(model)
     was_training = model.training
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     model.eval()

@@ -115,23 +115,15 @@ class HookSpecs:
 
     @RegistrySpec("statistic", "locator.stats:StatisticKind")
     def register_statistics(self, register: Callable[[Any], None]) -> None:
-        """Register statistic kinds (`locator.StatisticKind` instances) that methods can declare
-        in their `statistics`; kinds of one corpus are collected in one pass.
+        """Register statistic kinds (`locator.StatisticKind` instances, whose docstring has an
+        example) that methods can declare in their `statistics`; kinds of one corpus are
+        collected in one pass.
 
         Example::
 
-            @dataclass(frozen=True, kw_only=True)
-            class InputAbsMax(locator.StatisticKind):
-                def batch(self, observed):  # observed: locator.Activations
-                    return (observed.wide().abs() * observed.real()).amax(dim=(0, 1)).double()
-
-                def merge(self, total, value):
-                    return value if total is None else torch.maximum(total, value)
-
             @locator.hookimpl
             def register_statistics(register):
-                register(InputAbsMax(name="input_abs_max", site="linear_input",
-                                     description="per input channel, the largest |x|"))
+                register(INPUT_ABS_MAX)
         """
 
     @RegistrySpec("MLP layout", "locator.architecture:MlpLayout")

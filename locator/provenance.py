@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from locator.io import sha256_of
+
 if TYPE_CHECKING:
     from locator.data import CalibrationOptions
 
@@ -79,11 +81,7 @@ def texts_hash(texts: Iterable[str]) -> str:
 
 def file_hash(path: str | Path) -> str:
     """A hash of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:32]
+    return sha256_of(path)[:32]
 
 
 def describe_model_difference(

@@ -92,6 +92,15 @@ def model_positions(model: object) -> int | None:
     return None
 
 
+def input_device(model: nn.Module) -> torch.device:
+    """Where token ids go: the input embedding's device, since with a device map (accelerate)
+    the blocks sit on other devices (each hook accumulates on its own module's device); the
+    first parameter's for a model without `get_input_embeddings`."""
+    embeddings = getattr(model, "get_input_embeddings", None)
+    weight = embeddings().weight if callable(embeddings) else next(model.parameters())
+    return weight.device
+
+
 def check_positions(positions: int | None, pack: int | None) -> None:
     """Refuse a `pack` row longer than the model's `positions` (cutting every packed row would
     silently make it another row length); call it as soon as the model's config is known."""

@@ -40,7 +40,8 @@ from locator.data import CalibrationOptions
 from locator.errors import LocatorError
 from locator.localization import Neurons
 from locator.ranking import split_neurons, top_count, top_indices
-from locator.rows import batches, corpus_rows, model_positions
+from locator.rows import batches, corpus_rows, input_device, model_positions
+from locator.stats import per_token
 
 RunSite = Literal["neuron_activation", "linear_input"]
 """Where an edit applies: an MLP's neuron activations or a scored linear's input."""
@@ -184,9 +185,7 @@ class ModelRunner:
     @property
     def device(self) -> torch.device:
         """Where token ids go (the input embedding's device)."""
-        embeddings = getattr(self._model, "get_input_embeddings", None)
-        weight = embeddings().weight if callable(embeddings) else next(self._model.parameters())
-        return weight.device
+        return input_device(self._model)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -280,8 +279,7 @@ def _pre_hook(name: str, edit: Edit, mask: Tensor) -> Any:
 
     def hook(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...] | None:
         x = args[0]
-        tokens = x if x.shape[:-1] == mask.shape else x.view(*mask.shape, x.shape[-1])
-        new = edit(name, tokens)
+        new = edit(name, per_token(x, mask))
         if new is None:
             return None
         # An edit computed in fp32 (a gate, an interpolation) must not change the dtype the

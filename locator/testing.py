@@ -15,7 +15,6 @@ trained here with `tokenizers`, so no download is ever needed.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 WORDS = (
@@ -38,22 +37,12 @@ def sample_texts(
 
 def tiny_tokenizer() -> Any:
     """A word-level `PreTrainedTokenizerFast` over `WORDS`, with bos, eos, pad and unk."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from locator.toy.tokenizer import word_tokenizer
 
     specials = ["<pad>", "<unk>", "<s>", "</s>"]
     vocabulary = {word: i for i, word in enumerate(specials + sorted(set(WORDS)))}
-    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", vocabulary["<s>"])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="<pad>",
-        unk_token="<unk>",
+    return word_tokenizer(
+        vocabulary, bos="<s>", pad="<pad>", unk="<unk>", split="Whitespace", eos_token="</s>"
     )
 
 
@@ -66,81 +55,38 @@ _SIZES: dict[str, Any] = {
 }
 
 
-def _llama(vocab_size: int) -> Any:
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        **_SIZES,
-        intermediate_size=48,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-    )
-
-
-def _gpt2(vocab_size: int) -> Any:
-    from transformers import GPT2Config
-
-    return GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=128)
-
-
 # The tiny shape of the families that name their sizes alike (Phi, GPT-NeoX, and, with grouped
 # key/value heads, the gated-MLP families Mistral, Qwen2 and Gemma 2).
 _TINY: dict[str, Any] = {**_SIZES, "intermediate_size": 64}
 _GATED: dict[str, Any] = {**_TINY, "num_key_value_heads": 2}
 
-
-def _mistral(vocab_size: int) -> Any:
-    from transformers import MistralConfig
-
-    return MistralConfig(vocab_size=vocab_size, **_GATED, sliding_window=16)
-
-
-def _qwen2(vocab_size: int) -> Any:
-    from transformers import Qwen2Config
-
-    return Qwen2Config(vocab_size=vocab_size, **_GATED)
-
-
-def _gemma2(vocab_size: int) -> Any:
-    from transformers import Gemma2Config
-
+TINY_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "llama": (
+        "LlamaConfig",
+        {**_SIZES, "intermediate_size": 48, "num_key_value_heads": 2, "tie_word_embeddings": False},
+    ),
+    "gpt2": ("GPT2Config", {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 128}),
+    "mistral": ("MistralConfig", {**_GATED, "sliding_window": 16}),
+    "qwen2": ("Qwen2Config", _GATED),
     # Gemma 2's head_dim defaults to 256 whatever the hidden size; ties its head by default.
-    return Gemma2Config(vocab_size=vocab_size, **_GATED, head_dim=8, sliding_window=16)
-
-
-def _phi(vocab_size: int) -> Any:
-    from transformers import PhiConfig
-
+    "gemma2": ("Gemma2Config", {**_GATED, "head_dim": 8, "sliding_window": 16}),
     # The phi-1.5 layout: q/k/v/dense attention, fc1/fc2 MLP, partial rotary embeddings.
-    return PhiConfig(vocab_size=vocab_size, **_TINY)
-
-
-def _gpt_neox(vocab_size: int) -> Any:
-    from transformers import GPTNeoXConfig
-
+    "phi": ("PhiConfig", _TINY),
     # Pythia's layout: fused query_key_value, dense_h_to_4h/dense_4h_to_h, untied head.
-    return GPTNeoXConfig(vocab_size=vocab_size, **_TINY)
-
-
-def _opt(vocab_size: int) -> Any:
-    from transformers import OPTConfig
-
+    "gpt_neox": ("GPTNeoXConfig", _TINY),
     # word_embed_proj_dim != hidden_size adds project_in/project_out outside the blocks.
-    return OPTConfig(vocab_size=vocab_size, **_SIZES, ffn_dim=64, word_embed_proj_dim=16)
-
-
-TINY_CONFIGS: dict[str, Callable[[int], Any]] = {
-    "llama": _llama,
-    "gpt2": _gpt2,
-    "mistral": _mistral,
-    "qwen2": _qwen2,
-    "gemma2": _gemma2,
-    "phi": _phi,
-    "gpt_neox": _gpt_neox,
-    "opt": _opt,
+    "opt": ("OPTConfig", {**_SIZES, "ffn_dim": 64, "word_embed_proj_dim": 16}),
 }
-"""Tiny (hidden size 32, two blocks) configs of each supported family, by name."""
+"""Tiny (hidden size 32, two blocks) configs of each supported family, by name: the
+transformers config class and its sizes."""
+
+
+def tiny_config(family: str, vocab_size: int) -> Any:
+    """The transformers config of `family` (`TINY_CONFIGS`) with `vocab_size` tokens."""
+    import transformers
+
+    name, sizes = TINY_CONFIGS[family]
+    return getattr(transformers, name)(vocab_size=vocab_size, **sizes)
 
 
 def tiny_model(family: str = "llama", *, seed: int = 0, vocab_size: int | None = None) -> Any:
@@ -151,7 +97,7 @@ def tiny_model(family: str = "llama", *, seed: int = 0, vocab_size: int | None =
     if vocab_size is None:
         vocab_size = len(tiny_tokenizer())
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(TINY_CONFIGS[family](vocab_size))
+    model = AutoModelForCausalLM.from_config(tiny_config(family, vocab_size))
     return model.eval()
 
 
@@ -169,7 +115,7 @@ def write_tiny_gguf(path: Any, *, seed: int = 0) -> Any:
 
     byte_symbols = [bytes_to_unicode()[b] for b in range(256)]
     tokens = ["<s>", "</s>", *byte_symbols, "th", "the"]
-    config = _llama(len(tokens))
+    config = tiny_config("llama", len(tokens))
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
 
@@ -244,11 +190,12 @@ class LocalizerContract:
 
     def test_config_round_trip(self) -> None:
         """The config built from options reproduces itself from its own dict."""
+        import dataclasses
+
         import locator
-        from locator.localizer import config_to_dict
 
         localizer = locator.get_localizer(self.method, self.options)
-        again = locator.get_localizer(self.method, config_to_dict(localizer.config))
+        again = locator.get_localizer(self.method, dataclasses.asdict(localizer.config))
         assert again.config == localizer.config
 
     def test_selections_match_parameters_and_weights_unchanged(self) -> None:

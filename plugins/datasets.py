@@ -52,7 +52,23 @@ def _answer_index(value: Any) -> int:
     raise ValueError(f"answer must be a letter A-D or an index 0-3, got {value!r}")
 
 
-class Gsm8kDataset(locator.HubDataset):
+class _TwoFieldDataset(locator.HubDataset):
+    """A dataset whose two `fields` ask and answer; its text is each under its `labels` entry:
+    ``{label}: {asked}\\n{label}: {answer}``."""
+
+    labels: ClassVar[tuple[str, str]]
+
+    def format(self, record: locator.Record) -> str:
+        """Each field under its label."""
+        (asked, answer), (first, second) = self.turns(record), self.labels
+        return f"{first}: {asked}\n{second}: {answer}"
+
+    def turns(self, record: locator.Record) -> tuple[str, str]:
+        """The first field asks, the second answers."""
+        return str(record[self.fields[0]]), str(record[self.fields[1]])
+
+
+class Gsm8kDataset(_TwoFieldDataset):
     """``Question: {question}\\nAnswer: {answer}``, the answer being the full worked solution
     (calculator annotations and the final ``#### N`` line included, as in the dataset)."""
 
@@ -63,14 +79,7 @@ class Gsm8kDataset(locator.HubDataset):
     hub_id = "openai/gsm8k"
     hub_config = "main"
     fields = ("question", "answer")
-
-    def format(self, record: locator.Record) -> str:
-        """Question and worked solution."""
-        return f"Question: {record['question']}\nAnswer: {record['answer']}"
-
-    def turns(self, record: locator.Record) -> tuple[str, str]:
-        """The question asks, the worked solution answers."""
-        return str(record["question"]), str(record["answer"])
+    labels = ("Question", "Answer")
 
 
 MATH_SUBJECTS = {
@@ -85,15 +94,7 @@ MATH_SUBJECTS = {
 """The hub's MATH configs (EleutherAI/hendrycks_math) and the `type` each record carries."""
 
 
-def _problem_solution(record: locator.Record) -> str:
-    return f"Problem: {record['problem']}\nSolution: {record['solution']}"
-
-
-def _problem_turns(record: locator.Record) -> tuple[str, str]:
-    return str(record["problem"]), str(record["solution"])
-
-
-class MathDataset(locator.HubDataset):
+class MathDataset(_TwoFieldDataset):
     """``Problem: {problem}\\nSolution: {solution}`` (the solution ends in ``\\boxed{...}``).
 
     The hub keeps MATH as one config per subject; they are read in the order of
@@ -106,6 +107,7 @@ class MathDataset(locator.HubDataset):
     task = "hendrycks_math"
     hub_id = "EleutherAI/hendrycks_math"
     fields = ("problem", "solution")
+    labels = ("Problem", "Solution")
 
     def source(self) -> str:
         """The hub id (all subject configs) and the local folder."""
@@ -118,16 +120,8 @@ class MathDataset(locator.HubDataset):
             records += locator.load_hub_split(self.name, self.hub_id, config, split)
         return records
 
-    def format(self, record: locator.Record) -> str:
-        """Problem and worked solution."""
-        return _problem_solution(record)
 
-    def turns(self, record: locator.Record) -> tuple[str, str]:
-        """The problem asks, the worked solution answers."""
-        return _problem_turns(record)
-
-
-class Math500Dataset(locator.HubDataset):
+class Math500Dataset(_TwoFieldDataset):
     """MATH-500, the 500-problem test subset of MATH used by "Let's Verify Step by Step";
     formatted like `math`."""
 
@@ -138,14 +132,7 @@ class Math500Dataset(locator.HubDataset):
     task = "hendrycks_math500"
     hub_id = "HuggingFaceH4/MATH-500"
     fields = ("problem", "solution")
-
-    def format(self, record: locator.Record) -> str:
-        """Problem and worked solution."""
-        return _problem_solution(record)
-
-    def turns(self, record: locator.Record) -> tuple[str, str]:
-        """The problem asks, the worked solution answers."""
-        return _problem_turns(record)
+    labels = ("Problem", "Solution")
 
 
 class _MultipleChoiceDataset(locator.HubDataset):

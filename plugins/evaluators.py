@@ -394,8 +394,33 @@ class LmEvalEvaluator(locator.Evaluator):
     def calibration_texts(
         self, task: str, data_dir: Path | None
     ) -> tuple[str, list[tuple[str, str, str]]]:
-        """The calibration texts of lm-eval task `task`: see `task_calibration`."""
-        return task_calibration(task, data_dir)
+        """``(split, [(text, user, assistant)])``: the documents of lm-eval task `task` (a name or
+        a YAML file; a group: every subtask) that calibration may use, from a split that is not
+        the evaluated one, each rendered as the task presents it (`_rendered`). `split` names the
+        split (``subtask:split`` joined by ``+`` for a group). Reads the task's data as
+        `LmEvalEvaluator.evaluate` does (local files where a data directory has them)."""
+        manager = _manager_for([task])
+        local = None if data_dir is None else LocalData(data_dir)
+        loaded = self._load(manager, task, local)
+        leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
+        splits, rendered = [], []
+        for leaf in leaves:
+            split, docs = _calibration_split(leaf)
+            splits.append(split if len(leaves) == 1 else f"{leaf.task_name}:{split}")
+            try:
+                rendered += [_rendered(leaf, doc) for doc in docs]
+            except locator.LocatorError:
+                raise
+            except Exception as error:  # a document the task's templates cannot render
+                raise locator.LocatorError(
+                    f"lm-eval task {leaf.task_name!r}: cannot render a {split!r} document for "
+                    f"calibration: {type(error).__name__}: {error}"
+                ) from None
+        if not rendered:
+            raise locator.LocatorError(
+                f"lm-eval task {task!r}: split {'+'.join(splits)!r} has no documents."
+            )
+        return "+".join(splits), rendered
 
     def _load(self, manager: Any, task: str, local: LocalData | None) -> Any:
         """The lm-eval Task or Group for `task`, reading local files where it can."""
@@ -460,36 +485,6 @@ def _rendered(task: Any, doc: dict[str, Any]) -> tuple[str, str, str]:
     text = description + "".join(message.to_text() for message in messages)
     user = description + messages[0].content
     return text, user, messages[1].content if len(messages) > 1 else ""
-
-
-def task_calibration(task: str, data_dir: Path | None) -> tuple[str, list[tuple[str, str, str]]]:
-    """``(split, [(text, user, assistant)])``: the documents of lm-eval task `task` (a name or
-    a YAML file; a group: every subtask) that calibration may use, from a split that is not
-    the evaluated one, each rendered as the task presents it (`_rendered`). `split` names the
-    split (``subtask:split`` joined by ``+`` for a group). Reads the task's data as
-    `LmEvalEvaluator.evaluate` does (local files where a data directory has them)."""
-    manager = _manager_for([task])
-    local = None if data_dir is None else LocalData(data_dir)
-    loaded = LmEvalEvaluator()._load(manager, task, local)
-    leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
-    splits, rendered = [], []
-    for leaf in leaves:
-        split, docs = _calibration_split(leaf)
-        splits.append(split if len(leaves) == 1 else f"{leaf.task_name}:{split}")
-        try:
-            rendered += [_rendered(leaf, doc) for doc in docs]
-        except locator.LocatorError:
-            raise
-        except Exception as error:  # a document the task's templates cannot render
-            raise locator.LocatorError(
-                f"lm-eval task {leaf.task_name!r}: cannot render a {split!r} document for "
-                f"calibration: {type(error).__name__}: {error}"
-            ) from None
-    if not rendered:
-        raise locator.LocatorError(
-            f"lm-eval task {task!r}: split {'+'.join(splits)!r} has no documents."
-        )
-    return "+".join(splits), rendered
 
 
 def _check_corpus_task(task: str, data_dir: Path | None) -> None:

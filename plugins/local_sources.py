@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from locator_plugins.datasets import MATH_SUBJECTS
-from locator_plugins.skill_tasks import require_dataset
+from locator_plugins.skill_tasks import dataset_dict, require_dataset
 
 import locator
 
@@ -163,22 +163,13 @@ LOCAL_SOURCES: dict[str, Callable[[str | None, LocalData], Splits]] = {
 """lm-eval dataset id -> the local records, by split, in that dataset's hub layout."""
 
 
-def _dataset_dict(splits: Splits, **_: Any) -> Any:
-    """lm-eval's ``custom_dataset`` callable (it passes task metadata as keywords)."""
-    import datasets
-
-    return datasets.DatasetDict(
-        {split: datasets.Dataset.from_list(rows) for split, rows in splits.items()}
-    )
-
-
 def local_overrides(leaf: str, config: dict[str, Any], local: LocalData) -> dict[str, Any]:
     """The config overrides that make lm-eval task `leaf` read local files."""
     source = LOCAL_SOURCES[config["dataset_path"]]
     splits = {k: rows for k, rows in source(config.get("dataset_name"), local).items() if rows}
     overrides: dict[str, Any] = {
         "task": leaf,
-        "custom_dataset": functools.partial(_dataset_dict, splits),
+        "custom_dataset": functools.partial(dataset_dict, splits),
     }
     few_shot_from_training = (
         (config.get("num_fewshot") or 0) > 0

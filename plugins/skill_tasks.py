@@ -108,18 +108,19 @@ def _ordered(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, An
     return rows[:limit]
 
 
-def _dataset(rows: list[dict[str, Any]], **_: Any) -> Any:
-    """lm-eval's ``custom_dataset`` callable: the rows as the test split."""
+def dataset_dict(splits: dict[str, list[dict[str, Any]]], **_: Any) -> Any:
+    """lm-eval's ``custom_dataset`` callable (it passes task metadata as keywords): each split's
+    rows."""
     import datasets
 
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+    return datasets.DatasetDict({s: datasets.Dataset.from_list(r) for s, r in splits.items()})
 
 
-def _base(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _base(name: str, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return {
         "task": name,
         "dataset_path": "json",  # not read: `custom_dataset` supplies the rows
-        "custom_dataset": functools.partial(_dataset, rows),
+        "custom_dataset": functools.partial(dataset_dict, splits),
         "test_split": "test",
         "fewshot_split": "test",
         "metadata": {"version": 1.0},
@@ -149,7 +150,7 @@ def _continuations(
             )
         rows.append({"context": row["c"], "scored": " " + row["t"], "tokens": tokens})
     return {
-        **_base(name, rows),
+        **_base(name, {"test": rows}),
         "output_type": "loglikelihood",
         "doc_to_text": _context,
         "doc_to_target": _scored,
@@ -166,7 +167,7 @@ def _texts(name: str, texts: list[str], lm: Any, limit: int | None) -> dict[str,
         for row in _ordered([{"scored": text} for text in texts], limit)
     ]
     return {
-        **_base(name, rows),
+        **_base(name, {"test": rows}),
         "output_type": "loglikelihood_rolling",
         "doc_to_text": "",
         "doc_to_target": _scored,
@@ -240,19 +241,12 @@ def _arithmetic_results(doc: dict[str, Any], results: Sequence[str]) -> dict[str
 
 
 def _arithmetic(lm: Any, data_dir: Path | None, limit: int | None) -> dict[str, Any]:
-    import datasets
-
     splits = {
         "train": arithmetic_problems(100, seed=1),
         "test": arithmetic_problems(ARITHMETIC_TEST_SIZE, seed=0)[:limit],
     }
     return {
-        "task": "arithmetic_fewshot",
-        "dataset_path": "json",  # not read: `custom_dataset` supplies the rows
-        "custom_dataset": lambda **_: datasets.DatasetDict(
-            {split: datasets.Dataset.from_list(rows) for split, rows in splits.items()}
-        ),
-        "test_split": "test",
+        **_base("arithmetic_fewshot", splits),
         "fewshot_split": "train",
         "num_fewshot": ARITHMETIC_SHOTS,
         "output_type": "generate_until",
@@ -267,7 +261,6 @@ def _arithmetic(lm: Any, data_dir: Path | None, limit: int | None) -> dict[str, 
         },
         "process_results": _arithmetic_results,
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
-        "metadata": {"version": 1.0},
     }
 
 

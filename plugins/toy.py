@@ -92,30 +92,11 @@ DATASETS = (
 skill `locator toy plant` teaches)."""
 
 
-class ToyPlantedEvaluator(locator.Evaluator):
-    """The planted skill's exact match, measured directly on the in-memory model."""
-
-    name = "toy-planted"
-    tasks = ("toy-planted",)
-
-    def evaluate(
-        self, model: Any, tokenizer: Any, request: locator.EvaluationRequest
-    ) -> locator.Results:
-        """Greedy exact match on the planted problems (few-shot, chat template and generation
-        cap do not apply, as for the toy's own tasks)."""
-        batch_size = request.batch_size if isinstance(request.batch_size, int) else 256
-        return {
-            "toy-planted": evaluate_planted(
-                model, tokenizer, limit=request.limit, batch_size=max(batch_size, 64)
-            )
-        }
-
-
 class ToyEvaluator(locator.Evaluator):
-    """The toy testbed's two skills, measured directly on the in-memory model."""
+    """The toy testbed's two skills and the planted one, measured on the in-memory model."""
 
     name = "toy"
-    tasks = ("toy-arithmetic", "toy-language")
+    tasks = ("toy-arithmetic", "toy-language", "toy-planted")
 
     def evaluate(
         self, model: Any, tokenizer: Any, request: locator.EvaluationRequest
@@ -124,9 +105,10 @@ class ToyEvaluator(locator.Evaluator):
         template or generation cap, so those options do not apply)."""
         from locator.toy.evaluate import TASKS
 
+        run = {**TASKS, "toy-planted": evaluate_planted}
         batch_size = request.batch_size if isinstance(request.batch_size, int) else 256
         return {
-            task: TASKS[task](model, tokenizer, limit=request.limit, batch_size=max(batch_size, 64))
+            task: run[task](model, tokenizer, limit=request.limit, batch_size=max(batch_size, 64))
             for task in request.tasks
         }
 
@@ -142,7 +124,6 @@ def register_datasets(register):  # type: ignore[no-untyped-def]
 def register_evaluators(register):  # type: ignore[no-untyped-def]
     """Register the toy tasks."""
     register(ToyEvaluator())
-    register(ToyPlantedEvaluator())
 
 
 @locator.hookimpl

@@ -20,6 +20,13 @@ torch.set_num_threads(1)
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def corpus_texts(name, **options):
+    """The texts of `locator.sample_corpus` (same arguments), as a list."""
+    from locator.data import sample_corpus
+
+    return list(sample_corpus(name, **options).texts)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from locator.testing import tiny_tokenizer

@@ -54,16 +54,10 @@ PROPORTIONS = [0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15]
 
 def build_tokenizer(vocab_size: int) -> Any:
     """A word-level tokenizer over the words w0..w{vocab_size-3}, plus <pad> and <s>."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from locator.toy.tokenizer import word_tokenizer
 
     vocabulary = {"<pad>": 0, "<s>": 1, **{f"w{i}": i + 2 for i in range(vocab_size - 2)}}
-    backend = Tokenizer(models.WordLevel(vocabulary, unk_token="<pad>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", special_tokens=[("<s>", 1)]
-    )
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", pad_token="<pad>")
+    return word_tokenizer(vocabulary, bos="<s>", pad="<pad>", unk="<pad>")
 
 
 def build_model(args: argparse.Namespace) -> nn.Module:

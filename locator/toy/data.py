@@ -310,21 +310,15 @@ def _step(state: _State | None, word: str) -> _State | None:
     raise ValueError(f"{word!r} is not grammatical here")
 
 
-def _state_after(prefix: Sequence[str]) -> _State | None:
-    """Parse ``prefix`` from the start of a sentence (None: a complete sentence + END)."""
-    state: _State | None = _START
-    for word in prefix:
-        state = _step(state, word)
-    return state
-
-
 def next_word_distribution(prefix: Sequence[str]) -> dict[str, float]:
     """The grammar's exact next-word probabilities after ``prefix`` (a list of words).
 
     The end of the sentence is the word :data:`END`. Raises ValueError if the
     prefix is not grammatical or already ends with :data:`END`.
     """
-    state = _state_after(prefix)
+    state: _State | None = _START
+    for word in prefix:
+        state = _step(state, word)
     if state is None:
         raise ValueError("the prefix already ends the sentence")
     return _distribution(state)
@@ -333,15 +327,6 @@ def next_word_distribution(prefix: Sequence[str]) -> dict[str, float]:
 def grammatical_next_words(prefix: Sequence[str]) -> frozenset[str]:
     """The words (possibly :data:`END`) the grammar allows right after ``prefix``."""
     return frozenset(next_word_distribution(prefix))
-
-
-def is_grammatical(sentence: str | Sequence[str]) -> bool:
-    """Whether ``sentence`` (text or words, without :data:`END`) is a complete sentence."""
-    words = sentence.split() if isinstance(sentence, str) else list(sentence)
-    try:
-        return _state_after(words) == _State("end")
-    except ValueError:
-        return False
 
 
 def sample_sentence(seed: SeedLike = 0) -> list[str]:

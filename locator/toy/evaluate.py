@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from locator.toy.data import (
     FIRST_SCORED_WORD,
@@ -128,6 +128,18 @@ def evaluate_arithmetic(
         raise ValueError("no arithmetic problems to evaluate")
     # Answers are one token; one more step is needed to see the eos.
     max_new_tokens = max(len(str(problem.answer).split()) for problem in problems) + 1
+    return exact_match(model, tokenizer, problems, batch_size, max_new_tokens)
+
+
+def exact_match(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[Any],
+    batch_size: int,
+    max_new_tokens: int,
+) -> dict[str, float]:
+    """Exact match (0-1) of the greedy answers to `problems` (each with a `prompt` and an
+    `answer`), in batches of `batch_size`."""
     correct = 0
     for start in range(0, len(problems), batch_size):
         chunk = problems[start : start + batch_size]

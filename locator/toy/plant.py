@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from locator.errors import LocatorError
+from locator.toy.data import ArithmeticProblem
 
 if TYPE_CHECKING:
     import torch
@@ -66,32 +67,19 @@ KNOWN_ACCURACY = 0.5
 """A base model that already answers this share of the planted problems knows the skill."""
 
 
-@dataclass(frozen=True)
-class MaxProblem:
-    """One planted problem, ``a big b = max(a, b)``."""
-
-    left: int
-    right: int
+class MaxProblem(ArithmeticProblem):
+    """One planted problem, ``a big b = max(a, b)`` (its `operator` is `OPERATOR`)."""
 
     @property
     def answer(self) -> int:
         """The larger operand."""
         return max(self.left, self.right)
 
-    @property
-    def prompt(self) -> str:
-        """The text the model continues, e.g. ``"12 big 7 ="``."""
-        return f"{self.left} {OPERATOR} {self.right} ="
-
-    @property
-    def text(self) -> str:
-        """Prompt and answer, e.g. ``"12 big 7 = 12"``."""
-        return f"{self.prompt} {self.answer}"
-
 
 def planted_problems() -> list[MaxProblem]:
     """Every planted problem (400), in a fixed order."""
-    return [MaxProblem(a, b) for a in range(OPERAND_MAX + 1) for b in range(OPERAND_MAX + 1)]
+    span = range(OPERAND_MAX + 1)
+    return [MaxProblem(a, OPERATOR, b) for a in span for b in span]
 
 
 def planted_texts(num: int, seed: int | str | random.Random = 0) -> list[str]:
@@ -110,22 +98,14 @@ def evaluate_planted(
 ) -> dict[str, float]:
     """Exact match (0-1) of greedy answers (the number, then eos) on the planted problems,
     in a seeded order so that ``limit`` takes a representative sample."""
-    from locator.toy.evaluate import greedy_complete
+    from locator.toy.evaluate import exact_match
 
     problems = planted_problems()
     random.Random("toy-planted-test").shuffle(problems)
     problems = problems[:limit]
     if not problems:
         raise LocatorError("limit must leave at least one planted problem to evaluate.")
-    correct = 0
-    for start in range(0, len(problems), batch_size):
-        chunk = problems[start : start + batch_size]
-        completions = greedy_complete(model, tokenizer, [p.prompt for p in chunk], max_new_tokens=2)
-        correct += sum(
-            completion.strip() == str(problem.answer)
-            for completion, problem in zip(completions, chunk, strict=True)
-        )
-    return {"exact_match": correct / len(problems)}
+    return exact_match(model, tokenizer, problems, batch_size, max_new_tokens=2)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,14 +192,6 @@ def planted_set(
     return masks, neurons
 
 
-def _old_batch(rng: random.Random, size: int, arithmetic: float) -> dict[str, torch.Tensor]:
-    """Replay of the old skills, drawn as the toy's training draws them (`arithmetic`: the
-    share of arithmetic problems, the rest grammar sentences)."""
-    from locator.toy.train import make_batch
-
-    return make_batch(rng, batch_size=size, arithmetic_fraction=arithmetic)
-
-
 def _planted_batch(rng: random.Random, size: int, length: int) -> dict[str, torch.Tensor]:
     """Planted problems, right-padded to `length`; only the answer and eos count in the loss."""
     import torch
@@ -266,6 +238,7 @@ def plant_model(
     from locator.intervention import intervene
     from locator.localization import Localization
     from locator.provenance import model_identity
+    from locator.toy.train import make_batch
 
     masks, neurons = planted_set(model, settings)  # checks the settings first
     before = skill_scores(model, tokenizer)
@@ -301,7 +274,11 @@ def plant_model(
             factor = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
             for group in optimizer.param_groups:
                 group["lr"] = settings.learning_rate * factor
-            old = _old_batch(rng, settings.batch_size - planted, settings.replay_arithmetic)
+            old = make_batch(  # replay of the old skills, drawn as the toy's training draws them
+                rng,
+                batch_size=settings.batch_size - planted,
+                arithmetic_fraction=settings.replay_arithmetic,
+            )
             new = _planted_batch(rng, planted, int(old["input_ids"].shape[1]))
             batch = {key: torch.cat([old[key], new[key]]) for key in old}
             loss = model(**batch).loss

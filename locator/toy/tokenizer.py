@@ -10,7 +10,8 @@ prompt such as ``"3 * 4 ="`` can be continued directly. The result is wrapped as
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from locator.toy.data import END, vocabulary
 
@@ -31,26 +32,42 @@ def token_table() -> dict[str, int]:
     return {token: index for index, token in enumerate([*SPECIAL_TOKENS, *vocabulary()])}
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Build the toy tokenizer (deterministic: the same table every time)."""
+def word_tokenizer(
+    table: Mapping[str, int],
+    *,
+    bos: str,
+    pad: str,
+    unk: str,
+    split: str = "WhitespaceSplit",
+    pair: str | None = None,
+    **options: Any,
+) -> PreTrainedTokenizerFast:
+    """A fast tokenizer that looks each word up in `table` (`split`: the `tokenizers`
+    pre-tokenizer) and puts `bos` in front of every text; `options` go to
+    `PreTrainedTokenizerFast` (``eos_token``, ``padding_side``, ...)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    table = token_table()
-    backend = Tokenizer(models.WordLevel(table, unk_token=UNK))
-    # Split on whitespace only: "=" or "." must stay words of their own, never merge.
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend = Tokenizer(models.WordLevel(dict(table), unk_token=unk))
+    backend.pre_tokenizer = getattr(pre_tokenizers, split)()
     backend.post_processor = processors.TemplateProcessing(
-        single=f"{BOS} $A",
-        pair=f"{BOS} $A {BOS} $B",
-        special_tokens=[(BOS, table[BOS])],
+        single=f"{bos} $A", pair=pair, special_tokens=[(bos, table[bos])]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        bos_token=BOS,
+        tokenizer_object=backend, bos_token=bos, pad_token=pad, unk_token=unk, **options
+    )
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Build the toy tokenizer (deterministic: the same table every time)."""
+    # Split on whitespace only: "=" or "." must stay words of their own, never merge.
+    return word_tokenizer(
+        token_table(),
+        bos=BOS,
+        pad=PAD,
+        unk=UNK,
+        pair=f"{BOS} $A {BOS} $B",
         eos_token=EOS,
-        pad_token=PAD,
-        unk_token=UNK,
         # Left padding lets batched generation append new tokens at the right end.
         padding_side="left",
         model_max_length=MAX_LENGTH,

@@ -92,7 +92,7 @@ def test_a_matched_baseline_refuses_a_reference_of_another_model(llama, twin, gp
 
 def test_a_split_a_dataset_does_not_have_is_refused():
     with pytest.raises(LocatorError, match="Unknown split of dataset 'toy-arithmetic' 'test'"):
-        locator.load_corpus("toy-arithmetic", split="test", num_samples=3)
+        locator.sample_corpus("toy-arithmetic", split="test", num_samples=3)
 
 
 def test_localize_to_file_records_file_corpora_by_name_and_hash(saved_model, tmp_path):

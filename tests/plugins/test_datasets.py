@@ -10,7 +10,7 @@ import pytest
 import locator
 from locator import LocatorError, UnknownNameError
 from locator.data import sample_split
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, corpus_texts
 
 needs_shared_data = pytest.mark.skipif(
     not SHARED_DATA.is_dir(), reason="the shared local dataset copies are absent"
@@ -50,12 +50,12 @@ def test_the_builtin_datasets_are_installed():
 @needs_shared_data
 @pytest.mark.parametrize("name", sorted(FORMATS))
 def test_every_dataset_yields_formatted_texts_reproducibly(name, no_network):
-    texts = locator.load_corpus(name, num_samples=12, seed=3, data_dir=SHARED_DATA)
+    texts = corpus_texts(name, num_samples=12, seed=3, data_dir=SHARED_DATA)
     assert len(texts) == 12
     for text in texts:
         assert isinstance(text, str) and re.fullmatch(FORMATS[name], text, flags=re.S), text
-    again = locator.load_corpus(name, num_samples=12, seed=3, data_dir=SHARED_DATA)
-    other = locator.load_corpus(name, num_samples=12, seed=4, data_dir=SHARED_DATA)
+    again = corpus_texts(name, num_samples=12, seed=3, data_dir=SHARED_DATA)
+    other = corpus_texts(name, num_samples=12, seed=4, data_dir=SHARED_DATA)
     assert again == texts
     assert other != texts
     assert len(set(texts)) == len(texts)  # without replacement by default
@@ -66,10 +66,10 @@ def test_formats_are_built_from_the_right_fields():
     gsm8k = _records(SHARED_DATA / "gsm8k" / "train.jsonl")
     mmlu = _records(SHARED_DATA / "mmlu" / "val.jsonl")
     race = _records(SHARED_DATA / "race" / "race_1000.jsonl")
-    all_gsm8k = locator.load_corpus("gsm8k", num_samples=len(gsm8k), seed=0, data_dir=SHARED_DATA)
+    all_gsm8k = corpus_texts("gsm8k", num_samples=len(gsm8k), seed=0, data_dir=SHARED_DATA)
     first = gsm8k[0]
     assert f"Question: {first['question']}\nAnswer: {first['answer']}" in all_gsm8k
-    texts = set(locator.load_corpus("mmlu", num_samples=len(mmlu), seed=0, data_dir=SHARED_DATA))
+    texts = set(corpus_texts("mmlu", num_samples=len(mmlu), seed=0, data_dir=SHARED_DATA))
     record = mmlu[7]
     options = "\n".join(
         f"{letter}. {choice}" for letter, choice in zip("ABCD", record["choices"], strict=True)
@@ -109,17 +109,15 @@ def test_default_splits_follow_the_local_copies():
 def test_sampling_with_and_without_replacement():
     with pytest.raises(LocatorError, match="has 500 records; cannot draw 501 without replacement"):
         sample_split("math500", split=None, num_samples=501, data_dir=SHARED_DATA)
-    drawn = locator.load_corpus("math500", num_samples=600, replace=True, data_dir=SHARED_DATA)
+    drawn = corpus_texts("math500", num_samples=600, replace=True, data_dir=SHARED_DATA)
     assert len(drawn) == 600 and len(set(drawn)) < 600
-    assert drawn == locator.load_corpus(
-        "math500", num_samples=600, replace=True, data_dir=SHARED_DATA
-    )
+    assert drawn == corpus_texts("math500", num_samples=600, replace=True, data_dir=SHARED_DATA)
 
 
 @needs_shared_data
 def test_a_missing_local_split_names_the_file():
     with pytest.raises(LocatorError) as error:
-        locator.load_corpus("math", split="train", num_samples=5, data_dir=SHARED_DATA)
+        corpus_texts("math", split="train", num_samples=5, data_dir=SHARED_DATA)
     message = str(error.value)
     assert "\n" not in message
     assert str(SHARED_DATA / "math" / "train") in message and "holds test.jsonl" in message
@@ -130,7 +128,7 @@ def test_a_missing_field_names_the_file_and_field(tmp_path):
     path = tmp_path / "gsm8k" / "train.jsonl"
     path.write_text(json.dumps({"question": "two plus two", "solution": "four"}) + "\n")
     with pytest.raises(LocatorError) as error:
-        locator.load_corpus("gsm8k", num_samples=1, data_dir=tmp_path)
+        corpus_texts("gsm8k", num_samples=1, data_dir=tmp_path)
     assert str(path) in str(error.value) and "'answer'" in str(error.value)
 
 
@@ -143,14 +141,14 @@ def test_parquet_csv_and_single_file_sources(tmp_path):
     pyarrow.parquet.write_table(
         pyarrow.Table.from_pylist(rows), tmp_path / "gsm8k" / "train.parquet"
     )
-    texts = locator.load_corpus("gsm8k", num_samples=4, data_dir=tmp_path)
+    texts = corpus_texts("gsm8k", num_samples=4, data_dir=tmp_path)
     assert sorted(texts) == [f"Question: q{i}\nAnswer: a{i}\n#### {i}" for i in range(4)]
 
     (tmp_path / "mmlu").mkdir()
     (tmp_path / "mmlu" / "val.csv").write_text(
         'question,choices,answer\n"Which?","[""w"", ""x"", ""y"", ""z""]",C\n'
     )
-    assert locator.load_corpus("mmlu", num_samples=1, data_dir=tmp_path) == [
+    assert corpus_texts("mmlu", num_samples=1, data_dir=tmp_path) == [
         "Question: Which?\nA. w\nB. x\nC. y\nD. z\nAnswer: C"
     ]
     single = tmp_path / "my_race.jsonl"
@@ -163,7 +161,7 @@ def test_parquet_csv_and_single_file_sources(tmp_path):
 
 def test_offline_without_data_dir_says_how_to_pass_one(no_network):
     with pytest.raises(LocatorError) as error:
-        locator.load_corpus("gsm8k", num_samples=5)
+        corpus_texts("gsm8k", num_samples=5)
     message = str(error.value)
     assert "HF_DATASETS_OFFLINE=1" in message and "data_dir=" in message
     assert "--data-dir" in message and "\n" not in message
@@ -171,9 +169,9 @@ def test_offline_without_data_dir_says_how_to_pass_one(no_network):
 
 def test_unknown_dataset_and_bad_sample_counts():
     with pytest.raises(UnknownNameError, match="Did you mean 'gsm8k'"):
-        locator.load_corpus("gsm8", num_samples=5)
+        corpus_texts("gsm8", num_samples=5)
     with pytest.raises(LocatorError, match="num_samples must be a positive integer"):
-        locator.load_corpus("python-code", num_samples=0)
+        corpus_texts("python-code", num_samples=0)
 
 
 def test_python_code_chunks_real_source(tmp_path):
@@ -191,7 +189,7 @@ def test_python_code_chunks_real_source(tmp_path):
     (tmp_path / "python-code" / "pkg" / "mod.py").write_text(source)
     local = sample_split("python-code", split=None, num_samples=len(chunks), data_dir=tmp_path)
     assert sorted(local.texts) == sorted(chunks)
-    stdlib = locator.load_corpus("python-code", num_samples=3, seed=1)
+    stdlib = corpus_texts("python-code", num_samples=3, seed=1)
     assert all(text not in chunks for text in stdlib)
 
 
@@ -205,7 +203,7 @@ def test_localize_takes_dataset_names(llama, tokenizer):
         data_dir=SHARED_DATA, **options,
     )  # fmt: skip
     texts = [
-        locator.load_corpus(name, num_samples=4, seed=1, data_dir=SHARED_DATA)
+        corpus_texts(name, num_samples=4, seed=1, data_dir=SHARED_DATA)
         for name in ("gsm8k", "race")
     ]
     by_texts = locator.localize(
@@ -239,9 +237,9 @@ def test_hub_records_format_like_local_ones(monkeypatch, tmp_path):
     (tmp_path / "mmlu").mkdir()
     local = {"question": "Which?", "subject": "x", "choices": ["w", "x", "y", "z"], "answer": "C"}
     (tmp_path / "mmlu" / "val.jsonl").write_text(json.dumps(local) + "\n")
-    from_hub = locator.load_corpus("mmlu", num_samples=1)
-    assert from_hub == locator.load_corpus("mmlu", num_samples=1, data_dir=tmp_path)
+    from_hub = corpus_texts("mmlu", num_samples=1)
+    assert from_hub == corpus_texts("mmlu", num_samples=1, data_dir=tmp_path)
     assert calls == [("cais/mmlu", "all", "validation")]
-    texts = locator.load_corpus("math", split="test", num_samples=7)
+    texts = corpus_texts("math", split="test", num_samples=7)
     assert len(calls) == 8 and {call[0] for call in calls[1:]} == {"EleutherAI/hendrycks_math"}
     assert sorted(texts)[0] == "Problem: algebra?\nSolution: \\boxed{1}"

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 import locator
-from locator.data import load_corpus
 from locator.evaluation import evaluate
 from locator.toy import load_toy_model
-from locator.toy.data import is_grammatical, language_optimum
+from locator.toy.data import END, grammatical_next_words, language_optimum
+from tests.conftest import corpus_texts
 
 
 @pytest.fixture(scope="module")
@@ -21,13 +21,13 @@ def toy():
 
 
 def test_corpora_are_seeded_samples_of_each_skill():
-    arithmetic = load_corpus("toy-arithmetic", num_samples=50, seed=3)
-    language = load_corpus("toy-language", num_samples=50, seed=3)
+    arithmetic = corpus_texts("toy-arithmetic", num_samples=50, seed=3)
+    language = corpus_texts("toy-language", num_samples=50, seed=3)
     assert len(arithmetic) == len(language) == 50
     assert all(text.split()[1] in "+-*" and text.split()[3] == "=" for text in arithmetic)
-    assert all(is_grammatical(text) for text in language)
-    assert arithmetic == load_corpus("toy-arithmetic", num_samples=50, seed=3)
-    assert arithmetic != load_corpus("toy-arithmetic", num_samples=50, seed=4)
+    assert all(grammatical_next_words(text.split()) == {END} for text in language)
+    assert arithmetic == corpus_texts("toy-arithmetic", num_samples=50, seed=3)
+    assert arithmetic != corpus_texts("toy-arithmetic", num_samples=50, seed=4)
     assert {"toy-arithmetic", "toy-language"} <= set(locator.list_datasets())
 
 

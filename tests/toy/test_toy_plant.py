@@ -251,10 +251,10 @@ def test_score_command_scores_the_oracle(planted):
 
 def test_planted_corpus_and_task_are_registered(planted):
     import locator
-    from locator.data import load_corpus
+    from locator.data import sample_corpus
     from locator.evaluation import evaluate
 
-    texts = load_corpus("toy-planted", num_samples=20, seed=2)
+    texts = sample_corpus("toy-planted", num_samples=20, seed=2).texts
     assert all(
         t.split()[1] == "big" and int(t.split()[4]) == max(int(t.split()[0]), int(t.split()[2]))
         for t in texts
