@@ -1,5 +1,6 @@
 """What a report needs to know about tasks and metrics: readable names, units, direction, and
-numbers formatted so that a column shows the differences it is about.
+numbers formatted so that a column shows the differences it is about; and the grouping and CSV
+writing every report module shares.
 
 Directions come from the results (the nullable ``higher_is_better`` column, lm-eval's task
 definition) and, for folders written before it existed, from `DIRECTIONS`, a small table of
@@ -11,7 +12,10 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 DIRECTIONS: dict[str, bool] = {
     "acc": True,
@@ -169,3 +173,26 @@ def column(values: Sequence[float | None], *, sign: bool = False) -> list[str]:
     """Format a column with one number of decimals chosen from its values (`decimals`)."""
     places = decimals(values)
     return [fixed(v, places, sign=sign) for v in values]
+
+
+def groups(items: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, list[Any]]:
+    """Items grouped by `key`, groups in first-seen order."""
+    grouped: dict[Any, list[Any]] = defaultdict(list)
+    for item in items:
+        grouped[key(item)].append(item)
+    return dict(grouped)
+
+
+def write_csv(path: Path, records: Sequence[Mapping[str, Any]]) -> Path:
+    """Write `records` as CSV, the first record's keys as the header (an empty file for none)."""
+    import csv
+    import io
+
+    from locator.io import atomic_write
+
+    buffer = io.StringIO()
+    if records:
+        writer = csv.DictWriter(buffer, fieldnames=list(records[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    return atomic_write(path, buffer.getvalue())
