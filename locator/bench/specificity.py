@@ -103,6 +103,14 @@ class Samples:
             )
         return self.scores[key]
 
+    def of(self, row: Row) -> ItemScores | None:
+        """The scores behind `row`'s value, or None when none were kept or they do not reproduce
+        it (an empty selection leaves the model unedited: its items are the unedited model's)."""
+        found = self.get((row["config_hash"],), row["task"], row["metric"])
+        if found is None and row["selected_count"] == 0:
+            found = self.get(("baseline", row["model"], row["dtype"]), row["task"], row["metric"])
+        return found if _agrees(found, row["value"]) else None
+
 
 def _read_scores(path: Path) -> dict[str, list[Any]]:
     """One per-item scores file as columns; a damaged one, or one of another schema, is a
@@ -209,6 +217,15 @@ class Bootstrap:
             self.counts[key] = counts.astype(np.uint8 if counts.max() < 256 else np.int32)
         return self.counts[key]
 
+    def resample_seeds(self, draws: np.ndarray) -> np.ndarray:
+        """[replicates, seeds] `draws` with the seeds resampled: the same picks for every
+        estimate over as many seeds (so that they are resampled jointly)."""
+        n = draws.shape[1]
+        if n < 2:
+            return draws
+        picks = np.random.default_rng(self.seed + 1).integers(0, n, (self.replicates, n))
+        return np.take_along_axis(draws, picks, axis=1)
+
     def change(self, edited: Side, reference: Side) -> Estimate:
         """Mean over common seeds of edited - reference, with a 95% interval."""
         seeds = sorted(set(edited) & set(reference))
@@ -226,14 +243,9 @@ class Bootstrap:
         return Estimate(mean=mean, low=mean - half, high=mean + half, seeds=len(seeds), items=0)
 
     def _paired(self, mean: float, seeds: Sequence[int], scores: Sequence[ItemScores]) -> Estimate:
-        common = scores[0].items
-        for score in scores[1:]:
-            common = np.intersect1d(common, score.items, assume_unique=True)
-        columns_wv, columns_w = [], []
-        for score in scores:
-            keep = np.isin(score.items, common, assume_unique=True)
-            columns_wv.append(score.values[keep] * score.weights[keep])
-            columns_w.append(score.weights[keep])
+        common, kept = common_items(scores)
+        columns_wv = [score.values[keep] * score.weights[keep] for score, keep in kept]
+        columns_w = [score.weights[keep] for score, keep in kept]
         counts = self.item_counts(common)
         replicates = np.empty((self.replicates, len(scores)))
         wv, w = np.stack(columns_wv, axis=1), np.stack(columns_w, axis=1)
@@ -242,12 +254,19 @@ class Bootstrap:
             with np.errstate(invalid="ignore", divide="ignore"):
                 replicates[start : start + 250] = (chunk @ wv) / (chunk @ w)
         n = len(seeds)
-        differences = replicates[:, :n] - replicates[:, n:]  # [replicates, seeds]
-        if n > 1:
-            picks = np.random.default_rng(self.seed + 1).integers(0, n, (self.replicates, n))
-            differences = np.take_along_axis(differences, picks, axis=1)
+        differences = self.resample_seeds(replicates[:, :n] - replicates[:, n:])
         low, high = np.nanpercentile(differences.mean(axis=1), [2.5, 97.5])
         return Estimate(mean=mean, low=float(low), high=float(high), seeds=n, items=len(common))
+
+
+def common_items(
+    scores: Sequence[ItemScores],
+) -> tuple[np.ndarray, list[tuple[ItemScores, np.ndarray]]]:
+    """The items every one of `scores` holds, and each score with its mask of those items."""
+    common = scores[0].items
+    for score in scores[1:]:
+        common = np.intersect1d(common, score.items, assume_unique=True)
+    return common, [(s, np.isin(s.items, common, assume_unique=True)) for s in scores]
 
 
 def _agrees(score: ItemScores | None, value: float) -> bool:
@@ -354,19 +373,7 @@ def changes(
         cells[key][row["seed"]] = row
 
     def side(cell: Mapping[int, Row]) -> dict[int, tuple[float, ItemScores | None]]:
-        # An empty selection leaves the model unedited: its items are the baseline's.
-        return {
-            seed: (
-                r["value"],
-                samples.get((r["config_hash"],), r["task"], r["metric"])
-                or (
-                    samples.get(("baseline", r["model"], r["dtype"]), r["task"], r["metric"])
-                    if r["selected_count"] == 0
-                    else None
-                ),
-            )
-            for seed, r in cell.items()
-        }
+        return {seed: (r["value"], samples.of(r)) for seed, r in cell.items()}
 
     found = []
     for key, cell in cells.items():
