@@ -33,11 +33,10 @@ from typing import Any
 import numpy as np
 
 from locator.bench.metrics import higher_is_better
+from locator.bench.score import REPLICATES
 from locator.errors import LocatorError
 
 Row = Mapping[str, Any]
-REPLICATES = 2000
-"""Bootstrap replicates per interval."""
 
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
 _T975 |= {9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}
