@@ -63,6 +63,7 @@ from locator.io import atomic_write
 
 Row = Mapping[str, Any]
 _EXPERIMENT = ("model", "dtype", "target", "controls")
+_NONE = (math.nan, math.nan, math.nan)  # no estimate, as (mean, low, high)
 
 
 def _experiment(row: Row) -> tuple[Any, ...]:
@@ -97,14 +98,6 @@ def _percent(values: Sequence[float]) -> list[str]:
 # The terminal summaries.
 
 
-def _aligned(header: Sequence[str], table: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header))]
-    return [
-        "  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True))
-        for line in [header, *table]
-    ]
-
-
 def summary_table(rows: Sequence[Row]) -> str:
     """A plain-text table: per experiment, the baseline then each (method, samples, factor,
     proportion) with the mean fraction edited and the mean of every metric over seeds; each
@@ -122,11 +115,11 @@ def summary_table(rows: Sequence[Row]) -> str:
             group, lambda r: (r["label"], r["num_samples"], r["factor"], r["proportion"])
         )
         keys = sorted(cells)
-        labels = [["baseline", "", "", "", ""]]
-        labels += [[label, str(n), f"{f:g}", f"{p:g}"] for label, n, f, p in keys]
         fractions = _percent([_mean(r["selected_fraction"] for r in cells[k]) for k in keys])
-        for line, fraction in zip(labels[1:], fractions, strict=True):
-            line.append(fraction)
+        labels = [["baseline", "", "", "", ""]] + [
+            [label, str(n), f"{f:g}", f"{p:g}", fraction]
+            for (label, n, f, p), fraction in zip(keys, fractions, strict=True)
+        ]
         columns = []
         for measure in measures:
             values = [baseline[measure]] + [
@@ -134,9 +127,10 @@ def summary_table(rows: Sequence[Row]) -> str:
                 for k in keys
             ]
             columns.append(column(values))
-        table = [line + [c[i] for c in columns] for i, line in enumerate(labels)]
+        table = [header] + [line + [c[i] for c in columns] for i, line in enumerate(labels)]
+        widths = [max(len(line[i]) for line in table) for i in range(len(header))]
         lines.append(_title(experiment))
-        lines += _aligned(header, table)
+        lines += ["  ".join(map(str.rjust, line, widths)) for line in table]
         lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -215,9 +209,8 @@ def _write_sections(
     """The report of a suite's results (not a ground-truth suite's) after its title, and
     ``specificity.csv`` (with a matrix suite's CSVs)."""
     out = document.out
-    all_tasks = list(dict.fromkeys(r["task"] for r in rows))
-    if skill is not None:
-        skill_task(rows[0]["target"], all_tasks, skill)  # a wrong name fails before any work
+    if skill is not None:  # a wrong name fails before any work
+        skill_task(rows[0]["target"], list(dict.fromkeys(r["task"] for r in rows)), skill)
     # Every file the report reads is checked before it writes anything: a report that fails
     # half-way would leave a folder without report.md, which no later report may replace.
     samples = read_samples(directory)
@@ -308,7 +301,7 @@ def _experiment_sections(
     ):
         where = f"{_factor_name(factor)}, {num_samples} calibration samples"
         stem = f"{number}-n{num_samples}-x{factor:g}"
-        heading = f"{model_label(model)}: {_factor_name(factor)}, {num_samples} calibration samples"
+        heading = f"{model_label(model)}: {where}"
         document.heading(3, f"Effect of editing: {where}")
         document.figure(
             figures.effect_figure(cell, style, heading, document.out / f"effect-{stem}"),
@@ -378,7 +371,7 @@ def _effect_table(document: Document, found: Sequence[Change]) -> None:
                         _clip(c.metric, c.baseline + c.unedited.high),
                     )
                     if c is not None
-                    else (math.nan, math.nan, math.nan)  # a part without this measure
+                    else _NONE  # a part without this measure
                     for c in chosen
                 ]
             )
@@ -454,17 +447,9 @@ def _specificity_tables(document: Document, found: Sequence[Change]) -> None:
             f"{role.capitalize()}: {measure_label(task, metric, higher)}. Changes are edited "
             "minus reference (mean over seeds, 95% interval)."
         )
-        unedited = _intervals(
-            [(c.unedited.mean, c.unedited.low, c.unedited.high) for c in cells], sign=True
-        )
-        matched = _intervals(
-            [
-                (c.matched.mean, c.matched.low, c.matched.high)
-                if c.matched
-                else (math.nan, math.nan, math.nan)
-                for c in cells
-            ],
-            sign=True,
+        unedited, matched = (
+            _intervals([(e.mean, e.low, e.high) if e else _NONE for e in estimates], sign=True)
+            for estimates in ([c.unedited for c in cells], [c.matched for c in cells])
         )
         resampled = [
             f"{c.unedited.items} items x {c.unedited.seeds} seeds"
