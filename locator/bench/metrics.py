@@ -103,9 +103,7 @@ def task_label(task: str) -> str:
     return TASK_NAMES.get(task, task.replace("_", " "))
 
 
-def metric_label(
-    metric: str, higher: bool | None, *, direction: bool = True, wrap: bool = False
-) -> str:
+def metric_label(metric: str, higher: bool | None, *, wrap: bool = False) -> str:
     """``loss`` -> ``loss (nats/token, lower is better)``; `wrap` breaks a long label into
     lines of at most 24 characters (for axis labels, which must fit a panel's height)."""
     name, filtering = _base(metric)
@@ -113,7 +111,7 @@ def metric_label(
     if filtering:
         readable += f" [{filtering}]"
     notes = [unit] if unit else []
-    if direction and higher is not None:
+    if higher is not None:
         notes.append("higher is better" if higher else "lower is better")
     if not notes:
         return readable
@@ -124,9 +122,9 @@ def metric_label(
     return "\n".join(textwrap.wrap(readable, 24) + textwrap.wrap(f"({', '.join(notes)})", 24))
 
 
-def measure_label(task: str, metric: str, higher: bool | None, *, direction: bool = True) -> str:
+def measure_label(task: str, metric: str, higher: bool | None) -> str:
     """Task and metric in one label: ``GSM8K (CoT) exact match (higher is better)``."""
-    return f"{task_label(task)} {metric_label(metric, higher, direction=direction)}"
+    return f"{task_label(task)} {metric_label(metric, higher)}"
 
 
 def model_label(model: str) -> str:
