@@ -228,14 +228,11 @@ def run_planting(
         models=(spec,),
         proportions=_proportions(model, truth, record["size"]),
     )
-    by_cell: dict[tuple[int, int, str], list[Any]] = defaultdict(list)
-    for configuration in plan(planted):
-        key = (configuration.num_samples, configuration.seed, configuration.method.label)
-        by_cell[key].append(configuration)
+    by_cell = groups(plan(planted), _cell)
     names = {key: stable_hash([c.key for c in found]) for key, found in by_cell.items()}
     finished = results.finished(out)
     todo = [c for key, found in by_cell.items() if names[key] not in finished for c in found]
-    run = {names[(c.num_samples, c.seed, c.method.label)] for c in todo}
+    run = {names[_cell(c)] for c in todo}
     if not todo:
         return len(by_cell), 0
     bench = Bench(planted, out, progress=progress)
@@ -244,17 +241,18 @@ def run_planting(
         bench.load(spec)
         texts = bench.draw(todo)
         for _, group in groupby(todo, key=lambda c: c.group):  # one statistics pass each
-            localized: dict[str, list[Any]] = defaultdict(list)
-            for configuration, localization, timings in bench.localized(list(group), texts):
-                localized[configuration.method.label].append((configuration, localization, timings))
-            for found in localized.values():
-                first = found[0][0]
-                name = names[(first.num_samples, first.seed, first.method.label)]
-                results.write_part(out, name, _score(bench, truth, found))
+            localized = bench.localized(list(group), texts)
+            for found in groups(localized, lambda item: item[0].method.label).values():
+                results.write_part(out, names[_cell(found[0][0])], _score(bench, truth, found))
                 bench.bar.update(len(found))
     finally:
         bench.bar.close()
     return len(by_cell) - len(run), len(run)
+
+
+def _cell(configuration: Any) -> tuple[int, int, str]:
+    """The (sample count, seed, method) cell of a configuration: one part file each."""
+    return configuration.num_samples, configuration.seed, configuration.method.label
 
 
 def _proportions(model: Any, truth: Any, size: int) -> tuple[float, ...]:
@@ -419,8 +417,7 @@ def records(found: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 **{name: statistics.fmean(c[name] for c in group) for name in _MEANS},
             }
         )
-    order = {level: i for i, level in enumerate(LEVELS)}
-    ranked.sort(key=lambda r: (order[r["level"]], -r["auprc"], r["method"]))
+    ranked.sort(key=lambda r: (LEVELS.index(r["level"]), -r["auprc"], r["method"]))
     counts: dict[str, int] = defaultdict(int)
     for record in ranked:
         counts[record["level"]] += 1
