@@ -348,6 +348,10 @@ def matched_labels(rows: Sequence[Row]) -> dict[str, str]:
     return found
 
 
+# The fields of a row that name its cell (whose rows differ by seed only).
+_CELL = ("num_samples", "factor", "label", "proportion", "task", "metric")
+
+
 def changes(
     rows: Sequence[Row],
     samples: Samples,
@@ -361,15 +365,7 @@ def changes(
     for row in rows:
         if "stderr" in row["metric"]:
             continue
-        key = (
-            row["num_samples"],
-            row["factor"],
-            row["label"],
-            row["proportion"],
-            row["task"],
-            row["metric"],
-        )
-        cells[key][row["seed"]] = row
+        cells[tuple(row[field] for field in _CELL)][row["seed"]] = row
 
     def side(cell: Mapping[int, Row]) -> dict[int, tuple[float, ItemScores | None]]:
         return {seed: (r["value"], samples.of(r)) for seed, r in cell.items()}
