@@ -94,8 +94,11 @@ def higher_is_better(metric: str, declared: bool | None = None) -> bool | None:
 
 
 def clip(metric: str, value: float) -> float:
-    """`value` clipped to the metric's range when it is a proportion (`PROPORTIONS`)."""
-    return min(1.0, max(0.0, value)) if _base(metric)[0] in PROPORTIONS else value
+    """`value` clipped to the metric's range when it is a proportion (`PROPORTIONS`); NaN (an
+    interval bound that cannot be computed) stays NaN, so that no interval is made up."""
+    if math.isnan(value) or _base(metric)[0] not in PROPORTIONS:
+        return value
+    return min(1.0, max(0.0, value))
 
 
 def task_label(task: str) -> str:

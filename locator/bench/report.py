@@ -367,8 +367,8 @@ def _effect_table(document: Document, found: Sequence[Change]) -> None:
                 [
                     (
                         c.value,
-                        _clip(c.metric, c.baseline + c.unedited.low),
-                        _clip(c.metric, c.baseline + c.unedited.high),
+                        clip(c.metric, c.baseline + c.unedited.low),
+                        clip(c.metric, c.baseline + c.unedited.high),
                     )
                     if c is not None
                     else _NONE  # a part without this measure
@@ -380,12 +380,6 @@ def _effect_table(document: Document, found: Sequence[Change]) -> None:
     directions = {(c.task, c.metric): c.higher for c in found}
     header += [measure_label(t, m, directions[(t, m)]) for t, m in measures]
     document.table(header, [line + [c[i] for c in columns] for i, line in enumerate(body)])
-
-
-def _clip(metric: str, value: float) -> float:
-    """`clip`, but an interval bound that cannot be computed stays NaN (clipping would turn it
-    into 0 and print an interval where there is none)."""
-    return value if math.isnan(value) else clip(metric, value)
 
 
 def _intervals(values: Sequence[tuple[float, float, float]], *, sign: bool = False) -> list[str]:
