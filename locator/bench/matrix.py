@@ -38,7 +38,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -56,21 +56,14 @@ from locator.bench.score import (
 from locator.bench.specificity import Bootstrap, Samples, common_items, matched_labels
 from locator.errors import LocatorError
 
+if TYPE_CHECKING:
+    from locator.bench.suite import SkillSpec
+
 Row = Mapping[str, Any]
 FEW_DRAWS = 3
 """A matched baseline with fewer seeded draws than this gets a note."""
 EXPERIMENT = ("model", "dtype", "num_samples")
 """The fields (of a row, a `Matrix`, a `Standing`) that name one experiment."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Skill:
-    """One skill of a matrix experiment: the corpus its sets are localized on and the task and
-    metric that measure it."""
-
-    corpus: str
-    task: str
-    metric: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,7 +143,7 @@ class _Cell:
     items: bool
 
 
-def declared_skills(directory: str | Path) -> dict[str, Skill]:
+def declared_skills(directory: str | Path) -> dict[str, SkillSpec]:
     """The skills of the matrix suite a results folder was run with (its ``_suite.json``), by
     name; empty when the suite declared none (or the folder has no manifest)."""
     from locator.bench.results import read_json
@@ -162,13 +155,10 @@ def declared_skills(directory: str | Path) -> dict[str, Skill]:
     source = read_json(path).get("source")
     if not source:
         return {}
-    return {
-        skill.name: Skill(corpus=skill.corpus, task=skill.task, metric=skill.metric)
-        for skill in parse_skills(source, path)
-    }
+    return {skill.name: skill for skill in parse_skills(source, path)}
 
 
-def _check(skills: Mapping[str, Skill]) -> None:
+def _check(skills: Mapping[str, SkillSpec]) -> None:
     if len(skills) < 2:
         raise LocatorError(f"a skill x skill matrix needs at least two skills, got {len(skills)}.")
     for what, values in (
@@ -260,7 +250,7 @@ def _jaccard(
 
 def analyze(
     rows: Sequence[Row],
-    skills: Mapping[str, Skill],
+    skills: Mapping[str, SkillSpec],
     samples: Samples,
     *,
     load: Selections | None = None,

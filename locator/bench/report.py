@@ -24,7 +24,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from locator.bench import figures, ground_truth, matrix
 from locator.bench.document import Document
@@ -60,6 +60,9 @@ from locator.bench.specificity import (
     specific,
 )
 from locator.io import atomic_write
+
+if TYPE_CHECKING:
+    from locator.bench.suite import SkillSpec
 
 Row = Mapping[str, Any]
 _EXPERIMENT = ("model", "dtype", "target", "controls")
@@ -259,7 +262,7 @@ def _experiment_sections(
     samples: Samples,
     bootstrap: Bootstrap,
     load: Selections,
-    skills: Mapping[str, matrix.Skill],
+    skills: Mapping[str, SkillSpec],
 ) -> list[Change]:
     """The sections of one experiment; returns its changes (for ``specificity.csv``)."""
     model, dtype, target, controls = experiment
