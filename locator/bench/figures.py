@@ -126,7 +126,13 @@ def _near(value: float, values: Collection[float]) -> bool:
     return any(math.isclose(value, other, rel_tol=1e-9) for other in values)
 
 
-def _legend_below(figure: Any, axes: Sequence[Any]) -> None:
+def _save(figure: Any, path: Path, title: str = "", axes: Sequence[Any] = ()) -> list[Path]:
+    """Save `figure` as ``path.png`` and ``path.svg`` (each atomically), with the legend of
+    `axes` below and `title` above (if any); return both paths."""
+    import io
+
+    from locator.io import atomic_write
+
     seen: dict[str, Any] = {}
     for axis in axes:
         for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
@@ -140,14 +146,8 @@ def _legend_below(figure: Any, axes: Sequence[Any]) -> None:
             fontsize="small",
             frameon=False,
         )
-
-
-def _save(figure: Any, path: Path) -> list[Path]:
-    """Save `figure` as ``path.png`` and ``path.svg`` (each atomically); return both paths."""
-    import io
-
-    from locator.io import atomic_write
-
+    if title:
+        figure.suptitle(title, fontsize="medium")
     written = []
     for suffix, options in (("png", {"dpi": 150}), ("svg", {})):
         buffer = io.BytesIO()
@@ -156,17 +156,13 @@ def _save(figure: Any, path: Path) -> list[Path]:
     return written
 
 
-def _measures(found: Sequence[Change]) -> list[tuple[str, str]]:
-    return list(dict.fromkeys((c.task, c.metric) for c in found))
-
-
 def effect_figure(
     found: Sequence[Change], style: Mapping[str, Style], title: str, path: Path
 ) -> list[Path]:
     """The paper's main figure for one factor and sample count: each measure against the
     fraction of scored parameters edited, per method (mean over seeds, 95% interval), the
     unedited model dashed."""
-    measures = _measures(found)
+    measures = list(dict.fromkeys((c.task, c.metric) for c in found))
     figure = _figure(len(measures))
     axes = figure.subplots(1, len(measures), squeeze=False)[0]
     proportions = sorted({c.proportion for c in found})
@@ -208,9 +204,7 @@ def effect_figure(
         axis.set_title(task_label(task), fontsize="medium")
         _plain(axis)
         axis.grid(True, alpha=0.3)
-    _legend_below(figure, axes)
-    figure.suptitle(title, fontsize="medium")
-    return _save(figure, path)
+    return _save(figure, path, title, axes)
 
 
 def _direction_word(higher: bool | None) -> str:
@@ -296,9 +290,7 @@ def plane_figure(
         _plain(axis)
         _plain(axis, "x")
         axis.grid(True, alpha=0.3)
-    _legend_below(figure, axes)
-    figure.suptitle(title, fontsize="medium")
-    return _save(figure, path)
+    return _save(figure, path, title, axes)
 
 
 def _overlap_lines(
@@ -410,9 +402,7 @@ def consistency_figure(
         markersize=4,
         label="random selections of the same sizes (expected)",
     )
-    _legend_below(figure, axes)
-    figure.suptitle(title, fontsize="medium")
-    return _save(figure, path)
+    return _save(figure, path, title, axes)
 
 
 def placement_figure(
@@ -459,9 +449,7 @@ def placement_figure(
     if placements:
         layer_keys = sorted({k for layers, _ in placements.values() for k in layers})
         blocks.set_xticks(layer_keys)
-    _legend_below(figure, [blocks])
-    figure.suptitle(title, fontsize="medium")
-    return _save(figure, path)
+    return _save(figure, path, title, [blocks])
 
 
 def matrix_figure(

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from locator.bench.metrics import groups, model_label
 from locator.errors import LocatorError
 from locator.toy.plant import LANGUAGE_LIMIT, LEVELS, PLANTED_TASK, PLANTING_FILE, PlantingSettings
 
@@ -227,14 +228,11 @@ def run_planting(
         models=(spec,),
         proportions=_proportions(model, truth, record["size"]),
     )
-    by_cell: dict[tuple[int, int, str], list[Any]] = defaultdict(list)
-    for configuration in plan(planted):
-        key = (configuration.num_samples, configuration.seed, configuration.method.label)
-        by_cell[key].append(configuration)
+    by_cell = groups(plan(planted), _cell)
     names = {key: stable_hash([c.key for c in found]) for key, found in by_cell.items()}
     finished = results.finished(out)
     todo = [c for key, found in by_cell.items() if names[key] not in finished for c in found]
-    run = {names[(c.num_samples, c.seed, c.method.label)] for c in todo}
+    run = {names[_cell(c)] for c in todo}
     if not todo:
         return len(by_cell), 0
     bench = Bench(planted, out, progress=progress)
@@ -243,17 +241,18 @@ def run_planting(
         bench.load(spec)
         texts = bench.draw(todo)
         for _, group in groupby(todo, key=lambda c: c.group):  # one statistics pass each
-            localized: dict[str, list[Any]] = defaultdict(list)
-            for configuration, localization, timings in bench.localized(list(group), texts):
-                localized[configuration.method.label].append((configuration, localization, timings))
-            for found in localized.values():
-                first = found[0][0]
-                name = names[(first.num_samples, first.seed, first.method.label)]
-                results.write_part(out, name, _score(bench, truth, found))
+            localized = bench.localized(list(group), texts)
+            for found in groups(localized, lambda item: item[0].method.label).values():
+                results.write_part(out, names[_cell(found[0][0])], _score(bench, truth, found))
                 bench.bar.update(len(found))
     finally:
         bench.bar.close()
     return len(by_cell) - len(run), len(run)
+
+
+def _cell(configuration: Any) -> tuple[int, int, str]:
+    """The (sample count, seed, method) cell of a configuration: one part file each."""
+    return configuration.num_samples, configuration.seed, configuration.method.label
 
 
 def _proportions(model: Any, truth: Any, size: int) -> tuple[float, ...]:
@@ -321,8 +320,6 @@ def is_ground_truth(rows: Sequence[Mapping[str, Any]]) -> bool:
 
 def planting_records(directory: Path, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The planting record of every planted model the rows name, by planting name."""
-    from locator.bench.metrics import model_label
-
     names = dict.fromkeys(model_label(row["model"]) for row in rows)
     found = {}
     for name in names:
@@ -345,13 +342,8 @@ def cells(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One record per (planting, seed, method): the scores at the cut of |S|'s size (precision,
     recall, chance, the tasks after pruning) and the AUPRC; a row's planting is named
     ``_plantings/<level>-<seed of S>`` (`ensure_planting`)."""
-    from locator.bench.metrics import model_label
-
-    by_cut: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_cut[row["config_hash"]].append(row)
     found = []
-    for cut in by_cut.values():
+    for cut in groups(rows, lambda row: row["config_hash"]).values():
         values = {(r["task"], r["metric"]): r for r in cut}
         scored = next((r for r in cut if r["metric"] == "auprc"), None)
         if scored is None:
@@ -408,15 +400,10 @@ _MEANS = (
 def records(found: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The rows of ``ground-truth.csv``: per level, each method ranked by mean AUPRC, its 95%
     interval (`interval`), and the means of the other scores over its cells."""
-    grouped: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
-    for cell in found:
-        grouped[(cell["level"], cell["method"])].append(cell)
     ranked = []
-    for (level, method), group in grouped.items():
-        by_planting: dict[Any, list[float]] = defaultdict(list)
-        for cell in group:
-            by_planting[cell["planting"]].append(cell["auprc"])
-        mean, low, high = interval(by_planting)
+    for (level, method), group in groups(found, lambda c: (c["level"], c["method"])).items():
+        by_planting = groups(group, lambda c: c["planting"])
+        mean, low, high = interval({p: [c["auprc"] for c in v] for p, v in by_planting.items()})
         ranked.append(
             {
                 "level": level,
@@ -430,8 +417,7 @@ def records(found: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 **{name: statistics.fmean(c[name] for c in group) for name in _MEANS},
             }
         )
-    order = {level: i for i, level in enumerate(LEVELS)}
-    ranked.sort(key=lambda r: (order[r["level"]], -r["auprc"], r["method"]))
+    ranked.sort(key=lambda r: (LEVELS.index(r["level"]), -r["auprc"], r["method"]))
     counts: dict[str, int] = defaultdict(int)
     for record in ranked:
         counts[record["level"]] += 1
@@ -472,9 +458,9 @@ def write_section(
             [
                 name,
                 f"{record['size']:,}",
-                " → ".join(f"{record[k]['planted']:.3f}" for k in ("before", "after", "s_pruned")),
-                " → ".join(
-                    f"{record[k]['arithmetic']:.3f}" for k in ("before", "after", "s_pruned")
+                *(
+                    " → ".join(f"{record[k][skill]:.3f}" for k in ("before", "after", "s_pruned"))
+                    for skill in ("planted", "arithmetic")
                 ),
                 f"{record['before']['language_loss']:.4f} → {record['after']['language_loss']:.4f}",
                 str(record["wall_seconds"]),
@@ -504,7 +490,7 @@ def write_section(
                     r["method"],
                     r["unit"],
                     str(r["cells"]),
-                    f"{r['auprc']:.3f} [{r['auprc_low']:.3f}, {r['auprc_high']:.3f}]",
+                    _auprc(r),
                     *(f"{r[name]:.3f}" for name in _MEANS if name != "language_loss_after_pruning"),
                 ]
                 for r in found
@@ -518,8 +504,9 @@ def summary(rows: Sequence[Mapping[str, Any]]) -> str:
     for r in records(cells(rows)):
         if r["rank"] == 1:
             lines.append(f"{r['level']}-level truth: mean AUPRC [95%] (chance)")
-        lines.append(
-            f"  {r['method']:<28} {r['auprc']:.3f} [{r['auprc_low']:.3f}, {r['auprc_high']:.3f}] "
-            f"({r['chance']:.3f}), {r['cells']} cells"
-        )
+        lines.append(f"  {r['method']:<28} {_auprc(r)} ({r['chance']:.3f}), {r['cells']} cells")
     return "\n".join(lines)
+
+
+def _auprc(record: Mapping[str, Any]) -> str:
+    return f"{record['auprc']:.3f} [{record['auprc_low']:.3f}, {record['auprc_high']:.3f}]"

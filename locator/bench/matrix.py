@@ -38,12 +38,12 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from locator.bench.document import Document
-from locator.bench.metrics import higher_is_better
+from locator.bench.metrics import groups, higher_is_better, write_csv
 from locator.bench.overlap import Selections
 from locator.bench.score import (
     Effect,
@@ -53,25 +53,17 @@ from locator.bench.score import (
     fraction_range,
     score,
 )
-from locator.bench.specificity import Bootstrap, ItemScores, Samples, matched_labels
+from locator.bench.specificity import Bootstrap, Samples, common_items, matched_labels
 from locator.errors import LocatorError
-from locator.io import atomic_write
+
+if TYPE_CHECKING:
+    from locator.bench.suite import SkillSpec
 
 Row = Mapping[str, Any]
 FEW_DRAWS = 3
 """A matched baseline with fewer seeded draws than this gets a note."""
 EXPERIMENT = ("model", "dtype", "num_samples")
 """The fields (of a row, a `Matrix`, a `Standing`) that name one experiment."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Skill:
-    """One skill of a matrix experiment: the corpus its sets are localized on and the task and
-    metric that measure it."""
-
-    corpus: str
-    task: str
-    metric: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -151,7 +143,7 @@ class _Cell:
     items: bool
 
 
-def declared_skills(directory: str | Path) -> dict[str, Skill]:
+def declared_skills(directory: str | Path) -> dict[str, SkillSpec]:
     """The skills of the matrix suite a results folder was run with (its ``_suite.json``), by
     name; empty when the suite declared none (or the folder has no manifest)."""
     from locator.bench.results import read_json
@@ -163,13 +155,10 @@ def declared_skills(directory: str | Path) -> dict[str, Skill]:
     source = read_json(path).get("source")
     if not source:
         return {}
-    return {
-        skill.name: Skill(corpus=skill.corpus, task=skill.task, metric=skill.metric)
-        for skill in parse_skills(source, path)
-    }
+    return {skill.name: skill for skill in parse_skills(source, path)}
 
 
-def _check(skills: Mapping[str, Skill]) -> None:
+def _check(skills: Mapping[str, SkillSpec]) -> None:
     if len(skills) < 2:
         raise LocatorError(f"a skill x skill matrix needs at least two skills, got {len(skills)}.")
     for what, values in (
@@ -178,18 +167,6 @@ def _check(skills: Mapping[str, Skill]) -> None:
     ):
         if len(set(values)) < len(values):
             raise LocatorError(f"two matrix skills share one {what}; give each skill its own.")
-
-
-def _item_scores(samples: Samples, row: Row) -> ItemScores | None:
-    """The row's per-item scores when kept and they reproduce its value (an empty selection
-    leaves the model unedited: its items are the unedited model's)."""
-    found = samples.get((row["config_hash"],), row["task"], row["metric"])
-    if found is None and row["selected_count"] == 0:
-        found = samples.get(("baseline", row["model"], row["dtype"]), row["task"], row["metric"])
-    value = row["value"]
-    if found is None or len(found.items) == 0 or value is None or math.isnan(value):
-        return None
-    return found if math.isclose(found.mean(), value, rel_tol=1e-6, abs_tol=1e-9) else None
 
 
 def _cell(
@@ -221,17 +198,13 @@ def _cell(
     # + 0.0: no -0.0 where an accuracy did not move
     per_seed = {s: scale * (method[s]["value"] - random[s]["value"]) + 0.0 for s in seeds}
     fraction = statistics.fmean(method[s]["selected_fraction"] for s in seeds)
-    scores = [_item_scores(samples, side[s]) for side in (method, random) for s in seeds]
+    scores = [samples.of(side[s]) for side in (method, random) for s in seeds]
     n, count = len(seeds), bootstrap.replicates
     if all(score is not None for score in scores):
-        kept: list[ItemScores] = [score for score in scores if score is not None]
-        common = kept[0].items
-        for score in kept[1:]:
-            common = np.intersect1d(common, score.items, assume_unique=True)
+        common, kept = common_items([score for score in scores if score is not None])
         counts = bootstrap.item_counts(common).astype(np.float64)  # [replicates, items]
         means = []
-        for score in kept:
-            keep = np.isin(score.items, common, assume_unique=True)
+        for score, keep in kept:
             weights = score.weights[keep]
             with np.errstate(invalid="ignore", divide="ignore"):
                 means.append((counts @ (score.values[keep] * weights)) / (counts @ weights))
@@ -242,9 +215,7 @@ def _cell(
         items = False
     else:
         return _Cell(per_seed=per_seed, replicates=None, fraction=fraction, items=False)
-    if n > 1:  # the same picks for every cell with as many seeds: resampled jointly
-        picks = np.random.default_rng(bootstrap.seed + 1).integers(0, n, (count, n))
-        draws = np.take_along_axis(draws, picks, axis=1)
+    draws = bootstrap.resample_seeds(draws)
     return _Cell(
         per_seed=per_seed, replicates=np.median(draws, axis=1), fraction=fraction, items=items
     )
@@ -279,7 +250,7 @@ def _jaccard(
 
 def analyze(
     rows: Sequence[Row],
-    skills: Mapping[str, Skill],
+    skills: Mapping[str, SkillSpec],
     samples: Samples,
     *,
     load: Selections | None = None,
@@ -374,7 +345,14 @@ def analyze(
     return MatrixResults(skills=names, matrices=tuple(matrices), standings=tuple(standings))
 
 
-def _effects(label: str, proportion: float, cells: Mapping[tuple[str, str], _Cell]) -> list[Effect]:
+def _effects(
+    label: str,
+    proportion: float,
+    cells: Mapping[tuple[str, str], _Cell],
+    replicate: int | None = None,
+) -> list[Effect]:
+    """The effects of one method's cells at one proportion: one per seed, or with `replicate`
+    one per cell, that replicate's median over seeds."""
     return [
         Effect(
             method=label,
@@ -386,7 +364,9 @@ def _effects(label: str, proportion: float, cells: Mapping[tuple[str, str], _Cel
             excess=excess,
         )
         for (removed, measured), cell in cells.items()
-        for seed, excess in cell.per_seed.items()
+        for seed, excess in (
+            cell.per_seed.items() if replicate is None else [(0, float(cell.replicates[replicate]))]  # type: ignore[index]
+        )
     ]
 
 
@@ -396,9 +376,7 @@ def _standings(
     configurations: Mapping[tuple[Any, ...], Mapping[str, Row]],
     replicates: int,
 ) -> list[Standing]:
-    experiments: dict[tuple[Any, ...], list[Matrix]] = defaultdict(list)
-    for matrix in matrices:
-        experiments[(matrix.model, matrix.dtype, matrix.num_samples)].append(matrix)
+    experiments = groups(matrices, lambda m: (m.model, m.dtype, m.num_samples))
     standings = []
     for experiment, found in experiments.items():
         labels = list(dict.fromkeys(m.label for m in found))
@@ -452,28 +430,14 @@ def _bounds(
 ) -> tuple[float, float]:
     """The bounds of the score's 95% interval from the cells' replicates: each replicate
     places one effect per cell, the cell's replicate median over seeds (NaN without)."""
-    chosen = [
-        (matrix.proportion, pair, cell)
-        for matrix in mine
-        for pair, cell in cells[(*experiment, label, matrix.proportion)].items()
-    ]
-    if not chosen or any(cell.replicates is None for _, _, cell in chosen):
+    chosen = [(m.proportion, cells[(*experiment, label, m.proportion)]) for m in mine]
+    found = [cell for _, pairs in chosen for cell in pairs.values()]
+    if not found or any(cell.replicates is None for cell in found):
         return math.nan, math.nan
-    draws = []
-    for r in range(replicates):
-        effects = [
-            Effect(
-                method=label,
-                removed=removed,
-                evaluated=measured,
-                proportion=proportion,
-                seed=0,
-                fraction=cell.fraction,
-                excess=float(cell.replicates[r]),  # type: ignore[index]
-            )
-            for proportion, (removed, measured), cell in chosen
-        ]
-        draws.append(score(effects, label, low, high))
+    draws = [
+        score([e for p, pairs in chosen for e in _effects(label, p, pairs, r)], label, low, high)
+        for r in range(replicates)
+    ]
     bounds = np.nanpercentile(draws, [2.5, 97.5])
     return float(bounds[0]), float(bounds[1])
 
@@ -543,55 +507,12 @@ def leaderboard_records(results: MatrixResults) -> list[dict[str, Any]]:
     return records
 
 
-def _write_csv(path: Path, records: Sequence[Mapping[str, Any]], header: Sequence[str]) -> Path:
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(header), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    return atomic_write(path, buffer.getvalue())
-
-
-_MATRIX_COLUMNS = (
-    "model",
-    "dtype",
-    "num_samples",
-    "method",
-    "matched_baseline",
-    "proportion",
-    "fraction_edited",
-    "removed_skill",
-    "measured_skill",
-    "value",
-    "low",
-    "high",
-    "jaccard",
-)
-_LEADERBOARD_COLUMNS = (
-    "rank",
-    "model",
-    "dtype",
-    "num_samples",
-    "method",
-    "score",
-    "low",
-    "high",
-    "matched_baseline",
-    "baseline_draws",
-    "statistics_seconds",
-    "localization_seconds",
-    "note",
-)
-
-
 def write_csvs(out: str | Path, results: MatrixResults) -> tuple[Path, Path]:
     """Write ``leaderboard.csv`` and ``matrix.csv`` into `out`; return their paths."""
     out = Path(out)
     return (
-        _write_csv(out / "leaderboard.csv", leaderboard_records(results), _LEADERBOARD_COLUMNS),
-        _write_csv(out / "matrix.csv", matrix_records(results), _MATRIX_COLUMNS),
+        write_csv(out / "leaderboard.csv", leaderboard_records(results)),
+        write_csv(out / "matrix.csv", matrix_records(results)),
     )
 
 
@@ -627,9 +548,7 @@ def leaderboard_section(document: Document, results: MatrixResults) -> None:
         "the evaluated items and the seeds (over seeds alone where no per-item scores were "
         "kept). Seconds are means per localization."
     )
-    experiments: dict[tuple[Any, ...], list[Standing]] = defaultdict(list)
-    for standing in results.standings:
-        experiments[(standing.model, standing.dtype, standing.num_samples)].append(standing)
+    experiments = groups(results.standings, lambda s: (s.model, s.dtype, s.num_samples))
     for experiment, standings in experiments.items():
         if len(experiments) > 1:
             document.heading(3, _title(*experiment))

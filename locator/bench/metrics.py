@@ -1,5 +1,6 @@
 """What a report needs to know about tasks and metrics: readable names, units, direction, and
-numbers formatted so that a column shows the differences it is about.
+numbers formatted so that a column shows the differences it is about; and the grouping and CSV
+writing every report module shares.
 
 Directions come from the results (the nullable ``higher_is_better`` column, lm-eval's task
 definition) and, for folders written before it existed, from `DIRECTIONS`, a small table of
@@ -11,7 +12,10 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 DIRECTIONS: dict[str, bool] = {
     "acc": True,
@@ -90,8 +94,11 @@ def higher_is_better(metric: str, declared: bool | None = None) -> bool | None:
 
 
 def clip(metric: str, value: float) -> float:
-    """`value` clipped to the metric's range when it is a proportion (`PROPORTIONS`)."""
-    return min(1.0, max(0.0, value)) if _base(metric)[0] in PROPORTIONS else value
+    """`value` clipped to the metric's range when it is a proportion (`PROPORTIONS`); NaN (an
+    interval bound that cannot be computed) stays NaN, so that no interval is made up."""
+    if math.isnan(value) or _base(metric)[0] not in PROPORTIONS:
+        return value
+    return min(1.0, max(0.0, value))
 
 
 def task_label(task: str) -> str:
@@ -99,9 +106,7 @@ def task_label(task: str) -> str:
     return TASK_NAMES.get(task, task.replace("_", " "))
 
 
-def metric_label(
-    metric: str, higher: bool | None, *, direction: bool = True, wrap: bool = False
-) -> str:
+def metric_label(metric: str, higher: bool | None, *, wrap: bool = False) -> str:
     """``loss`` -> ``loss (nats/token, lower is better)``; `wrap` breaks a long label into
     lines of at most 24 characters (for axis labels, which must fit a panel's height)."""
     name, filtering = _base(metric)
@@ -109,7 +114,7 @@ def metric_label(
     if filtering:
         readable += f" [{filtering}]"
     notes = [unit] if unit else []
-    if direction and higher is not None:
+    if higher is not None:
         notes.append("higher is better" if higher else "lower is better")
     if not notes:
         return readable
@@ -120,9 +125,9 @@ def metric_label(
     return "\n".join(textwrap.wrap(readable, 24) + textwrap.wrap(f"({', '.join(notes)})", 24))
 
 
-def measure_label(task: str, metric: str, higher: bool | None, *, direction: bool = True) -> str:
+def measure_label(task: str, metric: str, higher: bool | None) -> str:
     """Task and metric in one label: ``GSM8K (CoT) exact match (higher is better)``."""
-    return f"{task_label(task)} {metric_label(metric, higher, direction=direction)}"
+    return f"{task_label(task)} {metric_label(metric, higher)}"
 
 
 def model_label(model: str) -> str:
@@ -169,3 +174,26 @@ def column(values: Sequence[float | None], *, sign: bool = False) -> list[str]:
     """Format a column with one number of decimals chosen from its values (`decimals`)."""
     places = decimals(values)
     return [fixed(v, places, sign=sign) for v in values]
+
+
+def groups(items: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, list[Any]]:
+    """Items grouped by `key`, groups in first-seen order."""
+    grouped: dict[Any, list[Any]] = defaultdict(list)
+    for item in items:
+        grouped[key(item)].append(item)
+    return dict(grouped)
+
+
+def write_csv(path: Path, records: Sequence[Mapping[str, Any]]) -> Path:
+    """Write `records` as CSV, the first record's keys as the header (an empty file for none)."""
+    import csv
+    import io
+
+    from locator.io import atomic_write
+
+    buffer = io.StringIO()
+    if records:
+        writer = csv.DictWriter(buffer, fieldnames=list(records[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    return atomic_write(path, buffer.getvalue())

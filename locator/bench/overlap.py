@@ -23,11 +23,14 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from locator.errors import LocatorError
+
 Row = Mapping[str, Any]
 
 
 class Selections:
-    """Loads selection files on demand, keeping only the most recent few in memory."""
+    """Loads selection files on demand, keeping only the most recent few in memory; a damaged
+    file is an error saying how to have it saved again."""
 
     def __init__(self, directory: Path, keep: int = 8) -> None:
         self.directory, self.keep = directory, keep
@@ -40,8 +43,33 @@ class Selections:
         if relative not in self.loaded:
             if len(self.loaded) >= self.keep:
                 self.loaded.pop(next(iter(self.loaded)))
-            self.loaded[relative] = Localization.load(self.directory / relative)
+            try:
+                self.loaded[relative] = Localization.load(self.directory / relative)
+            except LocatorError as error:
+                raise self._damaged(relative, str(error)) from None
         return self.loaded[relative]
+
+    def check(self, relative: str) -> None:
+        """Refuse a selection file that is missing or whose header is not a localization's
+        (reads the header only)."""
+        from safetensors import SafetensorError, safe_open
+
+        path = self.directory / relative
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                found = "locator" in (handle.metadata() or {})
+        except (SafetensorError, OSError) as error:
+            raise self._damaged(
+                relative, f"{str(path)!r} is not a safetensors file: {error}"
+            ) from None
+        if not found:
+            raise self._damaged(relative, f"{str(path)!r} is not a localization file")
+
+    def _damaged(self, relative: str, problem: str) -> LocatorError:
+        return LocatorError(
+            f"{problem.rstrip('.')}; delete {relative} and rerun `locator bench` into "
+            f"{str(self.directory)!r} to save it again, then rerun the report."
+        )
 
 
 def expected_jaccard(first: Any, second: Any) -> float:

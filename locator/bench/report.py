@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from locator.bench import figures, ground_truth, matrix
 from locator.bench.document import Document
@@ -33,10 +33,12 @@ from locator.bench.metrics import (
     column,
     decimals,
     fixed,
+    groups,
     higher_is_better,
     measure_label,
     metric_label,
     model_label,
+    write_csv,
 )
 from locator.bench.overlap import (
     Overlap,
@@ -57,11 +59,14 @@ from locator.bench.specificity import (
     skill_task,
     specific,
 )
-from locator.errors import LocatorError
 from locator.io import atomic_write
+
+if TYPE_CHECKING:
+    from locator.bench.suite import SkillSpec
 
 Row = Mapping[str, Any]
 _EXPERIMENT = ("model", "dtype", "target", "controls")
+_NONE = (math.nan, math.nan, math.nan)  # no estimate, as (mean, low, high)
 
 
 def _experiment(row: Row) -> tuple[Any, ...]:
@@ -71,14 +76,6 @@ def _experiment(row: Row) -> tuple[Any, ...]:
 def _title(experiment: Sequence[Any]) -> str:
     model, dtype, target, controls = experiment
     return f"{model_label(model)} ({dtype}): target {target}, controls {controls or '(none)'}"
-
-
-def _groups(rows: Iterable[Any], key: Callable[[Any], Any]) -> dict[Any, list[Any]]:
-    """Items grouped by `key`, groups in first-seen order."""
-    grouped: dict[Any, list[Any]] = defaultdict(list)
-    for row in rows:
-        grouped[key(row)].append(row)
-    return dict(grouped)
 
 
 def _measures(rows: Iterable[Row]) -> list[tuple[str, str]]:
@@ -104,14 +101,6 @@ def _percent(values: Sequence[float]) -> list[str]:
 # The terminal summaries.
 
 
-def _aligned(header: Sequence[str], table: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(line[i]) for line in [header, *table]) for i in range(len(header))]
-    return [
-        "  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True))
-        for line in [header, *table]
-    ]
-
-
 def summary_table(rows: Sequence[Row]) -> str:
     """A plain-text table: per experiment, the baseline then each (method, samples, factor,
     proportion) with the mean fraction edited and the mean of every metric over seeds; each
@@ -120,20 +109,20 @@ def summary_table(rows: Sequence[Row]) -> str:
     if ground_truth.is_ground_truth(rows):
         return ground_truth.summary(rows)
     lines = []
-    for experiment, group in _groups(rows, _experiment).items():
+    for experiment, group in groups(rows, _experiment).items():
         measures = _measures(group)
         header = ["method", "samples", "factor", "proportion", "fraction"]
         header += [f"{task}:{metric}" for task, metric in measures]
         baseline = {(r["task"], r["metric"]): r["baseline_value"] for r in group}
-        cells = _groups(
+        cells = groups(
             group, lambda r: (r["label"], r["num_samples"], r["factor"], r["proportion"])
         )
         keys = sorted(cells)
-        labels = [["baseline", "", "", "", ""]]
-        labels += [[label, str(n), f"{f:g}", f"{p:g}"] for label, n, f, p in keys]
         fractions = _percent([_mean(r["selected_fraction"] for r in cells[k]) for k in keys])
-        for line, fraction in zip(labels[1:], fractions, strict=True):
-            line.append(fraction)
+        labels = [["baseline", "", "", "", ""]] + [
+            [label, str(n), f"{f:g}", f"{p:g}", fraction]
+            for (label, n, f, p), fraction in zip(keys, fractions, strict=True)
+        ]
         columns = []
         for measure in measures:
             values = [baseline[measure]] + [
@@ -141,9 +130,10 @@ def summary_table(rows: Sequence[Row]) -> str:
                 for k in keys
             ]
             columns.append(column(values))
-        table = [line + [c[i] for c in columns] for i, line in enumerate(labels)]
+        table = [header] + [line + [c[i] for c in columns] for i, line in enumerate(labels)]
+        widths = [max(len(line[i]) for line in table) for i in range(len(header))]
         lines.append(_title(experiment))
-        lines += _aligned(header, table)
+        lines += ["  ".join(map(str.rjust, line, widths)) for line in table]
         lines.append("")
     return "\n".join(lines).rstrip()
 
@@ -156,15 +146,15 @@ def headline(rows: Sequence[Row], proportion: float = 0.05) -> str:
     if ground_truth.is_ground_truth(rows):
         return ground_truth.summary(rows)
     lines = []
-    for experiment, group in _groups(rows, _experiment).items():
+    for experiment, group in groups(rows, _experiment).items():
         chosen = min({r["proportion"] for r in group}, key=lambda p: (abs(p - proportion), p))
         measures = _measures(group)
         baseline = {(r["task"], r["metric"]): r["baseline_value"] for r in group}
         lines.append(f"{_title(experiment)}; proportion {chosen:g}:")
         at = [r for r in group if r["proportion"] == chosen]
-        for factor, edited in sorted(_groups(at, lambda r: r["factor"]).items()):
+        for factor, edited in sorted(groups(at, lambda r: r["factor"]).items()):
             lines.append(f"  {_factor_name(factor)}")
-            for label, method_rows in _groups(edited, lambda r: r["label"]).items():
+            for label, method_rows in groups(edited, lambda r: r["label"]).items():
                 fraction = _mean(r["selected_fraction"] for r in method_rows)
                 moved = []
                 for task, metric in measures:
@@ -194,23 +184,44 @@ def write_report(
     directory = Path(directory)
     rows = read_results(directory).to_pylist()
     out = Path(out) if out is not None else directory / "_report"
-    if ground_truth.is_ground_truth(rows):
-        return _ground_truth_report(directory, rows, out)
-    all_tasks = list(dict.fromkeys(r["task"] for r in rows))
-    if skill is not None:
-        skill_task(rows[0]["target"], all_tasks, skill)  # a wrong name fails before any work
+    title = f"Benchmark report: {', '.join(sorted({r['suite'] for r in rows}))}"
+    first = rows[0]
+    made = (
+        f"{len(rows)} rows from {len({r['config_hash'] for r in rows})} configurations in "
+        f"`{directory}`. locator {first['locator_version']}, torch {first['torch_version']}, "
+        f"transformers {first['transformers_version']}"
+    )
+    document = Document(out)
+    document.heading(1, title)
+    if ground_truth.is_ground_truth(rows):  # its "Ground truth" section and ground-truth.csv
+        plantings = ground_truth.planting_records(directory, rows)  # before anything is written
+        ranked = ground_truth.records(ground_truth.cells(rows))
+        out.mkdir(parents=True, exist_ok=True)
+        document.text(f"{made}.")
+        ground_truth.write_section(document, ranked, plantings)
+        write_csv(out / ground_truth.CSV_FILE, ranked)
+    else:
+        _write_sections(document, directory, rows, made, skill)
+    atomic_write(out / "report.html", document.html(title))
+    return atomic_write(out / "report.md", document.markdown())
+
+
+def _write_sections(
+    document: Document, directory: Path, rows: Sequence[Row], made: str, skill: str | None
+) -> None:
+    """The report of a suite's results (not a ground-truth suite's) after its title, and
+    ``specificity.csv`` (with a matrix suite's CSVs)."""
+    out = document.out
+    if skill is not None:  # a wrong name fails before any work
+        skill_task(rows[0]["target"], list(dict.fromkeys(r["task"] for r in rows)), skill)
     # Every file the report reads is checked before it writes anything: a report that fails
     # half-way would leave a folder without report.md, which no later report may replace.
     samples = read_samples(directory)
-    load = _Selections(directory)
+    load = Selections(directory)
     for relative in dict.fromkeys(r["selection"] for r in rows):
         load.check(relative)
     out.mkdir(parents=True, exist_ok=True)
     bootstrap = Bootstrap()
-    suites = sorted({r["suite"] for r in rows})
-    first = rows[0]
-    document = Document(out)
-    document.heading(1, f"Benchmark report: {', '.join(suites)}")
     skills = matrix.declared_skills(directory)
     if skills:  # a matrix suite: the leaderboard opens the report, then the matrices
         found_matrix = matrix.analyze(rows, skills, samples, load=load, bootstrap=bootstrap)
@@ -218,9 +229,7 @@ def write_report(
         matrix.matrix_section(document, found_matrix)
         matrix.write_csvs(out, found_matrix)
     document.text(
-        f"{len(rows)} rows from {len({r['config_hash'] for r in rows})} configurations in "
-        f"`{directory}`. locator {first['locator_version']}, torch {first['torch_version']}, "
-        f"transformers {first['transformers_version']}, lm-eval {first['lm_eval_version']}. "
+        f"{made}, lm-eval {rows[0]['lm_eval_version']}. "
         "The fraction edited is the share of all scored parameters (decoder linears) the "
         "selection touched. Values are means over seeds; intervals are 95%: "
         + (
@@ -236,67 +245,12 @@ def write_report(
         "beyond it by the same rule."
     )
     table = []
-    for number, (experiment, group) in enumerate(_groups(rows, _experiment).items(), start=1):
+    for number, (experiment, group) in enumerate(groups(rows, _experiment).items(), start=1):
         found = _experiment_sections(
             document, number, experiment, group, skill, samples, bootstrap, load, skills
         )
         table += [_record(experiment, change) for change in found]
-    _write_csv(out / "specificity.csv", table)
-    atomic_write(out / "report.html", document.html(f"Benchmark report: {', '.join(suites)}"))
-    return atomic_write(out / "report.md", document.markdown())
-
-
-def _ground_truth_report(directory: Path, rows: Sequence[Row], out: Path) -> Path:
-    """The report of a ground-truth suite's results: its "Ground truth" section, and
-    ``ground-truth.csv`` (`locator.bench.ground_truth`)."""
-    plantings = ground_truth.planting_records(directory, rows)  # before anything is written
-    ranked = ground_truth.records(ground_truth.cells(rows))
-    out.mkdir(parents=True, exist_ok=True)
-    title = f"Benchmark report: {', '.join(sorted({r['suite'] for r in rows}))}"
-    document = Document(out)
-    document.heading(1, title)
-    first = rows[0]
-    document.text(
-        f"{len(rows)} rows from {len({r['config_hash'] for r in rows})} configurations in "
-        f"`{directory}`. locator {first['locator_version']}, torch {first['torch_version']}, "
-        f"transformers {first['transformers_version']}."
-    )
-    ground_truth.write_section(document, ranked, plantings)
-    _write_csv(out / ground_truth.CSV_FILE, ranked)
-    atomic_write(out / "report.html", document.html(title))
-    return atomic_write(out / "report.md", document.markdown())
-
-
-class _Selections(Selections):
-    """`Selections` whose damaged file is an error saying how to have it saved again."""
-
-    def __call__(self, relative: str) -> Any:
-        try:
-            return super().__call__(relative)
-        except LocatorError as error:
-            raise self._damaged(relative, str(error)) from None
-
-    def check(self, relative: str) -> None:
-        """Refuse a selection file that is missing or whose header is not a localization's
-        (reads the header only)."""
-        from safetensors import SafetensorError, safe_open
-
-        path = self.directory / relative
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                found = "locator" in (handle.metadata() or {})
-        except (SafetensorError, OSError) as error:
-            raise self._damaged(
-                relative, f"{str(path)!r} is not a safetensors file: {error}"
-            ) from None
-        if not found:
-            raise self._damaged(relative, f"{str(path)!r} is not a localization file")
-
-    def _damaged(self, relative: str, problem: str) -> LocatorError:
-        return LocatorError(
-            f"{problem.rstrip('.')}; delete {relative} and rerun `locator bench` into "
-            f"{str(self.directory)!r} to save it again, then rerun the report."
-        )
+    write_csv(out / "specificity.csv", table)
 
 
 def _experiment_sections(
@@ -308,7 +262,7 @@ def _experiment_sections(
     samples: Samples,
     bootstrap: Bootstrap,
     load: Selections,
-    skills: Mapping[str, matrix.Skill],
+    skills: Mapping[str, SkillSpec],
 ) -> list[Change]:
     """The sections of one experiment; returns its changes (for ``specificity.csv``)."""
     model, dtype, target, controls = experiment
@@ -346,11 +300,11 @@ def _experiment_sections(
     )
     found = changes(rows, samples, skill, bootstrap)
     for (num_samples, factor), cell in sorted(
-        _groups(found, lambda c: (c.num_samples, c.factor)).items()
+        groups(found, lambda c: (c.num_samples, c.factor)).items()
     ):
         where = f"{_factor_name(factor)}, {num_samples} calibration samples"
         stem = f"{number}-n{num_samples}-x{factor:g}"
-        heading = f"{model_label(model)}: {_factor_name(factor)}, {num_samples} calibration samples"
+        heading = f"{model_label(model)}: {where}"
         document.heading(3, f"Effect of editing: {where}")
         document.figure(
             figures.effect_figure(cell, style, heading, document.out / f"effect-{stem}"),
@@ -366,9 +320,9 @@ def _experiment_sections(
             "model); matched random baselines as clouds of their seeds and proportions.",
         )
         _specificity_tables(document, cell)
-    _consistency_section(document, number, title, rows, style, matches, load)
+    _consistency_section(document, number, rows, style, matches, load)
     _variants_section(document, rows, load)
-    _placement_section(document, number, title, rows, style, load)
+    _placement_section(document, number, rows, style, load)
     return found
 
 
@@ -401,20 +355,8 @@ def _record(experiment: Sequence[Any], change: Change) -> dict[str, Any]:
     }
 
 
-def _write_csv(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    if records:
-        writer = csv.DictWriter(buffer, fieldnames=list(records[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
-    atomic_write(path, buffer.getvalue())
-
-
 def _effect_table(document: Document, found: Sequence[Change]) -> None:
-    cells = _groups(found, lambda c: (c.label, c.proportion))
+    cells = groups(found, lambda c: (c.label, c.proportion))
     measures = list(dict.fromkeys((c.task, c.metric) for c in found))
     keys = list(cells)
     body = [[label, f"{p:g}"] for label, p in keys]
@@ -428,11 +370,11 @@ def _effect_table(document: Document, found: Sequence[Change]) -> None:
                 [
                     (
                         c.value,
-                        _clip(c.metric, c.baseline + c.unedited.low),
-                        _clip(c.metric, c.baseline + c.unedited.high),
+                        clip(c.metric, c.baseline + c.unedited.low),
+                        clip(c.metric, c.baseline + c.unedited.high),
                     )
                     if c is not None
-                    else (math.nan, math.nan, math.nan)  # a part without this measure
+                    else _NONE  # a part without this measure
                     for c in chosen
                 ]
             )
@@ -441,12 +383,6 @@ def _effect_table(document: Document, found: Sequence[Change]) -> None:
     directions = {(c.task, c.metric): c.higher for c in found}
     header += [measure_label(t, m, directions[(t, m)]) for t, m in measures]
     document.table(header, [line + [c[i] for c in columns] for i, line in enumerate(body)])
-
-
-def _clip(metric: str, value: float) -> float:
-    """`clip`, but an interval bound that cannot be computed stays NaN (clipping would turn it
-    into 0 and print an interval where there is none)."""
-    return value if math.isnan(value) else clip(metric, value)
 
 
 def _intervals(values: Sequence[tuple[float, float, float]], *, sign: bool = False) -> list[str]:
@@ -465,7 +401,7 @@ def _intervals(values: Sequence[tuple[float, float, float]], *, sign: bool = Fal
 
 def _specificity_tables(document: Document, found: Sequence[Change]) -> None:
     """A verdict per (method, proportion), then every measure's changes."""
-    by_cell = _groups(found, lambda c: (c.label, c.proportion))
+    by_cell = groups(found, lambda c: (c.label, c.proportion))
     baselines = {c.matched_label for c in found if c.matched_label}
     verdicts = []
     for (label, proportion), cell in by_cell.items():
@@ -501,24 +437,16 @@ def _specificity_tables(document: Document, found: Sequence[Change]) -> None:
             ],
             verdicts,
         )
-    for (task, metric), cells in _groups(found, lambda c: (c.task, c.metric)).items():
+    for (task, metric), cells in groups(found, lambda c: (c.task, c.metric)).items():
         higher = cells[0].higher
         role = cells[0].role
         document.text(
             f"{role.capitalize()}: {measure_label(task, metric, higher)}. Changes are edited "
             "minus reference (mean over seeds, 95% interval)."
         )
-        unedited = _intervals(
-            [(c.unedited.mean, c.unedited.low, c.unedited.high) for c in cells], sign=True
-        )
-        matched = _intervals(
-            [
-                (c.matched.mean, c.matched.low, c.matched.high)
-                if c.matched
-                else (math.nan, math.nan, math.nan)
-                for c in cells
-            ],
-            sign=True,
+        unedited, matched = (
+            _intervals([(e.mean, e.low, e.high) if e else _NONE for e in estimates], sign=True)
+            for estimates in ([c.unedited for c in cells], [c.matched for c in cells])
         )
         resampled = [
             f"{c.unedited.items} items x {c.unedited.seeds} seeds"
@@ -595,7 +523,6 @@ def _clouds(
 def _consistency_section(
     document: Document,
     number: int,
-    title: str,
     rows: Sequence[Row],
     style: Mapping[str, figures.Style],
     matches: Mapping[str, str],
@@ -606,19 +533,19 @@ def _consistency_section(
     if not across_seeds and not across_samples:
         document.text("One seed and one sample count: no overlap to measure.")
         return
+    baselines = set(matches.values())
     document.figure(
         figures.consistency_figure(
             across_seeds,
             across_samples,
             style,
-            set(matches.values()),
+            baselines,
             f"{model_label(rows[0]['model'])}: consistency of selections",
             document.out / f"consistency-{number}",
         ),
         "Jaccard overlap of selections (mean, range over pairs) against the sample count; "
         "dotted: what two independent random selections of the same per-matrix sizes share.",
     )
-    baselines = set(matches.values())
     document.text(
         "Random expectation: the Jaccard overlap two independent uniformly random selections "
         "of the same per-matrix sizes would have. Overlap near it is chance, not consistency."
@@ -627,22 +554,9 @@ def _consistency_section(
         ("Across seeds", across_seeds),
         ("Against the largest sample count, same seed", across_samples),
     ):
-        if not entries:
-            continue
-        document.text(f"{name}:")
-        document.table(
-            [
-                "method",
-                "K",
-                "samples",
-                "pairs",
-                "mean Jaccard",
-                "range",
-                "random expectation",
-                "note",
-            ],
-            _overlap_body(entries, baselines, across_samples=entries is across_samples),
-        )
+        if entries:
+            document.text(f"{name}:")
+            _overlap_table(document, entries, "method", "pairs", baselines)
 
 
 def _variants_section(document: Document, rows: Sequence[Row], load: Selections) -> None:
@@ -658,34 +572,27 @@ def _variants_section(document: Document, rows: Sequence[Row], load: Selections)
         "empty in the other. Random expectation: what two independent uniformly random "
         "selections of the same per-matrix sizes would share."
     )
-    document.table(
-        [
-            "variants",
-            "K",
-            "samples",
-            "seeds",
-            "mean Jaccard",
-            "range",
-            "random expectation",
-            "note",
-        ],
-        _overlap_body(found, set(), across_samples=False),
-    )
+    _overlap_table(document, found, "variants", "seeds")
 
 
-def _overlap_body(
-    entries: Sequence[Overlap], baselines: set[str], *, across_samples: bool
-) -> list[list[str]]:
+def _overlap_table(
+    document: Document,
+    entries: Sequence[Overlap],
+    first: str,
+    pairs: str,
+    baselines: Collection[str] = (),
+) -> None:
+    """A table of overlaps, `first` naming the label column and `pairs` the pairs counted; a
+    matched random baseline (in `baselines`) overlapping across sample counts is noted."""
     places = decimals([o.mean for o in entries])
-    expected = column([o.expected for o in entries])
     body = []
-    for o, chance in zip(entries, expected, strict=True):
+    for o, chance in zip(entries, column([o.expected for o in entries]), strict=True):
         note = ""
         if o.expected == 0 and o.mean == 0:
             note = "one of each pair selects nothing"
         elif o.mean <= o.expected * 1.1 + 1e-3:
             note = "no more than chance"
-        elif o.label in baselines and across_samples:
+        elif o.label in baselines and o.versus:
             note = "matched random: positions follow the seed; this overlap is not consistency"
         samples = f"{o.num_samples} vs {o.versus}" if o.versus else str(o.num_samples)
         body.append(
@@ -700,13 +607,13 @@ def _overlap_body(
                 note,
             ]
         )
-    return body
+    header = [first, "K", "samples", pairs, "mean Jaccard", "range", "random expectation"]
+    document.table([*header, "note"], body)
 
 
 def _placement_section(
     document: Document,
     number: int,
-    title: str,
     rows: Sequence[Row],
     style: Mapping[str, figures.Style],
     load: Selections,

@@ -33,11 +33,10 @@ from typing import Any
 import numpy as np
 
 from locator.bench.metrics import higher_is_better
+from locator.bench.score import REPLICATES
 from locator.errors import LocatorError
 
 Row = Mapping[str, Any]
-REPLICATES = 2000
-"""Bootstrap replicates per interval."""
 
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
 _T975 |= {9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042, 60: 2.000, 120: 1.980}
@@ -102,6 +101,14 @@ class Samples:
                 weights=np.concatenate([p.weights for p in parts])[order],
             )
         return self.scores[key]
+
+    def of(self, row: Row) -> ItemScores | None:
+        """The scores behind `row`'s value, or None when none were kept or they do not reproduce
+        it (an empty selection leaves the model unedited: its items are the unedited model's)."""
+        found = self.get((row["config_hash"],), row["task"], row["metric"])
+        if found is None and row["selected_count"] == 0:
+            found = self.get(("baseline", row["model"], row["dtype"]), row["task"], row["metric"])
+        return found if _agrees(found, row["value"]) else None
 
 
 def _read_scores(path: Path) -> dict[str, list[Any]]:
@@ -209,6 +216,15 @@ class Bootstrap:
             self.counts[key] = counts.astype(np.uint8 if counts.max() < 256 else np.int32)
         return self.counts[key]
 
+    def resample_seeds(self, draws: np.ndarray) -> np.ndarray:
+        """[replicates, seeds] `draws` with the seeds resampled: the same picks for every
+        estimate over as many seeds (so that they are resampled jointly)."""
+        n = draws.shape[1]
+        if n < 2:
+            return draws
+        picks = np.random.default_rng(self.seed + 1).integers(0, n, (self.replicates, n))
+        return np.take_along_axis(draws, picks, axis=1)
+
     def change(self, edited: Side, reference: Side) -> Estimate:
         """Mean over common seeds of edited - reference, with a 95% interval."""
         seeds = sorted(set(edited) & set(reference))
@@ -226,14 +242,9 @@ class Bootstrap:
         return Estimate(mean=mean, low=mean - half, high=mean + half, seeds=len(seeds), items=0)
 
     def _paired(self, mean: float, seeds: Sequence[int], scores: Sequence[ItemScores]) -> Estimate:
-        common = scores[0].items
-        for score in scores[1:]:
-            common = np.intersect1d(common, score.items, assume_unique=True)
-        columns_wv, columns_w = [], []
-        for score in scores:
-            keep = np.isin(score.items, common, assume_unique=True)
-            columns_wv.append(score.values[keep] * score.weights[keep])
-            columns_w.append(score.weights[keep])
+        common, kept = common_items(scores)
+        columns_wv = [score.values[keep] * score.weights[keep] for score, keep in kept]
+        columns_w = [score.weights[keep] for score, keep in kept]
         counts = self.item_counts(common)
         replicates = np.empty((self.replicates, len(scores)))
         wv, w = np.stack(columns_wv, axis=1), np.stack(columns_w, axis=1)
@@ -242,12 +253,19 @@ class Bootstrap:
             with np.errstate(invalid="ignore", divide="ignore"):
                 replicates[start : start + 250] = (chunk @ wv) / (chunk @ w)
         n = len(seeds)
-        differences = replicates[:, :n] - replicates[:, n:]  # [replicates, seeds]
-        if n > 1:
-            picks = np.random.default_rng(self.seed + 1).integers(0, n, (self.replicates, n))
-            differences = np.take_along_axis(differences, picks, axis=1)
+        differences = self.resample_seeds(replicates[:, :n] - replicates[:, n:])
         low, high = np.nanpercentile(differences.mean(axis=1), [2.5, 97.5])
         return Estimate(mean=mean, low=float(low), high=float(high), seeds=n, items=len(common))
+
+
+def common_items(
+    scores: Sequence[ItemScores],
+) -> tuple[np.ndarray, list[tuple[ItemScores, np.ndarray]]]:
+    """The items every one of `scores` holds, and each score with its mask of those items."""
+    common = scores[0].items
+    for score in scores[1:]:
+        common = np.intersect1d(common, score.items, assume_unique=True)
+    return common, [(s, np.isin(s.items, common, assume_unique=True)) for s in scores]
 
 
 def _agrees(score: ItemScores | None, value: float) -> bool:
@@ -330,6 +348,10 @@ def matched_labels(rows: Sequence[Row]) -> dict[str, str]:
     return found
 
 
+# The fields of a row that name its cell (whose rows differ by seed only).
+_CELL = ("num_samples", "factor", "label", "proportion", "task", "metric")
+
+
 def changes(
     rows: Sequence[Row],
     samples: Samples,
@@ -343,30 +365,10 @@ def changes(
     for row in rows:
         if "stderr" in row["metric"]:
             continue
-        key = (
-            row["num_samples"],
-            row["factor"],
-            row["label"],
-            row["proportion"],
-            row["task"],
-            row["metric"],
-        )
-        cells[key][row["seed"]] = row
+        cells[tuple(row[field] for field in _CELL)][row["seed"]] = row
 
     def side(cell: Mapping[int, Row]) -> dict[int, tuple[float, ItemScores | None]]:
-        # An empty selection leaves the model unedited: its items are the baseline's.
-        return {
-            seed: (
-                r["value"],
-                samples.get((r["config_hash"],), r["task"], r["metric"])
-                or (
-                    samples.get(("baseline", r["model"], r["dtype"]), r["task"], r["metric"])
-                    if r["selected_count"] == 0
-                    else None
-                ),
-            )
-            for seed, r in cell.items()
-        }
+        return {seed: (r["value"], samples.of(r)) for seed, r in cell.items()}
 
     found = []
     for key, cell in cells.items():

@@ -19,14 +19,15 @@ from locator.bench import matrix
 from locator.bench.document import Document
 from locator.bench.overlap import Selections
 from locator.bench.specificity import Bootstrap, ItemScores, Samples
+from locator.bench.suite import SkillSpec
 from locator.errors import LocatorError
 from locator.localization import Localization, Selection
 
 torch.set_num_threads(1)
 
 SKILLS = {
-    "alpha": matrix.Skill(corpus="corpus-a", task="nll:corpus-a", metric="loss"),
-    "beta": matrix.Skill(corpus="corpus-b", task="task-b", metric="acc"),
+    "alpha": SkillSpec(name="alpha", corpus="corpus-a", task="nll:corpus-a", metric="loss"),
+    "beta": SkillSpec(name="beta", corpus="corpus-b", task="task-b", metric="acc"),
 }
 UNEDITED = {"alpha": 2.0, "beta": 0.5}  # loss (lower is better), accuracy (higher is better)
 SEEDS = (0, 1, 2)
@@ -370,14 +371,14 @@ def test_a_set_whose_own_skill_was_not_measured_gets_no_score() -> None:
         ({"alpha": SKILLS["alpha"], "gamma": SKILLS["alpha"]}, "share one corpus"),
         (
             {
-                "alpha": matrix.Skill(corpus="other", task="nll:other", metric="loss"),
-                "beta": matrix.Skill(corpus="corpus-b", task="task-b", metric="f1"),
+                "alpha": SkillSpec(name="alpha", corpus="other", task="nll:other", metric="loss"),
+                "beta": SkillSpec(name="beta", corpus="corpus-b", task="task-b", metric="f1"),
             },
             "no pruning rows of these results belong to the matrix",
         ),
     ],
 )
-def test_bad_skills(skills: dict[str, matrix.Skill], message: str) -> None:
+def test_bad_skills(skills: dict[str, SkillSpec], message: str) -> None:
     with pytest.raises(LocatorError, match=message):
         matrix.analyze(rows(), skills, Samples({}))
 
