@@ -93,6 +93,11 @@ class CorporaSpec(Options):
         super().__post_init__()
         _refuse_repeats(self.controls)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The target, then the controls."""
+        return (self.target, *self.controls)
+
 
 def _refuse_repeats(controls: tuple[str, ...] | None) -> None:
     """Refuse controls that name a corpus twice."""
