@@ -121,14 +121,6 @@ def check_methods(suite: Suite) -> None:
         seen[same] = method.label
 
 
-def _own_controls(suite: Suite, method: MethodSpec) -> list[str] | None:
-    """The controls a method (or the method it matches) gives itself, or None."""
-    controls = method.controls
-    if controls is None and method.match is not None:
-        controls = suite.method(method.match).controls
-    return None if controls is None else list(controls)
-
-
 def calibration(suite: Suite) -> dict[str, Any]:
     """The suite-wide options that change every selection but are no column of the results:
     `CalibrationOptions.identity` with the keys it leaves out when unset, as manifests record
@@ -211,6 +203,7 @@ def manifest(suite: Suite, configurations: Sequence[Configuration], source: str)
     a label never names two configurations in one folder; ``own_controls`` the controls a
     method gives itself, so that two labels computing the same configuration are found."""
     calibrated = calibration(suite)
+    own = {m.label: suite.own_controls(m) for m in suite.methods}
     return {
         "suite": suite.name,
         "grid": stable_hash([c.key for c in configurations]),
@@ -219,7 +212,7 @@ def manifest(suite: Suite, configurations: Sequence[Configuration], source: str)
         "labels": {
             m.label: {**method_identity(suite, m), "calibration": calibrated} for m in suite.methods
         },
-        "own_controls": {m.label: _own_controls(suite, m) for m in suite.methods},
+        "own_controls": {label: None if c is None else list(c) for label, c in own.items()},
         "source": source,
     }
 

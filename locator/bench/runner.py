@@ -48,7 +48,16 @@ from locator.data import Corpus
 from locator.errors import LocatorError
 from locator.models import ModelOptions, check_calibration
 
-__all__ = ["Bench", "RunSummary", "parse_shard", "plan", "run_suite", "shard"]
+__all__ = [
+    "Bench",
+    "RunSummary",
+    "check_models",
+    "draw",
+    "parse_shard",
+    "plan",
+    "run_suite",
+    "shard",
+]
 
 POLL_SECONDS = 2.0
 """How often a run waiting for another's claimed work looks again."""
@@ -165,6 +174,31 @@ def check_models(suite: Suite, todo: Iterable[Configuration]) -> None:
             raise LocatorError(f"{suite.path}: models {spec.path!r}: {error}") from None
 
 
+def draw(suite: Suite, out: Path, todo: Iterable[Configuration]) -> Drawn:
+    """The calibration corpus of every (dataset, num_samples, seed) `todo` needs, checked
+    against the texts the results folder `out`'s earlier results were computed from."""
+    from locator.data import sample_corpus
+    from locator.provenance import texts_hash
+
+    replace = suite.calibration.with_replacement
+    needed = dict.fromkeys((n, c.num_samples, c.seed) for c in todo for n in c.corpora.names)
+    texts = {
+        (name, num_samples, seed): sample_corpus(
+            name,
+            num_samples=num_samples,
+            seed=seed,
+            replace=replace,
+            data_dir=suite.data_path(),
+        )
+        for name, num_samples, seed in needed
+    }
+    for (name, num_samples, seed), drawn in texts.items():
+        key = {"dataset": name, "num_samples": num_samples, "seed": seed}
+        key["with_replacement"] = replace
+        results.check_identity(out, "corpus", key, {"sha256": texts_hash(drawn.texts)})
+    return texts
+
+
 class Bench:
     """One run of planned configurations into the results folder `out`.
 
@@ -194,16 +228,16 @@ class Bench:
         from tqdm.auto import tqdm
 
         check_models(self.suite, todo)
-        texts = self.draw(todo)  # before any model: a missing file fails fast
+        drawn = draw(self.suite, self.out, todo)  # before any model: a missing file fails fast
         for c in {(c.model, c.corpora, c.num_samples, c.seed): c for c in todo}.values():
-            drawn = [texts[(name, c.num_samples, c.seed)] for name in c.corpora.names]
-            check_calibration(self.suite.located(c.model), drawn, self.suite.calibration)
+            given = [drawn[(name, c.num_samples, c.seed)] for name in c.corpora.names]
+            check_calibration(self.suite.located(c.model), given, self.suite.calibration)
         self.bar = tqdm(total=len(todo), desc="bench", unit="config", disable=not self.progress)
         try:
             for spec, configurations in groupby(todo, key=lambda c: c.model):
                 self.load(spec)
                 for _, group in groupby(configurations, key=lambda c: c.group):
-                    for configuration, localization, timings in self.localized(list(group), texts):
+                    for configuration, localization, timings in self.localized(list(group), drawn):
                         self.run_configuration(configuration, localization, timings)
         finally:
             self.bar.close()
@@ -235,30 +269,6 @@ class Bench:
                 f"{said} ({who}); a claim is taken over once its heartbeat is older than "
                 f"{claims.STALE_SECONDS:.0f} s."
             )
-
-    def draw(self, todo: Iterable[Configuration]) -> Drawn:
-        """The calibration corpus of every (dataset, num_samples, seed) the run needs, checked
-        against the texts the folder's earlier results were computed from."""
-        from locator.data import sample_corpus
-        from locator.provenance import texts_hash
-
-        replace = self.suite.calibration.with_replacement
-        needed = dict.fromkeys((n, c.num_samples, c.seed) for c in todo for n in c.corpora.names)
-        texts = {
-            (name, num_samples, seed): sample_corpus(
-                name,
-                num_samples=num_samples,
-                seed=seed,
-                replace=replace,
-                data_dir=self.suite.data_path(),
-            )
-            for name, num_samples, seed in needed
-        }
-        for (name, num_samples, seed), drawn in texts.items():
-            key = {"dataset": name, "num_samples": num_samples, "seed": seed}
-            key["with_replacement"] = replace
-            results.check_identity(self.out, "corpus", key, {"sha256": texts_hash(drawn.texts)})
-        return texts
 
     def load(self, spec: ModelOptions) -> None:
         """Load the model (checked against the weights the folder's results came from) and
@@ -334,7 +344,7 @@ class Bench:
         results.write_samples(self.out, name, rows)
 
     def localized(
-        self, todo: list[Configuration], texts: Drawn
+        self, todo: list[Configuration], drawn: Drawn
     ) -> Iterator[tuple[Configuration, Any, dict[str, float]]]:
         """Each configuration of one (model, num_samples, seed) with its localization and the
         seconds its statistics and its ranking took: one pass per corpus, one ranking per
@@ -344,7 +354,7 @@ class Bench:
         localizers = {
             label: self.suite.method(label).localizer() for label in rankings(self.suite, todo)
         }
-        passes = self._passes(todo, texts, localizers)
+        passes = self._passes(todo, drawn, localizers)
         # Methods with their own controls interleave corpora in the plan: group them, so each
         # method ranks once per corpora (a matched baseline's reference included).
         batches: dict[CorporaSpec, list[Configuration]] = {}
@@ -373,7 +383,7 @@ class Bench:
                 yield configuration, localization, timings
 
     def _passes(
-        self, todo: list[Configuration], texts: Drawn, localizers: dict[str, Any]
+        self, todo: list[Configuration], drawn: Drawn, localizers: dict[str, Any]
     ) -> dict[str, _Pass]:
         """One statistics pass per corpus of one (model, num_samples, seed), by corpus name.
         A corpus pays for the kinds of every method as a target, and as a control only for
@@ -392,7 +402,7 @@ class Bench:
         for name in dict.fromkeys(n for c in todo for n in c.corpora.names):
             self.bar.set_postfix_str(f"statistics {name} n={num_samples} seed={seed}")
             start = time.perf_counter()
-            corpus = texts[(name, num_samples, seed)]
+            corpus = drawn[(name, num_samples, seed)]
             read = (
                 render_chat(self.tokenizer, corpus).texts
                 if calibration.chat_template
