@@ -48,16 +48,7 @@ from locator.data import Corpus
 from locator.errors import LocatorError
 from locator.models import ModelOptions, check_calibration
 
-__all__ = [
-    "Bench",
-    "RunSummary",
-    "check_models",
-    "draw",
-    "parse_shard",
-    "plan",
-    "run_suite",
-    "shard",
-]
+__all__ = ["Bench", "RunSummary", "parse_shard", "plan", "run_suite", "shard"]
 
 POLL_SECONDS = 2.0
 """How often a run waiting for another's claimed work looks again."""
