@@ -191,12 +191,14 @@ def draw(suite: Suite, out: Path, todo: Iterable[Configuration]) -> Drawn:
 
 
 class Bench:
-    """One run of planned configurations into the results folder `out`.
+    """One run of planned configurations into the results folder `out`: `run` computes them,
+    leaving those another run sharing the folder claimed first (`left`) to `wait_for_others`.
+    Its steps `load`, `localized`, `evaluate` and `rows` also serve a ground-truth suite
+    (`locator.bench.ground_truth`).
 
     The state it carries: the versions written into every row, the configurations it computed
-    (`ran`) and those another run sharing the folder had claimed (`left`, for
-    `wait_for_others`), the progress bar, and, once `load` has run, the model, its identity
-    and its baseline (each task's scores unedited)."""
+    (`ran`), the progress `bar`, and, once `load` has run, the model, its identity and its
+    baseline (each task's scores unedited)."""
 
     def __init__(
         self,
@@ -229,7 +231,7 @@ class Bench:
                 self.load(spec)
                 for _, group in groupby(configurations, key=lambda c: c.group):
                     for configuration, localization, timings in self.localized(list(group), drawn):
-                        self.run_configuration(configuration, localization, timings)
+                        self._run_configuration(configuration, localization, timings)
         finally:
             self.bar.close()
 
@@ -247,10 +249,10 @@ class Bench:
                 self.run(free)  # what is claimed again meanwhile goes back to `left`
             elif self.left:
                 ages = [h for c in self.left if (h := holders[c.key]) is not None]
-                self.waiting(f"{len(self.left)} configuration(s)", min(ages, key=lambda h: h.age))
+                self._waiting(f"{len(self.left)} configuration(s)", min(ages, key=lambda h: h.age))
                 time.sleep(POLL_SECONDS)
 
-    def waiting(self, what: str, found: claims.Holder | None) -> None:
+    def _waiting(self, what: str, found: claims.Holder | None) -> None:
         """Say, once per thing waited for, what this run waits for and whose claim holds it."""
         who = "a claim just released" if found is None else found.describe()
         said = f"waiting for {what} claimed by another run sharing {str(self.out)!r}"
@@ -292,7 +294,7 @@ class Bench:
             held = claims.claim(self.out, f"baseline-{name}")
             if held is None:  # another run is evaluating it: wait for its files
                 found = claims.holder(self.out, f"baseline-{name}")
-                self.waiting(f"the baseline of {task.name}", found)
+                self._waiting(f"the baseline of {task.name}", found)
                 time.sleep(POLL_SECONDS)
                 continue
             with held:
@@ -464,7 +466,7 @@ class Bench:
                 found.update({(label, p): (f, seconds) for p, f in zip(cut, made, strict=True)})
         return found
 
-    def run_configuration(
+    def _run_configuration(
         self, configuration: Configuration, localization: Any, timings: dict[str, float]
     ) -> None:
         """Claim the configuration, save the selection, evaluate the edited model on the tasks
