@@ -97,10 +97,11 @@ def _dead_here(found: Holder) -> bool:
     return False
 
 
-def is_stale(found: Holder, stale_after: float = STALE_SECONDS) -> bool:
-    """Whether a claim may be taken over: no heartbeat for `stale_after` seconds, or its
-    process is gone from this host."""
-    return found.age > stale_after or _dead_here(found)
+def is_stale(found: Holder, stale_after: float | None = None) -> bool:
+    """Whether a claim may be taken over: no heartbeat for `stale_after` seconds (default:
+    `STALE_SECONDS` as it is when called), or its process is gone from this host."""
+    limit = STALE_SECONDS if stale_after is None else stale_after
+    return found.age > limit or _dead_here(found)
 
 
 class Claim:
@@ -146,7 +147,7 @@ def claim(
     name: str,
     *,
     heartbeat: float = HEARTBEAT_SECONDS,
-    stale_after: float = STALE_SECONDS,
+    stale_after: float | None = None,
 ) -> Claim | None:
     """Claim `name` for this process: a `Claim` (release it when done), or None while another
     live run holds it. A stale claim (`is_stale`) is taken over: it is first renamed aside, and
@@ -198,7 +199,7 @@ def _unusable(path: Path, error: OSError) -> LocatorError:
     )
 
 
-def _take_over(path: Path, stale_after: float) -> None:
+def _take_over(path: Path, stale_after: float | None) -> None:
     """Move a stale lock aside; a lock that is fresh once moved (another run took over first
     and claimed anew) goes back."""
     aside = path.with_name(f".{path.name}.stale.{secrets.token_hex(4)}")

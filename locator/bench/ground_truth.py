@@ -212,7 +212,7 @@ def run_planting(
 
     from locator.bench import results
     from locator.bench.plan import plan, stable_hash
-    from locator.bench.runner import Bench
+    from locator.bench.runner import Bench, draw
     from locator.models import ModelOptions
     from locator.toy.plant import load_planted
 
@@ -239,7 +239,7 @@ def run_planting(
     bench.bar = tqdm(total=len(todo), desc=folder.name, unit="cut", disable=not progress)
     try:
         bench.load(spec)
-        texts = bench.draw(todo)
+        texts = draw(planted, out, todo)
         for _, group in groupby(todo, key=lambda c: c.group):  # one statistics pass each
             localized = bench.localized(list(group), texts)
             for found in groups(localized, lambda item: item[0].method.label).values():

@@ -63,6 +63,15 @@ class Configuration:
         """What one statistics pass per corpus serves: (model, num_samples, seed)."""
         return (self.model, self.num_samples, self.seed)
 
+    @property
+    def selection(self) -> str:
+        """Where its localization is saved in a results folder (the rows' ``selection``)."""
+        return f"_selections/{self.selection_key}.safetensors"
+
+    def finished(self, parts: set[str]) -> bool:
+        """Whether every part file of this cell is among the finished `parts`."""
+        return set(self.parts.values()) <= parts
+
 
 def method_identity(suite: Suite, method: MethodSpec) -> dict[str, Any]:
     """The method's registered name and full config (defaults filled in), and what it matches."""
@@ -110,14 +119,6 @@ def check_methods(suite: Suite) -> None:
                 "told apart; remove one of them (or make their options differ)."
             )
         seen[same] = method.label
-
-
-def _own_controls(suite: Suite, method: MethodSpec) -> list[str] | None:
-    """The controls a method (or the method it matches) gives itself, or None."""
-    controls = method.controls
-    if controls is None and method.match is not None:
-        controls = suite.method(method.match).controls
-    return None if controls is None else list(controls)
 
 
 def calibration(suite: Suite) -> dict[str, Any]:
@@ -202,6 +203,7 @@ def manifest(suite: Suite, configurations: Sequence[Configuration], source: str)
     a label never names two configurations in one folder; ``own_controls`` the controls a
     method gives itself, so that two labels computing the same configuration are found."""
     calibrated = calibration(suite)
+    own = {m.label: suite.own_controls(m) for m in suite.methods}
     return {
         "suite": suite.name,
         "grid": stable_hash([c.key for c in configurations]),
@@ -210,13 +212,19 @@ def manifest(suite: Suite, configurations: Sequence[Configuration], source: str)
         "labels": {
             m.label: {**method_identity(suite, m), "calibration": calibrated} for m in suite.methods
         },
-        "own_controls": {m.label: _own_controls(suite, m) for m in suite.methods},
+        "own_controls": {label: None if c is None else list(c) for label, c in own.items()},
         "source": source,
     }
 
 
-def needed_methods(suite: Suite, configurations: Sequence[Configuration]) -> list[MethodSpec]:
-    """The methods the configurations use, with the methods their matched baselines copy."""
-    labels = {c.method.label for c in configurations}
-    labels |= {c.method.match for c in configurations if c.method.match is not None}
-    return [m for m in suite.methods if m.label in labels]
+def rankings(suite: Suite, configurations: Sequence[Configuration]) -> dict[str, list[float]]:
+    """Label -> the proportions its ranking is cut at, for the methods the configurations use
+    and the methods their matched baselines copy; references first, since a matched baseline's
+    cut copies its reference's counts."""
+    wanted: dict[str, set[float]] = {}
+    for configuration in configurations:
+        for label in (configuration.method.label, configuration.method.match):
+            if label is not None:
+                wanted.setdefault(label, set()).add(configuration.proportion)
+    ordered = sorted(wanted, key=lambda label: suite.method(label).match is not None)
+    return {label: sorted(wanted[label]) for label in ordered}

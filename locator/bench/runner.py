@@ -37,9 +37,9 @@ from locator.bench import claims, results
 from locator.bench.plan import (
     Configuration,
     manifest,
-    needed_methods,
     parse_shard,
     plan,
+    rankings,
     shard,
     stable_hash,
 )
@@ -109,12 +109,7 @@ def run_suite(
     )
     done = results.finished(out)
     # A configuration whose selection is missing (deleted as damaged) runs again to save it.
-    todo = [
-        c
-        for c in mine
-        if not set(c.parts.values()) <= done
-        or not (out / "_selections" / f"{c.selection_key}.safetensors").is_file()
-    ]
+    todo = [c for c in mine if not c.finished(done) or not (out / c.selection).is_file()]
     where = "" if shard_spec == (1, 1) else f", shard {shard_spec[0]}/{shard_spec[1]}: {len(mine)}"
     echo(
         f"{suite.name}: {len(configurations)} configurations{where}; "
@@ -146,13 +141,64 @@ class _Scores:
     seconds: float = 0.0
 
 
-class Bench:
-    """One run of planned configurations into the results folder `out`, step by step.
+@dataclass(frozen=True, kw_only=True)
+class _Pass:
+    """One corpus's statistics pass: the texts it read, their token rows (a method that runs the
+    model reads them too), its statistics and the seconds it took."""
 
-    `run` does every step in order; each is a method of its own. The state it carries: the
-    versions written into every row, the configurations it computed (`ran`) and those another
-    run sharing the folder had claimed (`left`, for `wait_for_others`), and, once `load` has
-    run, the model, its identity and its baseline (each task's scores unedited)."""
+    texts: Sequence[str]
+    rows: list[list[int]]
+    statistics: Any
+    seconds: float
+
+
+Drawn = dict[tuple[str, int, int], Corpus]
+"""Calibration corpora by (dataset, num_samples, seed)."""
+
+
+def check_models(suite: Suite, todo: Iterable[Configuration]) -> None:
+    """Every model check `load_model` makes, for every model of `todo`, before any work."""
+    for spec in dict.fromkeys(c.model for c in todo):
+        try:
+            suite.located(spec).check()
+        except LocatorError as error:
+            raise LocatorError(f"{suite.path}: models {spec.path!r}: {error}") from None
+
+
+def draw(suite: Suite, out: Path, todo: Iterable[Configuration]) -> Drawn:
+    """The calibration corpus of every (dataset, num_samples, seed) `todo` needs, checked
+    against the texts the results folder `out`'s earlier results were computed from."""
+    from locator.data import sample_corpus
+    from locator.provenance import texts_hash
+
+    replace = suite.calibration.with_replacement
+    needed = dict.fromkeys((n, c.num_samples, c.seed) for c in todo for n in c.corpora.names)
+    texts = {
+        (name, num_samples, seed): sample_corpus(
+            name,
+            num_samples=num_samples,
+            seed=seed,
+            replace=replace,
+            data_dir=suite.data_path(),
+        )
+        for name, num_samples, seed in needed
+    }
+    for (name, num_samples, seed), drawn in texts.items():
+        key = {"dataset": name, "num_samples": num_samples, "seed": seed}
+        key["with_replacement"] = replace
+        results.check_identity(out, "corpus", key, {"sha256": texts_hash(drawn.texts)})
+    return texts
+
+
+class Bench:
+    """One run of planned configurations into the results folder `out`: `run` computes them,
+    leaving those another run sharing the folder claimed first (`left`) to `wait_for_others`.
+    Its steps `load`, `localized`, `evaluate` and `rows` also serve a ground-truth suite
+    (`locator.bench.ground_truth`).
+
+    The state it carries: the versions written into every row, the configurations it computed
+    (`ran`), the progress `bar`, and, once `load` has run, the model, its identity and its
+    baseline (each task's scores unedited)."""
 
     def __init__(
         self,
@@ -168,29 +214,45 @@ class Bench:
         self.left: list[Configuration] = []
         self._said = ""
 
+    def run(self, todo: list[Configuration]) -> None:
+        """Check the models, corpora and calibration before any work, then run the
+        configurations model by model, one statistics pass per corpus and (model,
+        num_samples, seed)."""
+        from tqdm.auto import tqdm
+
+        check_models(self.suite, todo)
+        drawn = draw(self.suite, self.out, todo)  # before any model: a missing file fails fast
+        for c in {(c.model, c.corpora, c.num_samples, c.seed): c for c in todo}.values():
+            given = [drawn[(name, c.num_samples, c.seed)] for name in c.corpora.names]
+            check_calibration(self.suite.located(c.model), given, self.suite.calibration)
+        self.bar = tqdm(total=len(todo), desc="bench", unit="config", disable=not self.progress)
+        try:
+            for spec, configurations in groupby(todo, key=lambda c: c.model):
+                self.load(spec)
+                for _, group in groupby(configurations, key=lambda c: c.group):
+                    for configuration, localization, timings in self.localized(list(group), drawn):
+                        self._run_configuration(configuration, localization, timings)
+        finally:
+            self.bar.close()
+
     def wait_for_others(self) -> None:
         """Wait for the configurations another run claimed (`left`) until their part files
         exist; one whose claim went stale (its holder died, on any host) or was released
         unfinished is taken over and computed here."""
         while self.left:
             done = results.finished(self.out)
-            pending = [c for c in self.left if not set(c.parts.values()) <= done]
+            pending = [c for c in self.left if not c.finished(done)]
             holders = {c.key: claims.holder(self.out, c.key) for c in pending}
-            free = [
-                c
-                for c in pending
-                if (found := holders[c.key]) is None or claims.is_stale(found, claims.STALE_SECONDS)
-            ]
+            free = [c for c in pending if (h := holders[c.key]) is None or claims.is_stale(h)]
             self.left = [c for c in pending if c not in free]
             if free:
                 self.run(free)  # what is claimed again meanwhile goes back to `left`
             elif self.left:
                 ages = [h for c in self.left if (h := holders[c.key]) is not None]
-                freshest = min(ages, key=lambda h: h.age)
-                self.waiting(f"{len(self.left)} configuration(s)", freshest)
+                self._waiting(f"{len(self.left)} configuration(s)", min(ages, key=lambda h: h.age))
                 time.sleep(POLL_SECONDS)
 
-    def waiting(self, what: str, found: claims.Holder | None) -> None:
+    def _waiting(self, what: str, found: claims.Holder | None) -> None:
         """Say, once per thing waited for, what this run waits for and whose claim holds it."""
         who = "a claim just released" if found is None else found.describe()
         said = f"waiting for {what} claimed by another run sharing {str(self.out)!r}"
@@ -201,131 +263,52 @@ class Bench:
                 f"{claims.STALE_SECONDS:.0f} s."
             )
 
-    def run(self, todo: list[Configuration]) -> None:
-        """Check the models and draw the corpora before any work, then run the configurations
-        model by model, one statistics pass per corpus and (model, num_samples, seed)."""
-        from tqdm.auto import tqdm
-
-        self.check_models(todo)
-        texts = self.draw(todo)  # before any model: a missing file fails fast
-        for c in {(c.model, c.corpora, c.num_samples, c.seed): c for c in todo}.values():
-            drawn = [
-                texts[(t, c.num_samples, c.seed)] for t in (c.corpora.target, *c.corpora.controls)
-            ]
-            check_calibration(self.suite.located(c.model), drawn, self.suite.calibration)
-        self.bar = tqdm(total=len(todo), desc="bench", unit="config", disable=not self.progress)
-        try:
-            for spec, configurations in groupby(todo, key=lambda c: c.model):
-                self.load(spec)
-                for _, group in groupby(configurations, key=lambda c: c.group):
-                    self.run_group(list(group), texts)
-        finally:
-            self.bar.close()
-
-    def check_models(self, todo: Iterable[Configuration]) -> None:
-        """Every model check `load_model` makes, for every model, before any work."""
-        for spec in dict.fromkeys(c.model for c in todo):
-            try:
-                self.suite.located(spec).check()
-            except LocatorError as error:
-                raise LocatorError(f"{self.suite.path}: models {spec.path!r}: {error}") from None
-
-    def draw(self, todo: Iterable[Configuration]) -> dict[tuple[str, int, int], Corpus]:
-        """The calibration corpus of every (dataset, num_samples, seed) the run needs, checked
-        against the texts the folder's earlier results were computed from."""
-        from locator.data import sample_corpus
-        from locator.provenance import texts_hash
-
-        needed = dict.fromkeys(
-            (name, c.num_samples, c.seed)
-            for c in todo
-            for name in (c.corpora.target, *c.corpora.controls)
-        )
-        replace = self.suite.calibration.with_replacement
-        texts = {
-            (name, num_samples, seed): sample_corpus(
-                name,
-                num_samples=num_samples,
-                seed=seed,
-                replace=replace,
-                data_dir=self.suite.data_path(),
-            )
-            for name, num_samples, seed in needed
-        }
-        for (name, num_samples, seed), drawn in texts.items():
-            key = {"dataset": name, "num_samples": num_samples, "seed": seed}
-            key["with_replacement"] = replace
-            results.check_identity(self.out, "corpus", key, {"sha256": texts_hash(drawn.texts)})
-        return texts
-
     def load(self, spec: ModelOptions) -> None:
         """Load the model (checked against the weights the folder's results came from) and
         its baseline."""
         from locator.cache import model_fingerprint
         from locator.provenance import model_identity
+        from locator.rows import model_positions
 
         self.bar.set_postfix_str(f"loading {spec.path}")
         self.model, self.tokenizer = self.suite.located(spec).load()
         self.spec = spec
         self.fingerprint = model_fingerprint(self.model)
         self.identity = model_identity(self.model)
+        self.positions = model_positions(self.model)
         results.check_identity(
             self.out,
             "model",
             {"path": spec.path, "dtype": spec.dtype},
             {"fingerprint": self.identity["fingerprint"]},
         )
-        self.baseline = {task.name: self.evaluate_baseline(task) for task in self.suite.tasks}
+        self.baseline = {task.name: self._baseline(task) for task in self.suite.tasks}
 
-    def evaluate_baseline(self, task: TaskSpec) -> _Scores:
+    def _baseline(self, task: TaskSpec) -> _Scores:
         """The unedited model's scores on `task`, read from ``_baselines/`` (metrics) and
         ``_samples/baseline-<hash>.parquet`` (per-item scores) or evaluated once (again when
         either file is missing or damaged)."""
         key = {"model": self.spec.identity(), "task": task.identity()}
         name = stable_hash(key)
-        path = self.out / "_baselines" / f"{name}.json"
-        samples = f"baseline-{name}"
-        while (stored := self.stored_baseline(path, samples)) is None:
-            held = claims.claim(self.out, samples, stale_after=claims.STALE_SECONDS)
+        while (stored := _stored_baseline(self.out, name)) is None:
+            held = claims.claim(self.out, f"baseline-{name}")
             if held is None:  # another run is evaluating it: wait for its files
-                self.waiting(f"the baseline of {task.name}", claims.holder(self.out, samples))
+                found = claims.holder(self.out, f"baseline-{name}")
+                self._waiting(f"the baseline of {task.name}", found)
                 time.sleep(POLL_SECONDS)
                 continue
             with held:
-                if self.stored_baseline(path, samples) is None:
+                if _stored_baseline(self.out, name) is None:
                     self.bar.set_postfix_str(f"baseline {task.name}")
                     scores = self.evaluate(task)
-                    rows = self.samples("baseline", scores)
-                    results.write_samples(self.out, samples, rows)  # before the metrics
+                    self._write_samples(f"baseline-{name}", "baseline", scores)  # before metrics
                     record = {
                         "metrics": scores.metrics,
                         "higher_is_better": scores.higher_is_better,
                         "seconds": scores.seconds,
                     }
-                    results.write_json(path, {**key, **record})
+                    results.write_json(self.out / "_baselines" / f"{name}.json", {**key, **record})
         return stored
-
-    def stored_baseline(self, path: Path, samples: str) -> _Scores | None:
-        """The baseline kept in `path` and the per-item scores `samples`, or None when either
-        is missing, damaged or not what locator writes there."""
-        try:
-            stored = results.read_record(path, "")
-        except LocatorError:
-            return None
-        metrics, directions = stored.get("metrics"), stored.get("higher_is_better", {})
-        if not (
-            isinstance(metrics, dict)
-            and isinstance(directions, dict)
-            and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()
-            )
-        ):
-            return None
-        table = results.read_samples(self.out, samples)
-        if table is None:
-            return None
-        items = table.select(["task", "metric", "item", "value", "weight"]).to_pylist()
-        return _Scores(metrics=metrics, higher_is_better=directions, items=items)
 
     def evaluate(self, task: TaskSpec) -> _Scores:
         """Evaluate the model as currently edited on one task (each task has its own limit and
@@ -344,99 +327,38 @@ class Bench:
             seconds=time.perf_counter() - start,
         )
 
-    def samples(self, config_hash: str, scores: _Scores) -> list[results.Sample]:
-        """Per-item score rows of the current model."""
+    def _write_samples(self, name: str, config_hash: str, scores: _Scores) -> None:
+        """Write the per-item scores of the current model as ``_samples/<name>.parquet``."""
         spec = self.spec
-        return [
+        rows = [
             results.Sample(config_hash=config_hash, model=spec.path, dtype=spec.dtype, **item)
             for item in scores.items
         ]
-
-    def statistics(
-        self, todo: list[Configuration], texts: dict[tuple[str, int, int], Corpus]
-    ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any], dict[str, list[list[int]]]]:
-        """One pass per corpus of one (model, num_samples, seed): its statistics and seconds by
-        corpus name, the configured localizer of every method the configurations need, and the
-        token rows the pass read by corpus name (a method that runs the model reads them too)."""
-        from locator.cache import cached_statistics
-        from locator.localizer import statistic_kinds
-        from locator.rows import corpus_rows, model_positions
-
-        first = todo[0]
-        localizers = {m.label: m.localizer() for m in needed_methods(self.suite, todo)}
-        # A corpus pays for the kinds of every method as a target, and as a control only for
-        # those of methods that read controls (so a target-only gradient method costs controls
-        # no backward pass).
-        every = statistic_kinds(localizers.values())
-        kinds = {configuration.corpora.target: every for configuration in todo}
-        readers = statistic_kinds(m for m in localizers.values() if m.uses_controls)
-        for configuration in todo:
-            for name in configuration.corpora.controls:
-                kinds[name] = kinds.get(name, frozenset()) | readers
-        statistics, seconds, rows = {}, {}, {}
-        calibration, positions = self.suite.calibration, model_positions(self.model)
-        for name in dict.fromkeys(n for c in todo for n in (c.corpora.target, *c.corpora.controls)):
-            self.bar.set_postfix_str(f"statistics {name} n={first.num_samples} seed={first.seed}")
-            start = time.perf_counter()
-            read = self.texts(texts[(name, first.num_samples, first.seed)])
-            rows[name] = corpus_rows(self.tokenizer, read, calibration, name, positions)
-            statistics[name] = cached_statistics(
-                self.model,
-                self.tokenizer,
-                read,
-                rows[name],
-                kinds=kinds[name],
-                cache_dir=self.out / "_statistics",
-                batch_size=calibration.batch_size,
-                corpus=name,
-                progress=False,
-                model_key=self.fingerprint,
-            )
-            seconds[name] = time.perf_counter() - start
-        return statistics, seconds, localizers, rows
-
-    def texts(self, corpus: Corpus) -> Sequence[str]:
-        """The corpus's texts, through the model's chat template if the suite asks for it."""
-        from locator.data import render_chat
-
-        return (
-            render_chat(self.tokenizer, corpus).texts
-            if self.suite.calibration.chat_template
-            else corpus.texts
-        )
-
-    def run_group(
-        self, todo: list[Configuration], texts: dict[tuple[str, int, int], Corpus]
-    ) -> None:
-        """All configurations of one (model, num_samples, seed): one pass per corpus, one
-        ranking per method and corpora, then each configuration."""
-        for configuration, localization, timings in self.localized(todo, texts):
-            self.run_configuration(configuration, localization, timings)
+        results.write_samples(self.out, name, rows)
 
     def localized(
-        self, todo: list[Configuration], texts: dict[tuple[str, int, int], Corpus]
+        self, todo: list[Configuration], drawn: Drawn
     ) -> Iterator[tuple[Configuration, Any, dict[str, float]]]:
         """Each configuration of one (model, num_samples, seed) with its localization and the
         seconds its statistics and its ranking took: one pass per corpus, one ranking per
         method and corpora (a ground-truth suite scores them instead of evaluating each)."""
         from locator.provenance import with_provenance
-        from locator.rows import model_positions
 
-        first = todo[0]
-        statistics, seconds, localizers, rows = self.statistics(todo, texts)
+        localizers = {
+            label: self.suite.method(label).localizer() for label in rankings(self.suite, todo)
+        }
+        passes = self._passes(todo, drawn, localizers)
         # Methods with their own controls interleave corpora in the plan: group them, so each
         # method ranks once per corpora (a matched baseline's reference included).
-        appears = {corpora: i for i, corpora in reversed(list(enumerate(c.corpora for c in todo)))}
-        todo = sorted(todo, key=lambda c: appears[c.corpora])
-        for corpora, configurations in groupby(todo, key=lambda c: c.corpora):
-            batch = list(configurations)
-            names = (corpora.target, *corpora.controls)
-            used = [
-                (name, self.texts(texts[(name, first.num_samples, first.seed)])) for name in names
-            ]
-            localized = self.localize(corpora, batch, statistics, localizers, rows)
+        batches: dict[CorporaSpec, list[Configuration]] = {}
+        for configuration in todo:
+            batches.setdefault(configuration.corpora, []).append(configuration)
+        for corpora, batch in batches.items():
+            found = self._localize(corpora, batch, passes, localizers)
+            used = [(name, passes[name].texts) for name in corpora.names]
+            statistics_seconds = sum(passes[name].seconds for name in corpora.names)
             for configuration in batch:
-                localization, localize_seconds = localized[
+                localization, seconds = found[
                     (configuration.method.label, configuration.proportion)
                 ]
                 if not localization.provenance:
@@ -445,82 +367,106 @@ class Bench:
                         model=self.identity,
                         corpora=used if localization.controls else used[:1],
                         calibration=self.suite.calibration,
-                        positions=model_positions(self.model),
+                        positions=self.positions,
                     )
                 timings = {
-                    "statistics_seconds": sum(seconds[name] for name in names),
-                    "localization_seconds": localize_seconds,
+                    "statistics_seconds": statistics_seconds,
+                    "localization_seconds": seconds,
                 }
                 yield configuration, localization, timings
 
-    def localize(
+    def _passes(
+        self, todo: list[Configuration], drawn: Drawn, localizers: dict[str, Any]
+    ) -> dict[str, _Pass]:
+        """One statistics pass per corpus of one (model, num_samples, seed), by corpus name.
+        A corpus pays for the kinds of every method as a target, and as a control only for
+        those of methods that read controls (so a target-only gradient method costs controls
+        no backward pass)."""
+        from locator.cache import cached_statistics
+        from locator.data import render_chat
+        from locator.localizer import statistic_kinds
+        from locator.rows import corpus_rows
+
+        every = statistic_kinds(localizers.values())
+        readers = statistic_kinds(m for m in localizers.values() if m.uses_controls)
+        targets = {c.corpora.target for c in todo}
+        calibration, num_samples, seed = self.suite.calibration, todo[0].num_samples, todo[0].seed
+        passes = {}
+        for name in dict.fromkeys(n for c in todo for n in c.corpora.names):
+            self.bar.set_postfix_str(f"statistics {name} n={num_samples} seed={seed}")
+            start = time.perf_counter()
+            corpus = drawn[(name, num_samples, seed)]
+            read = (
+                render_chat(self.tokenizer, corpus).texts
+                if calibration.chat_template
+                else corpus.texts
+            )
+            rows = corpus_rows(self.tokenizer, read, calibration, name, self.positions)
+            statistics = cached_statistics(
+                self.model,
+                self.tokenizer,
+                read,
+                rows,
+                kinds=every if name in targets else readers,
+                cache_dir=self.out / "_statistics",
+                batch_size=calibration.batch_size,
+                corpus=name,
+                progress=False,
+                model_key=self.fingerprint,
+            )
+            seconds = time.perf_counter() - start
+            passes[name] = _Pass(texts=read, rows=rows, statistics=statistics, seconds=seconds)
+        return passes
+
+    def _localize(
         self,
         corpora: CorporaSpec,
         todo: list[Configuration],
-        statistics: dict[str, Any],
+        passes: dict[str, _Pass],
         localizers: dict[str, Any],
-        rows: dict[str, list[list[int]]],
     ) -> dict[tuple[str, float], tuple[Any, float]]:
         """(label, proportion) -> (localization, seconds of the ranking that produced it), for
-        every method the configurations need, references before the baselines matched to them;
-        a method that runs the model reads the corpora's token `rows` the statistics read."""
-        import dataclasses
-
+        every method the configurations on `corpora` need (`locator.bench.plan.rankings`): a
+        method ranks once and is cut at all its proportions, a matched baseline copies each
+        cut of its reference."""
         from locator.localizer import build_context, run_method
         from locator.runs import ModelRunner
 
         seed = todo[0].seed
-        target = statistics[corpora.target]
-        controls = [statistics[name] for name in corpora.controls]
+        target = passes[corpora.target].statistics
+        controls = [passes[name].statistics for name in corpora.controls]
         contexts = {
             head: build_context(self.model, target, controls, seed=seed, head=head)
-            for head in {localizers[label].scores_head for label in localizers}
+            for head in {localizer.scores_head for localizer in localizers.values()}
         }
-        wanted: dict[str, set[float]] = {}
-        for configuration in todo:
-            method = configuration.method
-            wanted.setdefault(method.label, set()).add(configuration.proportion)
-            if method.match is not None:
-                wanted.setdefault(method.match, set()).add(configuration.proportion)
-        localized: dict[tuple[str, float], tuple[Any, float]] = {}
-        ordered = sorted(wanted, key=lambda label: self.suite.method(label).match is not None)
-        for label in ordered:
-            method = self.suite.method(label)
-            proportions = sorted(wanted[label])
+        found: dict[tuple[str, float], tuple[Any, float]] = {}
+        for label, proportions in rankings(self.suite, todo).items():
+            localizer, match = localizers[label], self.suite.method(label).match
             self.bar.set_postfix_str(f"localize {label}")
-            if method.match is None:
+            for cut in [proportions] if match is None else [[p] for p in proportions]:
                 start = time.perf_counter()
-                context = contexts[localizers[label].scores_head]
-                if localizers[label].runs_model:
-                    used = [(name, rows[name]) for name in (corpora.target, *corpora.controls)]
+                context = contexts[localizer.scores_head]
+                if match is not None:
+                    context = build_context(
+                        self.model,
+                        target,
+                        controls,
+                        seed=seed,
+                        reference=found[(match, cut[0])][0],
+                        reference_label=match,
+                        head=localizer.scores_head,
+                    )
+                elif localizer.runs_model:
+                    used = [(name, passes[name].rows) for name in corpora.names]
                     batch_size = self.suite.calibration.batch_size
                     runner = ModelRunner(self.model, used, batch_size, seed=seed, progress=False)
                     context = dataclasses.replace(context, runner=runner)
-                found = run_method(self.model, localizers[label], context, proportions)
+                made = run_method(self.model, localizer, context, cut)
                 seconds = time.perf_counter() - start
-                localized.update(
-                    {(label, p): (f, seconds) for p, f in zip(proportions, found, strict=True)}
-                )
-                continue
-            for proportion in proportions:
-                reference = localized[(method.match, proportion)][0]
-                start = time.perf_counter()
-                matched_context = build_context(
-                    self.model,
-                    target,
-                    controls,
-                    seed=seed,
-                    reference=reference,
-                    reference_label=method.match,
-                    head=localizers[label].scores_head,
-                )
-                (matched,) = run_method(
-                    self.model, localizers[label], matched_context, [proportion]
-                )
-                localized[(label, proportion)] = (matched, time.perf_counter() - start)
-        return localized
+                found.update({(label, p): (f, seconds) for p, f in zip(cut, made, strict=True)})
+        return found
 
-    def run_configuration(
+    def _run_configuration(
         self, configuration: Configuration, localization: Any, timings: dict[str, float]
     ) -> None:
         """Claim the configuration, save the selection, evaluate the edited model on the tasks
@@ -528,13 +474,13 @@ class Bench:
         claimed it first."""
         import locator
 
-        held = claims.claim(self.out, configuration.key, stale_after=claims.STALE_SECONDS)
+        held = claims.claim(self.out, configuration.key)
         if held is None:
             self.left.append(configuration)  # see `wait_for_others`
             return
         with held:
             parts = configuration.parts
-            selection = Path("_selections") / f"{configuration.selection_key}.safetensors"
+            selection = Path(configuration.selection)
             if not (self.out / selection).is_file():  # missing, or deleted as damaged
                 localization.save(results.slot(self.out / selection), overwrite=True)
             tasks = [
@@ -554,11 +500,8 @@ class Bench:
                     with locator.intervene(self.model, localization, configuration.factor):
                         scores = {task.name: self.evaluate(task) for task in tasks}
                 for task in tasks:
-                    results.write_samples(  # before the part file, which marks the task done
-                        self.out,
-                        parts[task.name],
-                        self.samples(configuration.key, scores[task.name]),
-                    )
+                    # The per-item scores first: the part file marks the task done.
+                    self._write_samples(parts[task.name], configuration.key, scores[task.name])
                     rows = self.rows(configuration, task, localization, selection, timings, scores)
                     results.write_part(self.out, parts[task.name], rows)
                 self.ran += 1
@@ -611,6 +554,28 @@ class Bench:
             )
             for metric, value in scored.metrics.items()
         ]
+
+
+def _stored_baseline(out: Path, name: str) -> _Scores | None:
+    """The baseline kept as ``_baselines/<name>.json`` with its per-item scores
+    ``_samples/baseline-<name>.parquet``, or None when either is missing, damaged or not what
+    locator writes there."""
+    try:
+        stored = results.read_record(out / "_baselines" / f"{name}.json", "")
+    except LocatorError:
+        return None
+    metrics, directions = stored.get("metrics"), stored.get("higher_is_better", {})
+    if not (
+        isinstance(metrics, dict)
+        and isinstance(directions, dict)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values())
+    ):
+        return None
+    table = results.read_samples(out, f"baseline-{name}")
+    if table is None:
+        return None
+    items = table.select(["task", "metric", "item", "value", "weight"]).to_pylist()
+    return _Scores(metrics=metrics, higher_is_better=directions, items=items)
 
 
 def _numbers(metrics: Any) -> Iterable[tuple[str, float]]:

@@ -93,6 +93,11 @@ class CorporaSpec(Options):
         super().__post_init__()
         _refuse_repeats(self.controls)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The target, then the controls."""
+        return (self.target, *self.controls)
+
 
 def _refuse_repeats(controls: tuple[str, ...] | None) -> None:
     """Refuse controls that name a corpus twice."""
@@ -220,15 +225,19 @@ class Suite:
         """The method entry with this label."""
         return next(m for m in self.methods if m.label == label)
 
+    def own_controls(self, method: MethodSpec) -> tuple[str, ...] | None:
+        """The controls `method` (or the method it is matched to) gives itself, or None."""
+        if method.controls is None and method.match is not None:
+            return self.method(method.match).controls
+        return method.controls
+
     def corpora_of(self, method: MethodSpec, corpora: CorporaSpec) -> CorporaSpec:
         """The corpora `method` runs on in the `corpora` entry: the entry's target, with the
-        method's own controls when it (or the method it is matched to) gives them."""
-        controls = method.controls
-        if controls is None and method.match is not None:
-            controls = self.method(method.match).controls
-        if controls is None:
-            return corpora
-        return CorporaSpec(target=corpora.target, controls=controls)
+        method's `own_controls` when it has them."""
+        controls = self.own_controls(method)
+        return (
+            corpora if controls is None else CorporaSpec(target=corpora.target, controls=controls)
+        )
 
 
 _GRID = {

@@ -311,7 +311,7 @@ def test_suites_check_short_names_gguf_files_and_devices_before_any_work(tiny_gg
 
     def check(*models):
         suite = parse_suite({**grid, "models": list(models)}, tmp_path / "s.toml")
-        runner.Bench(suite, tmp_path / "out", progress=False).check_models(runner.plan(suite))
+        runner.check_models(suite, runner.plan(suite))
         return suite
 
     suite = check({"path": "tiny.gguf", "device": "cpu", "dtype": "float32"})

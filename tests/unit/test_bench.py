@@ -435,6 +435,21 @@ def test_matched_to_is_the_label_of_the_matched_entry():
     assert {c.method_config for c in matched} == {'{"matched_to": "mn"}'}
 
 
+def test_rankings_cut_each_method_once_with_the_references_first():
+    suite = _suite()
+    plan = planning.plan(suite)
+    # The matched baseline's cells first, proportions descending: the reference still ranks
+    # first (its cuts are what the baseline copies), each method at its proportions ascending.
+    backwards = [c for c in reversed(plan) if c.method.match or c.proportion == 0.1]
+    assert list(planning.rankings(suite, backwards).items()) == [
+        ("mathneuro", [0.01, 0.05, 0.1]),
+        ("random-matched", [0.01, 0.05, 0.1]),
+    ]
+    # A baseline's cells alone rank the method it copies too, at the baseline's proportions.
+    alone = [c for c in plan if c.method.match and c.proportion == 0.05]
+    assert planning.rankings(suite, alone) == {"mathneuro": [0.05], "random-matched": [0.05]}
+
+
 def test_a_methods_own_controls_and_a_tasks_cells_shape_the_plan():
     own = MethodSpec(name="mathneuro", label="mathneuro-c", controls=("c",))
     matched = MethodSpec(name="random", label="random-matched", match="mathneuro-c")
