@@ -279,7 +279,6 @@ def _proportions(model: Any, truth: Any, size: int) -> tuple[float, ...]:
 def _score(bench: Bench, truth: Any, found: list[tuple[Any, Any, dict[str, float]]]) -> list[Any]:
     """The rows of one method's cuts on one (planting, seed): each cut saved and scored against
     S, the cut of |S|'s size also pruned and evaluated on the suite's tasks."""
-    from locator.bench import results
     from locator.bench.runner import _Scores
     from locator.bench.suite import TaskSpec
     from locator.intervention import intervene
@@ -294,9 +293,7 @@ def _score(bench: Bench, truth: Any, found: list[tuple[Any, Any, dict[str, float
     )
     rows = []
     for index, (configuration, localization, timings) in enumerate(found):
-        selection = Path("_selections") / f"{configuration.selection_key}.safetensors"
-        if not (bench.out / selection).is_file():
-            localization.save(results.slot(bench.out / selection), overwrite=True)
+        selection = bench.save_selection(configuration, localization)
         size, inside = recovered.points[index]
         metrics = {"precision": inside / size if size else 0.0}
         metrics["recall"] = inside / recovered.truth_size

@@ -466,6 +466,14 @@ class Bench:
                 found.update({(label, p): (f, seconds) for p, f in zip(cut, made, strict=True)})
         return found
 
+    def save_selection(self, configuration: Configuration, localization: Any) -> Path:
+        """Save `configuration`'s localization in ``_selections/`` unless it is there (it may be
+        missing, or deleted as damaged); its path in the folder, the rows' ``selection``."""
+        selection = Path(configuration.selection)
+        if not (self.out / selection).is_file():
+            localization.save(results.slot(self.out / selection), overwrite=True)
+        return selection
+
     def _run_configuration(
         self, configuration: Configuration, localization: Any, timings: dict[str, float]
     ) -> None:
@@ -480,9 +488,7 @@ class Bench:
             return
         with held:
             parts = configuration.parts
-            selection = Path(configuration.selection)
-            if not (self.out / selection).is_file():  # missing, or deleted as damaged
-                localization.save(results.slot(self.out / selection), overwrite=True)
+            selection = self.save_selection(configuration, localization)
             tasks = [
                 task
                 for task in configuration.tasks
