@@ -35,6 +35,7 @@ from locator.architecture import mlp_neurons, scored_parameters
 from locator.data import CalibrationOptions
 from locator.errors import LocatorError
 from locator.rows import batches, corpus_rows, input_device, model_positions
+from locator.runs import running
 from locator.stats import (
     Activations,
     ActivationStats,
@@ -265,13 +266,8 @@ def _run_pass(
     # decoder, computing no logits.
     forward = model if backward or state.needs_head else getattr(model, "base_model", model)
     device = input_device(model)
-    was_training = model.training
-    requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
-    model.eval()
     try:
-        if backward:
-            model.requires_grad_(False)
-        with _hooks(model, state), torch.set_grad_enabled(backward):
+        with running(model, description), _hooks(model, state), torch.set_grad_enabled(backward):
             steps = tqdm(fed, desc=description, disable=not progress, leave=False)
             for input_ids, attention_mask in steps:
                 if attention_mask is None:
@@ -290,9 +286,6 @@ def _run_pass(
                 del output
     finally:
         state.last = None
-        model.train(was_training)
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad_(requires_grad[name])
 
 
 def _sample_losses(logits: Tensor, input_ids: Tensor, mask: Tensor) -> Tensor:
