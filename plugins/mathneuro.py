@@ -161,15 +161,14 @@ class SetDifferenceLocalizer(locator.Localizer):
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
-        self.settings: SetDifferenceConfig = self.config
-        self.statistics = frozenset({SCORES[self.settings.score][0]})
+        self.statistics = frozenset({SCORES[self.config.score][0]})
 
     def localize_many(
         self, context: locator.LocalizationContext, proportions: Sequence[float]
     ) -> list[dict[str, locator.Selection]]:
         """One ranking per matrix and corpus, cut at every proportion."""
-        _, score = SCORES[self.settings.score]
-        return set_difference(context, proportions, score, self.settings.control_proportion)
+        _, score = SCORES[self.config.score]
+        return set_difference(context, proportions, score, self.config.control_proportion)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,7 +236,7 @@ class MathNeuroConfig(locator.Options):
     )
 
 
-class MathNeuroLocalizer(SetDifferenceLocalizer):
+class MathNeuroLocalizer(locator.Localizer):
     """Top-K of |W| x per-sample input norms on the target, minus the controls' top-K."""
 
     name = "mathneuro"
@@ -245,8 +244,7 @@ class MathNeuroLocalizer(SetDifferenceLocalizer):
     statistics = frozenset({INPUT_NORM_SUM})  # the faithful mode's; see __init__
 
     def __init__(self, config: Any = None) -> None:
-        locator.Localizer.__init__(self, config)
-        self.settings = SetDifferenceConfig(score="mathneuro")
+        super().__init__(config)
         self.published = self.config.mode == "published"
         if self.published:
             self.statistics = frozenset({INPUT_NORMS_BY_SAMPLE_BF16})
@@ -256,8 +254,8 @@ class MathNeuroLocalizer(SetDifferenceLocalizer):
         self, context: locator.LocalizationContext, proportions: Sequence[float]
     ) -> list[dict[str, locator.Selection]]:
         """One ranking per matrix and corpus, cut at every proportion."""
-        if not self.published:
-            return super().localize_many(context, proportions)
+        if not self.published:  # the set difference with score = "mathneuro" and Q = K
+            return set_difference(context, proportions, _input_norm)
         return set_difference(
             context,
             proportions,
