@@ -161,14 +161,15 @@ class SetDifferenceLocalizer(locator.Localizer):
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
-        self.statistics = frozenset({SCORES[self.config.score][0]})
+        self.settings: SetDifferenceConfig = self.config
+        self.statistics = frozenset({SCORES[self.settings.score][0]})
 
     def localize_many(
         self, context: locator.LocalizationContext, proportions: Sequence[float]
     ) -> list[dict[str, locator.Selection]]:
         """One ranking per matrix and corpus, cut at every proportion."""
-        _, score = SCORES[self.config.score]
-        return set_difference(context, proportions, score, self.config.control_proportion)
+        _, score = SCORES[self.settings.score]
+        return set_difference(context, proportions, score, self.settings.control_proportion)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,7 +237,7 @@ class MathNeuroConfig(locator.Options):
     )
 
 
-class MathNeuroLocalizer(locator.Localizer):
+class MathNeuroLocalizer(SetDifferenceLocalizer):
     """Top-K of |W| x per-sample input norms on the target, minus the controls' top-K."""
 
     name = "mathneuro"
@@ -244,7 +245,8 @@ class MathNeuroLocalizer(locator.Localizer):
     statistics = frozenset({INPUT_NORM_SUM})  # the faithful mode's; see __init__
 
     def __init__(self, config: Any = None) -> None:
-        super().__init__(config)
+        locator.Localizer.__init__(self, config)
+        self.settings = SetDifferenceConfig(score="mathneuro")
         self.published = self.config.mode == "published"
         if self.published:
             self.statistics = frozenset({INPUT_NORMS_BY_SAMPLE_BF16})
@@ -254,8 +256,8 @@ class MathNeuroLocalizer(locator.Localizer):
         self, context: locator.LocalizationContext, proportions: Sequence[float]
     ) -> list[dict[str, locator.Selection]]:
         """One ranking per matrix and corpus, cut at every proportion."""
-        if not self.published:  # the set difference with score = "mathneuro" and Q = K
-            return set_difference(context, proportions, _input_norm)
+        if not self.published:
+            return super().localize_many(context, proportions)
         return set_difference(
             context,
             proportions,
