@@ -8,16 +8,12 @@ loss on its real tokens and backpropagates their sum once per batch (weights the
 get a ``.grad``). That pass holds what a training step's forward holds (activations for the
 backward, logits ``[batch, seq, vocab]``; lower `batch_size` for long texts and large
 vocabularies) plus one weight-sized accumulator per scored matrix and gradient kind, but no
-weight gradients or optimizer state.
-
-A row never exceeds the model's positions (`locator.rows.corpus_rows` cuts longer texts to them
-and refuses a longer `pack`), so what a pass holds is bounded by its batch, never by the longest
-text.
+weight gradients or optimizer state. Kinds whose `Forward` differs (a dtype, a batch size, a
+`Feed`) get a pass of their own; kinds with equal ones share it.
 
 Padding never counts: rows are right-padded (`locator.rows.batches`), so under the causal mask a
 real token never sees a pad; every observation exposes only each row's real tokens and padded
-positions carry no loss. Kinds whose `Forward` differs (a dtype, a batch size, a `Feed`) get a
-pass of their own; kinds with equal ones share it.
+positions carry no loss.
 """
 
 from __future__ import annotations
@@ -35,6 +31,7 @@ from locator.architecture import mlp_neurons, scored_parameters
 from locator.data import CalibrationOptions
 from locator.errors import LocatorError
 from locator.rows import batches, corpus_rows, input_device, model_positions
+from locator.runs import running
 from locator.stats import (
     Activations,
     ActivationStats,
@@ -223,12 +220,12 @@ def collect_from_rows(
         state = _plan(runner, group)
         _run_pass(runner, state, fed, f"statistics {corpus}".strip(), progress)
         totals.update(state.totals)
-    values: dict[str, dict[str, Tensor]] = {kind.name: {} for kind in resolved}
-    for (kind, key), total in totals.items():
-        values[kind][key] = total.cpu()
     ordered = list(scored_parameters(model, head=True))  # model order, whatever the hooks' order
     values = {
-        kind: {key: found[key] for key in ordered if key in found} for kind, found in values.items()
+        kind.name: {
+            key: totals[kind.name, key].cpu() for key in ordered if (kind.name, key) in totals
+        }
+        for kind in resolved
     }
     return ActivationStats(
         corpus=corpus,
@@ -265,13 +262,8 @@ def _run_pass(
     # decoder, computing no logits.
     forward = model if backward or state.needs_head else getattr(model, "base_model", model)
     device = input_device(model)
-    was_training = model.training
-    requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
-    model.eval()
     try:
-        if backward:
-            model.requires_grad_(False)
-        with _hooks(model, state), torch.set_grad_enabled(backward):
+        with running(model, description), _hooks(model, state), torch.set_grad_enabled(backward):
             steps = tqdm(fed, desc=description, disable=not progress, leave=False)
             for input_ids, attention_mask in steps:
                 if attention_mask is None:
@@ -290,9 +282,6 @@ def _run_pass(
                 del output
     finally:
         state.last = None
-        model.train(was_training)
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad_(requires_grad[name])
 
 
 def _sample_losses(logits: Tensor, input_ids: Tensor, mask: Tensor) -> Tensor:

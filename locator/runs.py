@@ -291,10 +291,10 @@ def _pre_hook(name: str, edit: Edit, mask: Tensor) -> Any:
 
 @contextmanager
 def running(model: nn.Module, description: str = "a model-running method") -> Iterator[None]:
-    """The guard around a model-running method: eval mode and no parameter requiring gradients
-    inside; on exit (also on an exception) both restored, any ``.grad`` a parameter got
-    removed, and a `LocatorError` if a weight was written to (so no result of an edited model
-    is returned)."""
+    """The guard around a pass over the model (a statistics pass, a model-running method): eval
+    mode and no parameter requiring gradients inside; on exit (also on an exception) both
+    restored, any ``.grad`` a parameter got removed, and a `LocatorError` if a weight was written
+    to (so no result of an edited model is returned)."""
     was_training = model.training
     parameters = dict(model.named_parameters())
     requires_grad = {name: p.requires_grad for name, p in parameters.items()}

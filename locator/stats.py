@@ -16,7 +16,7 @@ shared by every kind and every linear that reads the same tensor (q, k and v rea
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -82,25 +82,24 @@ class Activations:
         """`values` in fp32, or wider when the model computes wider."""
         return _wide(self.values)
 
+    def _per_sample(self, key: str, reduce: Callable[[Tensor], Tensor]) -> Tensor:
+        """`reduce` of each row's real tokens (``[length, channels]``, wide), memoized by `key`:
+        rows are right-padded, so reducing each row's first `length` tokens skips padding."""
+        if key not in self._memo:
+            wide = self.wide()
+            self._memo[key] = torch.stack(
+                [reduce(wide[row, :length]) for row, length in enumerate(self.lengths)]
+            )
+        return self._memo[key]
+
     def sample_square_sums(self) -> Tensor:
         """Per sample and channel, the sum of squares over the sample's real tokens:
         ``[batch, channels]``."""
-        if "square" not in self._memo:
-            wide = self.wide()
-            # Rows are right-padded: summing each row's real tokens skips padding altogether.
-            self._memo["square"] = torch.stack(
-                [wide[row, :length].square().sum(0) for row, length in enumerate(self.lengths)]
-            )
-        return self._memo["square"]
+        return self._per_sample("square", lambda x: x.square().sum(0))
 
     def sample_sums(self) -> Tensor:
         """Per sample and channel, the sum over the sample's real tokens: ``[batch, channels]``."""
-        if "sum" not in self._memo:
-            wide = self.wide()
-            self._memo["sum"] = torch.stack(
-                [wide[row, :length].sum(0) for row, length in enumerate(self.lengths)]
-            )
-        return self._memo["sum"]
+        return self._per_sample("sum", lambda x: x.sum(0))
 
     def sample_means(self) -> Tensor:
         """Per sample and channel, the mean over the sample's real tokens: ``[batch, channels]``."""

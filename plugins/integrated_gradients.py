@@ -40,6 +40,8 @@ from torch import Tensor
 
 import locator
 
+Objective = Literal["log_likelihood", "probability"]
+
 
 @dataclass(frozen=True, kw_only=True)
 class IntegratedGradientsConfig(locator.Options):
@@ -49,7 +51,7 @@ class IntegratedGradientsConfig(locator.Options):
     scope: Literal["all", "layer"] = locator.option(
         "all", help="scale all layers' activations together, or one layer at a time"
     )
-    objective: Literal["log_likelihood", "probability"] = locator.option(
+    objective: Objective = locator.option(
         "log_likelihood",
         help="F: the sample's log-likelihood, or its tokens' mean probability (the published form)",
     )
@@ -84,27 +86,23 @@ class IntegratedGradientsLocalizer(locator.Localizer):
             name: torch.zeros(runner.neurons[name].size, dtype=torch.float64) for name in names
         }
         kept = {name: torch.zeros_like(scores[name]) for name in names}
-        threshold = self.config.threshold
         config = self.config
         for attributions in sample_attributions(
             runner, config.steps, config.scope, config.objective
         ):
             for name in names:
                 scores[name] += attributions[name].sum(0)
-            if threshold is not None:
+            if config.threshold is not None:
                 top = torch.cat([attributions[name] for name in names], 1).amax(1, keepdim=True)
                 for name in names:
-                    kept[name] += (attributions[name] > threshold * top).sum(0)
-        if threshold is not None:
-            least = self.config.share * runner.target.num_samples
+                    kept[name] += (attributions[name] > config.threshold * top).sum(0)
+        if config.threshold is not None:
+            least = config.share * runner.target.num_samples
             scores = {
                 name: torch.where(kept[name] > least, score, -torch.inf)
                 for name, score in scores.items()
             }
         return runner.neuron_cuts(scores, counts)
-
-
-Objective = Literal["log_likelihood", "probability"]
 
 
 def sample_attributions(

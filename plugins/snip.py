@@ -37,9 +37,8 @@ import torch
 
 import locator
 
-# The built-in statistic kinds of the saliency, by accumulator dtype (`locator.list_statistics()`).
-WEIGHT_SALIENCY = "weight_gradient_saliency"
-WEIGHT_SALIENCY_BF16 = "weight_gradient_saliency_bf16"
+# The built-in statistic kind of the saliency by accumulator dtype (`locator.list_statistics()`).
+SALIENCY = {"float32": "weight_gradient_saliency", "bfloat16": "weight_gradient_saliency_bf16"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,21 +59,21 @@ class SnipLocalizer(locator.Localizer):
     name = "snip"
     Config = SnipConfig
     uses_controls = False
-    statistics = frozenset({WEIGHT_SALIENCY})  # the default config's; see __init__
+    statistics = frozenset({SALIENCY["float32"]})  # the default config's; see __init__
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
-        self.kind = WEIGHT_SALIENCY if self.config.accumulate == "float32" else WEIGHT_SALIENCY_BF16
-        self.statistics = frozenset({self.kind})
+        self.statistics = frozenset({SALIENCY[self.config.accumulate]})
 
     def localize_many(
         self, context: locator.LocalizationContext, proportions: Sequence[float]
     ) -> list[dict[str, locator.Selection]]:
         """One ranking per matrix (or per row), cut at every proportion."""
+        kind = SALIENCY[self.config.accumulate]
         return locator.ranked_selections(
             context,
             proportions,
-            lambda name: context.target.get(self.kind, name).to(torch.float32),  # [d_out, d_in]
+            lambda name: context.target.get(kind, name).to(torch.float32),  # [d_out, d_in]
             self.config.group,
         )
 

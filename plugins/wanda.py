@@ -37,9 +37,8 @@ from torch import Tensor
 
 import locator
 
-# The built-in statistic kinds of the two norms (`locator.list_statistics()`).
-INPUT_NORM_SUM = "input_norm_sum"
-INPUT_SQUARE_SUM = "input_square_sum"
+# The built-in statistic kind of each norm (`locator.list_statistics()`).
+NORMS = {"pooled": "input_square_sum", "per_sample": "input_norm_sum"}
 
 
 def original_count(proportion: float, numel: int) -> int:
@@ -76,12 +75,11 @@ class WandaLocalizer(locator.Localizer):
     name = "wanda"
     Config = WandaConfig
     uses_controls = False
-    statistics = frozenset({INPUT_SQUARE_SUM})  # the default config's; see __init__
+    statistics = frozenset({NORMS["pooled"]})  # the default config's; see __init__
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
-        self.kind = INPUT_SQUARE_SUM if self.config.norm == "pooled" else INPUT_NORM_SUM
-        self.statistics = frozenset({self.kind})
+        self.statistics = frozenset({NORMS[self.config.norm]})
 
     def localize_many(
         self, context: locator.LocalizationContext, proportions: Sequence[float]
@@ -91,7 +89,7 @@ class WandaLocalizer(locator.Localizer):
         def scores(name: str) -> Tensor:
             weight = context.matrix(name)  # [d_out, d_in]
             magnitude = weight.abs().to(torch.promote_types(weight.dtype, torch.float32))
-            channel = context.target.get(self.kind, name)  # [d_in], float64
+            channel = context.target.get(NORMS[self.config.norm], name)  # [d_in], float64
             norm = channel.sqrt() if self.config.norm == "pooled" else channel
             return magnitude * norm.to(magnitude.device, magnitude.dtype)  # [d_out, d_in]
 

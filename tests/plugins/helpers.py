@@ -27,3 +27,10 @@ def assert_refused(model, tokenizer, method, target, arguments, message):
     is refused with a one-line error that says `message`."""
     arguments = {"method": method, "target": target, "proportion": 0.1, **arguments}
     assert_one_line_error(message, locator.localize, model, tokenizer, progress=False, **arguments)
+
+
+def localized(model, tokenizer, method, proportion, target, controls=(), **arguments):
+    """`locator.localize` of `method` at `proportion` on `target` and `controls`, without a
+    progress bar."""
+    arguments.update(method=method, proportion=proportion, target=target, controls=controls)
+    return locator.localize(model, tokenizer, progress=False, **arguments)

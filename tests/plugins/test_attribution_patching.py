@@ -7,7 +7,7 @@ from locator_plugins.attribution_patching import attribution_scores
 import locator
 from locator.runs import ModelRunner
 from locator.testing import LocalizerContract, sample_texts
-from tests.plugins.helpers import assert_refused
+from tests.plugins.helpers import assert_refused, localized
 from tests.plugins.runs_reference import attribution_patching, fp64, top_neurons
 
 TARGET = sample_texts(7, seed=31)  # lengths 3..24 words: padded batches
@@ -43,15 +43,8 @@ def test_scores_equal_the_reference(model, tokenizer, expected):
 
 @pytest.mark.parametrize("proportion", [0.05, 0.2])
 def test_selection_equals_the_reference(model, tokenizer, expected, proportion):
-    found = locator.localize(
-        model,
-        tokenizer,
-        method="attribution-patching",
-        target=TARGET,
-        controls=CONTROLS,
-        proportion=proportion,
-        batch_size=3,
-        progress=False,
+    found = localized(
+        model, tokenizer, "attribution-patching", proportion, TARGET, CONTROLS, batch_size=3
     )
     wanted = top_neurons(expected(model, tokenizer), proportion)
     assert found.level == "neuron"

@@ -10,7 +10,7 @@ from locator_plugins.integrated_gradients import sample_attributions
 import locator
 from locator.runs import ModelRunner
 from locator.testing import LocalizerContract, sample_texts
-from tests.plugins.helpers import assert_refused
+from tests.plugins.helpers import assert_refused, localized
 from tests.plugins.runs_reference import (
     fp64,
     ids_of,
@@ -106,15 +106,8 @@ def test_selection_equals_the_reference(model, tokenizer, options, proportion):
             name: torch.where(kept[name] > options["share"] * len(samples), s, -math.inf)
             for name, s in scores.items()
         }
-    found = locator.localize(
-        model,
-        tokenizer,
-        method="integrated-gradients",
-        options=options,
-        target=TARGET,
-        proportion=proportion,
-        batch_size=2,
-        progress=False,
+    found = localized(
+        model, tokenizer, "integrated-gradients", proportion, TARGET, options=options, batch_size=2
     )
     wanted = top_neurons(scores, proportion)
     assert {name: found.neurons.get(name, torch.empty(0)).tolist() for name in wanted} == wanted

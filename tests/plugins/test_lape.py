@@ -18,7 +18,7 @@ from locator.testing import LocalizerContract, sample_texts
 
 from ..integration import reference
 from ..integration.reference import activation_modules, family_of
-from .helpers import assert_cuts_equal_single_runs
+from .helpers import assert_cuts_equal_single_runs, localized
 
 TARGET = sample_texts(6, seed=21)
 
@@ -273,15 +273,7 @@ def test_published_lape_matches_the_scripts_behaviour(
 
 
 def test_published_lape_applies_the_first_controls_neurons_not_the_targets(llama, tokenizer):
-    faithful = locator.localize(
-        llama,
-        tokenizer,
-        method="lape",
-        target=LAPE_TARGET,
-        controls=[LAPE_CONTROL],
-        proportion=0.6,
-        progress=False,
-    )
+    faithful = localized(llama, tokenizer, "lape", 0.6, LAPE_TARGET, [LAPE_CONTROL])
     published = lape_neurons(llama, tokenizer, 0.6, 0.5, 0.5)
     # (a control equal to the target is refused: its first texts stand in for it)
     first = (LAPE_TARGET[:-1], LAPE_CONTROL)

@@ -8,7 +8,7 @@ from locator_plugins.learned_mask import LearnedMaskConfig, train_log_alpha
 import locator
 from locator.runs import ModelRunner
 from locator.testing import LocalizerContract, sample_texts
-from tests.plugins.helpers import assert_refused
+from tests.plugins.helpers import assert_refused, localized
 from tests.plugins.runs_reference import fp64, learned_mask, top_neurons
 
 TARGET = sample_texts(5, seed=51)
@@ -42,18 +42,8 @@ def test_selection_equals_the_reference(model, tokenizer, proportion):
     total += sum(p.shape[0] for n, p in model64.named_parameters() if "mlp.c_proj.weight" in n)
     count = int(proportion * total)
     log_alpha = learned_mask(model64, tokenizer, TARGET, CONTROLS, count, seed=3, **OPTIONS)
-    found = locator.localize(
-        model64,
-        tokenizer,
-        method="learned-mask",
-        options=OPTIONS,
-        target=TARGET,
-        controls=CONTROLS,
-        proportion=proportion,
-        seed=3,
-        batch_size=2,
-        progress=False,
-    )
+    arguments = {"options": OPTIONS, "seed": 3, "batch_size": 2}
+    found = localized(model64, tokenizer, "learned-mask", proportion, TARGET, CONTROLS, **arguments)
     wanted = top_neurons(log_alpha, proportion)
     assert {name: found.neurons.get(name, torch.empty(0)).tolist() for name in wanted} == wanted
     assert found.count() > 0
@@ -61,16 +51,7 @@ def test_selection_equals_the_reference(model, tokenizer, proportion):
 
 def test_fp32_selection_is_the_fp64_selection(llama, tokenizer):
     found = [
-        locator.localize(
-            candidate,
-            tokenizer,
-            method="learned-mask",
-            options=OPTIONS,
-            target=TARGET,
-            controls=CONTROLS,
-            proportion=0.1,
-            progress=False,
-        )
+        localized(candidate, tokenizer, "learned-mask", 0.1, TARGET, CONTROLS, options=OPTIONS)
         for candidate in (llama, fp64(llama))
     ]
     assert {n: v.tolist() for n, v in found[0].neurons.items()} == {

@@ -13,7 +13,7 @@ from locator.testing import LocalizerContract, sample_texts
 
 from ..integration import reference
 from ..integration.reference import matrix_indices
-from .helpers import assert_cuts_equal_single_runs, assert_refused
+from .helpers import assert_cuts_equal_single_runs, assert_refused, localized
 
 TARGET = sample_texts(7, seed=31)  # lengths 3..24 words: padded batches
 CONTROLS = [sample_texts(5, seed=32), sample_texts(4, seed=33)]
@@ -101,16 +101,9 @@ def test_set_difference_matches_the_fp64_batch1_reference(
     options = {"score": score, "control_proportion": control_proportion}
     compared = 0
     for candidate in (model, model64):
-        found = locator.localize(
-            candidate,
-            tokenizer,
-            method="set-difference",
-            target=TARGET,
-            controls=CONTROLS,
-            proportion=proportion,
-            options=options,
-            batch_size=3,
-            progress=False,
+        arguments = {"options": options, "batch_size": 3}
+        found = localized(
+            candidate, tokenizer, "set-difference", proportion, TARGET, CONTROLS, **arguments
         )
         got = matrix_indices(found, candidate)
         for name, (wanted, ties) in expected.items():

@@ -7,12 +7,12 @@ import pytest
 import torch
 from locator_plugins.statistics import NEURON_MEAN_SQUARE_SUM, NEURON_MEAN_SUM
 
-import locator
 from locator.passes import collect_statistics
 from locator.testing import LocalizerContract, sample_texts
 
 from ..integration import reference
 from ..integration.reference import DOWN_PROJECTION, family_of
+from .helpers import localized
 
 TARGET = sample_texts(7, seed=31)  # lengths 3..24 words: padded batches
 CONTROLS = [sample_texts(5, seed=32), sample_texts(4, seed=33)]
@@ -25,15 +25,8 @@ def test_selectivity_matches_the_fp64_batch1_reference(model, tokenizer, proport
     down = [p for p, _ in model64.named_modules() if p.endswith("." + DOWN_PROJECTION[family])]
     expected, ties = reference.selectivity(model64, tokenizer, TARGET, CONTROLS, down, proportion)
     for candidate in (model, model64):
-        found = locator.localize(
-            candidate,
-            tokenizer,
-            method="selectivity",
-            target=TARGET,
-            controls=CONTROLS,
-            proportion=proportion,
-            batch_size=3,
-            progress=False,
+        found = localized(
+            candidate, tokenizer, "selectivity", proportion, TARGET, CONTROLS, batch_size=3
         )
         assert found.level == "neuron" and set(found.neurons) == set(expected)
         for name, neurons in found.neurons.items():

@@ -14,6 +14,7 @@ from locator.testing import LocalizerContract, sample_texts
 
 from ..integration import reference
 from ..integration.reference import matrix_indices
+from .helpers import localized
 
 TARGET = sample_texts(7, seed=31)  # lengths 3..24 words: padded batches
 CONTROLS = [sample_texts(5, seed=32), sample_texts(4, seed=33)]
@@ -77,16 +78,8 @@ def test_bf16_accumulation_is_close_to_fp32(llama, tokenizer):
 def test_snip_matches_the_fp64_batch1_reference(model, tokenizer, saliency, group, proportion):
     model64, expected = saliency(model, tokenizer)
     for candidate in (model, model64):
-        found = locator.localize(
-            candidate,
-            tokenizer,
-            method="snip",
-            target=TARGET,
-            proportion=proportion,
-            options={"group": group},
-            batch_size=3,
-            progress=False,
-        )
+        arguments = {"options": {"group": group}, "batch_size": 3}
+        found = localized(candidate, tokenizer, "snip", proportion, TARGET, **arguments)
         got = matrix_indices(found, candidate)
         for name, scores in expected[0].items():
             if group == "matrix":
