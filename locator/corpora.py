@@ -36,10 +36,10 @@ from locator.data import Corpus, draw_texts, get_dataset, sample_split
 from locator.errors import LocatorError
 from locator.heldout import (
     NLL_PREFIX,
-    calibration_records,
     calibration_texts,
     held_out_part,
     is_file_corpus,
+    is_held_out,
 )
 
 TASK_PREFIX = "task:"
@@ -121,7 +121,8 @@ def sample_any_corpus(
                 value, split=None, num_samples=num_samples, seed=seed, replace=replace,
                 data_dir=data_dir,
             )  # fmt: skip
-        items = calibration_records(dataset, part.split, directory)
+        records = dataset.records(part.split, directory)
+        items = [record for record in records if not is_held_out(dataset.format(record))]
         split = f"{part.split}-calibration"
         where = f"dataset {value!r} split {part.split!r} (less its held-out fifth)"
         text, turns = dataset.format, dataset.turns

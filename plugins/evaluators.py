@@ -247,12 +247,16 @@ def _item_value(aggregation: Any, value: Any) -> tuple[float, float] | None:
     return None
 
 
+def _tasks_of(loaded: Any) -> list[Any]:
+    """The tasks of a loaded lm-eval Task (itself) or Group (its subtasks)."""
+    return loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
+
+
 def _items(task: str, loaded: Any, metrics: dict[str, float], samples: dict[str, Any]) -> list:
     """Per-item scores of the requested `task` (a Task, or a Group: items of its subtasks)
     for each metric it reports, from lm-eval's logged samples."""
-    leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
     items = []
-    for leaf in leaves:
+    for leaf in _tasks_of(loaded):
         aggregations = leaf.aggregation()
         for reported in metrics:
             metric, _, filter_name = reported.partition(",")
@@ -348,7 +352,7 @@ class LmEvalEvaluator(locator.Evaluator):
         for task, loaded in objects.items():
             name = getattr(loaded, "task_name", None) or loaded.name
             metrics = _metrics(results.get(name, {}))
-            leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
+            leaves = _tasks_of(loaded)
             if not metrics and hasattr(loaded, "get_all_tasks"):  # a group without aggregates
                 for leaf in leaves:
                     for metric, value in _metrics(results.get(leaf.task_name, {})).items():
@@ -402,7 +406,7 @@ class LmEvalEvaluator(locator.Evaluator):
         manager = _manager_for([task])
         local = None if data_dir is None else LocalData(data_dir)
         loaded = self._load(manager, task, local)
-        leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
+        leaves = _tasks_of(loaded)
         splits, rendered = [], []
         for leaf in leaves:
             split, docs = _calibration_split(leaf)
@@ -435,8 +439,7 @@ class LmEvalEvaluator(locator.Evaluator):
             raise
         except Exception as error:  # lm-eval and datasets failures become one line
             raise _load_error(task, error, local.data_dir if local else None) from None
-        leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
-        unsafe = [leaf.task_name for leaf in leaves if getattr(leaf, "UNSAFE_CODE", False)]
+        unsafe = [t.task_name for t in _tasks_of(loaded) if getattr(t, "UNSAFE_CODE", False)]
         if unsafe:
             raise _unsafe(unsafe[0])
         return loaded
