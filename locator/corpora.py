@@ -94,11 +94,9 @@ def sample_any_corpus(
     data_dir: str | Path | None = None,
 ) -> Corpus:
     """`num_samples` calibration texts of a corpus value (see the module docs) drawn under
-    `seed`, never one its ``nll:<corpus>`` task (or, for ``task:<task>``, the task) scores.
-    `locator.data.sample_corpus` without a split draws through this. A task's documents come
-    from a split it does not evaluate, each rendered as the task presents an answered example
-    (prompt, target delimiter, target; `Corpus.turns` split them into the prompt and the
-    target), labelled ``task:<task>:<split>:...``."""
+    `seed`, never one its ``nll:<corpus>`` task (or, for ``task:<task>``, the task) scores. A
+    task's corpus is labelled ``task:<task>:<split>:...``; its `Corpus.turns` are each
+    document's prompt and target."""
     kind = corpus_kind(value)
     label = value
     items: Sequence[Any]

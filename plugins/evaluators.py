@@ -509,11 +509,8 @@ def _skill_task(task: str, lm: Any, request: locator.EvaluationRequest) -> Any:
     """The lm-eval Task of one of locator's skill tasks, built for this request and model."""
     from lm_eval.api.task import ConfigurableTask
 
-    if task in SKILL_TASKS:
-        config = SKILL_TASKS[task](lm, request.data_dir, request.limit)
-    else:
-        config = corpus_nll(task, lm, request.data_dir, request.limit)
-    return ConfigurableTask(config=config)
+    build = SKILL_TASKS.get(task) or functools.partial(corpus_nll, task)
+    return ConfigurableTask(config=build(lm, request.data_dir, request.limit))
 
 
 def _unsafe(task: str) -> locator.LocatorError:

@@ -47,13 +47,6 @@ class LocalData:
             self._records[key] = list(require_dataset(dataset).records(split, self.data_dir))
         return self._records[key]
 
-    def test_split(self, dataset: str) -> str:
-        """``test`` if present, else the only local split (the shared RACE subset)."""
-        splits = self.splits(dataset)
-        if "test" in splits or len(splits) != 1:
-            return "test"
-        return splits[0]
-
 
 Splits = dict[str, list[dict[str, Any]]]
 
@@ -90,8 +83,10 @@ def _mmlu(config: str | None, local: LocalData) -> Splits:
 def _race(config: str | None, local: LocalData) -> Splits:
     """EleutherAI/race's layout: one document per article, its questions in ``problems`` (a
     Python literal), for the level in `config` (``high``, ``middle``) as the test split."""
+    splits = local.splits("race")  # the shared subset is one file: the test split here
+    test = "test" if "test" in splits or len(splits) != 1 else splits[0]
     articles: dict[str, dict[str, Any]] = {}
-    for r in local.records("race", local.test_split("race")):
+    for r in local.records("race", test):
         level = re.sub(r"[^a-z].*", "", str(r.get("example_id", "")))  # "high1234.txt" -> high
         if config not in (None, "all") and level != config:
             continue
