@@ -111,10 +111,10 @@ def held_out_texts(corpus: str, data_dir: str | Path | None = None) -> list[str]
     return texts
 
 
-def calibration_texts(path: str | Path, field: str = "text") -> list[str]:
+def calibration_texts(path: str | Path) -> list[str]:
     """The texts of a JSON Lines (or Parquet, CSV) file that calibration may use: those not
     held out for ``nll:<path>``, in file order."""
-    texts = [text for text in read_texts(path, field) if not is_held_out(text)]
+    texts = [text for text in read_texts(path) if not is_held_out(text)]
     if not texts:
         raise LocatorError(
             f"{str(path)!r}: every text is held out for evaluation (nll:{path}); "
