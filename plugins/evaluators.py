@@ -7,10 +7,8 @@ definitions (prompts, few-shot examples, filters, metrics): ``gsm8k_cot``, ``gsm
 ``race``, ``hendrycks_math``, ``hendrycks_math500``, ``minerva_math`` (which needs
 ``lm-eval[math]``) and thousands more. A path to an lm-eval YAML file is a custom task.
 
-Locator's own skill tasks (``gsm8k_nll``, ``math_nll``, ``wikitext_nll``, ``race_nll``,
-``python_nll``, ``arithmetic_fewshot``, and ``nll:<corpus>`` for any dataset or JSON Lines file of
-texts; see `locator_plugins.skill_tasks`) are lm-eval tasks too, built per evaluation from
-locator's datasets.
+Locator's own skill tasks (``gsm8k_nll``, ``nll:<corpus>``, ...: `locator_plugins.skill_tasks`)
+are lm-eval tasks too, built per evaluation from locator's datasets.
 
 With a data directory, every task whose lm-eval dataset has a local counterpart reads the local
 files, never the hub (how: `locator_plugins.local_sources`). Other tasks load their data as
