@@ -296,7 +296,6 @@ class LmEvalEvaluator(locator.Evaluator):
     def task_names(self) -> Sequence[str]:
         """Every lm-eval task, group and tag name (indexes all of lm-eval once), the skill
         tasks and ``nll:<dataset>`` of every installed dataset."""
-
         corpora = [f"{NLL_PREFIX}{name}" for name in locator.list_datasets()]
         return [*SKILL_TASKS, *corpora, *_manager(False).all_tasks]
 
@@ -411,8 +410,6 @@ class LmEvalEvaluator(locator.Evaluator):
             splits.append(split if len(leaves) == 1 else f"{leaf.task_name}:{split}")
             try:
                 rendered += [_rendered(leaf, doc) for doc in docs]
-            except locator.LocatorError:
-                raise
             except Exception as error:  # a document the task's templates cannot render
                 raise locator.LocatorError(
                     f"lm-eval task {leaf.task_name!r}: cannot render a {split!r} document for "
@@ -492,7 +489,6 @@ def _check_corpus_task(task: str, data_dir: Path | None) -> None:
     """An ``nll:<corpus>`` task names an installed dataset (did-you-mean otherwise) or a file
     with held-out texts; a local dataset's held-out texts are read (the hub's are not fetched
     before the model loads)."""
-
     corpus = corpus_of_task(task)
     if corpus is None:
         return
