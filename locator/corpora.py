@@ -36,10 +36,10 @@ from locator.data import Corpus, draw_texts, get_dataset, sample_split
 from locator.errors import LocatorError
 from locator.heldout import (
     NLL_PREFIX,
-    calibration_records,
     calibration_texts,
     held_out_part,
     is_file_corpus,
+    is_held_out,
 )
 
 TASK_PREFIX = "task:"
@@ -94,11 +94,9 @@ def sample_any_corpus(
     data_dir: str | Path | None = None,
 ) -> Corpus:
     """`num_samples` calibration texts of a corpus value (see the module docs) drawn under
-    `seed`, never one its ``nll:<corpus>`` task (or, for ``task:<task>``, the task) scores.
-    `locator.data.sample_corpus` without a split draws through this. A task's documents come
-    from a split it does not evaluate, each rendered as the task presents an answered example
-    (prompt, target delimiter, target; `Corpus.turns` split them into the prompt and the
-    target), labelled ``task:<task>:<split>:...``."""
+    `seed`, never one its ``nll:<corpus>`` task (or, for ``task:<task>``, the task) scores. A
+    task's corpus is labelled ``task:<task>:<split>:...``; its `Corpus.turns` are each
+    document's prompt and target."""
     kind = corpus_kind(value)
     label = value
     items: Sequence[Any]
@@ -121,7 +119,8 @@ def sample_any_corpus(
                 value, split=None, num_samples=num_samples, seed=seed, replace=replace,
                 data_dir=data_dir,
             )  # fmt: skip
-        items = calibration_records(dataset, part.split, directory)
+        records = dataset.records(part.split, directory)
+        items = [record for record in records if not is_held_out(dataset.format(record))]
         split = f"{part.split}-calibration"
         where = f"dataset {value!r} split {part.split!r} (less its held-out fifth)"
         text, turns = dataset.format, dataset.turns

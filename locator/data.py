@@ -497,12 +497,12 @@ def resolve_corpus(
     return role, value
 
 
-def read_texts(path: str | Path, field: str = "text") -> list[str]:
-    """The `field` of every record of a JSON Lines (or Parquet, CSV) file, in file order."""
+def read_texts(path: str | Path) -> list[str]:
+    """Every record's ``text`` field in a JSON Lines (or Parquet, CSV) file, in file order."""
     records = read_records(path)
     if not records:
         raise LocatorError(f"{str(path)!r} holds no texts: the corpus is empty.")
     for number, record in enumerate(records, start=1):
-        if not isinstance(record.get(field), str):
-            raise LocatorError(f"{path}: record {number} has no string {field!r} field.")
-    return [record[field] for record in records]
+        if not isinstance(record.get("text"), str):
+            raise LocatorError(f"{path}: record {number} has no string 'text' field.")
+    return [record["text"] for record in records]

@@ -13,8 +13,8 @@ What is held out (`held_out_part`):
   ``validation`` split; with a data directory, one that has a local file): that split, whole.
   Calibration draws from its own split, so the two never share a record;
 - otherwise (one split only: ``python-code``, ``math500``, the shared RACE subset), the texts of
-  the calibration split whose SHA-256 falls in the held-out fifth (`is_held_out`);
-  `calibration_records` drops those from calibration;
+  the calibration split whose SHA-256 falls in the held-out fifth (`is_held_out`), which
+  calibration never draws;
 - a JSON Lines file of texts (``text`` field): its held-out fifth by the same hash;
   `calibration_texts` are the other four fifths.
 
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from locator.data import Dataset, Record, get_dataset, read_texts
+from locator.data import Dataset, get_dataset, read_texts
 from locator.errors import LocatorError
 
 NLL_PREFIX = "nll:"
@@ -88,16 +88,6 @@ def held_out_part(dataset: Dataset, data_dir: Path | None) -> HeldOutPart:
     return HeldOutPart(split=calibration, hashed=True)
 
 
-def calibration_records(dataset: Dataset, split: str, data_dir: Path | None) -> list[Record]:
-    """The records of `split` that calibration may draw: all of them, except in the split whose
-    held-out fifth is the evaluation's (then the other four fifths)."""
-    records = list(dataset.records(split, data_dir))
-    part = held_out_part(dataset, data_dir)
-    if not (part.hashed and part.split == split):
-        return records
-    return [record for record in records if not is_held_out(dataset.format(record))]
-
-
 def held_out_texts(corpus: str, data_dir: str | Path | None = None) -> list[str]:
     """The held-out texts of `corpus` (a dataset name or a JSON Lines file), in corpus order;
     an error when there are none."""
@@ -121,10 +111,10 @@ def held_out_texts(corpus: str, data_dir: str | Path | None = None) -> list[str]
     return texts
 
 
-def calibration_texts(path: str | Path, field: str = "text") -> list[str]:
+def calibration_texts(path: str | Path) -> list[str]:
     """The texts of a JSON Lines (or Parquet, CSV) file that calibration may use: those not
     held out for ``nll:<path>``, in file order."""
-    texts = [text for text in read_texts(path, field) if not is_held_out(text)]
+    texts = [text for text in read_texts(path) if not is_held_out(text)]
     if not texts:
         raise LocatorError(
             f"{str(path)!r}: every text is held out for evaluation (nll:{path}); "

@@ -38,14 +38,6 @@ REAL_EXTRA = 'pip install "skill-locator[real]"'
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
-def _nothing() -> Path | None:
-    return None
-
-
-def _as_is(path: Path) -> Path:
-    return path
-
-
 @dataclass(frozen=True, kw_only=True)
 class ModelSource:
     """A model known by a short name: where it lives on the hub and how to find a local copy.
@@ -63,8 +55,8 @@ class ModelSource:
     description: str
     size: str
     packages: tuple[str, ...] = ()
-    find: Callable[[], Path | None] = _nothing
-    prepare: Callable[[Path], Path] = _as_is
+    find: Callable[[], Path | None] = lambda: None
+    prepare: Callable[[Path], Path] = lambda path: path
 
     def install_hint(self) -> str:
         """How to get the local copy, in words."""

@@ -53,8 +53,8 @@ def _answer_index(value: Any) -> int:
 
 
 class _TwoFieldDataset(locator.HubDataset):
-    """A dataset whose two `fields` ask and answer; its text is each under its `labels` entry:
-    ``{label}: {asked}\\n{label}: {answer}``."""
+    """A dataset whose text is its two `turns` (by default its first two `fields`: what is asked
+    and the answer), each under its `labels` entry: ``{label}: {asked}\\n{label}: {answer}``."""
 
     labels: ClassVar[tuple[str, str]]
 
@@ -135,19 +135,7 @@ class Math500Dataset(_TwoFieldDataset):
     labels = ("Problem", "Solution")
 
 
-class _MultipleChoiceDataset(locator.HubDataset):
-    """A multiple-choice dataset whose `turns` are what a record asks (with lettered options)
-    and the answer's letter; its calibration text is ``{heading}: {asked}\nAnswer: {letter}``."""
-
-    heading: ClassVar[str]
-
-    def format(self, record: locator.Record) -> str:
-        """The heading, what is asked, the answer letter."""
-        asked, letter = self.turns(record)
-        return f"{self.heading}: {asked}\nAnswer: {letter}"
-
-
-class MmluDataset(_MultipleChoiceDataset):
+class MmluDataset(_TwoFieldDataset):
     """``Question: {question}\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\nAnswer: {letter}``.
 
     Calibration uses the validation split (1,531 questions over all 57 subjects), keeping the
@@ -155,7 +143,7 @@ class MmluDataset(_MultipleChoiceDataset):
     hub's an index (both are read)."""
 
     name = "mmlu"
-    heading = "Question"
+    labels = ("Question", "Answer")
     description = "Multiple-choice questions over 57 subjects (MMLU)."
     splits = ("test", "validation", "dev", "auxiliary_train")
     calibration_split = "validation"
@@ -180,7 +168,7 @@ class MmluDataset(_MultipleChoiceDataset):
         return f"{record['question']}\n{_options(record['choices'])}", LETTERS[record["answer"]]
 
 
-class RaceDataset(_MultipleChoiceDataset):
+class RaceDataset(_TwoFieldDataset):
     """``Article: {article}\\nQuestion: {question}\\nA. ..\\nD. ..\\nAnswer: {letter}``.
 
     One text per question, from ehovy/race (all levels). The shared local copy
@@ -188,7 +176,7 @@ class RaceDataset(_MultipleChoiceDataset):
     not an official split; a data directory calibrates on it unless a split is named."""
 
     name = "race"
-    heading = "Article"
+    labels = ("Article", "Answer")
     description = "Reading comprehension: an article and a multiple-choice question (RACE)."
     splits = ("train", "validation", "test")
     task = "race"

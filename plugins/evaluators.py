@@ -7,10 +7,8 @@ definitions (prompts, few-shot examples, filters, metrics): ``gsm8k_cot``, ``gsm
 ``race``, ``hendrycks_math``, ``hendrycks_math500``, ``minerva_math`` (which needs
 ``lm-eval[math]``) and thousands more. A path to an lm-eval YAML file is a custom task.
 
-Locator's own skill tasks (``gsm8k_nll``, ``math_nll``, ``wikitext_nll``, ``race_nll``,
-``python_nll``, ``arithmetic_fewshot``, and ``nll:<corpus>`` for any dataset or JSON Lines file of
-texts; see `locator_plugins.skill_tasks`) are lm-eval tasks too, built per evaluation from
-locator's datasets.
+Locator's own skill tasks (``gsm8k_nll``, ``nll:<corpus>``, ...: `locator_plugins.skill_tasks`)
+are lm-eval tasks too, built per evaluation from locator's datasets.
 
 With a data directory, every task whose lm-eval dataset has a local counterpart reads the local
 files, never the hub (how: `locator_plugins.local_sources`). Other tasks load their data as
@@ -247,12 +245,16 @@ def _item_value(aggregation: Any, value: Any) -> tuple[float, float] | None:
     return None
 
 
+def _tasks_of(loaded: Any) -> list[Any]:
+    """The tasks of a loaded lm-eval Task (itself) or Group (its subtasks)."""
+    return loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
+
+
 def _items(task: str, loaded: Any, metrics: dict[str, float], samples: dict[str, Any]) -> list:
     """Per-item scores of the requested `task` (a Task, or a Group: items of its subtasks)
     for each metric it reports, from lm-eval's logged samples."""
-    leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
     items = []
-    for leaf in leaves:
+    for leaf in _tasks_of(loaded):
         aggregations = leaf.aggregation()
         for reported in metrics:
             metric, _, filter_name = reported.partition(",")
@@ -294,7 +296,6 @@ class LmEvalEvaluator(locator.Evaluator):
     def task_names(self) -> Sequence[str]:
         """Every lm-eval task, group and tag name (indexes all of lm-eval once), the skill
         tasks and ``nll:<dataset>`` of every installed dataset."""
-
         corpora = [f"{NLL_PREFIX}{name}" for name in locator.list_datasets()]
         return [*SKILL_TASKS, *corpora, *_manager(False).all_tasks]
 
@@ -348,7 +349,7 @@ class LmEvalEvaluator(locator.Evaluator):
         for task, loaded in objects.items():
             name = getattr(loaded, "task_name", None) or loaded.name
             metrics = _metrics(results.get(name, {}))
-            leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
+            leaves = _tasks_of(loaded)
             if not metrics and hasattr(loaded, "get_all_tasks"):  # a group without aggregates
                 for leaf in leaves:
                     for metric, value in _metrics(results.get(leaf.task_name, {})).items():
@@ -402,15 +403,13 @@ class LmEvalEvaluator(locator.Evaluator):
         manager = _manager_for([task])
         local = None if data_dir is None else LocalData(data_dir)
         loaded = self._load(manager, task, local)
-        leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
+        leaves = _tasks_of(loaded)
         splits, rendered = [], []
         for leaf in leaves:
             split, docs = _calibration_split(leaf)
             splits.append(split if len(leaves) == 1 else f"{leaf.task_name}:{split}")
             try:
                 rendered += [_rendered(leaf, doc) for doc in docs]
-            except locator.LocatorError:
-                raise
             except Exception as error:  # a document the task's templates cannot render
                 raise locator.LocatorError(
                     f"lm-eval task {leaf.task_name!r}: cannot render a {split!r} document for "
@@ -435,8 +434,7 @@ class LmEvalEvaluator(locator.Evaluator):
             raise
         except Exception as error:  # lm-eval and datasets failures become one line
             raise _load_error(task, error, local.data_dir if local else None) from None
-        leaves = loaded.get_all_tasks() if hasattr(loaded, "get_all_tasks") else [loaded]
-        unsafe = [leaf.task_name for leaf in leaves if getattr(leaf, "UNSAFE_CODE", False)]
+        unsafe = [t.task_name for t in _tasks_of(loaded) if getattr(t, "UNSAFE_CODE", False)]
         if unsafe:
             raise _unsafe(unsafe[0])
         return loaded
@@ -491,7 +489,6 @@ def _check_corpus_task(task: str, data_dir: Path | None) -> None:
     """An ``nll:<corpus>`` task names an installed dataset (did-you-mean otherwise) or a file
     with held-out texts; a local dataset's held-out texts are read (the hub's are not fetched
     before the model loads)."""
-
     corpus = corpus_of_task(task)
     if corpus is None:
         return
@@ -506,11 +503,8 @@ def _skill_task(task: str, lm: Any, request: locator.EvaluationRequest) -> Any:
     """The lm-eval Task of one of locator's skill tasks, built for this request and model."""
     from lm_eval.api.task import ConfigurableTask
 
-    if task in SKILL_TASKS:
-        config = SKILL_TASKS[task](lm, request.data_dir, request.limit)
-    else:
-        config = corpus_nll(task, lm, request.data_dir, request.limit)
-    return ConfigurableTask(config=config)
+    build = SKILL_TASKS.get(task) or functools.partial(corpus_nll, task)
+    return ConfigurableTask(config=build(lm, request.data_dir, request.limit))
 
 
 def _unsafe(task: str) -> locator.LocatorError:

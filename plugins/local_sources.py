@@ -47,44 +47,46 @@ class LocalData:
             self._records[key] = list(require_dataset(dataset).records(split, self.data_dir))
         return self._records[key]
 
-    def test_split(self, dataset: str) -> str:
-        """``test`` if present, else the only local split (the shared RACE subset)."""
-        splits = self.splits(dataset)
-        if "test" in splits or len(splits) != 1:
-            return "test"
-        return splits[0]
-
 
 Splits = dict[str, list[dict[str, Any]]]
 
 
-def _gsm8k(config: str | None, local: LocalData) -> Splits:
+def _fields(
+    local: LocalData,
+    dataset: str,
+    fields: tuple[str, ...],
+    default: Any = None,
+    keep: Callable[[locator.Record], bool] = lambda record: True,
+) -> Splits:
+    """Every local split of `dataset`: the `fields` of each record `keep` accepts (`default` for
+    a missing one)."""
     return {
         split: [
-            {"question": r["question"], "answer": r["answer"]}
-            for r in local.records("gsm8k", split)
+            {k: r.get(k, default) for k in fields} for r in local.records(dataset, split) if keep(r)
         ]
-        for split in local.splits("gsm8k")
+        for split in local.splits(dataset)
     }
+
+
+def _gsm8k(config: str | None, local: LocalData) -> Splits:
+    return _fields(local, "gsm8k", ("question", "answer"))
 
 
 def _mmlu(config: str | None, local: LocalData) -> Splits:
     """One subject (the lm-eval subtask's config) or all; ``answer`` is an index."""
-    return {
-        split: [
-            {k: r[k] for k in ("question", "subject", "choices", "answer")}
-            for r in local.records("mmlu", split)
-            if config in (None, "all") or r["subject"] == config
-        ]
-        for split in local.splits("mmlu")
-    }
+    fields = ("question", "subject", "choices", "answer")
+    return _fields(
+        local, "mmlu", fields, keep=lambda r: config in (None, "all") or r["subject"] == config
+    )
 
 
 def _race(config: str | None, local: LocalData) -> Splits:
     """EleutherAI/race's layout: one document per article, its questions in ``problems`` (a
     Python literal), for the level in `config` (``high``, ``middle``) as the test split."""
+    splits = local.splits("race")  # the shared subset is one file: the test split here
+    test = "test" if "test" in splits or len(splits) != 1 else splits[0]
     articles: dict[str, dict[str, Any]] = {}
-    for r in local.records("race", local.test_split("race")):
+    for r in local.records("race", test):
         level = re.sub(r"[^a-z].*", "", str(r.get("example_id", "")))  # "high1234.txt" -> high
         if config not in (None, "all") and level != config:
             continue
@@ -103,22 +105,13 @@ def _hendrycks_math(config: str | None, local: LocalData) -> Splits:
     """One MATH subject (the lm-eval subtask's config)."""
     subject = MATH_SUBJECTS.get(config or "")
     fields = ("problem", "level", "type", "solution")
-    return {
-        split: [
-            {k: r.get(k, "") for k in fields}
-            for r in local.records("math", split)
-            if subject is None or r.get("type") == subject
-        ]
-        for split in local.splits("math")
-    }
+    return _fields(local, "math", fields, "", lambda r: subject is None or r.get("type") == subject)
 
 
 def _math500(config: str | None, local: LocalData) -> Splits:
-    fields = ("problem", "solution", "answer", "subject", "level", "unique_id")
-    return {
-        split: [{k: r.get(k) for k in fields} for r in local.records("math500", split)]
-        for split in local.splits("math500")
-    }
+    return _fields(
+        local, "math500", ("problem", "solution", "answer", "subject", "level", "unique_id")
+    )
 
 
 def _is_title(text: str) -> bool:

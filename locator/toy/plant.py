@@ -82,13 +82,6 @@ def planted_problems() -> list[MaxProblem]:
     return [MaxProblem(a, OPERATOR, b) for a in span for b in span]
 
 
-def planted_texts(num: int, seed: int | str | random.Random = 0) -> list[str]:
-    """``num`` planted problems with answers, drawn uniformly with replacement."""
-    rng = seed if isinstance(seed, random.Random) else random.Random(seed)
-    problems = planted_problems()
-    return [rng.choice(problems).text for _ in range(num)]
-
-
 def evaluate_planted(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -192,29 +185,6 @@ def planted_set(
     return masks, neurons
 
 
-def _planted_batch(rng: random.Random, size: int, length: int) -> dict[str, torch.Tensor]:
-    """Planted problems, right-padded to `length`; only the answer and eos count in the loss."""
-    import torch
-
-    from locator.toy.tokenizer import BOS, EOS, PAD, token_table
-    from locator.toy.train import IGNORE_INDEX
-
-    table = token_table()
-    ids, labels = [], []
-    for text in planted_texts(size, rng):
-        words = text.split()
-        row = [table[BOS]] + [table[word] for word in words] + [table[EOS]]
-        prompt = len(words)  # bos + a big b = : the answer is predicted from there on
-        ids.append(row + [table[PAD]] * (length - len(row)))
-        labels.append([IGNORE_INDEX] * prompt + row[prompt:] + [IGNORE_INDEX] * (length - len(row)))
-    input_ids = torch.tensor(ids)
-    return {
-        "input_ids": input_ids,
-        "attention_mask": (input_ids != table[PAD]).long(),
-        "labels": torch.tensor(labels),
-    }
-
-
 def skill_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
     """The planted skill's and the old skills' measures, flat: ``planted``, ``arithmetic``
     (exact match) and ``language_loss`` (nats)."""
@@ -238,7 +208,7 @@ def plant_model(
     from locator.intervention import intervene
     from locator.localization import Localization
     from locator.provenance import model_identity
-    from locator.toy.train import make_batch
+    from locator.toy.train import pad_batch, problem_examples, training_examples
 
     masks, neurons = planted_set(model, settings)  # checks the settings first
     before = skill_scores(model, tokenizer)
@@ -267,21 +237,20 @@ def plant_model(
             [named[name] for name in trained], lr=settings.learning_rate, betas=(0.9, 0.98)
         )
         rng = random.Random(f"toy-plant:{settings.seed}")
-        planted = round(settings.batch_size * settings.planted_share)
+        planted, problems = round(settings.batch_size * settings.planted_share), planted_problems()
         model.train()
         for step in range(settings.steps):
             progress = step / max(1, settings.steps - 1)
             factor = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
             for group in optimizer.param_groups:
                 group["lr"] = settings.learning_rate * factor
-            old = make_batch(  # replay of the old skills, drawn as the toy's training draws them
+            old = training_examples(  # replay of the old skills, drawn as training draws them
                 rng,
                 batch_size=settings.batch_size - planted,
                 arithmetic_fraction=settings.replay_arithmetic,
             )
-            new = _planted_batch(rng, planted, int(old["input_ids"].shape[1]))
-            batch = {key: torch.cat([old[key], new[key]]) for key in old}
-            loss = model(**batch).loss
+            new = problem_examples([rng.choice(problems) for _ in range(planted)])
+            loss = model(**pad_batch(old + new)).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             for name, gate in gates.items():

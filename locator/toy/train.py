@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from locator.toy.data import language_texts, sample_arithmetic_problems
+from locator.toy.data import ArithmeticProblem, language_texts, sample_arithmetic_problems
 from locator.toy.tokenizer import BOS, EOS, MAX_LENGTH, PAD, build_tokenizer, token_table
 
 if TYPE_CHECKING:
@@ -66,26 +66,43 @@ def build_model(seed: int = 0) -> LlamaForCausalLM:
     return LlamaForCausalLM(config).float()
 
 
-def make_batch(
-    rng: random.Random, *, batch_size: int, arithmetic_fraction: float
-) -> dict[str, torch.Tensor]:
-    """Draw one right-padded training batch (input ids, attention mask, labels) from ``rng``."""
-    import torch
+Example = tuple[list[int], list[int]]
+"""One text's token ids and its labels (`IGNORE_INDEX` where the loss does not count)."""
 
+
+def problem_examples(problems: Sequence[ArithmeticProblem]) -> list[Example]:
+    """The problems with their answers, only the answer and the end token counting in the loss
+    (the operands are random, there is nothing to learn in them)."""
     table = token_table()
-    num_arithmetic = round(batch_size * arithmetic_fraction)
-    examples: list[tuple[list[int], list[int]]] = []
-    for problem in sample_arithmetic_problems(num_arithmetic, rng):
+    examples = []
+    for problem in problems:
         ids = [table[BOS]] + [table[word] for word in problem.text.split()] + [table[EOS]]
         prompt_length = 1 + len(problem.prompt.split())
         examples.append((ids, [IGNORE_INDEX] * prompt_length + ids[prompt_length:]))
+    return examples
+
+
+def training_examples(
+    rng: random.Random, *, batch_size: int, arithmetic_fraction: float
+) -> list[Example]:
+    """One training batch's examples drawn from `rng`: arithmetic problems, then sentences."""
+    table = token_table()
+    num_arithmetic = round(batch_size * arithmetic_fraction)
+    examples = problem_examples(sample_arithmetic_problems(num_arithmetic, rng))
     for sentence in language_texts(batch_size - num_arithmetic, rng):
         ids = [table[BOS]] + [table[word] for word in sentence.split()] + [table[EOS]]
         # Every token is a target; the one at index 0 (bos) is dropped by the loss's shift.
         examples.append((ids, list(ids)))
+    return examples
 
+
+def pad_batch(examples: Sequence[Example]) -> dict[str, torch.Tensor]:
+    """The examples right-padded into one batch (input ids, attention mask, labels)."""
+    import torch
+
+    pad = token_table()[PAD]
     length = max(len(ids) for ids, _ in examples)
-    input_ids = [ids + [table[PAD]] * (length - len(ids)) for ids, _ in examples]
+    input_ids = [ids + [pad] * (length - len(ids)) for ids, _ in examples]
     labels = [labels + [IGNORE_INDEX] * (length - len(labels)) for _, labels in examples]
     mask = [[1] * len(ids) + [0] * (length - len(ids)) for ids, _ in examples]
     return {
@@ -165,8 +182,10 @@ def train(
             )
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate * factor
-            batch = make_batch(rng, batch_size=batch_size, arithmetic_fraction=arithmetic_fraction)
-            loss = model(**batch).loss
+            examples = training_examples(
+                rng, batch_size=batch_size, arithmetic_fraction=arithmetic_fraction
+            )
+            loss = model(**pad_batch(examples)).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
