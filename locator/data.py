@@ -343,6 +343,7 @@ def sample_corpus(
     default) every record appears at most once; ``replace=True`` draws with replacement, as
     the MathNeuro paper did (500 samples). The same arguments give the same texts.
     """
+    CalibrationOptions(num_samples=num_samples, with_replacement=replace)  # before any reading
     if split is None:
         from locator.corpora import sample_any_corpus
 
@@ -366,7 +367,6 @@ def sample_split(
     """Draw `num_samples` formatted texts of `split` (None: its usual calibration split) of
     dataset `name` under `seed`, from every record of the split (see `sample_corpus`)."""
     dataset = get_dataset(name)
-    CalibrationOptions(num_samples=num_samples, with_replacement=replace)
     directory = None if data_dir is None else Path(data_dir)
     if directory is not None and not directory.exists():
         raise LocatorError(f"data directory {str(directory)!r} does not exist.")
@@ -395,8 +395,6 @@ def draw_texts(
     """A `Corpus` (`corpus`: its `dataset` and `split`) of `num_samples` of `items` drawn under
     `seed`, with replacement if `replace`, made texts by `text` and turns by `turns`; `where`
     has the items, as `what` (for the one-line errors)."""
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise LocatorError(f"num_samples must be a positive integer, got {num_samples!r}.")
     if not items:
         raise LocatorError(f"{where} has no {what}.")
     if not replace and num_samples > len(items):
