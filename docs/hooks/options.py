@@ -27,11 +27,18 @@ def resolve(name: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
+def escape(cell: str) -> str:
+    """A table cell as Markdown shows it: ``|`` escaped, and ``<`` and ``>`` outside code spans
+    (a help's ``<name>``) written as entities, not read as an HTML tag."""
+    parts = cell.replace("|", r"\|").split("`")
+    parts[::2] = [part.replace("<", "&lt;").replace(">", "&gt;") for part in parts[::2]]
+    return "`".join(parts)
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table; a ``|`` inside a cell is escaped."""
+    """A Markdown table of `rows` under `header`, each cell escaped."""
     lines = [header, ["---"] * len(header), *rows]
-    cells = ([cell.replace("|", r"\|") for cell in line] for line in lines)
-    return "\n".join("| " + " | ".join(line) + " |" for line in cells)
+    return "\n".join("| " + " | ".join(map(escape, line)) + " |" for line in lines)
 
 
 def options(cls: type, leave_out: tuple[str, ...] = ()) -> list[list[str]]:

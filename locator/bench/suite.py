@@ -127,7 +127,9 @@ class MethodSpec(Options):
     control beside the RACE one, without running every other method twice)."""
 
     name: str = option(help="a method (see `locator localizers`)")
-    label: str = option(help="unique (default: the name, or <name>-matched-<match>)")
+    label: str = option(
+        help="unique (a suite table without one gets the name, or <name>-matched-<match>)"
+    )
     config: Any = option(None, help="its config (a suite's `options`; None: the defaults)")
     match: str | None = option(
         None, help="a matched baseline: the label of the method whose per-matrix counts it copies"

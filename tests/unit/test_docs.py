@@ -76,3 +76,8 @@ def test_no_page_writes_a_documented_class_s_fields_by_hand():
             first = re.match(r"\| `(\w+)`", line)
             assert not first or not any(first[1] in f for f in fields), (path.name, line)
             assert not any(len(named & f) >= 3 for f in fields), (path.name, line)
+
+
+def test_a_cell_shows_angle_brackets_and_pipes_as_written():
+    # Markdown would read `<name>` as an HTML tag and drop it, and `|` as a new cell.
+    assert HOOK.escape("a <name>-x | b, `<kept>`") == r"a &lt;name&gt;-x \| b, `<kept>`"
