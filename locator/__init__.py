@@ -8,7 +8,9 @@ also all a plugin needs: `Localizer`, `LocalizationContext`, `Selection`, `Neuro
 `record`, `compose`), datasets (`Dataset`, `HubDataset`, `Record`, `load_hub_split`,
 `read_records`), evaluators (`Evaluator`, `EvaluationRequest`, `Evaluation`, `ItemScore`,
 `Results`), model sources (`ModelSource`, `model_cache_dir`, `atomic_directory`),
-`Options` and `option` (a method's config and its fields), `MlpLayout` and `hookimpl`.
+`Options` and `option` (a method's config and its fields), `MlpLayout` and `hookimpl`, and for
+evaluators the held-out texts of ``nll:<corpus>`` tasks (`NLL_PREFIX`, `corpus_of_task`,
+`held_out_texts`, `is_file_corpus`), `read_text`, `offline_variable` and `LOAD_PLUGINS_VARIABLE`.
 
 Example::
 
@@ -62,6 +64,7 @@ _LAZY = {
     "MlpLayout": "locator.architecture",
     "ScoredParameter": "locator.architecture",
     "scored_parameters": "locator.architecture",
+    "LOAD_PLUGINS_VARIABLE": "locator.plugins",
     "list_plugins": "locator.plugins",
     "register_plugin": "locator.plugins",
     "CalibrationOptions": "locator.data",
@@ -70,6 +73,7 @@ _LAZY = {
     "HubDataset": "locator.data",
     "Record": "locator.data",
     "load_hub_split": "locator.data",
+    "offline_variable": "locator.data",
     "read_records": "locator.data",
     "get_dataset": "locator.data",
     "list_datasets": "locator.data",
@@ -89,6 +93,11 @@ _LAZY = {
     "load_model": "locator.models",
     "model_cache_dir": "locator.models",
     "atomic_directory": "locator.io",
+    "read_text": "locator.io",
+    "NLL_PREFIX": "locator.heldout",
+    "corpus_of_task": "locator.heldout",
+    "held_out_texts": "locator.heldout",
+    "is_file_corpus": "locator.heldout",
     "option": "locator.options",
     "Options": "locator.options",
     "Batch": "locator.runs",
@@ -120,6 +129,7 @@ if TYPE_CHECKING:
         get_dataset,
         list_datasets,
         load_hub_split,
+        offline_variable,
         read_records,
         render_chat,
         sample_corpus,
@@ -134,8 +144,9 @@ if TYPE_CHECKING:
         evaluate,
         list_tasks,
     )
+    from locator.heldout import NLL_PREFIX, corpus_of_task, held_out_texts, is_file_corpus
     from locator.intervention import apply, intervene
-    from locator.io import atomic_directory
+    from locator.io import atomic_directory, read_text
     from locator.localization import Localization, Neurons, Selection
     from locator.localizer import (
         LocalizationContext,
@@ -151,7 +162,7 @@ if TYPE_CHECKING:
     from locator.models import ModelOptions, ModelSource, list_models, load_model, model_cache_dir
     from locator.options import Options, option
     from locator.passes import collect_statistics
-    from locator.plugins import list_plugins, register_plugin
+    from locator.plugins import LOAD_PLUGINS_VARIABLE, list_plugins, register_plugin
     from locator.ranking import ranked_selections, split_neurons, top_count, top_cuts, top_indices
     from locator.rows import Feed
     from locator.runs import Batch, ModelRunner, compose, record, replace, scale

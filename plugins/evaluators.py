@@ -31,9 +31,6 @@ from locator_plugins.local_sources import LOCAL_SOURCES, LocalData, local_overri
 from locator_plugins.skill_tasks import SKILL_TASKS, corpus_nll, per_item, per_unit
 
 import locator
-from locator.data import offline_variable
-from locator.heldout import NLL_PREFIX, corpus_of_task, held_out_texts, is_file_corpus
-from locator.io import read_text
 
 FAST_FOLDERS = ("gsm8k", "mmlu", "race", "hendrycks_math", "minerva_math", "wikitext")
 """lm-eval task folders indexed first: the common tasks then need no scan of all of lm-eval's
@@ -76,7 +73,7 @@ def _manager(fast: bool) -> Any:
 
 def _is_own(task: str) -> bool:
     """Whether `task` is one of locator's skill tasks (built here, not looked up in lm-eval)."""
-    return task in SKILL_TASKS or task.startswith(NLL_PREFIX)
+    return task in SKILL_TASKS or task.startswith(locator.NLL_PREFIX)
 
 
 def _is_yaml(task: str) -> bool:
@@ -84,7 +81,7 @@ def _is_yaml(task: str) -> bool:
     `LocatorError` here, before lm-eval reads it (with a `UnicodeDecodeError`)."""
     if not (task.endswith((".yaml", ".yml")) and Path(task).is_file()):
         return False
-    read_text(task, "task file")
+    locator.read_text(task, "task file")
     return True
 
 
@@ -181,7 +178,7 @@ def _top(loaded: dict[str, Any], task: str) -> Any:
 
 
 def _load_error(task: str, error: Exception, data_dir: Path | None) -> locator.LocatorError:
-    variable = offline_variable()
+    variable = locator.offline_variable()
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if variable is not None and isinstance(error, ConnectionError):
         if data_dir is None:
@@ -296,7 +293,7 @@ class LmEvalEvaluator(locator.Evaluator):
     def task_names(self) -> Sequence[str]:
         """Every lm-eval task, group and tag name (indexes all of lm-eval once), the skill
         tasks and ``nll:<dataset>`` of every installed dataset."""
-        corpora = [f"{NLL_PREFIX}{name}" for name in locator.list_datasets()]
+        corpora = [f"{locator.NLL_PREFIX}{name}" for name in locator.list_datasets()]
         return [*SKILL_TASKS, *corpora, *_manager(False).all_tasks]
 
     def serves(self, task: str) -> bool:
@@ -489,14 +486,14 @@ def _check_corpus_task(task: str, data_dir: Path | None) -> None:
     """An ``nll:<corpus>`` task names an installed dataset (did-you-mean otherwise) or a file
     with held-out texts; a local dataset's held-out texts are read (the hub's are not fetched
     before the model loads)."""
-    corpus = corpus_of_task(task)
+    corpus = locator.corpus_of_task(task)
     if corpus is None:
         return
-    if not is_file_corpus(corpus):
+    if not locator.is_file_corpus(corpus):
         locator.get_dataset(corpus)
         if data_dir is None:
             return
-    held_out_texts(corpus, data_dir)
+    locator.held_out_texts(corpus, data_dir)
 
 
 def _skill_task(task: str, lm: Any, request: locator.EvaluationRequest) -> Any:

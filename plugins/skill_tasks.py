@@ -35,8 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import locator
-from locator.heldout import corpus_of_task, held_out_texts
-from locator.plugins import LOAD_PLUGINS_VARIABLE
 
 ORDER_SEED = 0
 """Seed of the fixed order of every task's items."""
@@ -93,7 +91,7 @@ def require_dataset(name: str) -> locator.Dataset:
     except locator.UnknownNameError:
         raise locator.LocatorError(
             f"the lm-eval backend reads dataset {name!r} through the built-in 'datasets' "
-            f"plugin, which is not loaded; add it to {LOAD_PLUGINS_VARIABLE}."
+            f"plugin, which is not loaded; add it to {locator.LOAD_PLUGINS_VARIABLE}."
         ) from None
 
 
@@ -208,10 +206,10 @@ def _python_nll(lm: Any, data_dir: Path | None, limit: int | None) -> dict[str, 
 
 def corpus_nll(task: str, lm: Any, data_dir: Path | None, limit: int | None) -> dict[str, Any]:
     """The task ``nll:<corpus>``: the rolling NLL of the corpus's held-out texts."""
-    corpus = corpus_of_task(task)
+    corpus = locator.corpus_of_task(task)
     if corpus is None:
         raise locator.LocatorError(f"{task!r} is not an nll:<corpus> task.")
-    return _texts(task, held_out_texts(corpus, data_dir), lm, limit)
+    return _texts(task, locator.held_out_texts(corpus, data_dir), lm, limit)
 
 
 def arithmetic_problems(count: int, seed: int) -> list[dict[str, str]]:

@@ -13,7 +13,7 @@ from locator.data import sample_corpus
 from locator.heldout import is_held_out
 from locator.localization import Localization
 from locator.testing import sample_texts
-from tests.plugins.test_task_skills import tasks  # noqa: F401 (a fixture)
+from tests.integration.test_task_skills import tasks  # noqa: F401 (a fixture)
 
 
 @pytest.fixture

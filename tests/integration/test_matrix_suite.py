@@ -14,7 +14,7 @@ from locator.bench import plan, results
 from locator.bench.suite import load_suite
 from locator.cli import cli
 from tests.conftest import SHARED_DATA, suite_toml
-from tests.plugins.test_task_skills import CHOICE
+from tests.integration.test_task_skills import CHOICE
 
 needs_shared_data = pytest.mark.skipif(
     not (SHARED_DATA / "handbook").is_dir(), reason="needs the shared handbook data"

@@ -47,12 +47,14 @@ def test_builtin_plugins_are_entry_points():
             assert entry_points.get(path.stem) == f"locator_plugins.{path.stem}", path.stem
 
 
-def test_every_plugin_module_has_its_test_file():
+def test_plugins_and_their_test_files_match_one_to_one():
     """tests/plugins/ mirrors plugins/: plugins/<module>.py is tested by
-    tests/plugins/test_<module>.py."""
+    tests/plugins/test_<module>.py, and every test file there tests a plugin (the core's tests
+    live in tests/unit/ and tests/integration/)."""
     modules = {path.stem for path in PLUGINS.glob("*.py") if path.stem != "__init__"}
-    missing = sorted(m for m in modules if not (PLUGIN_TESTS / f"test_{m}.py").is_file())
-    assert not missing, f"plugins without tests/plugins/test_<module>.py: {missing}"
+    tested = {path.stem.removeprefix("test_") for path in PLUGIN_TESTS.glob("test_*.py")}
+    assert not modules - tested, f"plugins without their test file: {modules - tested}"
+    assert not tested - modules, f"tests/plugins/ files that name no plugin: {tested - modules}"
 
 
 def test_the_readme_stays_short_and_its_links_resolve():
