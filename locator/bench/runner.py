@@ -69,6 +69,17 @@ class RunSummary:
     busy: int = 0
     """Configurations another run sharing the folder computed (this one waited for them)."""
 
+    def table(self) -> str:
+        """The summary table of every result in `out` (`locator.bench.report.summary_table`),
+        or ``""`` while it holds none."""
+        from locator.bench.report import summary_table
+
+        return (
+            summary_table(results.read_results(self.out).to_pylist())
+            if results.finished(self.out)
+            else ""
+        )
+
 
 def run_suite(
     suite: Suite,
