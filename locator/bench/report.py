@@ -183,10 +183,9 @@ def write_report(
     echo: Callable[[str], None] = lambda line: None,
 ) -> Path:
     """Write ``report.md``, ``report.html`` and their figures (PNG and SVG) for the results in
-    `directory` into `out` (default ``DIR/_report``; a folder a report wrote is extended, any
-    other non-empty one refused first); return the path of ``report.md``. `skill` names the
-    task that measures the skill (default: the target dataset's task). `echo` gets the
-    `headline` and where the results are before the writing starts (``locator report``)."""
+    `directory` into `out` (default ``DIR/_report``; checked first); return the path of
+    ``report.md``. `skill` names the task that measures the skill (default: the target
+    dataset's task); `echo` gets the `headline` before the writing starts."""
     out = check_output_directory(
         Path(directory) / "_report" if out is None else out,
         owned=lambda p: (p / "report.md").is_file(),

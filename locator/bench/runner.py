@@ -70,15 +70,11 @@ class RunSummary:
     """Configurations another run sharing the folder computed (this one waited for them)."""
 
     def table(self) -> str:
-        """The summary table of every result in `out` (`locator.bench.report.summary_table`),
-        or ``""`` while it holds none."""
+        """`locator.bench.report.summary_table` of every result in `out` (``""`` while none)."""
         from locator.bench.report import summary_table
 
-        return (
-            summary_table(results.read_results(self.out).to_pylist())
-            if results.finished(self.out)
-            else ""
-        )
+        done = results.finished(self.out)
+        return summary_table(results.read_results(self.out).to_pylist()) if done else ""
 
 
 def run_suite(
