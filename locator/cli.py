@@ -6,11 +6,9 @@ the ``register_commands`` hook.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -125,10 +123,10 @@ def statistics(as_json: bool) -> None:
 @json_option
 def plugins(as_json: bool) -> None:
     """List the loaded plugins: distribution, version and hooks."""
-    from locator.plugins import list_plugins
+    from locator.listings import plugin_rows
 
     _echo_rows(
-        [dataclasses.asdict(info) for info in list_plugins()],
+        plugin_rows(),
         as_json,
         lambda row: [
             f"{row['name']}  {row['distribution']} {row['version']}  "
@@ -260,7 +258,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
         if row["source"] == "hub":
             where = f"  source: hub (offline: install with {row['install']})"
         else:
-            built = "" if Path(row["source"]).exists() else " (built on first load)"
+            built = "" if row["built"] else " (built on first load)"
             where = f"  source: {row['source']}{built}"
         return [f"{row['name']}: {row['description']}  [{row['size']}, hub {row['hub_id']}]", where]
 
@@ -283,8 +281,6 @@ def fetch(name: str) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def bench(suite: str, out: str, shard: str | None, no_progress: bool) -> None:
     """Run a benchmark suite (TOML) into a Parquet results folder; resumes where it stopped."""
-    from locator.bench.report import summary_table
-    from locator.bench.results import finished, read_results
     from locator.bench.runner import parse_shard, run_suite
     from locator.bench.suite import load_suite
 
@@ -294,8 +290,8 @@ def bench(suite: str, out: str, shard: str | None, no_progress: bool) -> None:
     )
     if summary.in_shard == 0:
         return  # a shard beyond the grid: nothing to do is success (run_suite said so)
-    if finished(out):
-        click.echo(summary_table(read_results(out).to_pylist()))
+    if table := summary.table():
+        click.echo(table)
     busy = f", {summary.busy} computed by another run sharing the folder" if summary.busy else ""
     click.echo(
         f"ran {summary.ran} configurations, {summary.skipped} already finished{busy}, "
@@ -314,17 +310,9 @@ def bench(suite: str, out: str, shard: str | None, no_progress: bool) -> None:
 )
 def report(results: str, out: str | None, skill_task: str | None) -> None:
     """Write a Markdown and a self-contained HTML report with figures from a results folder."""
-    from locator.bench.report import headline, write_report
-    from locator.bench.results import read_results
-    from locator.io import check_output_directory
+    from locator.bench.report import write_report
 
-    folder = Path(out) if out is not None else Path(results) / "_report"
-    check_output_directory(
-        folder, owned=lambda p: (p / "report.md").is_file(), what="a report", extend=True
-    )
-    click.echo(headline(read_results(results).to_pylist()))
-    click.echo(f"results (Parquet) -> {results}")
-    path = write_report(results, out, skill=skill_task)
+    path = write_report(results, out, skill=skill_task, echo=click.echo)
     click.echo(f"report -> {path} and {path.with_suffix('.html')}")
 
 

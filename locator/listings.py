@@ -1,12 +1,13 @@
 """Listings: what is installed, as rows of plain data (JSON-ready dicts).
 
-The ``locator localizers``, ``statistics``, ``datasets`` and ``models`` commands print these
-rows (and ``locator plugins`` `locator.plugins.list_plugins`) as text or JSON; a notebook or
-another tool gets the same data without the command line.
+The ``locator localizers``, ``statistics``, ``datasets``, ``models`` and ``plugins`` commands
+print these rows as text or JSON; a notebook or another tool gets the same data without the
+command line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 
@@ -59,14 +60,23 @@ def dataset_rows() -> list[dict[str, Any]]:
 
 def model_rows() -> list[dict[str, Any]]:
     """Each model known by short name: hub id, where its local copy is (``hub`` when none),
-    size, description and how to install it."""
+    whether that copy exists yet (`built`: else its first load builds it), size, description
+    and how to install it."""
     from locator.models import get_model_source, list_models
 
     return [
         {"name": name, "hub_id": source.hub_id, "source": "hub" if found is None else str(found),
-         "size": source.size, "description": source.description,
-         "install": source.install_hint()}
+         "built": found is not None and found.exists(), "size": source.size,
+         "description": source.description, "install": source.install_hint()}
         for name in list_models()
         for source in [get_model_source(name)]
         for found in [source.find()]
     ]  # fmt: skip
+
+
+def plugin_rows() -> list[dict[str, Any]]:
+    """Each loaded plugin: its `locator.plugins.PluginInfo` (name, distribution, version,
+    hooks) as a dict."""
+    from locator.plugins import list_plugins
+
+    return [dataclasses.asdict(info) for info in list_plugins()]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +59,7 @@ from locator.bench.specificity import (
     skill_task,
     specific,
 )
-from locator.io import atomic_write
+from locator.io import atomic_write, check_output_directory
 
 if TYPE_CHECKING:
     from locator.bench.suite import SkillSpec
@@ -176,14 +176,26 @@ def headline(rows: Sequence[Row], proportion: float = 0.05) -> str:
 
 
 def write_report(
-    directory: str | Path, out: str | Path | None = None, *, skill: str | None = None
+    directory: str | Path,
+    out: str | Path | None = None,
+    *,
+    skill: str | None = None,
+    echo: Callable[[str], None] = lambda line: None,
 ) -> Path:
     """Write ``report.md``, ``report.html`` and their figures (PNG and SVG) for the results in
-    `directory` into `out` (default ``DIR/_report``); return the path of ``report.md``.
-    `skill` names the task that measures the skill (default: the target dataset's task)."""
-    directory = Path(directory)
+    `directory` into `out` (default ``DIR/_report``; checked first); return the path of
+    ``report.md``. `skill` names the task that measures the skill (default: the target
+    dataset's task); `echo` gets the `headline` before the writing starts."""
+    out = check_output_directory(
+        Path(directory) / "_report" if out is None else out,
+        owned=lambda p: (p / "report.md").is_file(),
+        what="a report",
+        extend=True,
+    )
     rows = read_results(directory).to_pylist()
-    out = Path(out) if out is not None else directory / "_report"
+    echo(headline(rows))
+    echo(f"results (Parquet) -> {directory}")
+    directory = Path(directory)
     title = f"Benchmark report: {', '.join(sorted({r['suite'] for r in rows}))}"
     first = rows[0]
     made = (

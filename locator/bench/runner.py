@@ -69,6 +69,13 @@ class RunSummary:
     busy: int = 0
     """Configurations another run sharing the folder computed (this one waited for them)."""
 
+    def table(self) -> str:
+        """`locator.bench.report.summary_table` of every result in `out` (``""`` while none)."""
+        from locator.bench.report import summary_table
+
+        done = results.finished(self.out)
+        return summary_table(results.read_results(self.out).to_pylist()) if done else ""
+
 
 def run_suite(
     suite: Suite,

@@ -28,6 +28,7 @@ def test_models_lists_names_hub_ids_sources_and_sizes():
     assert rows["gemma-3-270m"]["hub_id"] == "google/gemma-3-270m"
     for row in rows.values():
         assert row["source"] == "hub" or Path(row["source"]).suffix == ".gguf"
+        assert row["built"] == (row["source"] != "hub" and Path(row["source"]).exists())
         assert row["size"].endswith("MB")
 
 
