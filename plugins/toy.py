@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 import locator
+from locator.options import click_options
 from locator.toy.data import arithmetic_problems, language_texts
 from locator.toy.plant import (
     PLANTING_FILE,
@@ -152,32 +153,15 @@ def register_commands(cli):  # type: ignore[no-untyped-def]
         main(["--out", out, "--seed", str(seed), "--steps", str(steps)] + ["--force"] * force)
 
     @toy.command()
-    @click.option("--level", required=True, type=click.Choice(["weight", "neuron"]))
-    @click.option("--seed", default=0, show_default=True, type=int, help="Seed of S.")
+    @click_options(PlantingSettings, "settings")
     @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder.")
-    @click.option(
-        "--fraction", default=0.01, show_default=True, type=float, help="Weight level: S's share."
-    )
-    @click.option(
-        "--neurons", default=8, show_default=True, type=int, help="Neuron level: S per layer."
-    )
-    @click.option("--steps", default=300, show_default=True, type=int)
     @click.option(
         "--base",
         type=click.Path(file_okay=False),
         help="Toy model to plant into (default shipped).",
     )
     @click.option("--force", is_flag=True, help="Replace a planted model folder this wrote.")
-    def plant(
-        level: str,
-        seed: int,
-        out: str,
-        fraction: float,
-        neurons: int,
-        steps: int,
-        base: str | None,
-        force: bool,
-    ) -> None:
+    def plant(settings: PlantingSettings, out: str, base: str | None, force: bool) -> None:
         """Plant the skill 'a big b = max(a, b)' into a seeded set S of the toy model's
         parameters, every other weight bit-identical (see locator/toy/plant.py).
 
@@ -186,9 +170,6 @@ def register_commands(cli):  # type: ignore[no-untyped-def]
         """
         import json
 
-        settings = PlantingSettings(
-            level=level, seed=seed, fraction=fraction, neurons=neurons, steps=steps
-        )
         folder = plant_skill(out, settings, base=base, force=force)
         record = json.loads((folder / PLANTING_FILE).read_text())
         before, after = record["before"], record["after"]

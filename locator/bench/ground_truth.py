@@ -42,10 +42,11 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from locator.bench.metrics import groups, model_label
 from locator.errors import LocatorError
+from locator.options import OptionError, Options, option
 from locator.toy.plant import LANGUAGE_LIMIT, LEVELS, PLANTED_TASK, PLANTING_FILE, PlantingSettings
 
 if TYPE_CHECKING:
@@ -71,13 +72,26 @@ FIXED = ("models", "corpora", "tasks", "proportions", "factors", "matrix", "skil
 
 
 @dataclass(frozen=True, kw_only=True)
-class GroundTruthSpec:
-    """A suite's ``[ground_truth]`` table: the `levels` of S, the seeds of S (`plantings`, one
-    planted model per level and seed) and the training `steps` of each planting."""
+class GroundTruthSpec(Options):
+    """A suite's ``[ground_truth]`` table: which planted models the suite runs on."""
 
-    levels: tuple[str, ...] = LEVELS
-    plantings: tuple[int, ...] = (0, 1, 2)
-    steps: int = 300
+    levels: tuple[Literal["weight", "neuron"], ...] = option(LEVELS, help="The levels of S.")
+    plantings: tuple[int, ...] = option(
+        (0, 1, 2), help="The seeds of S (integers >= 0): one planted model per level and seed."
+    )
+    steps: int = option(300, minimum=1, help="The training steps of each planting.")
+
+    def __post_init__(self) -> None:
+        """Check the types, then that the lists are non-empty and distinct, the seeds >= 0."""
+        super().__post_init__()
+        for key in ("levels", "plantings"):
+            values = getattr(self, key)
+            if not values or len(set(values)) != len(values):
+                raise OptionError(
+                    key, f"must be a non-empty list without duplicates: {list(values)}."
+                )
+        if min(self.plantings) < 0:
+            raise OptionError("plantings", f"must be integers >= 0, got {list(self.plantings)}.")
 
     def settings(self) -> list[PlantingSettings]:
         """The planting settings of every planted model, levels outermost."""
@@ -103,22 +117,7 @@ def expand(check: Any, data: Mapping[str, Any]) -> tuple[dict[str, Any], GroundT
     table = data["ground_truth"]
     if not isinstance(table, dict):
         raise check.fail("ground_truth", f"must be a table ([ground_truth]), got {table!r}.")
-    check.keys("ground_truth.", table, [f.name for f in dataclasses.fields(GroundTruthSpec)])
-
-    def level(key: str, value: Any) -> str:
-        if value not in LEVELS:
-            raise check.unknown(key, "level", str(value), LEVELS)
-        return str(value)
-
-    found: dict[str, Any] = {}
-    for key, convert in (
-        ("levels", level),
-        ("plantings", lambda key, value: check.value(key, value, int, 0)),
-    ):
-        if key in table:
-            found[key] = check.values(table, key, convert, where="ground_truth.")
-    if "steps" in table:
-        found["steps"] = check.value("ground_truth.steps", table["steps"], int, 1)
+    spec = check.parse(GroundTruthSpec, table, "ground_truth.")
     expanded = {
         **data,
         "models": [{"path": str(checkpoint_path()), "dtype": "float32"}],
@@ -129,7 +128,7 @@ def expand(check: Any, data: Mapping[str, Any]) -> tuple[dict[str, Any], GroundT
         "factors": [0.0],
         "matched_baseline": data.get("matched_baseline", False),
     }
-    return expanded, GroundTruthSpec(**found)
+    return expanded, spec
 
 
 def ensure_planting(plantings: Path, settings: PlantingSettings) -> Path:

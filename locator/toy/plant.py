@@ -40,9 +40,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from locator.errors import LocatorError
+from locator.options import OptionError, Options, option
 from locator.toy.data import ArithmeticProblem
 
 if TYPE_CHECKING:
@@ -102,46 +103,43 @@ def evaluate_planted(
 
 
 @dataclass(frozen=True, kw_only=True)
-class PlantingSettings:
-    """How to plant: the level and seed of S, its size, and the training recipe.
+class PlantingSettings(Options):
+    """How to plant: the level and seed of S, its size, and the training recipe."""
 
-    `fraction` is S's share of each decoder linear's entries (weight level); `neurons` the
-    number of MLP neurons of S in every layer (neuron level). Each batch holds
-    `batch_size` texts, `planted_share` of them planted problems and the rest replay of the old
-    skills, `replay_arithmetic` of the replay arithmetic problems (the fact table forgets
-    faster than the grammar) and the rest sentences. The learning rate decays from
-    `learning_rate` to 5% of it along a cosine.
-    """
+    level: Literal["weight", "neuron"] = option(
+        help="The level of S: weight (entries of every decoder linear) or neuron (MLP neurons)."
+    )
+    seed: int = option(0, minimum=0, help="Seed of S.")
+    fraction: float = option(0.01, help="Weight level: S's share of each decoder linear, (0, 1].")
+    neurons: int = option(8, minimum=0, help="Neuron level: S's MLP neurons per layer, >= 1.")
+    steps: int = option(300, minimum=1, help="Training steps.")
+    batch_size: int = option(128, minimum=2, help="Texts per batch.")
+    planted_share: float = option(
+        0.4, above=0, below=1, help="Share of each batch that is planted problems (rest: replay)."
+    )
+    replay_arithmetic: float = option(
+        0.8,
+        minimum=0,
+        maximum=1,
+        help="Share of the replay that is arithmetic (the fact table forgets faster than the "
+        "grammar); the rest is sentences.",
+    )
+    learning_rate: float = option(
+        2e-2, above=0, help="Learning rate; it decays to 5% of this along a cosine."
+    )
 
-    level: str
-    seed: int = 0
-    fraction: float = 0.01
-    neurons: int = 8
-    steps: int = 300
-    batch_size: int = 128
-    planted_share: float = 0.4
-    replay_arithmetic: float = 0.8
-    learning_rate: float = 2e-2
-
-    def check(self) -> None:
-        """Raise a one-line `LocatorError` for a request that cannot be met."""
-        if self.level not in LEVELS:
-            raise LocatorError(f"level must be 'weight' or 'neuron', got {self.level!r}.")
-        for name in ("seed", "neurons", "steps", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise LocatorError(f"{name} must be an integer >= 0, got {value!r}.")
-        if self.steps < 1 or self.batch_size < 2:
-            raise LocatorError("steps must be >= 1 and batch_size >= 2.")
+    def __post_init__(self) -> None:
+        """Check the bounds, then S's size at its level."""
+        super().__post_init__()
         if self.level == "weight" and not 0 < self.fraction <= 1:
-            raise LocatorError(
-                f"fraction must be in (0, 1] (S empty or larger than the model), got "
-                f"{self.fraction!r}."
+            raise OptionError(
+                "fraction",
+                f"must be in (0, 1] (S empty or larger than the model), got {self.fraction!r}.",
             )
         if self.level == "neuron" and self.neurons < 1:
-            raise LocatorError("neurons must be >= 1 per layer (S would be empty).")
-        if not 0 < self.planted_share < 1 or not self.learning_rate > 0:
-            raise LocatorError("planted_share must be in (0, 1) and learning_rate > 0.")
+            raise OptionError(
+                "neurons", f"must be >= 1 per layer (S would be empty), got {self.neurons!r}."
+            )
 
 
 def planted_set(
@@ -158,7 +156,6 @@ def planted_set(
     from locator.architecture import mlp_neurons, scored_parameters
     from locator.recovery import neuron_linears
 
-    settings.check()
     parameters = scored_parameters(model)
     generator = torch.Generator().manual_seed(settings.seed)
     masks = {name: torch.zeros(p.shape, dtype=torch.bool) for name, p in parameters.items()}
@@ -341,7 +338,6 @@ def plant(
     from locator.io import atomic_directory, check_output_directory
     from locator.toy import load_toy_model
 
-    settings.check()
     out = check_output_directory(
         out_dir, owned=is_planted_model, what="a planted toy model", force=force
     )

@@ -147,10 +147,12 @@ def test_a_rerun_resumes_and_a_planting_changed_outside_s_is_refused(finished, t
 @pytest.mark.parametrize(
     "change, message",
     [
-        ('[ground_truth]\nlevels = ["layer"]\n', "ground_truth.levels[0]"),
+        ('[ground_truth]\nlevels = ["layer"]\n', "ground_truth.levels: must be one of"),
         ("[ground_truth]\nsteps = 0\n", "ground_truth.steps"),
         ('[ground_truth]\n[[corpora]]\ntarget = "toy-arithmetic"\n', "corpora: a ground-truth"),
         ("[ground_truth]\nplantings = []\n", "ground_truth.plantings"),
+        ("[ground_truth]\nplantings = [1, 1]\n", "ground_truth.plantings: must be a non-empty"),
+        ("[ground_truth]\nplantings = [-1]\n", "ground_truth.plantings: must be integers >= 0"),
     ],
 )
 def test_bad_ground_truth_suites_fail_in_one_line_and_write_nothing(tmp_path, change, message):

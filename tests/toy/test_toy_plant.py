@@ -210,6 +210,8 @@ def run(args):
         (["--level", "weight", "--fraction", "1.5"], "larger than the model"),
         (["--level", "neuron", "--neurons", "0"], "would be empty"),
         (["--level", "neuron", "--neurons", "300"], "at most 256"),
+        (["--level", "layer"], "level must be one of ['weight', 'neuron'], got 'layer'."),
+        (["--level", "weight", "--batch-size", "1"], "batch_size must be an integer >= 2"),
     ],
 )
 def test_plant_refuses_requests_that_cannot_be_met(tmp_path, options, message):
