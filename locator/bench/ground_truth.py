@@ -42,12 +42,19 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from locator.bench.metrics import groups, model_label
 from locator.errors import LocatorError
 from locator.options import OptionError, Options, option
-from locator.toy.plant import LANGUAGE_LIMIT, LEVELS, PLANTED_TASK, PLANTING_FILE, PlantingSettings
+from locator.toy.plant import (
+    LANGUAGE_LIMIT,
+    LEVELS,
+    PLANTED_TASK,
+    PLANTING_FILE,
+    Level,
+    PlantingSettings,
+)
 
 if TYPE_CHECKING:
     from locator.bench.document import Document
@@ -75,7 +82,7 @@ FIXED = ("models", "corpora", "tasks", "proportions", "factors", "matrix", "skil
 class GroundTruthSpec(Options):
     """A suite's ``[ground_truth]`` table: which planted models the suite runs on."""
 
-    levels: tuple[Literal["weight", "neuron"], ...] = option(LEVELS, help="The levels of S.")
+    levels: tuple[Level, ...] = option(LEVELS, help="The levels of S.")
     plantings: tuple[int, ...] = option(
         (0, 1, 2), help="The seeds of S (integers >= 0): one planted model per level and seed."
     )

@@ -40,7 +40,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from locator.errors import LocatorError
 from locator.options import OptionError, Options, option
@@ -61,7 +61,9 @@ OPERATOR = "big"
 OPERAND_MAX = 19
 PLANTING_FILE = "planting.json"
 GROUND_TRUTH_FILE = "ground-truth.safetensors"
-LEVELS = ("weight", "neuron")
+Level = Literal["weight", "neuron"]
+"""The levels S is planted at: entries of the decoder linears, or MLP neurons."""
+LEVELS: tuple[str, ...] = get_args(Level)
 LANGUAGE_LIMIT = 500
 """Held-out sentences the planting's language check reads (about 3,000 scored positions)."""
 KNOWN_ACCURACY = 0.5
@@ -106,7 +108,7 @@ def evaluate_planted(
 class PlantingSettings(Options):
     """How to plant: the level and seed of S, its size, and the training recipe."""
 
-    level: Literal["weight", "neuron"] = option(
+    level: Level = option(
         help="The level of S: weight (entries of every decoder linear) or neuron (MLP neurons)."
     )
     seed: int = option(0, minimum=0, help="Seed of S.")
