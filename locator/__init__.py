@@ -8,7 +8,8 @@ also all a plugin needs: `Localizer`, `LocalizationContext`, `Selection`, `Neuro
 `record`, `compose`), datasets (`Dataset`, `HubDataset`, `Record`, `load_hub_split`,
 `read_records`), evaluators (`Evaluator`, `EvaluationRequest`, `Evaluation`, `ItemScore`,
 `Results`), model sources (`ModelSource`, `model_cache_dir`, `atomic_directory`),
-`Options` and `option` (a method's config and its fields), `MlpLayout` and `hookimpl`, and for
+`Options` and `option` (a method's config and its fields; `click_options` makes an option
+set a command's flags), `MlpLayout` and `hookimpl`, and for
 evaluators the held-out texts of ``nll:<corpus>`` tasks (`NLL_PREFIX`, `corpus_of_task`,
 `held_out_texts`, `is_file_corpus`), `read_text`, `offline_variable` and `LOAD_PLUGINS_VARIABLE`.
 
@@ -98,6 +99,7 @@ _LAZY = {
     "corpus_of_task": "locator.heldout",
     "held_out_texts": "locator.heldout",
     "is_file_corpus": "locator.heldout",
+    "click_options": "locator.options",
     "option": "locator.options",
     "Options": "locator.options",
     "Batch": "locator.runs",
@@ -160,7 +162,7 @@ if TYPE_CHECKING:
         statistic_kinds,
     )
     from locator.models import ModelOptions, ModelSource, list_models, load_model, model_cache_dir
-    from locator.options import Options, option
+    from locator.options import Options, click_options, option
     from locator.passes import collect_statistics
     from locator.plugins import LOAD_PLUGINS_VARIABLE, list_plugins, register_plugin
     from locator.ranking import ranked_selections, split_neurons, top_count, top_cuts, top_indices

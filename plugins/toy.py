@@ -22,7 +22,6 @@ from typing import Any
 import click
 
 import locator
-from locator.options import click_options
 from locator.toy.data import arithmetic_problems, language_texts
 from locator.toy.plant import (
     PLANTING_FILE,
@@ -153,7 +152,7 @@ def register_commands(cli):  # type: ignore[no-untyped-def]
         main(["--out", out, "--seed", str(seed), "--steps", str(steps)] + ["--force"] * force)
 
     @toy.command()
-    @click_options(PlantingSettings, "settings")
+    @locator.click_options(PlantingSettings, "settings")
     @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder.")
     @click.option(
         "--base",
