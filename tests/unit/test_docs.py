@@ -22,6 +22,8 @@ DOCUMENTED = {
     "locator.bench.suite.SkillSpec",
     "locator.bench.results.Row",
     "locator.bench.results.Sample",
+    "locator.toy.plant.PlantingSettings",
+    "locator.bench.ground_truth.GroundTruthSpec",
     "methods",
 }
 
